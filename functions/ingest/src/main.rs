@@ -1,0 +1,22 @@
+//! `mailroom-ingest`: takes raw messages handed over by importers and pollers, stores them
+//! in S3 and queues them for the pipeline. Invoked directly with
+//! `{"raw_base64": "...", "inbox": "support@example.com", "folder": "inbox"}`.
+
+use lambda_runtime::{Error, LambdaEvent, service_fn};
+use mailroom_app::ingest::{IngestRequest, ingest_request};
+use mailroom_app::{Ingestor, Ports, config::AwsConfig, telemetry};
+use mailroom_store::aws::AwsClients;
+use std::sync::Arc;
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    telemetry::init(true, "info");
+    let cfg = AwsConfig::from_env(true)?;
+    let clients = AwsClients::from_env().await;
+    let ingestor = Arc::new(Ingestor::new(Ports::aws(&clients, &cfg)));
+    lambda_runtime::run(service_fn(move |ev: LambdaEvent<IngestRequest>| {
+        let ingestor = ingestor.clone();
+        async move { ingest_request(&ingestor, ev.payload).await.map_err(Error::from) }
+    }))
+    .await
+}

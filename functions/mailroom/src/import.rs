@@ -1,0 +1,123 @@
+use crate::sources;
+use anyhow::Result;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use mailroom_app::{IngestError, IngestOutcome, Ingestor, MatchHandler, Ports, RawMail, Worker};
+use mailroom_core::{EmailAddress, Folder};
+use serde::Serialize;
+use std::io::IsTerminal;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Debug, Default, Serialize)]
+struct Summary {
+    read: u64,
+    stored: u64,
+    duplicates: u64,
+    /// Stored by an earlier, interrupted run and queued again.
+    requeued: u64,
+    failed: u64,
+    processed: u64,
+    dead_lettered: u64,
+}
+
+/// Imports `path` and drains the pipeline. Returns how many messages failed.
+pub async fn run(data: &Path, path: &Path, inbox: Option<&str>, folder: Option<Folder>, json: bool) -> Result<u64> {
+    let inbox = inbox.map(EmailAddress::parse).transpose()?;
+    let ports = Ports::embedded(data)?;
+    let ingestor = Ingestor::new(ports.clone());
+    let mut worker = Worker::new(ports.ingest_queue.clone(), Arc::new(MatchHandler::new(ports.clone())));
+    // Locally a failed message is retried quickly; five receives then move it to the DLQ.
+    worker.retry_base = Duration::from_millis(200);
+    let dlq_before = match &ports.ingest_dlq {
+        Some(q) => q.approximate_len().await?,
+        None => 0,
+    };
+
+    // The consumer runs while the import goes on, as the Lambda functions would.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let bg = {
+        let w = worker.clone();
+        tokio::spawn(async move { w.run(stop_rx).await })
+    };
+
+    let items = sources::collect(path)?;
+    let pb = ProgressBar::new(items.len() as u64);
+    if std::io::stderr().is_terminal() {
+        pb.set_style(
+            ProgressStyle::with_template("{spinner} {bar:40} {pos}/{len} {per_sec} eta {eta} {msg}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+    } else {
+        pb.set_draw_target(ProgressDrawTarget::hidden());
+    }
+    let mut s = Summary::default();
+    let mut deferred = Vec::new();
+    for item in items {
+        let label = item.label();
+        pb.inc(1);
+        let bytes = match item.read() {
+            Ok(b) => b,
+            Err(e) => {
+                s.failed += 1;
+                pb.suspend(|| eprintln!("{label}: {e:#}"));
+                continue;
+            }
+        };
+        s.read += 1;
+        let mut mail = RawMail::new(bytes, "import");
+        mail.inbox = inbox.clone();
+        mail.folder = folder;
+        match ingestor.ingest(mail.clone()).await {
+            Ok(o) => count(&mut s, &o),
+            // The From may be an inbox that a later message's Delivered-To makes known.
+            Err(IngestError::UnknownInbox { .. }) => deferred.push((label, mail)),
+            Err(e) => {
+                s.failed += 1;
+                pb.suspend(|| eprintln!("{label}: {e}"));
+            }
+        }
+    }
+    if !deferred.is_empty() {
+        // Let the pipeline record what was stored, so that replies can find their parents.
+        worker.drain().await?;
+    }
+    for (label, mail) in deferred {
+        match ingestor.ingest(mail).await {
+            Ok(o) => count(&mut s, &o),
+            Err(e) => {
+                s.failed += 1;
+                pb.suspend(|| eprintln!("{label}: {e}"));
+            }
+        }
+    }
+    pb.finish_and_clear();
+
+    let _ = stop_tx.send(true);
+    bg.await?;
+    worker.drain().await?;
+    let stats = mailroom_app::stats::collect(&ports).await?;
+    s.processed = stats.processed;
+    s.dead_lettered = stats.ingest_dlq.unwrap_or(0).saturating_sub(dlq_before);
+    if json {
+        println!("{}", serde_json::to_string_pretty(&s)?);
+    } else {
+        println!(
+            "read {}, stored {}, duplicates {} ({} requeued from an interrupted run), failed {}",
+            s.read, s.stored, s.duplicates + s.requeued, s.requeued, s.failed
+        );
+        println!(
+            "pipeline: {} copies processed in total, {} sent to the dead-letter queue by this run",
+            s.processed, s.dead_lettered
+        );
+    }
+    Ok(s.failed)
+}
+
+fn count(s: &mut Summary, o: &IngestOutcome) {
+    match o {
+        IngestOutcome::Stored(_) => s.stored += 1,
+        IngestOutcome::Duplicate => s.duplicates += 1,
+        IngestOutcome::Requeued(_) => s.requeued += 1,
+    }
+}

@@ -1,0 +1,83 @@
+//! `mailroom`: every Mailroom function in one process, on embedded storage.
+
+mod import;
+mod serve;
+mod sources;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+use mailroom_core::Folder;
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(name = "mailroom", version, about = "Connect shared inboxes to your CRM, on your own machine or AWS account")]
+struct Cli {
+    /// Data directory of the embedded storage.
+    #[arg(long, global = true, env = "MAILROOM_DATA", default_value = "./.mailroom")]
+    data: PathBuf,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Import a folder of .eml files (recursive), an mbox file or a maildir, and run the
+    /// pipeline until its queues are drained.
+    Import {
+        path: PathBuf,
+        /// The inbox the messages belong to; without it, each message's Delivered-To (then
+        /// X-Original-To) decides, and a message whose From is a known inbox is its Sent copy.
+        #[arg(long)]
+        inbox: Option<String>,
+        /// `sent` marks the messages as the inbox's Sent copies (agent messages).
+        #[arg(long)]
+        folder: Option<Folder>,
+        /// Print the summary as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run the queue consumers and the HTTP endpoints until Ctrl-C.
+    Serve {
+        #[arg(long, default_value_t = 3000)]
+        port: u16,
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1")]
+        bind: String,
+    },
+    /// Counts of stored copies, processed copies, messages and queue depths.
+    Stats {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let cli = Cli::parse();
+    // Per-message logs are for `RUST_LOG=info`; a terminal user sees warnings and the summary.
+    let level = if matches!(cli.cmd, Cmd::Serve { .. }) { "info" } else { "warn" };
+    mailroom_app::telemetry::init(false, level);
+    match cli.cmd {
+        Cmd::Import { path, inbox, folder, json } => {
+            let failed = import::run(&cli.data, &path, inbox.as_deref(), folder, json).await?;
+            if failed > 0 {
+                std::process::exit(1);
+            }
+        }
+        Cmd::Serve { port, bind } => serve::run(&cli.data, &bind, port).await?,
+        Cmd::Stats { json } => {
+            let ports = mailroom_app::Ports::embedded(&cli.data)?;
+            let s = mailroom_app::stats::collect(&ports).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&s)?);
+            } else {
+                println!("{:<40} {:>8} {:>10} {:>9}", "inbox", "copies", "processed", "messages");
+                for (addr, i) in &s.inboxes {
+                    println!("{addr:<40} {:>8} {:>10} {:>9}", i.copies, i.processed, i.messages);
+                }
+                println!("queues: ingest {} waiting, dead-letter {}", s.ingest_queue, s.ingest_dlq.unwrap_or(0));
+            }
+        }
+    }
+    Ok(())
+}

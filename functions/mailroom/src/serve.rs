@@ -1,0 +1,69 @@
+//! `mailroom serve`: the queue consumers and the HTTP endpoints in one process.
+
+use anyhow::{Context, Result};
+use axum::Router;
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Json};
+use axum::routing::{get, post};
+use axum::body::Bytes;
+use mailroom_app::ingest::ingest_response;
+use mailroom_app::{Ingestor, MatchHandler, Ports, RawMail, Worker};
+use mailroom_core::{EmailAddress, Folder};
+use serde::Deserialize;
+use std::path::Path;
+use std::sync::Arc;
+
+#[derive(Clone)]
+struct AppState {
+    ingestor: Arc<Ingestor>,
+}
+
+pub async fn run(data: &Path, bind: &str, port: u16) -> Result<()> {
+    let ports = Ports::embedded(data)?;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let worker = Worker::new(ports.ingest_queue.clone(), Arc::new(MatchHandler::new(ports.clone())));
+    let bg = tokio::spawn(async move { worker.run(stop_rx).await });
+
+    let state = AppState { ingestor: Arc::new(Ingestor::new(ports)) };
+    let app = Router::new()
+        .route("/health", get(|| async { Json(serde_json::json!({"status": "ok"})) }))
+        .route("/ingest", post(ingest))
+        .with_state(state);
+    let listener = tokio::net::TcpListener::bind((bind, port))
+        .await
+        .with_context(|| format!("cannot listen on {bind}:{port}"))?;
+    tracing::info!(addr = %listener.local_addr()?, data = %data.display(), "mailroom serve is up");
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await?;
+    let _ = stop_tx.send(true);
+    bg.await?;
+    Ok(())
+}
+
+#[derive(Deserialize)]
+struct IngestParams {
+    inbox: Option<String>,
+    folder: Option<Folder>,
+}
+
+/// `POST /ingest?inbox=...&folder=inbox|sent` with the raw message as the body: the local
+/// twin of the ingest function.
+async fn ingest(State(st): State<AppState>, Query(p): Query<IngestParams>, body: Bytes) -> impl IntoResponse {
+    let mut mail = RawMail::new(body, "api");
+    mail.folder = p.folder;
+    let res = match p.inbox.as_deref().map(EmailAddress::parse).transpose() {
+        Ok(inbox) => {
+            mail.inbox = inbox;
+            ingest_response(&st.ingestor, mail).await
+        }
+        Err(e) => Err(e.into()),
+    };
+    match res {
+        Ok(r) => (StatusCode::ACCEPTED, Json(serde_json::json!(r))).into_response(),
+        Err(e) => (StatusCode::UNPROCESSABLE_ENTITY, Json(serde_json::json!({"error": format!("{e:#}")}))).into_response(),
+    }
+}

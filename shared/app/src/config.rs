@@ -1,0 +1,32 @@
+//! Configuration of the Lambda functions, read once at start from the environment.
+
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+#[error("configuration: {0}")]
+pub struct ConfigError(pub String);
+
+#[derive(Debug, Clone)]
+pub struct AwsConfig {
+    pub bucket: String,
+    pub table: String,
+    /// Only the functions that enqueue need it.
+    pub ingest_queue_url: Option<String>,
+}
+
+fn var(name: &str) -> Result<String, ConfigError> {
+    match std::env::var(name) {
+        Ok(v) if !v.trim().is_empty() => Ok(v.trim().to_string()),
+        _ => Err(ConfigError(format!("{name} is not set (the SAM template sets it for every function)"))),
+    }
+}
+
+impl AwsConfig {
+    pub fn from_env(needs_ingest_queue: bool) -> Result<AwsConfig, ConfigError> {
+        Ok(AwsConfig {
+            bucket: var("MAILROOM_BUCKET")?,
+            table: var("MAILROOM_TABLE")?,
+            ingest_queue_url: if needs_ingest_queue { Some(var("MAILROOM_INGEST_QUEUE_URL")?) } else { None },
+        })
+    }
+}

@@ -1,0 +1,107 @@
+//! The queue-consumer runtime shared by Lambda and local mode. A handler takes one
+//! message body; the runtime reports per-message failures (Lambda's
+//! `ReportBatchItemFailures`) or, locally, leaves failed messages on the queue to be
+//! received again after a backoff, until the queue's dead-letter move takes them.
+
+use async_trait::async_trait;
+use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
+use mailroom_store::Queue;
+use std::sync::Arc;
+use std::time::Duration;
+
+#[async_trait]
+pub trait MessageHandler: Send + Sync {
+    /// Handles one message. Must be idempotent: any message may arrive more than once.
+    async fn handle(&self, body: &str) -> anyhow::Result<()>;
+}
+
+/// Runs a Lambda SQS batch; the failed messages are returned for redelivery, the rest
+/// are deleted by Lambda.
+pub async fn handle_sqs_event(handler: &dyn MessageHandler, event: SqsEvent) -> SqsBatchResponse {
+    let mut resp = SqsBatchResponse::default();
+    for rec in event.records {
+        let id = rec.message_id.clone().unwrap_or_default();
+        let body = rec.body.as_deref().unwrap_or_default();
+        if let Err(e) = handler.handle(body).await {
+            tracing::error!(message_id = %id, error = %format!("{e:#}"), "message failed; reported for retry");
+            let mut f = BatchItemFailure::default();
+            f.item_identifier = id;
+            resp.batch_item_failures.push(f);
+        }
+    }
+    resp
+}
+
+/// A local consumer of one queue.
+#[derive(Clone)]
+pub struct Worker {
+    pub queue: Arc<dyn Queue>,
+    pub handler: Arc<dyn MessageHandler>,
+    /// How long a received message stays hidden while it is handled.
+    pub visibility: Duration,
+    /// First retry delay after a failure; doubles with each receive.
+    pub retry_base: Duration,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct BatchResult {
+    pub ok: usize,
+    pub failed: usize,
+}
+
+impl Worker {
+    pub fn new(queue: Arc<dyn Queue>, handler: Arc<dyn MessageHandler>) -> Worker {
+        Worker { queue, handler, visibility: Duration::from_secs(60), retry_base: Duration::from_secs(1) }
+    }
+
+    /// Receives one batch (waiting up to `wait`) and handles it.
+    pub async fn run_once(&self, wait: Duration) -> anyhow::Result<BatchResult> {
+        let msgs = self.queue.receive(10, self.visibility, wait).await?;
+        let mut r = BatchResult::default();
+        for m in msgs {
+            match self.handler.handle(&m.body).await {
+                Ok(()) => {
+                    self.queue.delete(&m.receipt).await?;
+                    r.ok += 1;
+                }
+                Err(e) => {
+                    r.failed += 1;
+                    let delay = self.retry_base * 2u32.saturating_pow(m.receive_count.saturating_sub(1).min(10));
+                    tracing::warn!(message_id = %m.id, receives = m.receive_count, retry_in = ?delay,
+                        error = %format!("{e:#}"), "message failed");
+                    self.queue.change_visibility(&m.receipt, delay.min(Duration::from_secs(900))).await?;
+                }
+            }
+        }
+        Ok(r)
+    }
+
+    /// Handles messages until the queue is empty (failed messages included: they are
+    /// retried until they succeed or reach the dead-letter queue).
+    pub async fn drain(&self) -> anyhow::Result<BatchResult> {
+        let mut total = BatchResult::default();
+        loop {
+            let r = self.run_once(Duration::from_millis(100)).await?;
+            total.ok += r.ok;
+            total.failed += r.failed;
+            if r.ok + r.failed == 0 && self.queue.approximate_len().await? == 0 {
+                return Ok(total);
+            }
+        }
+    }
+
+    /// Handles messages until `stop` turns true.
+    pub async fn run(&self, mut stop: tokio::sync::watch::Receiver<bool>) {
+        while !*stop.borrow() {
+            tokio::select! {
+                r = self.run_once(Duration::from_secs(1)) => {
+                    if let Err(e) = r {
+                        tracing::error!(error = %format!("{e:#}"), "queue worker error; retrying");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                }
+                _ = stop.changed() => {}
+            }
+        }
+    }
+}

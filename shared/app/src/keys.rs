@@ -1,0 +1,25 @@
+//! Item keys of the main table, in one place. The layout is documented in
+//! docs/storage.md.
+
+use mailroom_core::{EmailAddress, Folder, Sha256};
+use mailroom_store::Key;
+
+pub fn inbox(addr: &EmailAddress) -> Key {
+    Key::new(format!("inbox#{}", addr.key()), "inbox")
+}
+pub const INBOXES_INDEX_PK: &str = "inboxes";
+
+/// One stored copy of raw bytes in one inbox folder.
+pub fn raw_copy(sha: &Sha256, inbox: &EmailAddress, folder: Folder) -> Key {
+    Key::new(format!("raw#{sha}"), format!("copy#{}#{}", inbox.key(), folder.as_str()))
+}
+pub fn copies_index_pk(inbox: &EmailAddress) -> String {
+    format!("copies#{}", inbox.key())
+}
+
+pub fn message(message_id: &str) -> Key {
+    Key::new(format!("msg#{message_id}"), "msg")
+}
+pub fn messages_index_pk(inbox: &EmailAddress) -> String {
+    format!("messages#{}", inbox.key())
+}

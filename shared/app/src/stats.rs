@@ -1,0 +1,64 @@
+//! Counts of what the pipeline holds, per inbox: for `mailroom stats` and the tests.
+
+use crate::keys;
+use crate::ports::Ports;
+use mailroom_core::EmailAddress;
+use mailroom_store::{Query, StoreError};
+use serde::Serialize;
+use serde_json::Value;
+use std::collections::BTreeMap;
+
+#[derive(Debug, Default, Serialize, PartialEq, Eq)]
+pub struct InboxStats {
+    /// Raw copies stored.
+    pub copies: u64,
+    /// Copies the match stage has processed.
+    pub processed: u64,
+    /// Copies processed more than once (must stay 0).
+    pub processed_more_than_once: u64,
+    /// Messages first seen in this inbox.
+    pub messages: u64,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct Stats {
+    pub inboxes: BTreeMap<String, InboxStats>,
+    pub copies: u64,
+    pub processed: u64,
+    pub messages: u64,
+    pub ingest_queue: u64,
+    pub ingest_dlq: Option<u64>,
+}
+
+pub async fn collect(ports: &Ports) -> Result<Stats, StoreError> {
+    let t = &ports.table;
+    let mut s = Stats::default();
+    for inbox in t.query_all(Query::new(keys::INBOXES_INDEX_PK).index("gsi1")).await? {
+        let Some(addr) = inbox.get("address").and_then(Value::as_str).and_then(|a| EmailAddress::parse(a).ok())
+        else {
+            continue;
+        };
+        let mut is = InboxStats::default();
+        for c in t.query_all(Query::new(keys::copies_index_pk(&addr)).index("gsi1")).await? {
+            is.copies += 1;
+            let n = c.get("process_count").and_then(Value::as_u64).unwrap_or(0);
+            if n >= 1 {
+                is.processed += 1;
+            }
+            if n > 1 {
+                is.processed_more_than_once += 1;
+            }
+        }
+        is.messages = t.query_all(Query::new(keys::messages_index_pk(&addr)).index("gsi1")).await?.len() as u64;
+        s.copies += is.copies;
+        s.processed += is.processed;
+        s.messages += is.messages;
+        s.inboxes.insert(addr.key(), is);
+    }
+    s.ingest_queue = ports.ingest_queue.approximate_len().await?;
+    s.ingest_dlq = match &ports.ingest_dlq {
+        Some(q) => Some(q.approximate_len().await?),
+        None => None,
+    };
+    Ok(s)
+}

@@ -1,0 +1,51 @@
+//! AWS adapters: S3, SQS, DynamoDB. Clients are built once per process from the standard
+//! AWS environment, so `AWS_ENDPOINT_URL` points every client at moto in tests.
+
+mod dynamodb;
+mod s3;
+mod sqs;
+
+pub use dynamodb::DynamoTable;
+pub use s3::S3BlobStore;
+pub use sqs::SqsQueue;
+
+/// The SDK clients of one process.
+#[derive(Clone, Debug)]
+pub struct AwsClients {
+    pub s3: aws_sdk_s3::Client,
+    pub sqs: aws_sdk_sqs::Client,
+    pub dynamodb: aws_sdk_dynamodb::Client,
+}
+
+impl AwsClients {
+    /// Loads region, credentials and endpoint from the environment. S3 uses path-style
+    /// addressing when a custom endpoint is set (moto, MinIO) or `MAILROOM_S3_PATH_STYLE=1`.
+    pub async fn from_env() -> AwsClients {
+        let conf = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+        let custom_endpoint = std::env::var_os("AWS_ENDPOINT_URL").is_some()
+            || std::env::var_os("AWS_ENDPOINT_URL_S3").is_some()
+            || std::env::var("MAILROOM_S3_PATH_STYLE").is_ok_and(|v| v == "1");
+        AwsClients::from_conf(&conf, custom_endpoint)
+    }
+
+    pub fn from_conf(conf: &aws_config::SdkConfig, s3_path_style: bool) -> AwsClients {
+        let s3conf = aws_sdk_s3::config::Builder::from(conf).force_path_style(s3_path_style).build();
+        AwsClients {
+            s3: aws_sdk_s3::Client::from_conf(s3conf),
+            sqs: aws_sdk_sqs::Client::new(conf),
+            dynamodb: aws_sdk_dynamodb::Client::new(conf),
+        }
+    }
+}
+
+/// The message of an SDK error with its source chain, for logs and `StoreError::Backend`.
+pub(crate) fn describe<E: std::error::Error>(e: &E) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(x) = src {
+        s.push_str(": ");
+        s.push_str(&x.to_string());
+        src = x.source();
+    }
+    s
+}

@@ -1,0 +1,20 @@
+use crate::error::Result;
+use async_trait::async_trait;
+use bytes::Bytes;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PutOutcome {
+    Created,
+    /// An object already had that key; nothing was written.
+    AlreadyExists,
+}
+
+/// Content-addressed object storage (S3, or files in the data directory).
+#[async_trait]
+pub trait BlobStore: Send + Sync {
+    /// Writes `body` under `key` unless an object already exists there.
+    async fn put_if_absent(&self, key: &str, body: Bytes, content_type: &str) -> Result<PutOutcome>;
+    /// The whole object, or `None` when there is none.
+    async fn get(&self, key: &str) -> Result<Option<Bytes>>;
+    async fn exists(&self, key: &str) -> Result<bool>;
+}

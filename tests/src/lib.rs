@@ -1,0 +1,222 @@
+//! Helpers for the integration tests: the moto server, AWS resources on it, paths.
+//!
+//! Services are never skipped: a test that needs moto and cannot find it fails with a
+//! message that says how to get it.
+
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection,
+    ProjectionType, ScalarAttributeType,
+};
+use aws_sdk_sqs::types::QueueAttributeName;
+use mailroom_app::Ports;
+use mailroom_store::aws::{AwsClients, DynamoTable, S3BlobStore, SqsQueue};
+use mailroom_store::SystemClock;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ has a parent").to_path_buf()
+}
+
+/// `../shared` beside the repository: the corpora and the traffic generator.
+pub fn shared_dir() -> PathBuf {
+    let p = repo_root().parent().expect("repo has a parent").join("shared");
+    assert!(p.join("tools/gen_corpus.py").is_file(), "../shared/tools/gen_corpus.py not found beside the repository at {}", p.display());
+    p
+}
+
+/// A built binary of the workspace (nextest and cargo test build them first).
+pub fn bin(name: &str) -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| repo_root().join("target"));
+    let p = target.join("debug").join(name);
+    assert!(p.is_file(), "{} is not built: run `cargo build --workspace` first (scripts/test.sh does)", p.display());
+    p
+}
+
+pub fn unique(prefix: &str) -> String {
+    format!("{prefix}-{:08x}", rand::random::<u32>())
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("no free port on loopback")
+}
+
+struct Moto {
+    endpoint: String,
+    _child: Option<Child>,
+}
+
+static MOTO: OnceLock<Moto> = OnceLock::new();
+
+/// The endpoint of a running moto server: the one scripts/test.sh started
+/// (`MAILROOM_TEST_MOTO`), or one started here from the project's `.venv`.
+pub fn moto_endpoint() -> String {
+    MOTO.get_or_init(|| {
+        if let Ok(ep) = std::env::var("MAILROOM_TEST_MOTO") {
+            return Moto { endpoint: ep, _child: None };
+        }
+        let exe = repo_root().join(".venv/bin/moto_server");
+        assert!(
+            exe.is_file(),
+            "moto is not installed: {} is missing. Run scripts/test.sh (it creates .venv and installs moto[server]), \
+             or set MAILROOM_TEST_MOTO to the URL of a running moto server",
+            exe.display()
+        );
+        let port = free_port();
+        let child = Command::new(&exe)
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting moto_server");
+        let endpoint = format!("http://127.0.0.1:{port}");
+        wait_for_port(port, Duration::from_secs(30));
+        Moto { endpoint, _child: Some(child) }
+    })
+    .endpoint
+    .clone()
+}
+
+pub fn wait_for_port(port: u16, max: Duration) {
+    let t = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(t.elapsed() < max, "nothing listens on 127.0.0.1:{port} after {max:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Environment for a child process that talks to moto.
+pub fn moto_env() -> Vec<(String, String)> {
+    vec![
+        ("AWS_ENDPOINT_URL".into(), moto_endpoint()),
+        ("AWS_ACCESS_KEY_ID".into(), "test".into()),
+        ("AWS_SECRET_ACCESS_KEY".into(), "test".into()),
+        ("AWS_REGION".into(), "us-east-1".into()),
+        ("AWS_EC2_METADATA_DISABLED".into(), "true".into()),
+    ]
+}
+
+pub async fn moto_clients() -> AwsClients {
+    let creds = aws_sdk_dynamodb::config::Credentials::new("test", "test", None, None, "moto");
+    let conf = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .endpoint_url(moto_endpoint())
+        .region(aws_config::Region::new("us-east-1"))
+        .credentials_provider(creds)
+        .load()
+        .await;
+    AwsClients::from_conf(&conf, true)
+}
+
+/// A fresh bucket, table (with gsi1), ingest queue and its DLQ on moto.
+pub struct AwsStack {
+    pub clients: AwsClients,
+    pub bucket: String,
+    pub table: String,
+    pub queue_url: String,
+    pub dlq_url: String,
+}
+
+impl AwsStack {
+    pub async fn create() -> AwsStack {
+        let clients = moto_clients().await;
+        let bucket = unique("mailroom-test");
+        let table = unique("mailroom-main");
+        clients.s3.create_bucket().bucket(&bucket).send().await.expect("create bucket on moto");
+        let s = |n: &str| {
+            AttributeDefinition::builder().attribute_name(n).attribute_type(ScalarAttributeType::S).build().expect("attr")
+        };
+        let k = |n: &str, t: KeyType| KeySchemaElement::builder().attribute_name(n).key_type(t).build().expect("key");
+        clients
+            .dynamodb
+            .create_table()
+            .table_name(&table)
+            .billing_mode(BillingMode::PayPerRequest)
+            .attribute_definitions(s("pk"))
+            .attribute_definitions(s("sk"))
+            .attribute_definitions(s("gsi1pk"))
+            .attribute_definitions(s("gsi1sk"))
+            .key_schema(k("pk", KeyType::Hash))
+            .key_schema(k("sk", KeyType::Range))
+            .global_secondary_indexes(
+                GlobalSecondaryIndex::builder()
+                    .index_name("gsi1")
+                    .key_schema(k("gsi1pk", KeyType::Hash))
+                    .key_schema(k("gsi1sk", KeyType::Range))
+                    .projection(Projection::builder().projection_type(ProjectionType::All).build())
+                    .build()
+                    .expect("gsi"),
+            )
+            .send()
+            .await
+            .expect("create table on moto");
+        let qname = unique("ingest");
+        let dlq_url = clients
+            .sqs
+            .create_queue()
+            .queue_name(format!("{qname}-dlq"))
+            .send()
+            .await
+            .expect("create dlq")
+            .queue_url()
+            .expect("dlq url")
+            .to_string();
+        let dlq_arn = clients
+            .sqs
+            .get_queue_attributes()
+            .queue_url(&dlq_url)
+            .attribute_names(QueueAttributeName::QueueArn)
+            .send()
+            .await
+            .expect("dlq arn")
+            .attributes()
+            .and_then(|a| a.get(&QueueAttributeName::QueueArn).cloned())
+            .expect("dlq arn attribute");
+        let queue_url = clients
+            .sqs
+            .create_queue()
+            .queue_name(&qname)
+            .attributes(
+                QueueAttributeName::RedrivePolicy,
+                serde_json::json!({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": 5}).to_string(),
+            )
+            .send()
+            .await
+            .expect("create queue")
+            .queue_url()
+            .expect("queue url")
+            .to_string();
+        AwsStack { clients, bucket, table, queue_url, dlq_url }
+    }
+
+    pub fn ports(&self) -> Ports {
+        Ports {
+            blobs: Arc::new(S3BlobStore::new(self.clients.s3.clone(), &self.bucket)),
+            table: Arc::new(DynamoTable::new(self.clients.dynamodb.clone(), &self.table)),
+            ingest_queue: Arc::new(SqsQueue::new(self.clients.sqs.clone(), &self.queue_url)),
+            ingest_dlq: Some(Arc::new(SqsQueue::new(self.clients.sqs.clone(), &self.dlq_url))),
+            clock: Arc::new(SystemClock),
+        }
+    }
+
+    /// The environment the SAM template gives a function, pointed at this stack.
+    pub fn function_env(&self) -> Vec<(String, String)> {
+        let mut env = moto_env();
+        env.push(("MAILROOM_BUCKET".into(), self.bucket.clone()));
+        env.push(("MAILROOM_TABLE".into(), self.table.clone()));
+        env.push(("MAILROOM_INGEST_QUEUE_URL".into(), self.queue_url.clone()));
+        env
+    }
+}
+
+/// Runs gen_corpus.py into `out`.
+pub fn gen_corpus(out: &Path, conversations: u32, seed: u32) {
+    let st = Command::new("python3")
+        .arg(shared_dir().join("tools/gen_corpus.py"))
+        .args(["--out", &out.display().to_string(), "--conversations", &conversations.to_string(), "--seed", &seed.to_string(), "--quiet"])
+        .status()
+        .expect("python3 is needed to run gen_corpus.py");
+    assert!(st.success(), "gen_corpus.py failed");
+}
