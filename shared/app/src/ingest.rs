@@ -8,7 +8,7 @@ use crate::ports::Ports;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use mailroom_core::{EmailAddress, Envelope, Folder, IngestPointer, raw_key, sha256};
-use mailroom_store::{Cond, StoreError};
+use mailroom_store::{Cond, Query, StoreError};
 use serde_json::{Value, json};
 use std::collections::HashSet;
 use std::sync::Mutex;
@@ -143,20 +143,34 @@ impl Ingestor {
         if mail.bytes.is_empty() {
             return Err(IngestError::Empty);
         }
-        let env = Envelope::read(&mail.bytes);
-        let (inbox, folder) = self.resolve(&mail, &env).await?;
-        self.register_inbox(&inbox).await?;
         let sha = sha256(&mail.bytes);
-        let copy_key = keys::raw_copy(&sha, &inbox, folder);
         let table = &self.ports.table;
+        // Bytes whose inbox is read from the message itself were stored once already if
+        // any copy of them exists: the resolution may give another answer now that more
+        // is known (a reply's parent arrived), but they are the same copy.
+        let earlier = if mail.inbox.is_none() {
+            table.query(Query::new(keys::raw_copies_pk(&sha)).limit(1)).await?.items.into_iter().next()
+        } else {
+            None
+        };
+        let env = Envelope::read(&mail.bytes);
+        let (inbox, folder) = match &earlier {
+            Some(copy) => pointer_of(copy).map(|p| (p.inbox, p.folder))?,
+            None => self.resolve(&mail, &env).await?,
+        };
+        self.register_inbox(&inbox).await?;
+        let copy_key = keys::raw_copy(&sha, &inbox, folder);
 
-        if let Some(existing) = table.get(&copy_key).await? {
+        let existing = match earlier {
+            Some(e) => Some(e),
+            None => table.get(&copy_key).await?,
+        };
+        if let Some(existing) = existing {
             if existing.get("state").and_then(Value::as_str) == Some("processed") {
                 return Ok(IngestOutcome::Duplicate);
             }
             // Stored, maybe never queued (a crash between the two): queue it again.
-            let ptr: IngestPointer = serde_json::from_value(existing.get("pointer").cloned().unwrap_or_default())
-                .map_err(|e| StoreError::Backend(format!("corrupt copy record: {e}")))?;
+            let ptr = pointer_of(&existing)?;
             self.ports.ingest_queue.send(&pointer_json(&ptr)?).await?;
             return Ok(IngestOutcome::Requeued(ptr));
         }
@@ -195,6 +209,11 @@ impl Ingestor {
         tracing::debug!(inbox = %ptr.inbox, key = %ptr.key, "stored and queued");
         Ok(IngestOutcome::Stored(ptr))
     }
+}
+
+fn pointer_of(copy: &mailroom_store::Item) -> Result<IngestPointer, StoreError> {
+    serde_json::from_value(copy.get("pointer").cloned().unwrap_or_default())
+        .map_err(|e| StoreError::Backend(format!("corrupt copy record: {e}")))
 }
 
 fn pointer_json(p: &IngestPointer) -> Result<String, StoreError> {

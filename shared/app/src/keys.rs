@@ -9,9 +9,13 @@ pub fn inbox(addr: &EmailAddress) -> Key {
 }
 pub const INBOXES_INDEX_PK: &str = "inboxes";
 
-/// One stored copy of raw bytes in one inbox folder.
+/// One stored copy of raw bytes in one inbox folder; every copy of the same bytes shares
+/// the partition `raw#{sha}`.
+pub fn raw_copies_pk(sha: &Sha256) -> String {
+    format!("raw#{sha}")
+}
 pub fn raw_copy(sha: &Sha256, inbox: &EmailAddress, folder: Folder) -> Key {
-    Key::new(format!("raw#{sha}"), format!("copy#{}#{}", inbox.key(), folder.as_str()))
+    Key::new(raw_copies_pk(sha), format!("copy#{}#{}", inbox.key(), folder.as_str()))
 }
 pub fn copies_index_pk(inbox: &EmailAddress) -> String {
     format!("copies#{}", inbox.key())

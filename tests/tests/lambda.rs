@@ -1,0 +1,141 @@
+//! The Lambda binaries, run for real under cargo-lambda's runtime API emulator
+//! (`cargo lambda watch --only-lambda-apis`) and invoked with `cargo lambda invoke`,
+//! against moto.
+
+use base64::Engine;
+use mailroom_store::{Key, Table};
+use mailroom_tests::{AwsStack, bin, repo_root};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+struct Kill(Child);
+impl Drop for Kill {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn cargo_lambda() -> PathBuf {
+    let p = repo_root().join(".venv/bin/cargo-lambda");
+    assert!(p.is_file(), "cargo-lambda is not installed: {} is missing. Run scripts/test.sh (it installs cargo-lambda from PyPI into .venv)", p.display());
+    p
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Starts the emulator and the function binary attached to it.
+fn start(function: &str, env: &[(String, String)]) -> (u16, Kill, Kill) {
+    let port = free_port();
+    let watch = Kill(
+        Command::new(cargo_lambda())
+            .args(["lambda", "watch", "--only-lambda-apis", "-A", "127.0.0.1", "-P", &port.to_string()])
+            .current_dir(repo_root())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting cargo lambda watch"),
+    );
+    mailroom_tests::wait_for_port(port, Duration::from_secs(30));
+    let f = Kill(
+        Command::new(bin(function))
+            .envs(env.iter().cloned())
+            .env("AWS_LAMBDA_FUNCTION_VERSION", "1")
+            .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "128")
+            .env("AWS_LAMBDA_RUNTIME_API", format!("http://127.0.0.1:{port}/.rt"))
+            .env("AWS_LAMBDA_FUNCTION_NAME", "_")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("starting the function binary"),
+    );
+    (port, watch, f)
+}
+
+fn invoke(port: u16, payload: &serde_json::Value) -> serde_json::Value {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("event.json");
+    std::fs::write(&file, payload.to_string()).unwrap();
+    let t = Instant::now();
+    loop {
+        let out = Command::new(cargo_lambda())
+            .args(["lambda", "invoke", "-A", "127.0.0.1", "-P", &port.to_string(), "--output-format", "json", "-F"])
+            .arg(&file)
+            .current_dir(repo_root())
+            .output()
+            .expect("running cargo lambda invoke");
+        if out.status.success() {
+            return serde_json::from_slice(&out.stdout)
+                .unwrap_or_else(|e| panic!("invoke output is not JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)));
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "cargo lambda invoke failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+const MAIL: &[u8] = b"Delivered-To: support@acme-corp.example\r\nFrom: Jane Doe <jane@customer.example>\r\nTo: support@acme-corp.example\r\nSubject: Where is my invoice?\r\nMessage-ID: <lambda-test-1@customer.example>\r\nDate: Mon, 4 Mar 2024 10:00:00 +0000\r\n\r\nHello, I cannot find it.\r\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ingest_and_match_functions_run_under_cargo_lambda_against_moto() {
+    let stack = AwsStack::create().await;
+    let env = stack.function_env();
+
+    // Ingest: raw to S3, pointer to SQS.
+    let (port, _w, _f) = start("mailroom-ingest", &env);
+    let raw_b64 = base64::engine::general_purpose::STANDARD.encode(MAIL);
+    let resp = invoke(port, &serde_json::json!({"raw_base64": raw_b64}));
+    assert_eq!(resp["outcome"], "stored", "{resp}");
+    let key = resp["key"].as_str().expect("key").to_string();
+    assert!(key.starts_with("raw/support@acme-corp.example/2024/03/04/"), "{key}");
+    let obj = stack.clients.s3.get_object().bucket(&stack.bucket).key(&key).send().await.expect("raw object in S3");
+    assert_eq!(obj.body.collect().await.unwrap().into_bytes().as_ref(), MAIL);
+    let msgs = stack
+        .clients
+        .sqs
+        .receive_message()
+        .queue_url(&stack.queue_url)
+        .max_number_of_messages(10)
+        .wait_time_seconds(2)
+        .send()
+        .await
+        .unwrap()
+        .messages
+        .unwrap_or_default();
+    assert_eq!(msgs.len(), 1, "one pointer on the ingest queue");
+    let body = msgs[0].body().unwrap().to_string();
+    let ptr: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(ptr["key"], key.as_str());
+    assert_eq!(ptr["inbox"], "support@acme-corp.example");
+    // The same bytes again: nothing new.
+    let again = invoke(port, &serde_json::json!({"raw_base64": raw_b64}));
+    assert_eq!(again["outcome"], "requeued", "not processed yet, so it is queued again: {again}");
+    // Bad input gets a clear error.
+    let bad = Command::new(cargo_lambda())
+        .args(["lambda", "invoke", "-A", "127.0.0.1", "-P", &port.to_string(), "--data-ascii", r#"{"raw_base64":"%%%"}"#])
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stdout).contains("base64") || String::from_utf8_lossy(&bad.stderr).contains("base64"));
+
+    // Match: an SQS batch with the pointer and a poison message; only the poison fails.
+    let (mport, _mw, _mf) = start("mailroom-match", &env);
+    let event = serde_json::json!({"Records": [
+        {"messageId": "m-good", "receiptHandle": "r1", "body": body, "eventSource": "aws:sqs"},
+        {"messageId": "m-poison", "receiptHandle": "r2", "body": "{not json", "eventSource": "aws:sqs"},
+        {"messageId": "m-good-again", "receiptHandle": "r3", "body": body, "eventSource": "aws:sqs"},
+    ]});
+    let resp = invoke(mport, &event);
+    assert_eq!(resp["batchItemFailures"], serde_json::json!([{"itemIdentifier": "m-poison"}]), "{resp}");
+    let table = mailroom_store::aws::DynamoTable::new(stack.clients.dynamodb.clone(), &stack.table);
+    let msg = table.get(&Key::new("msg#lambda-test-1@customer.example", "msg")).await.unwrap().expect("message row in DynamoDB");
+    assert_eq!(msg["inbox"], "support@acme-corp.example");
+    assert_eq!(msg["copies"].as_array().map(Vec::len), Some(1), "redelivery recorded the copy once: {msg:?}");
+}
