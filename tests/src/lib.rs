@@ -9,8 +9,8 @@ use aws_sdk_dynamodb::types::{
 };
 use aws_sdk_sqs::types::QueueAttributeName;
 use mailroom_app::Ports;
-use mailroom_store::aws::{AwsClients, DynamoTable, S3BlobStore, SqsQueue};
 use mailroom_store::SystemClock;
+use mailroom_store::aws::{AwsClients, DynamoTable, S3BlobStore, SqsQueue};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -24,15 +24,24 @@ pub fn repo_root() -> PathBuf {
 /// `../shared` beside the repository: the corpora and the traffic generator.
 pub fn shared_dir() -> PathBuf {
     let p = repo_root().parent().expect("repo has a parent").join("shared");
-    assert!(p.join("tools/gen_corpus.py").is_file(), "../shared/tools/gen_corpus.py not found beside the repository at {}", p.display());
+    assert!(
+        p.join("tools/gen_corpus.py").is_file(),
+        "../shared/tools/gen_corpus.py not found beside the repository at {}",
+        p.display()
+    );
     p
 }
 
 /// A built binary of the workspace (nextest and cargo test build them first).
 pub fn bin(name: &str) -> PathBuf {
-    let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| repo_root().join("target"));
+    let target =
+        std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| repo_root().join("target"));
     let p = target.join("debug").join(name);
-    assert!(p.is_file(), "{} is not built: run `cargo build --workspace` first (scripts/test.sh does)", p.display());
+    assert!(
+        p.is_file(),
+        "{} is not built: run `cargo build --workspace` first (scripts/test.sh does)",
+        p.display()
+    );
     p
 }
 
@@ -41,7 +50,10 @@ pub fn unique(prefix: &str) -> String {
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("no free port on loopback")
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("no free port on loopback")
 }
 
 struct Moto {
@@ -126,9 +138,15 @@ impl AwsStack {
         let table = unique("mailroom-main");
         clients.s3.create_bucket().bucket(&bucket).send().await.expect("create bucket on moto");
         let s = |n: &str| {
-            AttributeDefinition::builder().attribute_name(n).attribute_type(ScalarAttributeType::S).build().expect("attr")
+            AttributeDefinition::builder()
+                .attribute_name(n)
+                .attribute_type(ScalarAttributeType::S)
+                .build()
+                .expect("attr")
         };
-        let k = |n: &str, t: KeyType| KeySchemaElement::builder().attribute_name(n).key_type(t).build().expect("key");
+        let k = |n: &str, t: KeyType| {
+            KeySchemaElement::builder().attribute_name(n).key_type(t).build().expect("key")
+        };
         clients
             .dynamodb
             .create_table()
@@ -215,7 +233,15 @@ impl AwsStack {
 pub fn gen_corpus(out: &Path, conversations: u32, seed: u32) {
     let st = Command::new("python3")
         .arg(shared_dir().join("tools/gen_corpus.py"))
-        .args(["--out", &out.display().to_string(), "--conversations", &conversations.to_string(), "--seed", &seed.to_string(), "--quiet"])
+        .args([
+            "--out",
+            &out.display().to_string(),
+            "--conversations",
+            &conversations.to_string(),
+            "--seed",
+            &seed.to_string(),
+            "--quiet",
+        ])
         .status()
         .expect("python3 is needed to run gen_corpus.py");
     assert!(st.success(), "gen_corpus.py failed");

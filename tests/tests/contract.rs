@@ -13,9 +13,15 @@ async fn blob_put_if_absent(p: Ports) {
     let b = &p.blobs;
     assert!(!b.exists("raw/a@b.example/2024/03/04/x.eml").await.unwrap());
     assert_eq!(b.get("raw/a@b.example/2024/03/04/x.eml").await.unwrap(), None);
-    let o = b.put_if_absent("raw/a@b.example/2024/03/04/x.eml", Bytes::from_static(b"first"), "message/rfc822").await.unwrap();
+    let o = b
+        .put_if_absent("raw/a@b.example/2024/03/04/x.eml", Bytes::from_static(b"first"), "message/rfc822")
+        .await
+        .unwrap();
     assert_eq!(o, PutOutcome::Created);
-    let o = b.put_if_absent("raw/a@b.example/2024/03/04/x.eml", Bytes::from_static(b"second"), "message/rfc822").await.unwrap();
+    let o = b
+        .put_if_absent("raw/a@b.example/2024/03/04/x.eml", Bytes::from_static(b"second"), "message/rfc822")
+        .await
+        .unwrap();
     assert_eq!(o, PutOutcome::AlreadyExists);
     assert_eq!(b.get("raw/a@b.example/2024/03/04/x.eml").await.unwrap().as_deref(), Some(&b"first"[..]));
     assert!(b.exists("raw/a@b.example/2024/03/04/x.eml").await.unwrap());
@@ -42,13 +48,20 @@ async fn table_conditional_writes(p: Ports) {
     assert_eq!(t.get(&k).await.unwrap().unwrap()["v"], json!(1));
     // Optimistic update on a version attribute.
     let after = t
-        .update(&k, vec![Update::Set("v".into(), json!(2)), Update::Add("n".into(), 5)], Some(Cond::Eq("v".into(), json!(1))))
+        .update(
+            &k,
+            vec![Update::Set("v".into(), json!(2)), Update::Add("n".into(), 5)],
+            Some(Cond::Eq("v".into(), json!(1))),
+        )
         .await
         .unwrap();
     assert_eq!(after["v"], json!(2));
     assert_eq!(after["n"], json!(5));
     assert_eq!(after["name"], json!("x"));
-    let e = t.update(&k, vec![Update::Set("v".into(), json!(3))], Some(Cond::Eq("v".into(), json!(1)))).await.unwrap_err();
+    let e = t
+        .update(&k, vec![Update::Set("v".into(), json!(3))], Some(Cond::Eq("v".into(), json!(1))))
+        .await
+        .unwrap_err();
     assert!(matches!(e, StoreError::ConditionFailed), "{e:?}");
     let after = t
         .update(
@@ -59,7 +72,11 @@ async fn table_conditional_writes(p: Ports) {
                 Update::Append("list".into(), vec![json!("a")]),
                 Update::Remove("n".into()),
             ],
-            Some(Cond::And(vec![Cond::Exists, Cond::Lt("v".into(), json!(10)), Cond::AttrNotExists("list".into())])),
+            Some(Cond::And(vec![
+                Cond::Exists,
+                Cond::Lt("v".into(), json!(10)),
+                Cond::AttrNotExists("list".into()),
+            ])),
         )
         .await
         .unwrap();
@@ -68,7 +85,10 @@ async fn table_conditional_writes(p: Ports) {
     assert_eq!(after["list"], json!(["a"]));
     assert!(!after.contains_key("n"));
     // Update of a missing item creates it unless the condition says it must exist.
-    let e = t.update(&Key::new("c#missing", "a"), vec![Update::Add("n".into(), 1)], Some(Cond::Exists)).await.unwrap_err();
+    let e = t
+        .update(&Key::new("c#missing", "a"), vec![Update::Add("n".into(), 1)], Some(Cond::Exists))
+        .await
+        .unwrap_err();
     assert!(matches!(e, StoreError::ConditionFailed), "{e:?}");
     let created = t.update(&Key::new("c#new", "a"), vec![Update::Add("n".into(), 1)], None).await.unwrap();
     // Two actions on one attribute are refused by both backends.
@@ -91,7 +111,9 @@ async fn table_concurrent_counter(p: Ports) {
     for _ in 0..20 {
         let t = p.table.clone();
         let k = k.clone();
-        tasks.push(tokio::spawn(async move { t.update(&k, vec![Update::Add("n".into(), 1)], None).await.unwrap()["n"].as_i64().unwrap() }));
+        tasks.push(tokio::spawn(async move {
+            t.update(&k, vec![Update::Add("n".into(), 1)], None).await.unwrap()["n"].as_i64().unwrap()
+        }));
     }
     let mut seen = HashSet::new();
     for t in tasks {
@@ -108,8 +130,16 @@ async fn table_transactions_are_atomic(p: Ports) {
     // The second condition fails: nothing at all is written.
     let e = t
         .transact_write(vec![
-            TransactOp::Update { key: Key::new("acct#1", "bal"), actions: vec![Update::Add("n".into(), -5)], cond: Some(Cond::Ge("n".into(), json!(5))) },
-            TransactOp::Update { key: Key::new("acct#2", "bal"), actions: vec![Update::Add("n".into(), 5)], cond: Some(Cond::Eq("n".into(), json!(1))) },
+            TransactOp::Update {
+                key: Key::new("acct#1", "bal"),
+                actions: vec![Update::Add("n".into(), -5)],
+                cond: Some(Cond::Ge("n".into(), json!(5))),
+            },
+            TransactOp::Update {
+                key: Key::new("acct#2", "bal"),
+                actions: vec![Update::Add("n".into(), 5)],
+                cond: Some(Cond::Eq("n".into(), json!(1))),
+            },
             TransactOp::Put { item: item("log#1", "x", json!({})), cond: Some(Cond::NotExists) },
         ])
         .await
@@ -126,8 +156,16 @@ async fn table_transactions_are_atomic(p: Ports) {
     assert!(t.get(&Key::new("log#1", "x")).await.unwrap().is_none());
     // All conditions hold: everything is written.
     t.transact_write(vec![
-        TransactOp::Update { key: Key::new("acct#1", "bal"), actions: vec![Update::Add("n".into(), -5)], cond: Some(Cond::Ge("n".into(), json!(5))) },
-        TransactOp::Update { key: Key::new("acct#2", "bal"), actions: vec![Update::Add("n".into(), 5)], cond: Some(Cond::Eq("n".into(), json!(0))) },
+        TransactOp::Update {
+            key: Key::new("acct#1", "bal"),
+            actions: vec![Update::Add("n".into(), -5)],
+            cond: Some(Cond::Ge("n".into(), json!(5))),
+        },
+        TransactOp::Update {
+            key: Key::new("acct#2", "bal"),
+            actions: vec![Update::Add("n".into(), 5)],
+            cond: Some(Cond::Eq("n".into(), json!(0))),
+        },
         TransactOp::Put { item: item("log#1", "x", json!({"moved": 5})), cond: Some(Cond::NotExists) },
         TransactOp::Check { key: Key::new("acct#3", "bal"), cond: Cond::Eq("open".into(), json!(true)) },
     ])
@@ -139,14 +177,20 @@ async fn table_transactions_are_atomic(p: Ports) {
     // One item twice in a transaction is refused by both backends.
     let e = t
         .transact_write(vec![
-            TransactOp::Update { key: Key::new("acct#1", "bal"), actions: vec![Update::Add("n".into(), 1)], cond: None },
+            TransactOp::Update {
+                key: Key::new("acct#1", "bal"),
+                actions: vec![Update::Add("n".into(), 1)],
+                cond: None,
+            },
             TransactOp::Check { key: Key::new("acct#1", "bal"), cond: Cond::Exists },
         ])
         .await
         .unwrap_err();
     assert!(matches!(e, StoreError::Invalid(_) | StoreError::Backend(_)), "{e:?}");
     assert_eq!(t.get(&Key::new("acct#1", "bal")).await.unwrap().unwrap()["n"], json!(5));
-    t.transact_write(vec![TransactOp::Delete { key: Key::new("log#1", "x"), cond: Some(Cond::Exists) }]).await.unwrap();
+    t.transact_write(vec![TransactOp::Delete { key: Key::new("log#1", "x"), cond: Some(Cond::Exists) }])
+        .await
+        .unwrap();
     assert!(t.get(&Key::new("log#1", "x")).await.unwrap().is_none());
 }
 
@@ -165,7 +209,10 @@ async fn table_queries(p: Ports) {
     let msgs = t.query_all(Query::new("conv#1").sk(SkCond::BeginsWith("msg#".into()))).await.unwrap();
     assert_eq!(msgs.len(), 25);
     assert_eq!(msgs[0]["i"], json!(0));
-    let between = t.query_all(Query::new("conv#1").sk(SkCond::Between("msg#005".into(), "msg#009".into()))).await.unwrap();
+    let between = t
+        .query_all(Query::new("conv#1").sk(SkCond::Between("msg#005".into(), "msg#009".into())))
+        .await
+        .unwrap();
     assert_eq!(between.iter().map(|i| i["i"].as_i64().unwrap()).collect::<Vec<_>>(), vec![5, 6, 7, 8, 9]);
     let gt = t.query_all(Query::new("conv#1").sk(SkCond::Gt("msg#020".into()))).await.unwrap();
     assert_eq!(gt.len(), 4, "msg#021..024 (\"meta\" sorts before \"msg#\")");
@@ -197,7 +244,8 @@ async fn table_queries(p: Ports) {
         }
     }
     assert_eq!(even, (0..25).filter(|i| i % 2 == 0).rev().collect::<Vec<_>>());
-    let odd_prefix = t.query_all(Query::new("odd").index("gsi1").sk(SkCond::BeginsWith("t09".into()))).await.unwrap();
+    let odd_prefix =
+        t.query_all(Query::new("odd").index("gsi1").sk(SkCond::BeginsWith("t09".into()))).await.unwrap();
     assert_eq!(odd_prefix.len(), 5, "t091 t093 t095 t097 t099");
 }
 

@@ -38,7 +38,11 @@ fn truth(dir: &Path) -> Truth {
     let rows: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     Truth {
         copies: rows.len(),
-        message_ids: rows.iter().map(|r| r["message_id"].as_str().unwrap().to_string()).collect::<HashSet<_>>().len(),
+        message_ids: rows
+            .iter()
+            .map(|r| r["message_id"].as_str().unwrap().to_string())
+            .collect::<HashSet<_>>()
+            .len(),
         inboxes: rows.iter().map(|r| r["delivered_to"].as_str().unwrap().to_string()).collect(),
     }
 }
@@ -84,13 +88,24 @@ fn imports_mbox_and_maildir() {
         let corpus = tempfile::tempdir().unwrap();
         let st = Command::new("python3")
             .arg(mailroom_tests::shared_dir().join("tools/gen_corpus.py"))
-            .args(["--out", &corpus.path().display().to_string(), "--conversations", "60", "--seed", "5", "--quiet", "--format", format])
+            .args([
+                "--out",
+                &corpus.path().display().to_string(),
+                "--conversations",
+                "60",
+                "--seed",
+                "5",
+                "--quiet",
+                "--format",
+                format,
+            ])
             .status()
             .unwrap();
         assert!(st.success());
         let t = truth(corpus.path());
         let data = tempfile::tempdir().unwrap();
-        let path = if format == "mbox" { corpus.path().join("mailbox.mbox") } else { corpus.path().join("maildir") };
+        let path =
+            if format == "mbox" { corpus.path().join("mailbox.mbox") } else { corpus.path().join("maildir") };
         let r = import_json(data.path(), &path, &[]);
         assert_eq!(r["read"], t.copies, "{format}: {r}");
         assert_eq!(r["failed"], 0, "{format}: {r}");
@@ -109,7 +124,11 @@ fn explicit_inbox_and_sent_folder() {
     // No delivery header and an unknown From: reported, not guessed.
     let out = mailroom(data.path()).arg("import").arg(&eml).output().unwrap();
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("--inbox"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--inbox"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let r = import_json(data.path(), &eml, &["--inbox", "Support@ACME.example", "--folder", "sent"]);
     assert_eq!(r["stored"], 1);
     let s = stats(data.path());
@@ -117,7 +136,10 @@ fn explicit_inbox_and_sent_folder() {
 }
 
 fn wait_running(child: &mut std::process::Child, what: &str) {
-    assert!(child.try_wait().unwrap().is_none(), "{what} finished before it could be killed; the test proves nothing");
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "{what} finished before it could be killed; the test proves nothing"
+    );
 }
 
 #[test]
@@ -129,7 +151,13 @@ fn sigkill_during_import_and_serve_loses_nothing_and_processes_each_copy_once() 
     let msgs = corpus.path().join("messages");
 
     // 1. Import, killed mid-run.
-    let mut imp = mailroom(data.path()).arg("import").arg(&msgs).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let mut imp = mailroom(data.path())
+        .arg("import")
+        .arg(&msgs)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
     let t0 = Instant::now();
     loop {
         std::thread::sleep(Duration::from_millis(200));

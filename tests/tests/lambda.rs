@@ -19,7 +19,11 @@ impl Drop for Kill {
 
 fn cargo_lambda() -> PathBuf {
     let p = repo_root().join(".venv/bin/cargo-lambda");
-    assert!(p.is_file(), "cargo-lambda is not installed: {} is missing. Run scripts/test.sh (it installs cargo-lambda from PyPI into .venv)", p.display());
+    assert!(
+        p.is_file(),
+        "cargo-lambda is not installed: {} is missing. Run scripts/test.sh (it installs cargo-lambda from PyPI into .venv)",
+        p.display()
+    );
     p
 }
 
@@ -62,14 +66,25 @@ fn invoke(port: u16, payload: &serde_json::Value) -> serde_json::Value {
     let t = Instant::now();
     loop {
         let out = Command::new(cargo_lambda())
-            .args(["lambda", "invoke", "-A", "127.0.0.1", "-P", &port.to_string(), "--output-format", "json", "-F"])
+            .args([
+                "lambda",
+                "invoke",
+                "-A",
+                "127.0.0.1",
+                "-P",
+                &port.to_string(),
+                "--output-format",
+                "json",
+                "-F",
+            ])
             .arg(&file)
             .current_dir(repo_root())
             .output()
             .expect("running cargo lambda invoke");
         if out.status.success() {
-            return serde_json::from_slice(&out.stdout)
-                .unwrap_or_else(|e| panic!("invoke output is not JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)));
+            return serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+                panic!("invoke output is not JSON ({e}): {}", String::from_utf8_lossy(&out.stdout))
+            });
         }
         assert!(
             t.elapsed() < Duration::from_secs(30),
@@ -95,7 +110,8 @@ async fn ingest_and_match_functions_run_under_cargo_lambda_against_moto() {
     assert_eq!(resp["outcome"], "stored", "{resp}");
     let key = resp["key"].as_str().expect("key").to_string();
     assert!(key.starts_with("raw/support@acme-corp.example/2024/03/04/"), "{key}");
-    let obj = stack.clients.s3.get_object().bucket(&stack.bucket).key(&key).send().await.expect("raw object in S3");
+    let obj =
+        stack.clients.s3.get_object().bucket(&stack.bucket).key(&key).send().await.expect("raw object in S3");
     assert_eq!(obj.body.collect().await.unwrap().into_bytes().as_ref(), MAIL);
     let msgs = stack
         .clients
@@ -119,11 +135,23 @@ async fn ingest_and_match_functions_run_under_cargo_lambda_against_moto() {
     assert_eq!(again["outcome"], "requeued", "not processed yet, so it is queued again: {again}");
     // Bad input gets a clear error.
     let bad = Command::new(cargo_lambda())
-        .args(["lambda", "invoke", "-A", "127.0.0.1", "-P", &port.to_string(), "--data-ascii", r#"{"raw_base64":"%%%"}"#])
+        .args([
+            "lambda",
+            "invoke",
+            "-A",
+            "127.0.0.1",
+            "-P",
+            &port.to_string(),
+            "--data-ascii",
+            r#"{"raw_base64":"%%%"}"#,
+        ])
         .output()
         .unwrap();
     assert!(!bad.status.success());
-    assert!(String::from_utf8_lossy(&bad.stdout).contains("base64") || String::from_utf8_lossy(&bad.stderr).contains("base64"));
+    assert!(
+        String::from_utf8_lossy(&bad.stdout).contains("base64")
+            || String::from_utf8_lossy(&bad.stderr).contains("base64")
+    );
 
     // Match: an SQS batch with the pointer and a poison message; only the poison fails.
     let (mport, _mw, _mf) = start("mailroom-match", &env);
@@ -135,7 +163,11 @@ async fn ingest_and_match_functions_run_under_cargo_lambda_against_moto() {
     let resp = invoke(mport, &event);
     assert_eq!(resp["batchItemFailures"], serde_json::json!([{"itemIdentifier": "m-poison"}]), "{resp}");
     let table = mailroom_store::aws::DynamoTable::new(stack.clients.dynamodb.clone(), &stack.table);
-    let msg = table.get(&Key::new("msg#lambda-test-1@customer.example", "msg")).await.unwrap().expect("message row in DynamoDB");
+    let msg = table
+        .get(&Key::new("msg#lambda-test-1@customer.example", "msg"))
+        .await
+        .unwrap()
+        .expect("message row in DynamoDB");
     assert_eq!(msg["inbox"], "support@acme-corp.example");
     assert_eq!(msg["copies"].as_array().map(Vec::len), Some(1), "redelivery recorded the copy once: {msg:?}");
 }

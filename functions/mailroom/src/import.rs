@@ -22,7 +22,13 @@ struct Summary {
 }
 
 /// Imports `path` and drains the pipeline. Returns how many messages failed.
-pub async fn run(data: &Path, path: &Path, inbox: Option<&str>, folder: Option<Folder>, json: bool) -> Result<u64> {
+pub async fn run(
+    data: &Path,
+    path: &Path,
+    inbox: Option<&str>,
+    folder: Option<Folder>,
+    json: bool,
+) -> Result<u64> {
     let inbox = inbox.map(EmailAddress::parse).transpose()?;
     let ports = Ports::embedded(data)?;
     let ingestor = Ingestor::new(ports.clone());
@@ -104,7 +110,11 @@ pub async fn run(data: &Path, path: &Path, inbox: Option<&str>, folder: Option<F
     } else {
         println!(
             "read {}, stored {}, duplicates {} ({} requeued from an interrupted run), failed {}",
-            s.read, s.stored, s.duplicates + s.requeued, s.requeued, s.failed
+            s.read,
+            s.stored,
+            s.duplicates + s.requeued,
+            s.requeued,
+            s.failed
         );
         println!(
             "pipeline: {} copies processed in total, {} sent to the dead-letter queue by this run",

@@ -10,7 +10,11 @@ use mailroom_core::Folder;
 use std::path::PathBuf;
 
 #[derive(Parser)]
-#[command(name = "mailroom", version, about = "Connect shared inboxes to your CRM, on your own machine or AWS account")]
+#[command(
+    name = "mailroom",
+    version,
+    about = "Connect shared inboxes to your CRM, on your own machine or AWS account"
+)]
 struct Cli {
     /// Data directory of the embedded storage.
     #[arg(long, global = true, env = "MAILROOM_DATA", default_value = "./.mailroom")]
@@ -75,7 +79,11 @@ async fn main() -> Result<()> {
                 for (addr, i) in &s.inboxes {
                     println!("{addr:<40} {:>8} {:>10} {:>9}", i.copies, i.processed, i.messages);
                 }
-                println!("queues: ingest {} waiting, dead-letter {}", s.ingest_queue, s.ingest_dlq.unwrap_or(0));
+                println!(
+                    "queues: ingest {} waiting, dead-letter {}",
+                    s.ingest_queue,
+                    s.ingest_dlq.unwrap_or(0)
+                );
             }
         }
     }

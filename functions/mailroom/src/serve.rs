@@ -2,11 +2,11 @@
 
 use anyhow::{Context, Result};
 use axum::Router;
+use axum::body::Bytes;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Json};
 use axum::routing::{get, post};
-use axum::body::Bytes;
 use mailroom_app::ingest::ingest_response;
 use mailroom_app::{Ingestor, MatchHandler, Ports, RawMail, Worker};
 use mailroom_core::{EmailAddress, Folder};
@@ -64,6 +64,7 @@ async fn ingest(State(st): State<AppState>, Query(p): Query<IngestParams>, body:
     };
     match res {
         Ok(r) => (StatusCode::ACCEPTED, Json(serde_json::json!(r))).into_response(),
-        Err(e) => (StatusCode::UNPROCESSABLE_ENTITY, Json(serde_json::json!({"error": format!("{e:#}")}))).into_response(),
+        Err(e) => (StatusCode::UNPROCESSABLE_ENTITY, Json(serde_json::json!({"error": format!("{e:#}")})))
+            .into_response(),
     }
 }

@@ -8,7 +8,11 @@ use std::path::{Path, PathBuf};
 pub enum Item {
     File(PathBuf),
     /// The n-th message of an mbox file, already split out.
-    Mbox { path: PathBuf, index: usize, bytes: Vec<u8> },
+    Mbox {
+        path: PathBuf,
+        index: usize,
+        bytes: Vec<u8>,
+    },
 }
 
 impl Item {

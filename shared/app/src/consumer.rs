@@ -66,7 +66,8 @@ impl Worker {
                 }
                 Err(e) => {
                     r.failed += 1;
-                    let delay = self.retry_base * 2u32.saturating_pow(m.receive_count.saturating_sub(1).min(10));
+                    let delay =
+                        self.retry_base * 2u32.saturating_pow(m.receive_count.saturating_sub(1).min(10));
                     tracing::warn!(message_id = %m.id, receives = m.receive_count, retry_in = ?delay,
                         error = %format!("{e:#}"), "message failed");
                     self.queue.change_visibility(&m.receipt, delay.min(Duration::from_secs(900))).await?;

@@ -80,7 +80,11 @@ impl Ingestor {
     /// `X-Original-To`, else the inbox of the message it replies to, else a From that is a
     /// known inbox (in both cases it is that inbox's Sent copy). Anything else is refused
     /// rather than guessed.
-    pub async fn resolve(&self, mail: &RawMail, env: &Envelope) -> Result<(EmailAddress, Folder), IngestError> {
+    pub async fn resolve(
+        &self,
+        mail: &RawMail,
+        env: &Envelope,
+    ) -> Result<(EmailAddress, Folder), IngestError> {
         if let Some(i) = &mail.inbox {
             return Ok((i.clone(), mail.folder.unwrap_or_default()));
         }
@@ -91,7 +95,8 @@ impl Ingestor {
         // message it answers, when that is known.
         for parent in &env.parents {
             if let Some(m) = self.ports.table.get(&keys::message(parent)).await?
-                && let Some(i) = m.get("inbox").and_then(Value::as_str).and_then(|i| EmailAddress::parse(i).ok())
+                && let Some(i) =
+                    m.get("inbox").and_then(Value::as_str).and_then(|i| EmailAddress::parse(i).ok())
             {
                 return Ok((i, mail.folder.unwrap_or(Folder::Sent)));
             }

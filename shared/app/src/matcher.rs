@@ -42,7 +42,8 @@ impl MatchHandler {
         let env = Envelope::read(&raw);
         let mid = Self::message_id(&env, ptr);
         let msg_key = keys::message(&mid);
-        let copy = json!({"inbox": ptr.inbox.key(), "folder": ptr.folder, "sha256": ptr.sha256, "key": ptr.key});
+        let copy =
+            json!({"inbox": ptr.inbox.key(), "folder": ptr.folder, "sha256": ptr.sha256, "key": ptr.key});
         let now = self.ports.clock.now().to_rfc3339();
 
         // Two copies of one message may be processed at once: a lost race on the message
@@ -100,7 +101,8 @@ impl MatchHandler {
 #[async_trait]
 impl MessageHandler for MatchHandler {
     async fn handle(&self, body: &str) -> anyhow::Result<()> {
-        let ptr: IngestPointer = serde_json::from_str(body).context("ingest queue message is not an ingest pointer")?;
+        let ptr: IngestPointer =
+            serde_json::from_str(body).context("ingest queue message is not an ingest pointer")?;
         self.process(&ptr).await
     }
 }

@@ -39,7 +39,10 @@ impl Ports {
         Ports {
             blobs: Arc::new(S3BlobStore::new(clients.s3.clone(), &cfg.bucket)),
             table: Arc::new(DynamoTable::new(clients.dynamodb.clone(), &cfg.table)),
-            ingest_queue: Arc::new(SqsQueue::new(clients.sqs.clone(), cfg.ingest_queue_url.clone().unwrap_or_default())),
+            ingest_queue: Arc::new(SqsQueue::new(
+                clients.sqs.clone(),
+                cfg.ingest_queue_url.clone().unwrap_or_default(),
+            )),
             ingest_dlq: None,
             clock: Arc::new(SystemClock),
         }

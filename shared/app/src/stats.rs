@@ -34,7 +34,8 @@ pub async fn collect(ports: &Ports) -> Result<Stats, StoreError> {
     let t = &ports.table;
     let mut s = Stats::default();
     for inbox in t.query_all(Query::new(keys::INBOXES_INDEX_PK).index("gsi1")).await? {
-        let Some(addr) = inbox.get("address").and_then(Value::as_str).and_then(|a| EmailAddress::parse(a).ok())
+        let Some(addr) =
+            inbox.get("address").and_then(Value::as_str).and_then(|a| EmailAddress::parse(a).ok())
         else {
             continue;
         };
@@ -49,7 +50,8 @@ pub async fn collect(ports: &Ports) -> Result<Stats, StoreError> {
                 is.processed_more_than_once += 1;
             }
         }
-        is.messages = t.query_all(Query::new(keys::messages_index_pk(&addr)).index("gsi1")).await?.len() as u64;
+        is.messages =
+            t.query_all(Query::new(keys::messages_index_pk(&addr)).index("gsi1")).await?.len() as u64;
         s.copies += is.copies;
         s.processed += is.processed;
         s.messages += is.messages;

@@ -27,9 +27,11 @@ impl Envelope {
         for h in msg.headers() {
             let addrs = |v: &HeaderValue| -> Vec<EmailAddress> {
                 match v {
-                    HeaderValue::Address(a) => {
-                        a.iter().filter_map(|x| x.address()).filter_map(|s| EmailAddress::parse(s).ok()).collect()
-                    }
+                    HeaderValue::Address(a) => a
+                        .iter()
+                        .filter_map(|x| x.address())
+                        .filter_map(|s| EmailAddress::parse(s).ok())
+                        .collect(),
                     HeaderValue::Text(t) => EmailAddress::parse(t).ok().into_iter().collect(),
                     _ => vec![],
                 }
@@ -77,9 +79,7 @@ fn header_addresses(raw: &[u8], h: &mail_parser::Header<'_>, parsed: Vec<EmailAd
     }
     let (s, e) = (h.offset_start() as usize, h.offset_end() as usize);
     let text = raw.get(s..e).map(String::from_utf8_lossy).unwrap_or_default();
-    text.split([',', ' ', '\t', '\r', '\n'])
-        .filter_map(|t| EmailAddress::parse(t).ok())
-        .collect()
+    text.split([',', ' ', '\t', '\r', '\n']).filter_map(|t| EmailAddress::parse(t).ok()).collect()
 }
 
 #[cfg(test)]

@@ -17,7 +17,8 @@ impl EmailAddress {
     pub fn parse(s: &str) -> Result<Self, InvalidAddress> {
         let t = s.trim().trim_start_matches('<').trim_end_matches('>').trim();
         let (local, domain) = t.rsplit_once('@').ok_or_else(|| InvalidAddress(s.to_string()))?;
-        let bad = |c: char| c.is_whitespace() || c.is_control() || matches!(c, '<' | '>' | ',' | ';' | '/' | '\\');
+        let bad =
+            |c: char| c.is_whitespace() || c.is_control() || matches!(c, '<' | '>' | ',' | ';' | '/' | '\\');
         if local.is_empty()
             || domain.is_empty()
             || local.len() > 64

@@ -22,7 +22,8 @@ pub fn split(data: &[u8]) -> Vec<Vec<u8>> {
         }
         prev_blank = line == b"\n" || line == b"\r\n";
         let Some(m) = cur.as_mut() else { continue };
-        let quoted = line.iter().position(|&b| b != b'>').is_some_and(|n| n > 0 && line[n..].starts_with(b"From "));
+        let quoted =
+            line.iter().position(|&b| b != b'>').is_some_and(|n| n > 0 && line[n..].starts_with(b"From "));
         m.extend_from_slice(if quoted { &line[1..] } else { line });
     }
     if let Some(mut m) = cur {

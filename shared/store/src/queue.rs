@@ -24,9 +24,7 @@ pub trait Queue: Send + Sync {
     async fn send_batch(&self, bodies: &[String]) -> Result<Vec<String>>;
     async fn send(&self, body: &str) -> Result<String> {
         let ids = self.send_batch(&[body.to_string()]).await?;
-        ids.into_iter()
-            .next()
-            .ok_or_else(|| crate::StoreError::Backend("send returned no id".into()))
+        ids.into_iter().next().ok_or_else(|| crate::StoreError::Backend("send returned no id".into()))
     }
     /// Receives up to `max` (at most 10) messages, hiding them for `visibility`; waits up
     /// to `wait` for the first one.

@@ -106,7 +106,11 @@ impl Update {
     /// The attribute an action touches.
     pub fn attr(&self) -> &str {
         match self {
-            Update::Set(k, _) | Update::SetIfAbsent(k, _) | Update::Add(k, _) | Update::Append(k, _) | Update::Remove(k) => k,
+            Update::Set(k, _)
+            | Update::SetIfAbsent(k, _)
+            | Update::Add(k, _)
+            | Update::Append(k, _)
+            | Update::Remove(k) => k,
         }
     }
 

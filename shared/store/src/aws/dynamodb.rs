@@ -50,7 +50,9 @@ pub(crate) fn from_av(v: &AttributeValue) -> Value {
         AttributeValue::L(l) => Value::Array(l.iter().map(from_av).collect()),
         AttributeValue::M(m) => Value::Object(m.iter().map(|(k, v)| (k.clone(), from_av(v))).collect()),
         AttributeValue::Ss(ss) => Value::Array(ss.iter().cloned().map(Value::String).collect()),
-        AttributeValue::Ns(ns) => Value::Array(ns.iter().map(|n| from_av(&AttributeValue::N(n.clone()))).collect()),
+        AttributeValue::Ns(ns) => {
+            Value::Array(ns.iter().map(|n| from_av(&AttributeValue::N(n.clone()))).collect())
+        }
         // Binary and sets of binary are never written by Mailroom.
         _ => Value::Null,
     }
@@ -61,7 +63,10 @@ fn to_item(m: &HashMap<String, AttributeValue>) -> Item {
 }
 
 fn key_map(k: &Key) -> HashMap<String, AttributeValue> {
-    HashMap::from([(PK.to_string(), AttributeValue::S(k.pk.clone())), (SK.to_string(), AttributeValue::S(k.sk.clone()))])
+    HashMap::from([
+        (PK.to_string(), AttributeValue::S(k.pk.clone())),
+        (SK.to_string(), AttributeValue::S(k.sk.clone())),
+    ])
 }
 
 /// Builds expression strings with `#nN` / `:vN` placeholders.
@@ -103,10 +108,10 @@ impl Expr {
             Cond::Gt(a, v) => bin(a, ">", v),
             Cond::Ge(a, v) => bin(a, ">=", v),
             Cond::And(cs) if cs.is_empty() => self.cond(&Cond::Or(vec![Cond::Exists, Cond::NotExists])),
-            Cond::Or(cs) if cs.is_empty() => {
-                self.cond(&Cond::And(vec![Cond::Exists, Cond::NotExists]))
+            Cond::Or(cs) if cs.is_empty() => self.cond(&Cond::And(vec![Cond::Exists, Cond::NotExists])),
+            Cond::And(cs) => {
+                cs.iter().map(|c| format!("({})", self.cond(c))).collect::<Vec<_>>().join(" AND ")
             }
-            Cond::And(cs) => cs.iter().map(|c| format!("({})", self.cond(c))).collect::<Vec<_>>().join(" AND "),
             Cond::Or(cs) => cs.iter().map(|c| format!("({})", self.cond(c))).collect::<Vec<_>>().join(" OR "),
         }
     }
@@ -214,7 +219,11 @@ impl Table for DynamoTable {
         if !ue.is_empty() {
             req = req.update_expression(ue);
         }
-        let res = req.set_expression_attribute_names(ex.names()).set_expression_attribute_values(ex.values()).send().await;
+        let res = req
+            .set_expression_attribute_names(ex.names())
+            .set_expression_attribute_values(ex.values())
+            .send()
+            .await;
         match res {
             Ok(out) => Ok(out.attributes().map(to_item).unwrap_or_else(|| key.item())),
             Err(e) => match e.into_service_error() {
@@ -283,7 +292,8 @@ impl Table for DynamoTable {
         kce.push_str(&skc);
         let start = match &q.cursor {
             Some(c) => {
-                let m: Item = serde_json::from_str(c).map_err(|_| StoreError::Invalid("bad cursor".into()))?;
+                let m: Item =
+                    serde_json::from_str(c).map_err(|_| StoreError::Invalid("bad cursor".into()))?;
                 Some(m.iter().map(|(k, v)| (k.clone(), to_av(v))).collect())
             }
             None => None,
@@ -304,9 +314,7 @@ impl Table for DynamoTable {
             .await
             .map_err(|e| backend("query", &e))?;
         let items = out.items().iter().map(to_item).collect();
-        let next = out
-            .last_evaluated_key()
-            .map(|k| serde_json::to_string(&to_item(k)).unwrap_or_default());
+        let next = out.last_evaluated_key().map(|k| serde_json::to_string(&to_item(k)).unwrap_or_default());
         Ok(Page { items, next })
     }
 

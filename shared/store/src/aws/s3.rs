@@ -50,7 +50,11 @@ impl BlobStore for S3BlobStore {
     async fn get(&self, key: &str) -> Result<Option<Bytes>> {
         match self.client.get_object().bucket(&self.bucket).key(key).send().await {
             Ok(out) => {
-                let data = out.body.collect().await.map_err(|e| StoreError::Backend(format!("s3 read {key}: {e}")))?;
+                let data = out
+                    .body
+                    .collect()
+                    .await
+                    .map_err(|e| StoreError::Backend(format!("s3 read {key}: {e}")))?;
                 Ok(Some(data.into_bytes()))
             }
             Err(e) if status(&e) == Some(404) => Ok(None),

@@ -35,7 +35,9 @@ impl Queue for SqsQueue {
             let entries = chunk
                 .iter()
                 .enumerate()
-                .map(|(i, b)| SendMessageBatchRequestEntry::builder().id(i.to_string()).message_body(b).build())
+                .map(|(i, b)| {
+                    SendMessageBatchRequestEntry::builder().id(i.to_string()).message_body(b).build()
+                })
                 .collect::<std::result::Result<Vec<_>, _>>()
                 .map_err(StoreError::backend)?;
             let out = self
@@ -54,7 +56,8 @@ impl Queue for SqsQueue {
                     f.message().unwrap_or("")
                 )));
             }
-            let mut ok: Vec<_> = out.successful().iter().map(|s| (s.id().to_string(), s.message_id().to_string())).collect();
+            let mut ok: Vec<_> =
+                out.successful().iter().map(|s| (s.id().to_string(), s.message_id().to_string())).collect();
             ok.sort_by_key(|(i, _)| i.parse::<usize>().unwrap_or(usize::MAX));
             ids.extend(ok.into_iter().map(|(_, m)| m));
         }

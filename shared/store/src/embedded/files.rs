@@ -18,8 +18,7 @@ impl FileBlobStore {
 
     fn path(&self, key: &str) -> Result<PathBuf> {
         let rel = Path::new(key);
-        let ok = !key.is_empty()
-            && rel.components().all(|c| matches!(c, Component::Normal(_)));
+        let ok = !key.is_empty() && rel.components().all(|c| matches!(c, Component::Normal(_)));
         if !ok {
             return Err(StoreError::Invalid(format!("blob key {key:?} is not a relative path")));
         }

@@ -133,7 +133,9 @@ impl Queue for SqliteQueue {
         let n: Option<i64> = self
             .db
             .lock()
-            .query_row("SELECT COUNT(*) FROM queue_messages WHERE queue = ?1", params![self.name], |r| r.get(0))
+            .query_row("SELECT COUNT(*) FROM queue_messages WHERE queue = ?1", params![self.name], |r| {
+                r.get(0)
+            })
             .optional()?;
         Ok(n.unwrap_or(0) as u64)
     }

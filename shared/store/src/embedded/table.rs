@@ -1,8 +1,7 @@
 use super::Db;
 use crate::error::{Result, StoreError};
 use crate::table::{
-    Cond, GSI1, GSI1PK, GSI1SK, Item, Key, Page, Query, SkCond, Table, TransactOp, Update,
-    require_key,
+    Cond, GSI1, GSI1PK, GSI1SK, Item, Key, Page, Query, SkCond, Table, TransactOp, Update, require_key,
 };
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, params};
@@ -155,12 +154,7 @@ impl Table for SqliteTable {
             } else {
                 let a = args.len();
                 args.extend([csk, cpk, csk2]);
-                sql.push_str(&format!(
-                    " AND ({skcol}, pk, sk) {op} (?{}, ?{}, ?{})",
-                    a + 1,
-                    a + 2,
-                    a + 3
-                ));
+                sql.push_str(&format!(" AND ({skcol}, pk, sk) {op} (?{}, ?{}, ?{})", a + 1, a + 2, a + 3));
             }
         }
         sql.push_str(&format!(" ORDER BY {order}"));
@@ -186,7 +180,9 @@ impl Table for SqliteTable {
                 break;
             }
             let data: String = r.get(0)?;
-            items.push(serde_json::from_str(&data).map_err(|e| StoreError::Backend(format!("corrupt item: {e}")))?);
+            items.push(
+                serde_json::from_str(&data).map_err(|e| StoreError::Backend(format!("corrupt item: {e}")))?,
+            );
             last = Some((skv, r.get::<_, String>(2)?, r.get::<_, String>(3)?));
         }
         let next = if more { last.map(|l| serde_json::to_string(&l).unwrap_or_default()) } else { None };
@@ -201,9 +197,9 @@ impl Table for SqliteTable {
             .iter()
             .map(|op| match op {
                 TransactOp::Put { item, .. } => require_key(item),
-                TransactOp::Update { key, .. } | TransactOp::Delete { key, .. } | TransactOp::Check { key, .. } => {
-                    Ok(key.clone())
-                }
+                TransactOp::Update { key, .. }
+                | TransactOp::Delete { key, .. }
+                | TransactOp::Check { key, .. } => Ok(key.clone()),
             })
             .collect::<Result<_>>()?;
         if keys.iter().collect::<HashSet<_>>().len() != keys.len() {
@@ -217,9 +213,9 @@ impl Table for SqliteTable {
             for (op, key) in ops.iter().zip(&keys) {
                 let cur = load(c, &self.name, key)?;
                 let cond = match op {
-                    TransactOp::Put { cond, .. } | TransactOp::Update { cond, .. } | TransactOp::Delete { cond, .. } => {
-                        cond.clone()
-                    }
+                    TransactOp::Put { cond, .. }
+                    | TransactOp::Update { cond, .. }
+                    | TransactOp::Delete { cond, .. } => cond.clone(),
                     TransactOp::Check { cond, .. } => Some(cond.clone()),
                 };
                 let ok = cond.as_ref().is_none_or(|cd| cd.eval(cur.as_ref()));
@@ -232,7 +228,9 @@ impl Table for SqliteTable {
             for ((op, key), cur) in ops.into_iter().zip(&keys).zip(current) {
                 match op {
                     TransactOp::Put { item, .. } => store(c, &self.name, &item)?,
-                    TransactOp::Update { actions, .. } => store(c, &self.name, &updated(key, cur, &actions)?)?,
+                    TransactOp::Update { actions, .. } => {
+                        store(c, &self.name, &updated(key, cur, &actions)?)?
+                    }
                     TransactOp::Delete { .. } => remove(c, &self.name, key)?,
                     TransactOp::Check { .. } => {}
                 }

@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# Installs what the tests need and runs every test:
+#   - moto[server], cfn-lint and cargo-lambda from PyPI into .venv (under the project)
+#   - dovecot from Debian's packages (dovecot-imapd; the IMAP tests run it as a
+#     user-level process with their own config)
+#   - one moto server for the whole run, on loopback
+# then builds the workspace once and runs cargo fmt --check, clippy and every test.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+
+step() { printf '\n== %s\n' "$*"; }
+
+step "Python tools into .venv"
+if [ ! -x .venv/bin/python ]; then
+    python3 -m venv .venv
+fi
+.venv/bin/pip install --quiet --disable-pip-version-check -r scripts/requirements-test.txt
+
+step "dovecot (Debian's dovecot-imapd)"
+if ! command -v dovecot >/dev/null 2>&1 && [ ! -x /usr/sbin/dovecot ]; then
+    if [ "$(id -u)" = 0 ]; then
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dovecot-imapd >/dev/null
+        # Only the binaries are wanted: the tests start their own instance.
+        (systemctl stop dovecot 2>/dev/null || service dovecot stop 2>/dev/null || true)
+    else
+        echo "dovecot is missing: run 'sudo apt-get install dovecot-imapd' and try again" >&2
+        exit 1
+    fi
+fi
+
+step "moto server"
+moto_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+mkdir -p .test-run
+.venv/bin/moto_server -H 127.0.0.1 -p "$moto_port" >.test-run/moto.log 2>&1 &
+moto_pid=$!
+trap 'kill $moto_pid 2>/dev/null || true' EXIT
+for _ in $(seq 1 100); do
+    if python3 -c "import socket,sys; socket.create_connection(('127.0.0.1',$moto_port),1)" 2>/dev/null; then break; fi
+    sleep 0.2
+done
+export MAILROOM_TEST_MOTO="http://127.0.0.1:$moto_port"
+echo "moto on $MAILROOM_TEST_MOTO"
+
+step "format"
+cargo fmt --all -- --check
+
+step "build"
+cargo build --workspace --all-targets --locked
+
+step "clippy"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "tests"
+if cargo nextest --version >/dev/null 2>&1; then
+    cargo nextest run --workspace --locked --no-fail-fast
+else
+    cargo test --workspace --locked --no-fail-fast
+fi
