@@ -78,8 +78,14 @@ pub fn moto_endpoint() -> String {
             exe.display()
         );
         let port = free_port();
-        let child = Command::new(&exe)
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        // A static is never dropped: a watchdog shell stops moto when this test process ends.
+        let script = format!(
+            "\"{}\" -H 127.0.0.1 -p {port} & m=$!; while kill -0 {} 2>/dev/null; do sleep 1; done; kill $m",
+            exe.display(),
+            std::process::id()
+        );
+        let child = Command::new("bash")
+            .args(["-c", &script])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
