@@ -122,6 +122,24 @@ async fn table_concurrent_counter(p: Ports) {
     assert_eq!(seen, (1..=20).collect());
 }
 
+/// Takes 5 from acct#1 if it holds at least 5.
+fn debit_acct1() -> TransactOp {
+    TransactOp::Update {
+        key: Key::new("acct#1", "bal"),
+        actions: vec![Update::Add("n".into(), -5)],
+        cond: Some(Cond::Ge("n".into(), json!(5))),
+    }
+}
+
+/// Adds 5 to acct#2 if it holds exactly `expected`.
+fn credit_acct2_if(expected: i64) -> TransactOp {
+    TransactOp::Update {
+        key: Key::new("acct#2", "bal"),
+        actions: vec![Update::Add("n".into(), 5)],
+        cond: Some(Cond::Eq("n".into(), json!(expected))),
+    }
+}
+
 async fn table_transactions_are_atomic(p: Ports) {
     let t = &p.table;
     t.put(item("acct#1", "bal", json!({"n": 10})), None).await.unwrap();
@@ -130,16 +148,8 @@ async fn table_transactions_are_atomic(p: Ports) {
     // The second condition fails: nothing at all is written.
     let e = t
         .transact_write(vec![
-            TransactOp::Update {
-                key: Key::new("acct#1", "bal"),
-                actions: vec![Update::Add("n".into(), -5)],
-                cond: Some(Cond::Ge("n".into(), json!(5))),
-            },
-            TransactOp::Update {
-                key: Key::new("acct#2", "bal"),
-                actions: vec![Update::Add("n".into(), 5)],
-                cond: Some(Cond::Eq("n".into(), json!(1))),
-            },
+            debit_acct1(),
+            credit_acct2_if(1),
             TransactOp::Put { item: item("log#1", "x", json!({})), cond: Some(Cond::NotExists) },
         ])
         .await
@@ -156,16 +166,8 @@ async fn table_transactions_are_atomic(p: Ports) {
     assert!(t.get(&Key::new("log#1", "x")).await.unwrap().is_none());
     // All conditions hold: everything is written.
     t.transact_write(vec![
-        TransactOp::Update {
-            key: Key::new("acct#1", "bal"),
-            actions: vec![Update::Add("n".into(), -5)],
-            cond: Some(Cond::Ge("n".into(), json!(5))),
-        },
-        TransactOp::Update {
-            key: Key::new("acct#2", "bal"),
-            actions: vec![Update::Add("n".into(), 5)],
-            cond: Some(Cond::Eq("n".into(), json!(0))),
-        },
+        debit_acct1(),
+        credit_acct2_if(0),
         TransactOp::Put { item: item("log#1", "x", json!({"moved": 5})), cond: Some(Cond::NotExists) },
         TransactOp::Check { key: Key::new("acct#3", "bal"), cond: Cond::Eq("open".into(), json!(true)) },
     ])

@@ -59,26 +59,22 @@ fn start(function: &str, env: &[(String, String)]) -> (u16, Kill, Kill) {
     (port, watch, f)
 }
 
+/// `cargo lambda invoke` aimed at the emulator on `port`.
+fn invoke_cmd(port: u16) -> Command {
+    let mut c = Command::new(cargo_lambda());
+    c.args(["lambda", "invoke", "-A", "127.0.0.1", "-P", &port.to_string()]).current_dir(repo_root());
+    c
+}
+
 fn invoke(port: u16, payload: &serde_json::Value) -> serde_json::Value {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("event.json");
     std::fs::write(&file, payload.to_string()).unwrap();
     let t = Instant::now();
     loop {
-        let out = Command::new(cargo_lambda())
-            .args([
-                "lambda",
-                "invoke",
-                "-A",
-                "127.0.0.1",
-                "-P",
-                &port.to_string(),
-                "--output-format",
-                "json",
-                "-F",
-            ])
+        let out = invoke_cmd(port)
+            .args(["--output-format", "json", "-F"])
             .arg(&file)
-            .current_dir(repo_root())
             .output()
             .expect("running cargo lambda invoke");
         if out.status.success() {
@@ -134,19 +130,7 @@ async fn ingest_and_match_functions_run_under_cargo_lambda_against_moto() {
     let again = invoke(port, &serde_json::json!({"raw_base64": raw_b64}));
     assert_eq!(again["outcome"], "requeued", "not processed yet, so it is queued again: {again}");
     // Bad input gets a clear error.
-    let bad = Command::new(cargo_lambda())
-        .args([
-            "lambda",
-            "invoke",
-            "-A",
-            "127.0.0.1",
-            "-P",
-            &port.to_string(),
-            "--data-ascii",
-            r#"{"raw_base64":"%%%"}"#,
-        ])
-        .output()
-        .unwrap();
+    let bad = invoke_cmd(port).args(["--data-ascii", r#"{"raw_base64":"%%%"}"#]).output().unwrap();
     assert!(!bad.status.success());
     assert!(
         String::from_utf8_lossy(&bad.stdout).contains("base64")
