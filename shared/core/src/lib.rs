@@ -1,10 +1,17 @@
 //! Mailroom's domain types and pure logic: no I/O, no AWS crates.
 
+pub mod classify;
 pub mod envelope;
 pub mod ids;
 pub mod ingest;
 pub mod mbox;
+pub mod message;
+pub mod quote;
+pub mod signed;
+pub mod subject;
 
 pub use envelope::Envelope;
 pub use ids::{EmailAddress, InvalidAddress, Sha256, sha256};
 pub use ingest::{Folder, IngestPointer, raw_key};
+pub use message::{Attachment, Mailbox, ParseError, ParsedMessage, Understood, understand};
+pub use signed::{SignedRef, ThreadSigner};

@@ -1,0 +1,386 @@
+//! One normalised message from raw bytes: addresses, subject, dates, ids, text and
+//! sanitised HTML, the new text of a reply, attachments, and its classification.
+//! Parsing is mail-parser's; this module only normalises what it gives.
+
+use crate::classify::{self, Bounce, Kind};
+use crate::ids::{EmailAddress, sha256};
+use crate::quote;
+use crate::subject::{self, SubjectInfo};
+use chrono::{DateTime, Utc};
+use mail_parser::{Address, HeaderValue, Message, MessageParser, MessagePart, MimeHeaders, PartType};
+use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
+use thiserror::Error;
+
+/// A display name and an address (domain lower-cased).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Mailbox {
+    pub name: Option<String>,
+    pub email: String,
+}
+
+/// What we keep of an attachment; its bytes go to the blob store under its sha256.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attachment {
+    pub name: Option<String>,
+    pub content_type: String,
+    pub size: u64,
+    pub sha256: String,
+    /// Shown in the body (Content-Disposition inline, or referenced by Content-ID).
+    pub inline: bool,
+    pub content_id: Option<String>,
+}
+
+/// The normalised message. `mailroom parse --json` prints it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ParsedMessage {
+    /// Message-ID without angle brackets; `{sha256}@sha256.mailroom.invalid` when missing.
+    pub message_id: String,
+    pub synthetic_id: bool,
+    pub from: Option<Mailbox>,
+    pub sender: Option<Mailbox>,
+    pub to: Vec<Mailbox>,
+    pub cc: Vec<Mailbox>,
+    pub reply_to: Vec<Mailbox>,
+    pub subject: String,
+    /// Normalised subject key used for threading.
+    pub subject_key: String,
+    /// UTC, RFC 3339; null when missing or implausible.
+    pub date: Option<DateTime<Utc>>,
+    pub in_reply_to: Vec<String>,
+    pub references: Vec<String>,
+    pub text: String,
+    /// Sanitised with ammonia: no scripts, no event handlers, no remote-content tricks.
+    pub html: Option<String>,
+    pub new_text: String,
+    pub quoted_text: Option<String>,
+    pub signature: Option<String>,
+    pub attachments: Vec<Attachment>,
+    pub kind: Kind,
+    pub bounce: Option<Bounce>,
+    pub signals: Vec<String>,
+    pub list_id: Option<String>,
+    /// Message-IDs of the original message a bounce or auto-reply carries (attached or
+    /// quoted), used to thread it when it has no In-Reply-To.
+    pub original_message_ids: Vec<String>,
+    /// `X-Mailroom-Loop`: set on everything Mailroom sends.
+    pub loop_header: Option<String>,
+    /// Raw sha256 of the whole message.
+    pub sha256: String,
+    pub size: u64,
+    /// Problems met while reading (lenient parsing goes on).
+    pub defects: Vec<String>,
+}
+
+impl ParsedMessage {
+    /// Parent ids in the order threading tries them: In-Reply-To, References newest first,
+    /// then ids of an attached original.
+    pub fn parent_ids(&self) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        for id in
+            self.in_reply_to.iter().chain(self.references.iter().rev()).chain(&self.original_message_ids)
+        {
+            if id != &self.message_id && !out.contains(id) {
+                out.push(id.clone());
+            }
+        }
+        out
+    }
+
+    pub fn subject_info(&self) -> SubjectInfo {
+        subject::analyse(&self.subject)
+    }
+}
+
+/// A parsed message and its decoded attachment bodies (in the order of `attachments`).
+pub struct Understood {
+    pub message: ParsedMessage,
+    pub bodies: Vec<Vec<u8>>,
+}
+
+#[derive(Debug, Error)]
+pub enum ParseError {
+    #[error("empty input: nothing to parse")]
+    Empty,
+    #[error("no message could be read from the input")]
+    Unreadable,
+}
+
+/// Parses and normalises `raw`. Lenient: a damaged message is read as far as possible and
+/// the problems are listed in `defects`; an error only where nothing could be read.
+pub fn understand(raw: &[u8]) -> Result<Understood, ParseError> {
+    if raw.iter().all(u8::is_ascii_whitespace) {
+        return Err(ParseError::Empty);
+    }
+    let digest = sha256(raw).to_string();
+    let mut msg = MessageParser::default().parse(raw).ok_or(ParseError::Unreadable)?;
+    let mut defects = Vec::new();
+    if msg.headers().is_empty() {
+        defects.push("no header block".to_string());
+    }
+    let (message_id, synthetic_id) = match msg.message_id().map(str::trim).filter(|m| !m.is_empty()) {
+        Some(m) => (m.to_string(), false),
+        None => {
+            defects.push("no Message-ID: a synthetic id from the raw sha256 is used".into());
+            (format!("{digest}@sha256.mailroom.invalid"), true)
+        }
+    };
+    let date = msg
+        .date()
+        .and_then(|d| DateTime::from_timestamp(d.to_timestamp(), 0))
+        .filter(|d| d.timestamp() > 631_152_000 && *d < Utc::now() + chrono::Duration::days(2));
+    if date.is_none() {
+        defects.push("no usable Date header".into());
+    }
+    let text = body_text(&msg);
+    let html = msg.body_html(0).filter(|_| msg.html_body_count() > 0).map(|h| ammonia::clean(&h));
+    let split = quote::split(&text);
+    let class = classify::classify(&msg);
+    let original_message_ids =
+        if matches!(class.kind, Kind::Bounce | Kind::AutoReply) { original_ids(&msg) } else { vec![] };
+    let subject = msg.subject().unwrap_or_default().trim().to_string();
+    let from = mailboxes(msg.from()).into_iter().next();
+    let sender = mailboxes(msg.sender()).into_iter().next();
+    let (to, cc, reply_to) = (mailboxes(msg.to()), mailboxes(msg.cc()), mailboxes(msg.reply_to()));
+    let (in_reply_to, references) = (ids(msg.in_reply_to()), ids(msg.references()));
+    let loop_header = msg.header_raw("X-Mailroom-Loop").map(|s| s.trim().to_string());
+    let (attachments, bodies) = take_attachments(&mut msg);
+    let message = ParsedMessage {
+        message_id,
+        synthetic_id,
+        from,
+        sender,
+        to,
+        cc,
+        reply_to,
+        subject_key: subject::analyse(&subject).key,
+        subject,
+        date,
+        in_reply_to,
+        references,
+        new_text: split.new_text,
+        quoted_text: split.quoted,
+        signature: split.signature,
+        text,
+        html,
+        attachments,
+        kind: class.kind,
+        bounce: class.bounce,
+        signals: class.signals,
+        list_id: class.list_id,
+        original_message_ids,
+        loop_header,
+        sha256: digest,
+        size: raw.len() as u64,
+        defects,
+    };
+    Ok(Understood { message, bodies })
+}
+
+fn mailboxes(a: Option<&Address<'_>>) -> Vec<Mailbox> {
+    let Some(a) = a else { return vec![] };
+    a.iter()
+        .filter_map(|x| {
+            let email = EmailAddress::parse(x.address()?).ok()?;
+            let name =
+                x.name().map(|n| n.trim().trim_matches('"').trim().to_string()).filter(|n| !n.is_empty());
+            Some(Mailbox { name, email: email.to_string() })
+        })
+        .collect()
+}
+
+fn ids(v: &HeaderValue<'_>) -> Vec<String> {
+    let list: Vec<&str> = match v {
+        HeaderValue::Text(t) => vec![t.as_ref()],
+        HeaderValue::TextList(l) => l.iter().map(|t| t.as_ref()).collect(),
+        _ => vec![],
+    };
+    let mut out: Vec<String> = Vec::new();
+    for id in list.into_iter().map(str::trim).filter(|s| !s.is_empty()) {
+        if !out.iter().any(|o| o == id) {
+            out.push(id.to_string());
+        }
+    }
+    out
+}
+
+/// The text body: the text/plain parts, or mail-parser's text rendering of the HTML.
+fn body_text(msg: &Message<'_>) -> String {
+    let n = msg.text_body_count().max(1);
+    let parts: Vec<Cow<'_, str>> = (0..n).filter_map(|i| msg.body_text(i)).collect();
+    parts.join("\n").replace("\r\n", "\n")
+}
+
+/// Ids of the original message a bounce or auto-reply carries: an attached message/rfc822
+/// or text/rfc822-headers part, `X-Original-Message-ID`, or a quoted `Message-ID:` line.
+fn original_ids(msg: &Message<'_>) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut push = |id: &str| {
+        let id = id.trim().trim_start_matches('<').trim_end_matches('>').trim();
+        if !id.is_empty() && id.contains('@') && !out.iter().any(|o: &String| o == id) {
+            out.push(id.to_string());
+        }
+    };
+    for part in &msg.parts {
+        match &part.body {
+            PartType::Message(m) => {
+                if let Some(id) = m.message_id() {
+                    push(id);
+                }
+            }
+            PartType::Text(t) | PartType::Html(t) => scan_id_lines(t, &mut push),
+            PartType::Binary(b) | PartType::InlineBinary(b) => {
+                if part.content_type().is_some_and(|c| {
+                    c.subtype().is_some_and(|s| {
+                        s.eq_ignore_ascii_case("rfc822-headers") || s.eq_ignore_ascii_case("delivery-status")
+                    })
+                }) {
+                    scan_id_lines(&String::from_utf8_lossy(b), &mut push);
+                }
+            }
+            PartType::Multipart(_) => {}
+        }
+    }
+    out
+}
+
+fn scan_id_lines(text: &str, push: &mut impl FnMut(&str)) {
+    for line in text.lines() {
+        let t = line.trim_start_matches(['>', ' ', '\t']);
+        let lower = t.get(..22).map(str::to_ascii_lowercase).unwrap_or_else(|| t.to_ascii_lowercase());
+        for label in ["message-id:", "x-original-message-id:"] {
+            if let Some(v) = t.get(label.len()..).filter(|_| lower.starts_with(label)) {
+                push(v);
+            }
+        }
+    }
+}
+
+/// Attachment metadata, and the decoded bodies moved out of the parsed message (not
+/// copied: a 25 MB message must not hold its attachments twice).
+fn take_attachments(msg: &mut Message<'_>) -> (Vec<Attachment>, Vec<Vec<u8>>) {
+    let mut metas = Vec::new();
+    let mut bodies = Vec::new();
+    for id in msg.attachments.clone() {
+        let Some(part) = msg.parts.get_mut(id as usize) else { continue };
+        metas.push(attachment_meta(part, part.contents()));
+        let body = std::mem::replace(&mut part.body, PartType::Multipart(Vec::new()));
+        bodies.push(match body {
+            PartType::Binary(b) | PartType::InlineBinary(b) => b.into_owned(),
+            PartType::Text(t) | PartType::Html(t) => t.into_owned().into_bytes(),
+            // The nested message's own bytes (its `raw_message` field may hold more).
+            PartType::Message(m) => m.raw_message().to_vec(),
+            PartType::Multipart(_) => Vec::new(),
+        });
+    }
+    (metas, bodies)
+}
+
+fn attachment_meta(part: &MessagePart<'_>, bytes: &[u8]) -> Attachment {
+    let content_type = part
+        .content_type()
+        .map(|c| match c.subtype() {
+            Some(s) => format!("{}/{}", c.ctype(), s),
+            None => c.ctype().to_string(),
+        })
+        .unwrap_or_else(|| {
+            if part.is_message() { "message/rfc822".into() } else { "application/octet-stream".into() }
+        })
+        .to_ascii_lowercase();
+    let content_id =
+        part.content_id().map(|c| c.trim().trim_start_matches('<').trim_end_matches('>').to_string());
+    let disposition_inline = part.content_disposition().map(|d| d.is_inline());
+    let inline = disposition_inline.unwrap_or(content_id.is_some());
+    let name = part
+        .attachment_name()
+        .map(|n| n.trim().to_string())
+        .filter(|n| !n.is_empty())
+        .or_else(|| part.message().and_then(|m| m.subject()).map(|s| format!("{}.eml", s.trim())));
+    Attachment {
+        name,
+        content_type,
+        size: bytes.len() as u64,
+        sha256: sha256(bytes).to_string(),
+        inline,
+        content_id,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const REPLY: &[u8] = b"From: =?UTF-8?Q?J=C3=B6rg_M=C3=BCller?= <Joerg@Example.DE>\r\n\
+To: Acme Support <support@acme.example>, billing@ACME.example\r\n\
+Cc: \"Doe, Jane\" <jane@x.example>\r\n\
+Reply-To: j2@example.de\r\n\
+Subject: =?ISO-8859-1?Q?AW:_Rechnung_f=FCr_M=E4rz?=\r\n\
+Date: Mon, 4 Mar 2024 17:43:06 +0100\r\n\
+Message-ID: <r1@example.de>\r\n\
+In-Reply-To: <p2@acme.example>\r\n\
+References: <p1@acme.example> <p2@acme.example>\r\n\
+MIME-Version: 1.0\r\n\
+Content-Type: multipart/mixed; boundary=\"b\"\r\n\
+\r\n\
+--b\r\n\
+Content-Type: text/plain; charset=utf-8\r\n\
+\r\n\
+Passt, danke.\r\n\
+\r\n\
+Am 04.03.2024 um 09:00 schrieb Acme Support:\r\n\
+> Anbei die Rechnung\r\n\
+--b\r\n\
+Content-Type: application/pdf; name*=UTF-8''Rechnung%20M%C3%A4rz.pdf\r\n\
+Content-Disposition: attachment\r\n\
+Content-Transfer-Encoding: base64\r\n\
+\r\n\
+JVBERi0xLjQK\r\n\
+--b--\r\n";
+
+    #[test]
+    fn normalises_a_reply() {
+        let u = understand(REPLY).expect("parses");
+        let m = &u.message;
+        assert_eq!(
+            m.from.as_ref().map(|f| (f.name.as_deref(), f.email.as_str())),
+            Some((Some("Jörg Müller"), "Joerg@example.de"))
+        );
+        assert_eq!(
+            m.to.iter().map(|a| a.email.as_str()).collect::<Vec<_>>(),
+            ["support@acme.example", "billing@acme.example"]
+        );
+        assert_eq!(m.cc[0].name.as_deref(), Some("Doe, Jane"));
+        assert_eq!(m.reply_to[0].email, "j2@example.de");
+        assert_eq!(m.subject, "AW: Rechnung für März");
+        assert_eq!(m.subject_key, "rechnung für märz");
+        assert_eq!(m.date.map(|d| d.to_rfc3339()), Some("2024-03-04T16:43:06+00:00".into()));
+        assert_eq!(m.in_reply_to, ["p2@acme.example"]);
+        assert_eq!(m.parent_ids(), ["p2@acme.example", "p1@acme.example"]);
+        assert_eq!(m.new_text, "Passt, danke.");
+        assert_eq!(m.kind, Kind::Normal);
+        assert_eq!(m.attachments.len(), 1);
+        let a = &m.attachments[0];
+        assert_eq!(a.name.as_deref(), Some("Rechnung März.pdf"));
+        assert_eq!(a.content_type, "application/pdf");
+        assert_eq!(a.size, 9);
+        assert_eq!(a.sha256, sha256(b"%PDF-1.4\n").to_string());
+        assert!(!a.inline);
+        assert_eq!(u.bodies[0], b"%PDF-1.4\n");
+    }
+
+    #[test]
+    fn synthetic_id_and_sanitised_html() {
+        let raw = b"From: a@b.example\r\nSubject: x\r\nContent-Type: text/html\r\n\r\n<p onclick=\"x()\">Hi<script>alert(1)</script></p>";
+        let m = understand(raw).expect("parses").message;
+        assert!(m.synthetic_id);
+        assert_eq!(m.message_id, format!("{}@sha256.mailroom.invalid", sha256(raw)));
+        let html = m.html.unwrap_or_default();
+        assert!(html.contains("Hi") && !html.contains("script") && !html.contains("onclick"), "{html}");
+        assert!(m.text.contains("Hi"));
+    }
+
+    #[test]
+    fn nothing_readable_is_an_error() {
+        assert!(matches!(understand(b" \r\n "), Err(ParseError::Empty)));
+    }
+}
