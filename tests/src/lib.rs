@@ -71,6 +71,8 @@ pub fn moto_endpoint() -> String {
             return Moto { endpoint: ep, _child: None };
         }
         let exe = repo_root().join(".venv/bin/moto_server");
+        let python = repo_root().join(".venv/bin/python");
+        let launcher = repo_root().join("scripts/moto_server.py");
         assert!(
             exe.is_file(),
             "moto is not installed: {} is missing. Run scripts/test.sh (it creates .venv and installs moto[server]), \
@@ -80,8 +82,9 @@ pub fn moto_endpoint() -> String {
         let port = free_port();
         // A static is never dropped: a watchdog shell stops moto when this test process ends.
         let script = format!(
-            "\"{}\" -H 127.0.0.1 -p {port} & m=$!; while kill -0 {} 2>/dev/null; do sleep 1; done; kill $m",
-            exe.display(),
+            "\"{}\" \"{}\" -H 127.0.0.1 -p {port} & m=$!; while kill -0 {} 2>/dev/null; do sleep 1; done; kill $m",
+            python.display(),
+            launcher.display(),
             std::process::id()
         );
         let child = Command::new("bash")
@@ -222,6 +225,7 @@ impl AwsStack {
             ingest_queue: Arc::new(SqsQueue::new(self.clients.sqs.clone(), &self.queue_url)),
             ingest_dlq: Some(Arc::new(SqsQueue::new(self.clients.sqs.clone(), &self.dlq_url))),
             clock: Arc::new(SystemClock),
+            signer: mailroom_core::ThreadSigner::new(TEST_THREAD_KEY.as_bytes().to_vec()),
         }
     }
 
@@ -231,9 +235,13 @@ impl AwsStack {
         env.push(("MAILROOM_BUCKET".into(), self.bucket.clone()));
         env.push(("MAILROOM_TABLE".into(), self.table.clone()));
         env.push(("MAILROOM_INGEST_QUEUE_URL".into(), self.queue_url.clone()));
+        env.push(("MAILROOM_THREAD_KEY".into(), TEST_THREAD_KEY.into()));
         env
     }
 }
+
+/// The thread-signing key the moto-backed tests give the functions.
+pub const TEST_THREAD_KEY: &str = "test-thread-key-0123456789abcdef0123";
 
 /// Runs gen_corpus.py into `out`.
 pub fn gen_corpus(out: &Path, conversations: u32, seed: u32) {

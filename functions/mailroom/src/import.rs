@@ -19,6 +19,8 @@ struct Summary {
     failed: u64,
     processed: u64,
     dead_lettered: u64,
+    /// Peak resident memory of this process (Linux VmHWM), in KiB.
+    peak_rss_kib: Option<u64>,
 }
 
 /// Imports `path` and drains the pipeline. Returns how many messages failed.
@@ -105,6 +107,7 @@ pub async fn run(
     let stats = mailroom_app::stats::collect(&ports).await?;
     s.processed = stats.processed;
     s.dead_lettered = stats.ingest_dlq.unwrap_or(0).saturating_sub(dlq_before);
+    s.peak_rss_kib = peak_rss_kib();
     if json {
         println!("{}", serde_json::to_string_pretty(&s)?);
     } else {
@@ -130,4 +133,11 @@ fn count(s: &mut Summary, o: &IngestOutcome) {
         IngestOutcome::Duplicate => s.duplicates += 1,
         IngestOutcome::Requeued(_) => s.requeued += 1,
     }
+}
+
+/// Peak resident set size of this process, from `/proc/self/status` (Linux only).
+pub fn peak_rss_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
 }

@@ -48,6 +48,18 @@ enum Cmd {
         #[arg(long, default_value = "127.0.0.1")]
         bind: String,
     },
+    /// Parse one .eml file and print the normalised message, without touching storage.
+    Parse {
+        file: PathBuf,
+        /// Print JSON (the default output is a short summary).
+        #[arg(long)]
+        json: bool,
+    },
+    /// List every conversation with its messages, in arrival order.
+    Conversations {
+        #[arg(long)]
+        json: bool,
+    },
     /// Counts of stored copies, processed copies, messages and queue depths.
     Stats {
         #[arg(long)]
@@ -69,6 +81,19 @@ async fn main() -> Result<()> {
             }
         }
         Cmd::Serve { port, bind } => serve::run(&cli.data, &bind, port).await?,
+        Cmd::Parse { file, json } => parse(&file, json)?,
+        Cmd::Conversations { json } => {
+            let ports = mailroom_app::Ports::embedded(&cli.data)?;
+            let convs = mailroom_app::conversations::list(&ports).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&convs)?);
+            } else {
+                for c in &convs {
+                    println!("{}  {:<28} {:>3} msg  {}", c.id, c.inbox, c.message_ids.len(), c.subject);
+                }
+                println!("{} conversations", convs.len());
+            }
+        }
         Cmd::Stats { json } => {
             let ports = mailroom_app::Ports::embedded(&cli.data)?;
             let s = mailroom_app::stats::collect(&ports).await?;
@@ -85,6 +110,41 @@ async fn main() -> Result<()> {
                     s.ingest_dlq.unwrap_or(0)
                 );
             }
+        }
+    }
+    Ok(())
+}
+
+/// `mailroom parse`: exit 0 for anything read (leniently, with `defects`), 1 with a
+/// one-line error only when nothing could be read.
+fn parse(file: &std::path::Path, json: bool) -> Result<()> {
+    let raw = match std::fs::read(file) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("mailroom parse: cannot read {}: {e}", file.display());
+            std::process::exit(1);
+        }
+    };
+    let m = match mailroom_core::understand(&raw) {
+        Ok(u) => u.message,
+        Err(e) => {
+            eprintln!("mailroom parse: {}: {e}", file.display());
+            std::process::exit(1);
+        }
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&m)?);
+    } else {
+        let from = m.from.as_ref().map(|f| f.email.as_str()).unwrap_or("-");
+        println!(
+            "{}\n  from {from}\n  subject {}\n  kind {:?}, {} attachments",
+            m.message_id,
+            m.subject,
+            m.kind,
+            m.attachments.len()
+        );
+        for d in &m.defects {
+            println!("  defect: {d}");
         }
     }
     Ok(())

@@ -12,6 +12,9 @@ pub struct AwsConfig {
     pub table: String,
     /// Only the functions that enqueue need it.
     pub ingest_queue_url: Option<String>,
+    /// `MAILROOM_THREAD_KEY`: the secret that signs our thread ids (the template resolves it
+    /// from Secrets Manager).
+    pub thread_key: Vec<u8>,
 }
 
 fn var(name: &str) -> Result<String, ConfigError> {
@@ -27,6 +30,7 @@ impl AwsConfig {
             bucket: var("MAILROOM_BUCKET")?,
             table: var("MAILROOM_TABLE")?,
             ingest_queue_url: if needs_ingest_queue { Some(var("MAILROOM_INGEST_QUEUE_URL")?) } else { None },
+            thread_key: var("MAILROOM_THREAD_KEY")?.into_bytes(),
         })
     }
 }

@@ -27,3 +27,8 @@ pub fn message(message_id: &str) -> Key {
 pub fn messages_index_pk(inbox: &EmailAddress) -> String {
     format!("messages#{}", inbox.key())
 }
+
+/// A workspace user (agent or admin), by email; written by the workspace configuration.
+pub fn user(addr: &EmailAddress) -> Key {
+    Key::new(format!("user#{}", addr.key()), "user")
+}

@@ -4,12 +4,14 @@
 
 pub mod config;
 pub mod consumer;
+pub mod conversations;
 pub mod ingest;
 pub mod keys;
 pub mod matcher;
 pub mod ports;
 pub mod stats;
 pub mod telemetry;
+pub mod thread;
 
 pub use consumer::{MessageHandler, Worker, handle_sqs_event};
 pub use ingest::{IngestError, IngestOutcome, Ingestor, RawMail};

@@ -1,51 +1,105 @@
-//! The `match` stage, first step: take a queued copy, read its raw bytes and record the
-//! message, once per Message-ID across every inbox, noting each inbox copy. The copy
-//! record flips from `queued` to `processed` in the same transaction, so a redelivered
-//! pointer changes nothing.
+//! The `match` stage: take a queued copy, read its raw bytes, understand the message
+//! (parse, classify), store its attachments and parsed form, thread it into a
+//! conversation and record it once per Message-ID across every inbox, noting each inbox
+//! copy. The copy record flips from `queued` to `processed` in the same transaction as the
+//! message record, so a redelivered pointer changes nothing, and a crash before that
+//! transaction simply runs every (idempotent) step again.
 
 use crate::consumer::MessageHandler;
 use crate::keys;
 use crate::ports::Ports;
+use crate::thread::{ThreadInput, Threader};
 use anyhow::{Context, bail};
 use async_trait::async_trait;
-use mailroom_core::{Envelope, IngestPointer};
+use bytes::Bytes;
+use mailroom_core::classify::Kind;
+use mailroom_core::{EmailAddress, Folder, IngestPointer, ParsedMessage, understand};
 use mailroom_store::{Cond, Item, StoreError, TransactOp, Update};
 use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// How long "this address is not ours" is believed before it is looked up again.
+const NEGATIVE_TTL: Duration = Duration::from_secs(60);
 
 pub struct MatchHandler {
     ports: Ports,
+    /// Own addresses (inboxes and users) seen so far; negatives expire.
+    own: Mutex<HashMap<String, (bool, Instant)>>,
+}
+
+/// Blob key of an attachment body: content-addressed, shared by every message carrying it.
+pub fn attachment_key(sha256: &str) -> String {
+    format!("att/{}/{sha256}", &sha256[..2.min(sha256.len())])
+}
+/// Blob key of a message's parsed form (JSON), by the raw message's sha256.
+pub fn parsed_key(raw_sha256: &str) -> String {
+    format!("parsed/{}/{raw_sha256}.json", &raw_sha256[..2.min(raw_sha256.len())])
 }
 
 impl MatchHandler {
     pub fn new(ports: Ports) -> MatchHandler {
-        MatchHandler { ports }
+        MatchHandler { ports, own: Mutex::new(HashMap::new()) }
     }
 
-    /// The stable id of a message: its Message-ID, or one made from the raw sha256 when
-    /// it has none.
-    fn message_id(env: &Envelope, ptr: &IngestPointer) -> String {
-        match &env.message_id {
-            Some(m) => m.clone(),
-            None => format!("{}@sha256.mailroom.invalid", ptr.sha256),
+    /// An address is ours when it is a known inbox or user, or in the domain of the
+    /// inbox that holds the copy.
+    async fn is_own(&self, addr: &str, inbox: &EmailAddress) -> anyhow::Result<bool> {
+        let key = addr.to_lowercase();
+        if key.rsplit_once('@').map(|(_, d)| d) == Some(inbox.domain()) {
+            return Ok(true);
         }
+        let cached = self.own.lock().ok().and_then(|map| map.get(&key).copied());
+        if let Some((yes, _)) = cached.filter(|(yes, at)| *yes || at.elapsed() < NEGATIVE_TTL) {
+            return Ok(yes);
+        }
+        let yes = match EmailAddress::parse(&key) {
+            Ok(a) => {
+                self.ports.table.get(&keys::inbox(&a)).await?.is_some()
+                    || self.ports.table.get(&keys::user(&a)).await?.is_some()
+            }
+            Err(_) => false,
+        };
+        if let Ok(mut map) = self.own.lock() {
+            map.insert(key, (yes, Instant::now()));
+        }
+        Ok(yes)
     }
 
     async fn process(&self, ptr: &IngestPointer) -> anyhow::Result<()> {
         let table = &self.ports.table;
         let copy_key = keys::raw_copy(&ptr.sha256, &ptr.inbox, ptr.folder);
+        if table.get(&copy_key).await?.context("copy record missing")?.get("state").and_then(Value::as_str)
+            == Some("processed")
+        {
+            return Ok(());
+        }
         let raw = self
             .ports
             .blobs
             .get(&ptr.key)
             .await?
             .with_context(|| format!("raw object {} is missing from the blob store", ptr.key))?;
-        let env = Envelope::read(&raw);
-        let mid = Self::message_id(&env, ptr);
-        let msg_key = keys::message(&mid);
+        let understood = understand(&raw).with_context(|| format!("raw object {}", ptr.key))?;
+        drop(raw);
+        let m = understood.message;
+        for (meta, body) in m.attachments.iter().zip(understood.bodies) {
+            self.ports
+                .blobs
+                .put_if_absent(&attachment_key(&meta.sha256), Bytes::from(body), &meta.content_type)
+                .await?;
+        }
+        let parsed_json = serde_json::to_vec(&m)?;
+        self.ports
+            .blobs
+            .put_if_absent(&parsed_key(&m.sha256), Bytes::from(parsed_json), "application/json")
+            .await?;
+
+        let msg_key = keys::message(&m.message_id);
         let copy =
             json!({"inbox": ptr.inbox.key(), "folder": ptr.folder, "sha256": ptr.sha256, "key": ptr.key});
         let now = self.ports.clock.now().to_rfc3339();
-
         // Two copies of one message may be processed at once: a lost race on the message
         // item is retried with the other branch.
         for _ in 0..5 {
@@ -57,44 +111,132 @@ impl MatchHandler {
                 key: copy_key.clone(),
                 actions: vec![
                     Update::Set("state".into(), json!("processed")),
-                    Update::Set("message_id".into(), json!(mid)),
+                    Update::Set("message_id".into(), json!(m.message_id)),
                     Update::Set("processed_at".into(), json!(now)),
                     Update::Add("process_count".into(), 1),
                 ],
                 cond: Some(Cond::Eq("state".into(), json!("queued"))),
             };
             let msg_op = if table.get(&msg_key).await?.is_some() {
-                TransactOp::Update {
-                    key: msg_key.clone(),
-                    actions: vec![Update::Append("copies".into(), vec![copy.clone()])],
-                    cond: Some(Cond::Exists),
+                let mut actions = vec![Update::Append("copies".into(), vec![copy.clone()])];
+                // A Sent copy tells the truth about direction whichever copy came first.
+                if ptr.folder == Folder::Sent {
+                    actions.push(Update::Set("direction".into(), json!("outbound")));
                 }
+                TransactOp::Update { key: msg_key.clone(), actions, cond: Some(Cond::Exists) }
             } else {
-                let mut item: Item = msg_key.item();
-                item.insert("message_id".into(), json!(mid));
-                item.insert("inbox".into(), json!(ptr.inbox.key()));
-                item.insert("folder".into(), json!(ptr.folder));
-                item.insert("raw_key".into(), json!(ptr.key));
-                item.insert("sha256".into(), json!(ptr.sha256));
-                item.insert("from".into(), json!(env.from.as_ref().map(|f| f.to_string())));
-                item.insert("date".into(), json!(env.date.map(|d| d.to_rfc3339())));
-                item.insert("synthetic_id".into(), json!(env.message_id.is_none()));
-                item.insert("copies".into(), json!([copy]));
-                item.insert("created_at".into(), json!(now));
-                item.insert("gsi1pk".into(), json!(keys::messages_index_pk(&ptr.inbox)));
-                item.insert("gsi1sk".into(), json!(format!("{}#{mid}", ptr.received_at.to_rfc3339())));
+                let item = self.new_message_item(ptr, &m, &copy, &now).await?;
                 TransactOp::Put { item, cond: Some(Cond::NotExists) }
             };
             match table.transact_write(vec![mark, msg_op]).await {
                 Ok(()) => {
-                    tracing::info!(inbox = %ptr.inbox, message_id = %mid, key = %ptr.key, "message recorded");
+                    tracing::info!(inbox = %ptr.inbox, message_id = %m.message_id, key = %ptr.key, kind = ?m.kind, "message recorded");
                     return Ok(());
                 }
                 Err(StoreError::TransactionCanceled { .. }) => continue,
                 Err(e) => return Err(e.into()),
             }
         }
-        bail!("message {mid}: gave up after 5 conflicting attempts")
+        bail!("message {}: gave up after 5 conflicting attempts", m.message_id)
+    }
+
+    /// Threads a first-seen message and builds its record.
+    async fn new_message_item(
+        &self,
+        ptr: &IngestPointer,
+        m: &ParsedMessage,
+        copy: &Value,
+        now: &str,
+    ) -> anyhow::Result<Item> {
+        let from = m.from.as_ref().map(|f| f.email.to_lowercase());
+        let from_own = match &from {
+            Some(f) => self.is_own(f, &ptr.inbox).await?,
+            None => false,
+        };
+        let outbound = ptr.folder == Folder::Sent || from_own;
+        let mut parties: Vec<String> = Vec::new();
+        let mut external_to = None;
+        let addresses = m
+            .from
+            .iter()
+            .map(|a| (false, a))
+            .chain(m.to.iter().map(|a| (true, a)))
+            .chain(m.cc.iter().map(|a| (false, a)));
+        for (is_to, a) in addresses {
+            let e = a.email.to_lowercase();
+            if parties.contains(&e) || self.is_own(&e, &ptr.inbox).await? {
+                continue;
+            }
+            if is_to && external_to.is_none() {
+                external_to = Some(e.clone());
+            }
+            parties.push(e);
+        }
+        let parents = m.parent_ids();
+        let signer = &self.ports.signer;
+        let signed = parents
+            .iter()
+            .find_map(|p| signer.verify_message_id(p))
+            .or_else(|| signer.find_body_marker(&m.text));
+        let subject = m.subject_info();
+        let header_less_reply = parents.is_empty()
+            && signed.is_none()
+            && !subject.forward
+            && (subject.reply || subject.auto_reply || m.kind == Kind::AutoReply);
+        let subject_link_party = match (header_less_reply, outbound) {
+            (false, _) => None,
+            (true, false) => from.clone().filter(|_| !from_own),
+            (true, true) => external_to,
+        };
+        let date = m.date.unwrap_or(ptr.received_at);
+        let input = ThreadInput {
+            message_id: m.message_id.clone(),
+            parents: parents.clone(),
+            signed,
+            provider_thread: ptr.thread_hint.clone(),
+            inbox: ptr.inbox.key(),
+            subject: m.subject.clone(),
+            subject_key: m.subject_key.clone(),
+            date,
+            parties,
+            subject_link_party,
+        };
+        let conversation = Threader::new(&self.ports).assign(&input).await?;
+        // Our own outbound coming back into an inbox (a loop), told by the header we set
+        // on everything we send or by our signed Message-ID.
+        let looped = ptr.folder == Folder::Inbox
+            && (m.loop_header.is_some() || signer.verify_message_id(&m.message_id).is_some());
+
+        let mut item: Item = keys::message(&m.message_id).item();
+        let put = |item: &mut Item, k: &str, v: Value| {
+            item.insert(k.into(), v);
+        };
+        put(&mut item, "message_id", json!(m.message_id));
+        put(&mut item, "inbox", json!(ptr.inbox.key()));
+        put(&mut item, "folder", json!(ptr.folder));
+        put(&mut item, "raw_key", json!(ptr.key));
+        put(&mut item, "sha256", json!(ptr.sha256));
+        put(&mut item, "parsed_key", json!(parsed_key(&m.sha256)));
+        put(&mut item, "from", json!(from));
+        put(&mut item, "from_name", json!(m.from.as_ref().and_then(|f| f.name.clone())));
+        put(&mut item, "to", json!(m.to.iter().map(|a| &a.email).collect::<Vec<_>>()));
+        put(&mut item, "cc", json!(m.cc.iter().map(|a| &a.email).collect::<Vec<_>>()));
+        put(&mut item, "subject", json!(m.subject));
+        put(&mut item, "date", json!(m.date.map(|d| d.to_rfc3339())));
+        put(&mut item, "synthetic_id", json!(m.synthetic_id));
+        put(&mut item, "kind", json!(m.kind));
+        put(&mut item, "bounce", json!(m.bounce));
+        put(&mut item, "loop", json!(looped));
+        put(&mut item, "direction", json!(if outbound { "outbound" } else { "inbound" }));
+        put(&mut item, "parents", json!(parents));
+        put(&mut item, "conversation", json!(conversation));
+        put(&mut item, "attachments", json!(m.attachments));
+        put(&mut item, "preview", json!(m.new_text.chars().take(280).collect::<String>()));
+        put(&mut item, "copies", json!([copy]));
+        put(&mut item, "created_at", json!(now));
+        put(&mut item, "gsi1pk", json!(keys::messages_index_pk(&ptr.inbox)));
+        put(&mut item, "gsi1sk", json!(format!("{}#{}", ptr.received_at.to_rfc3339(), m.message_id)));
+        Ok(item)
     }
 }
 

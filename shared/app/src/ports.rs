@@ -1,3 +1,4 @@
+use mailroom_core::ThreadSigner;
 use mailroom_store::aws::{AwsClients, DynamoTable, S3BlobStore, SqsQueue};
 use mailroom_store::embedded::Embedded;
 use mailroom_store::{BlobStore, Clock, Queue, SystemClock, Table};
@@ -12,6 +13,8 @@ pub struct Ports {
     pub ingest_queue: Arc<dyn Queue>,
     pub ingest_dlq: Option<Arc<dyn Queue>>,
     pub clock: Arc<dyn Clock>,
+    /// Signs and checks our thread identifiers (the workspace's secret key).
+    pub signer: ThreadSigner,
 }
 
 /// Queue names of the embedded store, and the receives before a dead-letter move (the
@@ -31,6 +34,7 @@ impl Ports {
             ingest_queue: Arc::new(e.queue(INGEST_QUEUE, Some((INGEST_DLQ, MAX_RECEIVES)))),
             ingest_dlq: Some(Arc::new(e.queue(INGEST_DLQ, None))),
             clock: Arc::new(SystemClock),
+            signer: ThreadSigner::new(local_secret(dir)?),
         })
     }
 
@@ -45,6 +49,46 @@ impl Ports {
             )),
             ingest_dlq: None,
             clock: Arc::new(SystemClock),
+            signer: ThreadSigner::new(cfg.thread_key.clone()),
         }
+    }
+}
+
+/// The embedded store's secret key: 32 random bytes in `DATA/secret.key` (mode 0600),
+/// made on first use.
+fn local_secret(dir: &Path) -> mailroom_store::error::Result<Vec<u8>> {
+    use mailroom_store::StoreError;
+    let path = dir.join("secret.key");
+    let io = |e: std::io::Error| StoreError::Backend(format!("secret key {}: {e}", path.display()));
+    match std::fs::read(&path) {
+        Ok(k) if k.len() >= 32 => return Ok(k),
+        Ok(_) => {
+            return Err(StoreError::Backend(format!(
+                "secret key {} is shorter than 32 bytes",
+                path.display()
+            )));
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io(e)),
+    }
+    let key: [u8; 32] = rand::random();
+    let tmp = dir.join(format!("secret.key.tmp-{}", std::process::id()));
+    {
+        use std::io::Write;
+        let mut opts = std::fs::OpenOptions::new();
+        opts.write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+        let mut f = opts.open(&tmp).map_err(io)?;
+        f.write_all(&key).map_err(io)?;
+        f.sync_all().map_err(io)?;
+    }
+    // A hard link never replaces a key another process made first.
+    let linked = std::fs::hard_link(&tmp, &path);
+    let _ = std::fs::remove_file(&tmp);
+    match linked {
+        Ok(()) => Ok(key.to_vec()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => std::fs::read(&path).map_err(io),
+        Err(e) => Err(io(e)),
     }
 }

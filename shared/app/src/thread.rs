@@ -1,0 +1,315 @@
+//! Threading: which conversation a message belongs to.
+//!
+//! Conversations are the connected components of a graph whose edges are, in DESIGN.md's
+//! order: our signed reply identifier; References / In-Reply-To against message ids; the
+//! provider's thread id; and, for a reply that carries no threading header at all, its
+//! normalised subject when its external party took part in a recent message with that
+//! subject. Every edge is a property of a *pair* of messages (ids, dates from the Date
+//! header, participants), never of what happened to arrive first, so the components, and
+//! with them the conversations, come out the same in any arrival order.
+//!
+//! Storage is a union-find over `conv#` items, written with conditional writes so that
+//! concurrent Lambda invocations agree:
+//! - `ref#{message-id}` claims an id (the message's own and every parent) for a
+//!   conversation; a failed claim means another conversation holds it, and the two merge;
+//! - merging sets `parent` on the root that started later (`first_date`, then id), so the
+//!   surviving root is the conversation of the oldest message;
+//! - subject links use two index partitions keyed by (subject key, external party):
+//!   `subj#` for every message, `subjwait#` for header-less replies, queried from both
+//!   sides within [`SUBJECT_WINDOW_DAYS`].
+
+use crate::ports::Ports;
+use anyhow::{Context, bail};
+use chrono::{DateTime, Duration, Utc};
+use mailroom_core::{SignedRef, sha256};
+use mailroom_store::{Cond, Item, Key, Query, SkCond, StoreError, Update};
+use serde_json::{Value, json};
+use std::collections::HashMap;
+
+/// How far apart a header-less reply and the message it answers may be.
+pub const SUBJECT_WINDOW_DAYS: i64 = 30;
+
+pub fn conv_key(id: &str) -> Key {
+    Key::new(format!("conv#{id}"), "conv")
+}
+fn ref_key(message_id: &str) -> Key {
+    Key::new(format!("ref#{message_id}"), "ref")
+}
+pub const CONVERSATIONS_INDEX_PK: &str = "conversations";
+
+/// What threading needs to know of a message.
+#[derive(Debug, Clone)]
+pub struct ThreadInput {
+    pub message_id: String,
+    pub parents: Vec<String>,
+    pub signed: Option<SignedRef>,
+    /// Provider thread id (Gmail threadId, Graph conversationId), scoped by inbox.
+    pub provider_thread: Option<String>,
+    pub inbox: String,
+    pub subject: String,
+    pub subject_key: String,
+    pub date: DateTime<Utc>,
+    /// External addresses of the message (lower-cased): From, To and Cc without our own.
+    pub parties: Vec<String>,
+    /// Set for a reply without any threading header: the external party whose earlier
+    /// messages with the same subject it may join (inbound: the sender; outbound: the
+    /// first external recipient).
+    pub subject_link_party: Option<String>,
+}
+
+/// A conversation root as stored.
+#[derive(Debug, Clone)]
+pub struct ConversationRoot {
+    pub id: String,
+    pub item: Item,
+}
+
+pub struct Threader<'a> {
+    ports: &'a Ports,
+}
+
+fn ts(d: DateTime<Utc>) -> String {
+    d.format("%Y-%m-%dT%H:%M:%SZ").to_string()
+}
+
+fn short_hash(s: &str) -> String {
+    sha256(s.as_bytes()).to_string()[..20].to_string()
+}
+
+/// The id of a conversation started by `message_id`: derived, so a retried message
+/// starts the same conversation again instead of a second one.
+pub fn new_conversation_id(message_id: &str) -> String {
+    format!("c{}", &sha256(message_id.as_bytes()).to_string()[..16])
+}
+
+impl<'a> Threader<'a> {
+    pub fn new(ports: &'a Ports) -> Threader<'a> {
+        Threader { ports }
+    }
+
+    /// Assigns `m` to a conversation and returns the conversation id it was recorded
+    /// under (follow [`Threader::find`] for the current root).
+    pub async fn assign(&self, m: &ThreadInput) -> anyhow::Result<String> {
+        let table = &self.ports.table;
+        let mut linked: Vec<String> = Vec::new();
+        if let Some(s) = &m.signed {
+            linked.push(s.conversation.clone());
+        }
+        let ids: Vec<&String> = std::iter::once(&m.message_id).chain(&m.parents).collect();
+        for id in &ids {
+            if let Some(item) = table.get(&ref_key(id)).await? {
+                linked.extend(item.get("conv").and_then(Value::as_str).map(str::to_string));
+            }
+        }
+        let thread_key = m
+            .provider_thread
+            .as_ref()
+            .map(|t| Key::new(format!("pthread#{}#{}", m.inbox, short_hash(t)), "pthread"));
+        if let Some(k) = &thread_key
+            && let Some(item) = table.get(k).await?
+        {
+            linked.extend(item.get("conv").and_then(Value::as_str).map(str::to_string));
+        }
+        let base = linked.first().cloned().unwrap_or_else(|| new_conversation_id(&m.message_id));
+        self.ensure_conversation(&base, m).await?;
+        for other in linked.iter().skip(1) {
+            self.union(&base, other).await?;
+        }
+        // Claims: the message's own id and its parents', the provider thread.
+        let mut claims: Vec<Key> = ids.iter().map(|id| ref_key(id)).collect();
+        claims.extend(thread_key);
+        for key in claims {
+            let mut item = key.item();
+            item.insert("conv".into(), json!(base));
+            match table.put(item, Some(Cond::NotExists)).await {
+                Ok(()) => {}
+                Err(StoreError::ConditionFailed) => {
+                    let holder = table.get(&key).await?.context("claim vanished")?;
+                    if let Some(c) = holder.get("conv").and_then(Value::as_str) {
+                        self.union(&base, c).await?;
+                    }
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        self.subject_links(m, &base).await?;
+        self.note_first_message(&base, m).await?;
+        Ok(base)
+    }
+
+    async fn subject_links(&self, m: &ThreadInput, base: &str) -> anyhow::Result<()> {
+        if m.subject_key.is_empty() {
+            return Ok(());
+        }
+        let table = &self.ports.table;
+        let subject = short_hash(&m.subject_key);
+        let sk = format!("{}#{}", ts(m.date), m.message_id);
+        let window = Duration::days(SUBJECT_WINDOW_DAYS);
+        for party in &m.parties {
+            let mut item = Key::new(format!("subj#{subject}#{party}"), sk.clone()).item();
+            item.insert("conv".into(), json!(base));
+            table.put(item, None).await?;
+            let waiting = table
+                .query_all(
+                    Query::new(format!("subjwait#{subject}#{party}"))
+                        .sk(SkCond::Between(ts(m.date), format!("{}~", ts(m.date + window)))),
+                )
+                .await?;
+            self.union_all(base, &waiting, &m.message_id).await?;
+        }
+        if let Some(party) = &m.subject_link_party {
+            let mut item = Key::new(format!("subjwait#{subject}#{party}"), sk.clone()).item();
+            item.insert("conv".into(), json!(base));
+            table.put(item, None).await?;
+            let earlier = table
+                .query_all(
+                    Query::new(format!("subj#{subject}#{party}"))
+                        .sk(SkCond::Between(ts(m.date - window), format!("{}~", ts(m.date)))),
+                )
+                .await?;
+            self.union_all(base, &earlier, &m.message_id).await?;
+        }
+        Ok(())
+    }
+
+    async fn union_all(&self, base: &str, entries: &[Item], own_id: &str) -> anyhow::Result<()> {
+        for e in entries {
+            let sk = e.get("sk").and_then(Value::as_str).unwrap_or_default();
+            if sk.ends_with(&format!("#{own_id}")) {
+                continue;
+            }
+            if let Some(c) = e.get("conv").and_then(Value::as_str) {
+                self.union(base, c).await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn ensure_conversation(&self, id: &str, m: &ThreadInput) -> anyhow::Result<()> {
+        let mut item = conv_key(id).item();
+        item.insert("id".into(), json!(id));
+        item.insert("inbox".into(), json!(m.inbox));
+        item.insert("subject".into(), json!(m.subject));
+        item.insert("first_date".into(), json!(ts(m.date)));
+        item.insert("first_message_id".into(), json!(m.message_id));
+        item.insert("status".into(), json!("open"));
+        item.insert("created_at".into(), json!(self.ports.clock.now().to_rfc3339()));
+        item.insert("gsi1pk".into(), json!(CONVERSATIONS_INDEX_PK));
+        item.insert("gsi1sk".into(), json!(format!("{}#{id}", ts(m.date))));
+        match self.ports.table.put(item, Some(Cond::NotExists)).await {
+            Ok(()) | Err(StoreError::ConditionFailed) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The root conversation of `id`.
+    pub async fn find(&self, id: &str) -> anyhow::Result<ConversationRoot> {
+        let mut cur = id.to_string();
+        for _ in 0..64 {
+            let item = self
+                .ports
+                .table
+                .get(&conv_key(&cur))
+                .await?
+                .with_context(|| format!("conversation {cur} is missing"))?;
+            match item.get("parent").and_then(Value::as_str) {
+                Some(p) => cur = p.to_string(),
+                None => return Ok(ConversationRoot { id: cur, item }),
+            }
+        }
+        bail!("conversation {id}: parent chain longer than 64")
+    }
+
+    /// Merges the conversations of `a` and `b`; the root whose first message is older
+    /// survives.
+    pub async fn union(&self, a: &str, b: &str) -> anyhow::Result<String> {
+        for _ in 0..16 {
+            let (ra, rb) = (self.find(a).await?, self.find(b).await?);
+            if ra.id == rb.id {
+                return Ok(ra.id);
+            }
+            let order = |r: &ConversationRoot| {
+                (
+                    r.item.get("first_date").and_then(Value::as_str).unwrap_or_default().to_string(),
+                    r.id.clone(),
+                )
+            };
+            let (winner, loser) = if order(&ra) <= order(&rb) { (ra, rb) } else { (rb, ra) };
+            let res = self
+                .ports
+                .table
+                .update(
+                    &conv_key(&loser.id),
+                    vec![Update::Set("parent".into(), json!(winner.id))],
+                    Some(Cond::AttrNotExists("parent".into())),
+                )
+                .await;
+            match res {
+                Ok(_) => {
+                    tracing::debug!(winner = %winner.id, loser = %loser.id, "conversations merged");
+                    return Ok(winner.id);
+                }
+                Err(StoreError::ConditionFailed) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        bail!("merging conversations {a} and {b}: too many concurrent changes")
+    }
+
+    /// Keeps the root's first message (and with it its inbox and subject) the oldest one.
+    async fn note_first_message(&self, base: &str, m: &ThreadInput) -> anyhow::Result<()> {
+        for _ in 0..16 {
+            let root = self.find(base).await?;
+            let first = root.item.get("first_date").and_then(Value::as_str).unwrap_or_default().to_string();
+            let first_id = root.item.get("first_message_id").and_then(Value::as_str).unwrap_or_default();
+            let mine = ts(m.date);
+            if (first.as_str(), first_id) <= (mine.as_str(), m.message_id.as_str()) {
+                return Ok(());
+            }
+            let res = self
+                .ports
+                .table
+                .update(
+                    &conv_key(&root.id),
+                    vec![
+                        Update::Set("first_date".into(), json!(mine)),
+                        Update::Set("first_message_id".into(), json!(m.message_id)),
+                        Update::Set("inbox".into(), json!(m.inbox)),
+                        Update::Set("subject".into(), json!(m.subject)),
+                        Update::Set("gsi1sk".into(), json!(format!("{mine}#{}", root.id))),
+                    ],
+                    Some(Cond::And(vec![
+                        Cond::Eq("first_date".into(), json!(first)),
+                        Cond::AttrNotExists("parent".into()),
+                    ])),
+                )
+                .await;
+            match res {
+                Ok(_) => return Ok(()),
+                Err(StoreError::ConditionFailed) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        bail!("conversation {base}: too many concurrent changes")
+    }
+}
+
+/// Resolves conversation roots with a cache, for listings.
+pub struct RootCache<'a> {
+    threader: Threader<'a>,
+    roots: HashMap<String, ConversationRoot>,
+}
+
+impl<'a> RootCache<'a> {
+    pub fn new(ports: &'a Ports) -> RootCache<'a> {
+        RootCache { threader: Threader::new(ports), roots: HashMap::new() }
+    }
+    pub async fn root(&mut self, id: &str) -> anyhow::Result<ConversationRoot> {
+        if let Some(r) = self.roots.get(id) {
+            return Ok(r.clone());
+        }
+        let r = self.threader.find(id).await?;
+        self.roots.insert(id.to_string(), r.clone());
+        Ok(r)
+    }
+}
