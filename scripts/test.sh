@@ -33,7 +33,7 @@ fi
 step "moto server"
 moto_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 mkdir -p .test-run
-.venv/bin/moto_server -H 127.0.0.1 -p "$moto_port" >.test-run/moto.log 2>&1 &
+.venv/bin/python scripts/moto_server.py -H 127.0.0.1 -p "$moto_port" >.test-run/moto.log 2>&1 &
 moto_pid=$!
 trap 'kill $moto_pid 2>/dev/null || true' EXIT
 for _ in $(seq 1 100); do
