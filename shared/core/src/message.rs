@@ -104,6 +104,8 @@ pub enum ParseError {
     Empty,
     #[error("no message could be read from the input")]
     Unreadable,
+    #[error("the MIME parser failed on this input (kept raw; please report it)")]
+    ParserPanic,
 }
 
 /// Parses and normalises `raw`. Lenient: a damaged message is read as far as possible and
@@ -113,7 +115,10 @@ pub fn understand(raw: &[u8]) -> Result<Understood, ParseError> {
         return Err(ParseError::Empty);
     }
     let digest = sha256(raw).to_string();
-    let mut msg = MessageParser::default().parse(raw).ok_or(ParseError::Unreadable)?;
+    // A parser bug must cost one message, not the batch or the process: the raw bytes are
+    // already stored, and the error names the problem.
+    let parsed = std::panic::catch_unwind(|| MessageParser::default().parse(raw));
+    let mut msg = parsed.map_err(|_| ParseError::ParserPanic)?.ok_or(ParseError::Unreadable)?;
     let mut defects = Vec::new();
     if msg.headers().is_empty() {
         defects.push("no header block".to_string());
