@@ -142,21 +142,32 @@ impl<'a> Threader<'a> {
             return Ok(());
         }
         let table = &self.ports.table;
-        let subject = short_hash(&m.subject_key);
+        // A message in a forwarded conversation ("fwd: x") is indexed under its own key and
+        // under the plain one: a header-less "Re: X" may answer the forward (people and
+        // clients drop prefixes), while a header-less "Re: Fwd: X" only answers forwards.
+        // A forward itself never links by subject, so it still starts a new conversation.
+        let exact = short_hash(&m.subject_key);
+        let mut keys = vec![exact.clone()];
+        if let Some(plain) = m.subject_key.strip_prefix("fwd: ") {
+            keys.push(short_hash(plain));
+        }
         let sk = format!("{}#{}", ts(m.date), m.message_id);
         let window = Duration::days(SUBJECT_WINDOW_DAYS);
         for party in &m.parties {
-            let mut item = Key::new(format!("subj#{subject}#{party}"), sk.clone()).item();
-            item.insert("conv".into(), json!(base));
-            table.put(item, None).await?;
-            let waiting = table
-                .query_all(
-                    Query::new(format!("subjwait#{subject}#{party}"))
-                        .sk(SkCond::Between(ts(m.date), format!("{}~", ts(m.date + window)))),
-                )
-                .await?;
-            self.union_all(base, &waiting, &m.message_id).await?;
+            for subject in &keys {
+                let mut item = Key::new(format!("subj#{subject}#{party}"), sk.clone()).item();
+                item.insert("conv".into(), json!(base));
+                table.put(item, None).await?;
+                let waiting = table
+                    .query_all(
+                        Query::new(format!("subjwait#{subject}#{party}"))
+                            .sk(SkCond::Between(ts(m.date), format!("{}~", ts(m.date + window)))),
+                    )
+                    .await?;
+                self.union_all(base, &waiting, &m.message_id).await?;
+            }
         }
+        let subject = exact;
         if let Some(party) = &m.subject_link_party {
             let mut item = Key::new(format!("subjwait#{subject}#{party}"), sk.clone()).item();
             item.insert("conv".into(), json!(base));
