@@ -138,6 +138,51 @@ pub struct AwsStack {
     pub table: String,
     pub queue_url: String,
     pub dlq_url: String,
+    pub route_url: String,
+    pub route_dlq_url: String,
+    pub ticket_url: String,
+    pub ticket_dlq_url: String,
+}
+
+/// A queue with a dead-letter queue after 5 receives (the template's redrive policy).
+async fn create_queue_pair(clients: &AwsClients, stage: &str) -> (String, String) {
+    let qname = unique(stage);
+    let dlq_url = clients
+        .sqs
+        .create_queue()
+        .queue_name(format!("{qname}-dlq"))
+        .send()
+        .await
+        .expect("create dlq")
+        .queue_url()
+        .expect("dlq url")
+        .to_string();
+    let dlq_arn = clients
+        .sqs
+        .get_queue_attributes()
+        .queue_url(&dlq_url)
+        .attribute_names(QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .expect("dlq arn")
+        .attributes()
+        .and_then(|a| a.get(&QueueAttributeName::QueueArn).cloned())
+        .expect("dlq arn attribute");
+    let queue_url = clients
+        .sqs
+        .create_queue()
+        .queue_name(&qname)
+        .attributes(
+            QueueAttributeName::RedrivePolicy,
+            serde_json::json!({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": 5}).to_string(),
+        )
+        .send()
+        .await
+        .expect("create queue")
+        .queue_url()
+        .expect("queue url")
+        .to_string();
+    (queue_url, dlq_url)
 }
 
 impl AwsStack {
@@ -179,43 +224,20 @@ impl AwsStack {
             .send()
             .await
             .expect("create table on moto");
-        let qname = unique("ingest");
-        let dlq_url = clients
-            .sqs
-            .create_queue()
-            .queue_name(format!("{qname}-dlq"))
-            .send()
-            .await
-            .expect("create dlq")
-            .queue_url()
-            .expect("dlq url")
-            .to_string();
-        let dlq_arn = clients
-            .sqs
-            .get_queue_attributes()
-            .queue_url(&dlq_url)
-            .attribute_names(QueueAttributeName::QueueArn)
-            .send()
-            .await
-            .expect("dlq arn")
-            .attributes()
-            .and_then(|a| a.get(&QueueAttributeName::QueueArn).cloned())
-            .expect("dlq arn attribute");
-        let queue_url = clients
-            .sqs
-            .create_queue()
-            .queue_name(&qname)
-            .attributes(
-                QueueAttributeName::RedrivePolicy,
-                serde_json::json!({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": 5}).to_string(),
-            )
-            .send()
-            .await
-            .expect("create queue")
-            .queue_url()
-            .expect("queue url")
-            .to_string();
-        AwsStack { clients, bucket, table, queue_url, dlq_url }
+        let (queue_url, dlq_url) = create_queue_pair(&clients, "ingest").await;
+        let (route_url, route_dlq_url) = create_queue_pair(&clients, "route").await;
+        let (ticket_url, ticket_dlq_url) = create_queue_pair(&clients, "ticket").await;
+        AwsStack {
+            clients,
+            bucket,
+            table,
+            queue_url,
+            dlq_url,
+            route_url,
+            route_dlq_url,
+            ticket_url,
+            ticket_dlq_url,
+        }
     }
 
     pub fn ports(&self) -> Ports {
@@ -224,6 +246,10 @@ impl AwsStack {
             table: Arc::new(DynamoTable::new(self.clients.dynamodb.clone(), &self.table)),
             ingest_queue: Arc::new(SqsQueue::new(self.clients.sqs.clone(), &self.queue_url)),
             ingest_dlq: Some(Arc::new(SqsQueue::new(self.clients.sqs.clone(), &self.dlq_url))),
+            route_queue: Arc::new(SqsQueue::new(self.clients.sqs.clone(), &self.route_url)),
+            route_dlq: Some(Arc::new(SqsQueue::new(self.clients.sqs.clone(), &self.route_dlq_url))),
+            ticket_queue: Arc::new(SqsQueue::new(self.clients.sqs.clone(), &self.ticket_url)),
+            ticket_dlq: Some(Arc::new(SqsQueue::new(self.clients.sqs.clone(), &self.ticket_dlq_url))),
             clock: Arc::new(SystemClock),
             signer: mailroom_core::ThreadSigner::new(TEST_THREAD_KEY.as_bytes().to_vec()),
         }
@@ -235,6 +261,8 @@ impl AwsStack {
         env.push(("MAILROOM_BUCKET".into(), self.bucket.clone()));
         env.push(("MAILROOM_TABLE".into(), self.table.clone()));
         env.push(("MAILROOM_INGEST_QUEUE_URL".into(), self.queue_url.clone()));
+        env.push(("MAILROOM_ROUTE_QUEUE_URL".into(), self.route_url.clone()));
+        env.push(("MAILROOM_TICKET_QUEUE_URL".into(), self.ticket_url.clone()));
         env.push(("MAILROOM_THREAD_KEY".into(), TEST_THREAD_KEY.into()));
         env
     }

@@ -1,12 +1,11 @@
 use crate::sources;
 use anyhow::Result;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use mailroom_app::{IngestError, IngestOutcome, Ingestor, MatchHandler, Ports, RawMail, Worker};
+use mailroom_app::{IngestError, IngestOutcome, Ingestor, Ports, RawMail, Stages};
 use mailroom_core::{EmailAddress, Folder};
 use serde::Serialize;
 use std::io::IsTerminal;
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
 #[derive(Debug, Default, Serialize)]
@@ -34,13 +33,9 @@ pub async fn run(
     let inbox = inbox.map(EmailAddress::parse).transpose()?;
     let ports = Ports::embedded(data)?;
     let ingestor = Ingestor::new(ports.clone());
-    let mut worker = Worker::new(ports.ingest_queue.clone(), Arc::new(MatchHandler::new(ports.clone())));
     // Locally a failed message is retried quickly; five receives then move it to the DLQ.
-    worker.retry_base = Duration::from_millis(200);
-    let dlq_before = match &ports.ingest_dlq {
-        Some(q) => q.approximate_len().await?,
-        None => 0,
-    };
+    let worker = Stages::new(&ports).retry_base(Duration::from_millis(200));
+    let dlq_before = mailroom_app::stats::collect(&ports).await?.dead_lettered();
 
     // The consumer runs while the import goes on, as the Lambda functions would.
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -106,7 +101,7 @@ pub async fn run(
     worker.drain().await?;
     let stats = mailroom_app::stats::collect(&ports).await?;
     s.processed = stats.processed;
-    s.dead_lettered = stats.ingest_dlq.unwrap_or(0).saturating_sub(dlq_before);
+    s.dead_lettered = stats.dead_lettered().saturating_sub(dlq_before);
     s.peak_rss_kib = peak_rss_kib();
     if json {
         println!("{}", serde_json::to_string_pretty(&s)?);

@@ -1,5 +1,7 @@
 //! `mailroom`: every Mailroom function in one process, on embedded storage.
 
+mod apply;
+mod demo;
 mod import;
 mod serve;
 mod sources;
@@ -60,8 +62,30 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Run the product scenario: a three-inbox service team, a sample mailbox, and what
+    /// landed where (in DATA/demo, replaced on every run).
+    Demo,
+    /// List contacts `{email, name, company_domain}`.
+    Contacts {
+        #[arg(long)]
+        json: bool,
+    },
+    /// List companies `{domain, name, contacts}`.
+    Companies {
+        #[arg(long)]
+        json: bool,
+    },
     /// Counts of stored copies, processed copies, messages and queue depths.
     Stats {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Validate a workspace file (.toml: inboxes, users, teams, pipelines, rules, deals;
+    /// see docs/workspace.md) and write it to storage. Errors are printed as
+    /// `FILE:LINE: path: message`, exit status 2, and nothing is written.
+    Apply {
+        file: PathBuf,
+        /// Print the summary as JSON.
         #[arg(long)]
         json: bool,
     },
@@ -82,6 +106,37 @@ async fn main() -> Result<()> {
         }
         Cmd::Serve { port, bind } => serve::run(&cli.data, &bind, port).await?,
         Cmd::Parse { file, json } => parse(&file, json)?,
+        Cmd::Demo => demo::run(&cli.data).await?,
+        Cmd::Contacts { json } => {
+            let ports = mailroom_app::Ports::embedded(&cli.data)?;
+            let list = mailroom_app::crm::contacts(&ports).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&list)?);
+            } else {
+                for c in &list {
+                    println!(
+                        "{:<40} {:<30} {}",
+                        c.email,
+                        c.name.as_deref().unwrap_or("-"),
+                        c.company_domain.as_deref().unwrap_or("-")
+                    );
+                }
+                println!("{} contacts", list.len());
+            }
+        }
+        Cmd::Companies { json } => {
+            let ports = mailroom_app::Ports::embedded(&cli.data)?;
+            let list = mailroom_app::crm::companies(&ports).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&list)?);
+            } else {
+                for c in &list {
+                    println!("{:<30} {:<30} {} contacts", c.domain, c.name, c.contacts);
+                }
+                println!("{} companies", list.len());
+            }
+        }
+        Cmd::Apply { file, json } => apply::run(&cli.data, &file, json).await?,
         Cmd::Conversations { json } => {
             let ports = mailroom_app::Ports::embedded(&cli.data)?;
             let convs = mailroom_app::conversations::list(&ports).await?;

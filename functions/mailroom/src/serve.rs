@@ -8,7 +8,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Json};
 use axum::routing::{get, post};
 use mailroom_app::ingest::ingest_response;
-use mailroom_app::{Ingestor, MatchHandler, Ports, RawMail, Worker};
+use mailroom_app::{Ingestor, Ports, RawMail, Stages};
 use mailroom_core::{EmailAddress, Folder};
 use serde::Deserialize;
 use std::path::Path;
@@ -22,7 +22,7 @@ struct AppState {
 pub async fn run(data: &Path, bind: &str, port: u16) -> Result<()> {
     let ports = Ports::embedded(data)?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let worker = Worker::new(ports.ingest_queue.clone(), Arc::new(MatchHandler::new(ports.clone())));
+    let worker = Stages::new(&ports);
     let bg = tokio::spawn(async move { worker.run(stop_rx).await });
 
     let state = AppState { ingestor: Arc::new(Ingestor::new(ports)) };

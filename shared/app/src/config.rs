@@ -12,6 +12,10 @@ pub struct AwsConfig {
     pub table: String,
     /// Only the functions that enqueue need it.
     pub ingest_queue_url: Option<String>,
+    /// `MAILROOM_ROUTE_QUEUE_URL` (the match function sends to it) and
+    /// `MAILROOM_TICKET_QUEUE_URL` (the route function sends to it).
+    pub route_queue_url: Option<String>,
+    pub ticket_queue_url: Option<String>,
     /// `MAILROOM_THREAD_KEY`: the secret that signs our thread ids (the template resolves it
     /// from Secrets Manager).
     pub thread_key: Vec<u8>,
@@ -31,6 +35,8 @@ impl AwsConfig {
             table: var("MAILROOM_TABLE")?,
             ingest_queue_url: if needs_ingest_queue { Some(var("MAILROOM_INGEST_QUEUE_URL")?) } else { None },
             thread_key: var("MAILROOM_THREAD_KEY")?.into_bytes(),
+            route_queue_url: var("MAILROOM_ROUTE_QUEUE_URL").ok(),
+            ticket_queue_url: var("MAILROOM_TICKET_QUEUE_URL").ok(),
         })
     }
 }

@@ -106,3 +106,78 @@ impl Worker {
         }
     }
 }
+
+/// The three pipeline stages (match, route, ticket) as local workers over their queues:
+/// what `mailroom import` and `mailroom serve` run in-process.
+#[derive(Clone)]
+pub struct Stages {
+    pub workers: Vec<Worker>,
+}
+
+impl Stages {
+    pub fn new(ports: &crate::Ports) -> Stages {
+        let workers = vec![
+            Worker::new(ports.ingest_queue.clone(), Arc::new(crate::MatchHandler::new(ports.clone()))),
+            Worker::new(ports.route_queue.clone(), Arc::new(crate::RouteHandler::new(ports.clone()))),
+            Worker::new(ports.ticket_queue.clone(), Arc::new(crate::TicketHandler::new(ports.clone()))),
+        ];
+        Stages { workers }
+    }
+
+    pub fn retry_base(mut self, d: Duration) -> Stages {
+        for w in &mut self.workers {
+            w.retry_base = d;
+        }
+        self
+    }
+
+    /// Drains every stage, upstream first, until all queues are empty (failed messages
+    /// included: they are retried until they succeed or reach a dead-letter queue).
+    pub async fn drain(&self) -> anyhow::Result<BatchResult> {
+        self.rounds(None).await
+    }
+
+    /// Handles whatever is visible in the queues now, upstream first, without waiting for
+    /// delayed retries (for tests that process message by message).
+    pub async fn process_visible(&self) -> anyhow::Result<BatchResult> {
+        self.rounds(Some(Duration::ZERO)).await
+    }
+
+    /// Rounds over the stages until one handles nothing: each stage drained (`None`) or
+    /// received from once without waiting.
+    async fn rounds(&self, once: Option<Duration>) -> anyhow::Result<BatchResult> {
+        let mut total = BatchResult::default();
+        loop {
+            let mut round = BatchResult::default();
+            for w in &self.workers {
+                let r = match once {
+                    None => w.drain().await?,
+                    Some(wait) => w.run_once(wait).await?,
+                };
+                round.ok += r.ok;
+                round.failed += r.failed;
+            }
+            total.ok += round.ok;
+            total.failed += round.failed;
+            if round.ok + round.failed == 0 {
+                return Ok(total);
+            }
+        }
+    }
+
+    /// Runs every stage until `stop` turns true.
+    pub async fn run(&self, stop: tokio::sync::watch::Receiver<bool>) {
+        let tasks: Vec<_> = self
+            .workers
+            .iter()
+            .cloned()
+            .map(|w| {
+                let stop = stop.clone();
+                tokio::spawn(async move { w.run(stop).await })
+            })
+            .collect();
+        for t in tasks {
+            let _ = t.await;
+        }
+    }
+}

@@ -21,20 +21,36 @@ pub struct MessageView {
 }
 
 #[derive(Debug, Clone, Serialize)]
+pub struct TicketView {
+    pub id: String,
+    pub pipeline: String,
+    pub stage: String,
+    pub status: String,
+    pub owner: Option<String>,
+    pub team: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
 pub struct ConversationView {
     pub id: String,
     pub inbox: String,
     pub subject: String,
     pub status: String,
     pub first_date: String,
+    pub contact_email: Option<String>,
+    pub company_domain: Option<String>,
+    pub deal_ids: Vec<String>,
+    pub team: Option<String>,
+    pub assignee: Option<String>,
+    pub priority: Option<String>,
+    pub tags: Vec<String>,
+    pub ticket: Option<TicketView>,
     /// In arrival order, each once.
     pub message_ids: Vec<String>,
     pub messages: Vec<MessageView>,
 }
 
-fn s(item: &mailroom_store::Item, k: &str) -> Option<String> {
-    item.get(k).and_then(Value::as_str).map(str::to_string)
-}
+use crate::keys::item_str as s;
 
 /// Every conversation, oldest first.
 pub async fn list(ports: &Ports) -> anyhow::Result<Vec<ConversationView>> {
@@ -52,15 +68,42 @@ pub async fn list(ports: &Ports) -> anyhow::Result<Vec<ConversationView>> {
     for m in messages {
         let (Some(mid), Some(conv)) = (s(&m, "message_id"), s(&m, "conversation")) else { continue };
         let root = roots.root(&conv).await?;
-        let view = convs.entry(root.id.clone()).or_insert_with(|| ConversationView {
-            id: root.id.clone(),
-            inbox: s(&root.item, "inbox").unwrap_or_default(),
-            subject: s(&root.item, "subject").unwrap_or_default(),
-            status: s(&root.item, "status").unwrap_or_else(|| "open".into()),
-            first_date: s(&root.item, "first_date").unwrap_or_default(),
-            message_ids: vec![],
-            messages: vec![],
-        });
+        if !convs.contains_key(&root.id) {
+            let ticket = t.get(&crate::ticket::ticket_key(&root.id)).await?.map(|x| TicketView {
+                id: s(&x, "id").unwrap_or_default(),
+                pipeline: s(&x, "pipeline").unwrap_or_default(),
+                stage: s(&x, "stage").unwrap_or_default(),
+                status: s(&x, "status").unwrap_or_default(),
+                owner: s(&x, "owner"),
+                team: s(&x, "team"),
+            });
+            let strings = |k: &str| -> Vec<String> {
+                root.item
+                    .get(k)
+                    .and_then(Value::as_array)
+                    .map(|a| a.iter().filter_map(Value::as_str).map(str::to_string).collect())
+                    .unwrap_or_default()
+            };
+            let view = ConversationView {
+                id: root.id.clone(),
+                inbox: s(&root.item, "inbox").unwrap_or_default(),
+                subject: s(&root.item, "subject").unwrap_or_default(),
+                status: s(&root.item, "status").unwrap_or_else(|| "open".into()),
+                first_date: s(&root.item, "first_date").unwrap_or_default(),
+                contact_email: s(&root.item, "contact_email"),
+                company_domain: s(&root.item, "company_domain"),
+                deal_ids: strings("deal_ids"),
+                team: s(&root.item, "team"),
+                assignee: s(&root.item, "assignee"),
+                priority: s(&root.item, "priority"),
+                tags: strings("tags"),
+                ticket,
+                message_ids: vec![],
+                messages: vec![],
+            };
+            convs.insert(root.id.clone(), view);
+        }
+        let Some(view) = convs.get_mut(&root.id) else { continue };
         if view.message_ids.contains(&mid) {
             continue;
         }

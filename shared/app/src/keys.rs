@@ -32,3 +32,8 @@ pub fn messages_index_pk(inbox: &EmailAddress) -> String {
 pub fn user(addr: &EmailAddress) -> Key {
     Key::new(format!("user#{}", addr.key()), "user")
 }
+
+/// A string attribute of an item.
+pub fn item_str(item: &mailroom_store::Item, k: &str) -> Option<String> {
+    item.get(k).and_then(serde_json::Value::as_str).map(str::to_string)
+}

@@ -5,15 +5,21 @@
 pub mod config;
 pub mod consumer;
 pub mod conversations;
+pub mod crm;
 pub mod ingest;
 pub mod keys;
 pub mod matcher;
 pub mod ports;
+pub mod route;
 pub mod stats;
 pub mod telemetry;
 pub mod thread;
+pub mod ticket;
+pub mod workspace_store;
 
-pub use consumer::{MessageHandler, Worker, handle_sqs_event};
+pub use consumer::{MessageHandler, Stages, Worker, handle_sqs_event};
 pub use ingest::{IngestError, IngestOutcome, Ingestor, RawMail};
 pub use matcher::MatchHandler;
 pub use ports::Ports;
+pub use route::RouteHandler;
+pub use ticket::TicketHandler;

@@ -70,9 +70,13 @@ impl MatchHandler {
     async fn process(&self, ptr: &IngestPointer) -> anyhow::Result<()> {
         let table = &self.ports.table;
         let copy_key = keys::raw_copy(&ptr.sha256, &ptr.inbox, ptr.folder);
-        if table.get(&copy_key).await?.context("copy record missing")?.get("state").and_then(Value::as_str)
-            == Some("processed")
-        {
+        let copy_state = table.get(&copy_key).await?.context("copy record missing")?;
+        if copy_state.get("state").and_then(Value::as_str) == Some("processed") {
+            // A redelivery, perhaps after a crash between the transaction and the send:
+            // pass the message on again (the route stage is idempotent).
+            if let Some(mid) = copy_state.get("message_id").and_then(Value::as_str) {
+                self.send_to_route(mid).await?;
+            }
             return Ok(());
         }
         let raw = self
@@ -117,7 +121,8 @@ impl MatchHandler {
                 ],
                 cond: Some(Cond::Eq("state".into(), json!("queued"))),
             };
-            let msg_op = if table.get(&msg_key).await?.is_some() {
+            let first_copy = table.get(&msg_key).await?.is_none();
+            let msg_op = if !first_copy {
                 let mut actions = vec![Update::Append("copies".into(), vec![copy.clone()])];
                 // A Sent copy tells the truth about direction whichever copy came first.
                 if ptr.folder == Folder::Sent {
@@ -131,6 +136,9 @@ impl MatchHandler {
             match table.transact_write(vec![mark, msg_op]).await {
                 Ok(()) => {
                     tracing::info!(inbox = %ptr.inbox, message_id = %m.message_id, key = %ptr.key, kind = ?m.kind, "message recorded");
+                    if first_copy {
+                        self.send_to_route(&m.message_id).await?;
+                    }
                     return Ok(());
                 }
                 Err(StoreError::TransactionCanceled { .. }) => continue,
@@ -138,6 +146,12 @@ impl MatchHandler {
             }
         }
         bail!("message {}: gave up after 5 conflicting attempts", m.message_id)
+    }
+
+    async fn send_to_route(&self, message_id: &str) -> anyhow::Result<()> {
+        let body = serde_json::to_string(&crate::route::StagePointer { message_id: message_id.to_string() })?;
+        self.ports.route_queue.send(&body).await?;
+        Ok(())
     }
 
     /// Threads a first-seen message and builds its record.
@@ -154,23 +168,23 @@ impl MatchHandler {
             None => false,
         };
         let outbound = ptr.folder == Folder::Sent || from_own;
+        // Primary external parties: the sender of inbound mail, the To of outbound mail.
         let mut parties: Vec<String> = Vec::new();
-        let mut external_to = None;
-        let addresses = m
-            .from
-            .iter()
-            .map(|a| (false, a))
-            .chain(m.to.iter().map(|a| (true, a)))
-            .chain(m.cc.iter().map(|a| (false, a)));
-        for (is_to, a) in addresses {
+        let primary: Vec<&mailroom_core::Mailbox> =
+            if outbound { m.to.iter().collect() } else { m.from.iter().collect() };
+        for a in primary {
             let e = a.email.to_lowercase();
-            if parties.contains(&e) || self.is_own(&e, &ptr.inbox).await? {
-                continue;
+            if !parties.contains(&e) && !self.is_own(&e, &ptr.inbox).await? {
+                parties.push(e);
             }
-            if is_to && external_to.is_none() {
-                external_to = Some(e.clone());
+        }
+        let external_to = if outbound { parties.first().cloned() } else { None };
+        let mut cc_parties: Vec<String> = Vec::new();
+        for a in &m.cc {
+            let e = a.email.to_lowercase();
+            if !parties.contains(&e) && !cc_parties.contains(&e) && !self.is_own(&e, &ptr.inbox).await? {
+                cc_parties.push(e);
             }
-            parties.push(e);
         }
         let parents = m.parent_ids();
         let signer = &self.ports.signer;
@@ -199,7 +213,10 @@ impl MatchHandler {
             subject_key: m.subject_key.clone(),
             date,
             parties,
+            cc_parties,
+            outbound,
             subject_link_party,
+            auto_reply: m.kind == Kind::AutoReply,
         };
         let conversation = Threader::new(&self.ports).assign(&input).await?;
         // Our own outbound coming back into an inbox (a loop), told by the header we set

@@ -12,6 +12,12 @@ pub struct Ports {
     pub table: Arc<dyn Table>,
     pub ingest_queue: Arc<dyn Queue>,
     pub ingest_dlq: Option<Arc<dyn Queue>>,
+    /// match -> route: one pointer per newly recorded message.
+    pub route_queue: Arc<dyn Queue>,
+    pub route_dlq: Option<Arc<dyn Queue>>,
+    /// route -> ticket.
+    pub ticket_queue: Arc<dyn Queue>,
+    pub ticket_dlq: Option<Arc<dyn Queue>>,
     pub clock: Arc<dyn Clock>,
     /// Signs and checks our thread identifiers (the workspace's secret key).
     pub signer: ThreadSigner,
@@ -21,6 +27,10 @@ pub struct Ports {
 /// template's `maxReceiveCount`).
 pub const INGEST_QUEUE: &str = "ingest";
 pub const INGEST_DLQ: &str = "ingest-dlq";
+pub const ROUTE_QUEUE: &str = "route";
+pub const ROUTE_DLQ: &str = "route-dlq";
+pub const TICKET_QUEUE: &str = "ticket";
+pub const TICKET_DLQ: &str = "ticket-dlq";
 pub const MAX_RECEIVES: u32 = 5;
 pub const TABLE: &str = "main";
 
@@ -33,6 +43,10 @@ impl Ports {
             table: Arc::new(e.table(TABLE)),
             ingest_queue: Arc::new(e.queue(INGEST_QUEUE, Some((INGEST_DLQ, MAX_RECEIVES)))),
             ingest_dlq: Some(Arc::new(e.queue(INGEST_DLQ, None))),
+            route_queue: Arc::new(e.queue(ROUTE_QUEUE, Some((ROUTE_DLQ, MAX_RECEIVES)))),
+            route_dlq: Some(Arc::new(e.queue(ROUTE_DLQ, None))),
+            ticket_queue: Arc::new(e.queue(TICKET_QUEUE, Some((TICKET_DLQ, MAX_RECEIVES)))),
+            ticket_dlq: Some(Arc::new(e.queue(TICKET_DLQ, None))),
             clock: Arc::new(SystemClock),
             signer: ThreadSigner::new(local_secret(dir)?),
         })
@@ -40,14 +54,18 @@ impl Ports {
 
     /// AWS storage named by the function's configuration.
     pub fn aws(clients: &AwsClients, cfg: &crate::config::AwsConfig) -> Ports {
+        let sqs = |url: &Option<String>| -> Arc<dyn Queue> {
+            Arc::new(SqsQueue::new(clients.sqs.clone(), url.clone().unwrap_or_default()))
+        };
         Ports {
             blobs: Arc::new(S3BlobStore::new(clients.s3.clone(), &cfg.bucket)),
             table: Arc::new(DynamoTable::new(clients.dynamodb.clone(), &cfg.table)),
-            ingest_queue: Arc::new(SqsQueue::new(
-                clients.sqs.clone(),
-                cfg.ingest_queue_url.clone().unwrap_or_default(),
-            )),
+            ingest_queue: sqs(&cfg.ingest_queue_url),
             ingest_dlq: None,
+            route_queue: sqs(&cfg.route_queue_url),
+            route_dlq: None,
+            ticket_queue: sqs(&cfg.ticket_queue_url),
+            ticket_dlq: None,
             clock: Arc::new(SystemClock),
             signer: ThreadSigner::new(cfg.thread_key.clone()),
         }

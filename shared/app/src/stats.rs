@@ -28,6 +28,27 @@ pub struct Stats {
     pub messages: u64,
     pub ingest_queue: u64,
     pub ingest_dlq: Option<u64>,
+    pub route_queue: u64,
+    pub route_dlq: Option<u64>,
+    pub ticket_queue: u64,
+    pub ticket_dlq: Option<u64>,
+    pub contacts: u64,
+    pub companies: u64,
+    pub tickets: u64,
+}
+
+impl Stats {
+    /// Messages in every dead-letter queue.
+    pub fn dead_lettered(&self) -> u64 {
+        self.ingest_dlq.unwrap_or(0) + self.route_dlq.unwrap_or(0) + self.ticket_dlq.unwrap_or(0)
+    }
+}
+
+async fn len(q: &Option<std::sync::Arc<dyn mailroom_store::Queue>>) -> Result<Option<u64>, StoreError> {
+    match q {
+        Some(q) => Ok(Some(q.approximate_len().await?)),
+        None => Ok(None),
+    }
 }
 
 pub async fn collect(ports: &Ports) -> Result<Stats, StoreError> {
@@ -58,9 +79,16 @@ pub async fn collect(ports: &Ports) -> Result<Stats, StoreError> {
         s.inboxes.insert(addr.key(), is);
     }
     s.ingest_queue = ports.ingest_queue.approximate_len().await?;
-    s.ingest_dlq = match &ports.ingest_dlq {
-        Some(q) => Some(q.approximate_len().await?),
-        None => None,
+    s.ingest_dlq = len(&ports.ingest_dlq).await?;
+    s.route_queue = ports.route_queue.approximate_len().await?;
+    s.route_dlq = len(&ports.route_dlq).await?;
+    s.ticket_queue = ports.ticket_queue.approximate_len().await?;
+    s.ticket_dlq = len(&ports.ticket_dlq).await?;
+    let count = |pk: &'static str| async move {
+        t.query_all(Query::new(pk).index("gsi1")).await.map(|v| v.len() as u64)
     };
+    s.contacts = count(crate::route::CONTACTS_INDEX_PK).await?;
+    s.companies = count(crate::route::COMPANIES_INDEX_PK).await?;
+    s.tickets = count(crate::ticket::TICKETS_INDEX_PK).await?;
     Ok(s)
 }

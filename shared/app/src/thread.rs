@@ -29,6 +29,10 @@ use std::collections::HashMap;
 /// How far apart a header-less reply and the message it answers may be.
 pub const SUBJECT_WINDOW_DAYS: i64 = 30;
 
+fn auto_window() -> Duration {
+    Duration::hours(AUTO_REPLY_WINDOW_HOURS)
+}
+
 pub fn conv_key(id: &str) -> Key {
     Key::new(format!("conv#{id}"), "conv")
 }
@@ -49,13 +53,27 @@ pub struct ThreadInput {
     pub subject: String,
     pub subject_key: String,
     pub date: DateTime<Utc>,
-    /// External addresses of the message (lower-cased): From, To and Cc without our own.
+    /// The message's primary external parties (lower-cased): the sender of an inbound
+    /// message, the external To recipients of an outbound one. Cc'd people are not
+    /// parties: a colleague on Cc who later writes about the same subject is not joined
+    /// to the thread they were copied on.
     pub parties: Vec<String>,
+    /// External Cc recipients (lower-cased): a header-less reply from one of them joins
+    /// the thread they were copied on only when they have no thread of their own on the
+    /// subject.
+    pub cc_parties: Vec<String>,
+    pub outbound: bool,
     /// Set for a reply without any threading header: the external party whose earlier
     /// messages with the same subject it may join (inbound: the sender; outbound: the
     /// first external recipient).
     pub subject_link_party: Option<String>,
+    /// The header-less reply is an automatic one: it answers only one of our own
+    /// (outbound) messages sent at most [`AUTO_REPLY_WINDOW_HOURS`] before it.
+    pub auto_reply: bool,
 }
+
+/// How long after our message a header-less automatic reply may come.
+pub const AUTO_REPLY_WINDOW_HOURS: i64 = 6;
 
 /// A conversation root as stored.
 #[derive(Debug, Clone)]
@@ -153,34 +171,100 @@ impl<'a> Threader<'a> {
         }
         let sk = format!("{}#{}", ts(m.date), m.message_id);
         let window = Duration::days(SUBJECT_WINDOW_DAYS);
-        for party in &m.parties {
+        let tagged = m.parties.iter().map(|p| (p, false)).chain(m.cc_parties.iter().map(|p| (p, true)));
+        for (party, cc) in tagged {
             for subject in &keys {
                 let mut item = Key::new(format!("subj#{subject}#{party}"), sk.clone()).item();
                 item.insert("conv".into(), json!(base));
+                item.insert("outbound".into(), json!(m.outbound));
+                item.insert("cc".into(), json!(cc));
                 table.put(item, None).await?;
+                // Header-less replies that came before this message and may answer it.
                 let waiting = table
                     .query_all(
                         Query::new(format!("subjwait#{subject}#{party}"))
                             .sk(SkCond::Between(ts(m.date), format!("{}~", ts(m.date + window)))),
                     )
                     .await?;
-                self.union_all(base, &waiting, &m.message_id).await?;
+                let mut answerable = Vec::new();
+                for w in waiting {
+                    let auto = w.get("auto_reply").and_then(Value::as_bool).unwrap_or(false);
+                    let wsk = w.get("sk").and_then(Value::as_str).unwrap_or_default().to_string();
+                    let ok = if auto {
+                        !cc && m.outbound
+                            && wsk.as_str() <= format!("{}~", ts(m.date + auto_window())).as_str()
+                    } else {
+                        // Copied (Cc) on this message: it answers only when the replier
+                        // has no thread of their own on this subject.
+                        !cc || !self.has_primary(subject, party, &wsk, window).await?
+                    };
+                    if ok {
+                        answerable.push(w);
+                    }
+                }
+                self.union_all(base, &answerable, &m.message_id).await?;
             }
         }
         let subject = exact;
         if let Some(party) = &m.subject_link_party {
             let mut item = Key::new(format!("subjwait#{subject}#{party}"), sk.clone()).item();
             item.insert("conv".into(), json!(base));
+            item.insert("auto_reply".into(), json!(m.auto_reply));
             table.put(item, None).await?;
+            let since = if m.auto_reply { m.date - auto_window() } else { m.date - window };
             let earlier = table
                 .query_all(
                     Query::new(format!("subj#{subject}#{party}"))
-                        .sk(SkCond::Between(ts(m.date - window), format!("{}~", ts(m.date)))),
+                        .sk(SkCond::Between(ts(since), format!("{}~", ts(m.date)))),
                 )
                 .await?;
-            self.union_all(base, &earlier, &m.message_id).await?;
+            let is = |e: &Item, k: &str| e.get(k).and_then(Value::as_bool).unwrap_or(false);
+            // Not the reply's own index entries.
+            let earlier: Vec<Item> = earlier
+                .into_iter()
+                .filter(|e| e.get("sk").and_then(Value::as_str) != Some(sk.as_str()))
+                .collect();
+            let primary: Vec<Item> = earlier
+                .iter()
+                .filter(|e| !is(e, "cc") && (!m.auto_reply || is(e, "outbound")))
+                .cloned()
+                .collect();
+            // A thread the party wrote in (or was written to) wins over one they were
+            // only copied on; an automatic reply answers only a message sent to them.
+            let answerable = if !primary.is_empty() || m.auto_reply {
+                primary
+            } else {
+                earlier.into_iter().filter(|e| is(e, "cc")).collect()
+            };
+            self.union_all(base, &answerable, &m.message_id).await?;
         }
         Ok(())
+    }
+
+    /// Whether `party` was a primary party of a message with this subject in the window
+    /// before the waiting reply whose sort key is `reply_sk`.
+    async fn has_primary(
+        &self,
+        subject: &str,
+        party: &str,
+        reply_sk: &str,
+        window: Duration,
+    ) -> anyhow::Result<bool> {
+        let reply_date = reply_sk.split('#').next().unwrap_or_default();
+        let since = DateTime::parse_from_rfc3339(reply_date).map(|d| d.with_timezone(&Utc) - window);
+        let Ok(since) = since else { return Ok(false) };
+        let entries = self
+            .ports
+            .table
+            .query_all(
+                Query::new(format!("subj#{subject}#{party}"))
+                    .sk(SkCond::Between(ts(since), reply_sk.to_string())),
+            )
+            .await?;
+        Ok(entries.iter().any(|e| {
+            !e.get("cc").and_then(Value::as_bool).unwrap_or(false)
+                && e.get("sk").and_then(Value::as_str) != Some(reply_sk)
+        }))
     }
 
     async fn union_all(&self, base: &str, entries: &[Item], own_id: &str) -> anyhow::Result<()> {

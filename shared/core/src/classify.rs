@@ -46,7 +46,7 @@ pub enum Kind {
 }
 
 /// One recipient named by a delivery-status report.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BounceRecipient {
     /// The recipient address, lower-cased.
     pub email: String,
@@ -74,7 +74,7 @@ pub struct BounceRecipient {
 /// as much machine noise, and its recipients are listed here with their `2.x.x` status.
 /// Callers that act on failures must look at [`BounceRecipient::status`] /
 /// [`BounceRecipient::action`], not at the kind alone.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Bounce {
     /// The recipients the report is about, in report order, without duplicates. Can be empty
     /// when a message is clearly a bounce but names no recipient we could read.
@@ -82,7 +82,7 @@ pub struct Bounce {
 }
 
 /// The result of [`classify`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Classification {
     /// The decided kind (see the module documentation for the precedence).
     pub kind: Kind,

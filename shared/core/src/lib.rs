@@ -1,14 +1,17 @@
 //! Mailroom's domain types and pure logic: no I/O, no AWS crates.
 
 pub mod classify;
+pub mod crm;
 pub mod envelope;
 pub mod ids;
 pub mod ingest;
 pub mod mbox;
 pub mod message;
 pub mod quote;
+pub mod routing;
 pub mod signed;
 pub mod subject;
+pub mod workspace;
 
 pub use envelope::Envelope;
 pub use ids::{EmailAddress, InvalidAddress, Sha256, sha256};

@@ -32,7 +32,7 @@ pub struct Attachment {
 }
 
 /// The normalised message. `mailroom parse --json` prints it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ParsedMessage {
     /// Message-ID without angle brackets; `{sha256}@sha256.mailroom.invalid` when missing.
     pub message_id: String,

@@ -1,0 +1,21 @@
+//! `mailroom-route`: the consumer of the route queue (contacts, companies, deals, routing
+//! rules), SQS batches with partial batch failure reporting.
+
+use aws_lambda_events::event::sqs::SqsEvent;
+use lambda_runtime::{Error, LambdaEvent, service_fn};
+use mailroom_app::{Ports, RouteHandler, config::AwsConfig, handle_sqs_event, telemetry};
+use mailroom_store::aws::AwsClients;
+use std::sync::Arc;
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    telemetry::init(true, "info");
+    let cfg = AwsConfig::from_env(false)?;
+    let clients = AwsClients::from_env().await;
+    let handler = Arc::new(RouteHandler::new(Ports::aws(&clients, &cfg)));
+    lambda_runtime::run(service_fn(move |ev: LambdaEvent<SqsEvent>| {
+        let handler = handler.clone();
+        async move { Ok::<_, Error>(handle_sqs_event(handler.as_ref(), ev.payload).await) }
+    }))
+    .await
+}

@@ -1,0 +1,418 @@
+//! The `route` stage: for each newly recorded message, log it on its contacts (created
+//! when missing) and their companies, associate the conversation with open deals, and
+//! route the conversation once (team, assignee, priority, pipeline and stage, tags) by
+//! the workspace's rules. Then it hands the message to the `ticket` stage.
+//!
+//! Idempotent: contacts and companies are created with conditional puts, timeline
+//! entries are keyed by message, the round-robin pick of a conversation is stored before
+//! it is used, and the conversation is routed by a conditional update that only the
+//! first delivery wins.
+
+use crate::consumer::MessageHandler;
+use crate::keys;
+use crate::ports::Ports;
+use crate::thread::{Threader, conv_key};
+use anyhow::Context;
+use async_trait::async_trait;
+use mailroom_core::crm::{company_domain, company_name};
+use mailroom_core::routing::{Decision, RouteContext, Router};
+use mailroom_core::workspace::{Assign, Workspace};
+use mailroom_core::{EmailAddress, ParsedMessage};
+use mailroom_store::{Cond, Item, Key, Query, SkCond, StoreError, Update};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// The body of a route-queue and ticket-queue message.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StagePointer {
+    pub message_id: String,
+}
+
+/// How long a loaded workspace configuration is used before it is read again.
+const CONFIG_TTL: Duration = Duration::from_secs(30);
+
+/// A loaded workspace configuration and its compiled rules.
+pub type LoadedConfig = Arc<(Workspace, Router)>;
+
+/// The workspace configuration with its compiled router, reloaded after [`CONFIG_TTL`].
+pub struct WorkspaceCache {
+    ports: Ports,
+    cached: Mutex<Option<(Instant, LoadedConfig)>>,
+}
+
+impl WorkspaceCache {
+    pub fn new(ports: Ports) -> WorkspaceCache {
+        WorkspaceCache { ports, cached: Mutex::new(None) }
+    }
+    pub async fn get(&self) -> anyhow::Result<LoadedConfig> {
+        if let Some((at, ws)) = self.cached.lock().ok().and_then(|c| c.clone())
+            && at.elapsed() < CONFIG_TTL
+        {
+            return Ok(ws);
+        }
+        let ws = crate::workspace_store::load(&self.ports).await?.unwrap_or_default();
+        let router = Router::new(&ws);
+        let entry = Arc::new((ws, router));
+        if let Ok(mut c) = self.cached.lock() {
+            *c = Some((Instant::now(), entry.clone()));
+        }
+        Ok(entry)
+    }
+}
+
+pub fn contact_key(email: &str) -> Key {
+    Key::new(format!("contact#{}", email.to_lowercase()), "contact")
+}
+pub fn company_key(domain: &str) -> Key {
+    Key::new(format!("company#{}", domain.to_lowercase()), "company")
+}
+pub const CONTACTS_INDEX_PK: &str = "contacts";
+pub const COMPANIES_INDEX_PK: &str = "companies";
+
+pub struct RouteHandler {
+    ports: Ports,
+    config: WorkspaceCache,
+}
+
+use crate::keys::item_str as s;
+
+/// Reads the parsed form of a recorded message from the blob store.
+pub async fn parsed_message(ports: &Ports, msg: &Item) -> anyhow::Result<ParsedMessage> {
+    let key = s(msg, "parsed_key").context("message record has no parsed_key")?;
+    let bytes = ports.blobs.get(&key).await?.with_context(|| format!("parsed message {key} is missing"))?;
+    // ParsedMessage is Serialize only; read the fields routing needs through Value.
+    let v: Value = serde_json::from_slice(&bytes)?;
+    serde_json::from_value(v).context("parsed message JSON")
+}
+
+impl RouteHandler {
+    pub fn new(ports: Ports) -> RouteHandler {
+        RouteHandler { config: WorkspaceCache::new(ports.clone()), ports }
+    }
+
+    async fn is_own(&self, ws: &Workspace, email: &str, inbox: &str) -> anyhow::Result<bool> {
+        let e = email.to_lowercase();
+        let inbox_domain = inbox.rsplit_once('@').map(|(_, d)| d.to_string()).unwrap_or_default();
+        if e.rsplit_once('@').map(|(_, d)| d) == Some(inbox_domain.as_str())
+            || ws.users.iter().any(|u| u.email.eq_ignore_ascii_case(&e))
+            || ws.inboxes.iter().any(|i| i.address.eq_ignore_ascii_case(&e))
+        {
+            return Ok(true);
+        }
+        Ok(match EmailAddress::parse(&e) {
+            Ok(a) => self.ports.table.get(&keys::inbox(&a)).await?.is_some(),
+            Err(_) => false,
+        })
+    }
+
+    async fn process(&self, ptr: &StagePointer) -> anyhow::Result<()> {
+        let table = &self.ports.table;
+        let msg = table
+            .get(&keys::message(&ptr.message_id))
+            .await?
+            .with_context(|| format!("message {} is not recorded", ptr.message_id))?;
+        let cfg = self.config.get().await?;
+        let (ws, router) = (&cfg.0, &cfg.1);
+        let inbox = s(&msg, "inbox").unwrap_or_default();
+        let kind = s(&msg, "kind").unwrap_or_else(|| "normal".into());
+        let outbound = s(&msg, "direction").as_deref() == Some("outbound");
+        let noise = kind != "normal";
+        let strings = |k: &str| -> Vec<String> {
+            msg.get(k)
+                .and_then(Value::as_array)
+                .map(|a| a.iter().filter_map(Value::as_str).map(str::to_lowercase).collect())
+                .unwrap_or_default()
+        };
+        let from = s(&msg, "from").map(|f| f.to_lowercase());
+        let inbox_cfg = ws.inboxes.iter().find(|i| i.address.eq_ignore_ascii_case(&inbox));
+        let create_cc = inbox_cfg.is_some_and(|i| i.create_cc_contacts);
+
+        // Contacts: the customer side of the message.
+        let mut primary: Vec<String> = Vec::new();
+        if outbound {
+            for to in strings("to") {
+                if !self.is_own(ws, &to, &inbox).await? {
+                    primary.push(to);
+                }
+            }
+        } else if let Some(f) = &from
+            && !self.is_own(ws, f, &inbox).await?
+        {
+            primary.push(f.clone());
+        }
+        let mut cc = Vec::new();
+        for a in strings("cc").into_iter().chain(if outbound { vec![] } else { strings("to") }) {
+            if !primary.contains(&a) && !cc.contains(&a) && !self.is_own(ws, &a, &inbox).await? {
+                cc.push(a);
+            }
+        }
+        let name = if outbound { None } else { s(&msg, "from_name") };
+        let mut logged = Vec::new();
+        for email in &primary {
+            // Noise (auto-replies, bounces, list mail) never creates contacts.
+            let exists = self.contact(ws, email, name.as_deref(), !noise).await?;
+            if exists {
+                logged.push(email.clone());
+            }
+        }
+        for email in &cc {
+            if self.contact(ws, email, None, create_cc && !noise).await? {
+                logged.push(email.clone());
+            }
+        }
+        let conv_id = s(&msg, "conversation").context("message has no conversation")?;
+        let root = Threader::new(&self.ports).find(&conv_id).await?;
+        let date = s(&msg, "date").unwrap_or_default();
+        for email in &logged {
+            let mut item = Key::new(format!("timeline#{email}"), format!("{date}#{}", ptr.message_id)).item();
+            item.insert("message_id".into(), json!(ptr.message_id));
+            item.insert("conversation".into(), json!(root.id));
+            item.insert("direction".into(), json!(if outbound { "outbound" } else { "inbound" }));
+            item.insert("subject".into(), json!(s(&msg, "subject")));
+            item.insert("kind".into(), json!(kind));
+            table.put(item, None).await?;
+        }
+
+        // The conversation's customer, company and deals: set once.
+        let customer = if noise { None } else { primary.first().cloned() };
+        if let Some(c) = &customer {
+            let domain = company_domain(c, &ws.company_exclusions);
+            let mut deals: Vec<String> = Vec::new();
+            for owner in std::iter::once(c.clone()).chain(domain.clone()) {
+                for d in table.query_all(Query::new(format!("deals#{owner}"))).await? {
+                    if s(&d, "status").as_deref().unwrap_or("open") == "open"
+                        && let Some(id) = s(&d, "sk")
+                        && !deals.contains(&id)
+                    {
+                        deals.push(id);
+                    }
+                }
+            }
+            let mut actions = vec![
+                Update::SetIfAbsent("contact_email".into(), json!(c)),
+                Update::SetIfAbsent("company_domain".into(), json!(domain)),
+            ];
+            if !deals.is_empty() {
+                actions.push(Update::Set("deal_ids".into(), json!(deals)));
+            }
+            table.update(&conv_key(&root.id), actions, Some(Cond::Exists)).await?;
+        }
+
+        // Routing: once per conversation, on its first customer (or list) message.
+        if !outbound && matches!(kind.as_str(), "normal" | "list") && root.item.get("routed").is_none() {
+            self.route(&ptr.message_id, &msg, &root.id, &inbox, &kind, customer.as_deref(), router, ws)
+                .await?;
+        }
+        let body = serde_json::to_string(ptr)?;
+        self.ports.ticket_queue.send(&body).await?;
+        Ok(())
+    }
+
+    /// Finds or creates a contact; returns whether it exists now.
+    async fn contact(
+        &self,
+        ws: &Workspace,
+        email: &str,
+        name: Option<&str>,
+        create: bool,
+    ) -> anyhow::Result<bool> {
+        let table = &self.ports.table;
+        let key = contact_key(email);
+        if let Some(existing) = table.get(&key).await? {
+            if let Some(n) = name
+                && existing.get("name").is_none_or(Value::is_null)
+            {
+                table.update(&key, vec![Update::Set("name".into(), json!(n))], None).await?;
+            }
+            return Ok(true);
+        }
+        if !create {
+            return Ok(false);
+        }
+        let domain = company_domain(email, &ws.company_exclusions);
+        if let Some(d) = &domain {
+            let mut item = company_key(d).item();
+            item.insert("domain".into(), json!(d));
+            item.insert("name".into(), json!(company_name(d)));
+            item.insert("created_at".into(), json!(self.ports.clock.now().to_rfc3339()));
+            item.insert("gsi1pk".into(), json!(COMPANIES_INDEX_PK));
+            item.insert("gsi1sk".into(), json!(d));
+            put_if_absent(table.as_ref(), item).await?;
+        }
+        let mut item = key.item();
+        item.insert("email".into(), json!(email.to_lowercase()));
+        item.insert("name".into(), json!(name));
+        item.insert("company_domain".into(), json!(domain));
+        item.insert("created_at".into(), json!(self.ports.clock.now().to_rfc3339()));
+        item.insert("gsi1pk".into(), json!(CONTACTS_INDEX_PK));
+        item.insert("gsi1sk".into(), json!(email.to_lowercase()));
+        put_if_absent(table.as_ref(), item).await?;
+        Ok(true)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn route(
+        &self,
+        message_id: &str,
+        msg: &Item,
+        conv: &str,
+        inbox: &str,
+        kind: &str,
+        customer: Option<&str>,
+        router: &Router,
+        ws: &Workspace,
+    ) -> anyhow::Result<()> {
+        let parsed = parsed_message(&self.ports, msg).await?;
+        let mut ctx = RouteContext {
+            inbox: inbox.to_string(),
+            subject: parsed.subject.clone(),
+            body: parsed.text.clone(),
+            sender_email: s(msg, "from").unwrap_or_default(),
+            kind: kind.to_string(),
+            ..RouteContext::default()
+        };
+        if let Some(c) = customer
+            && let Some(contact) = self.ports.table.get(&contact_key(c)).await?
+        {
+            for (k, v) in &contact {
+                if let Some(v) = v.as_str() {
+                    ctx.properties.insert(format!("contact.{k}"), v.to_string());
+                }
+            }
+        }
+        let d = router.route(&ctx);
+        // List mail is routed to a team but never assigned to a person.
+        let assignee = if kind == "normal" { self.assignee(&d, conv, ws, &ctx).await? } else { None };
+        let res = self
+            .ports
+            .table
+            .update(
+                &conv_key(conv),
+                vec![
+                    Update::Set("routed".into(), json!(true)),
+                    Update::Set("routed_by".into(), json!(message_id)),
+                    Update::Set("team".into(), json!(d.team)),
+                    Update::Set("assignee".into(), json!(assignee)),
+                    Update::Set("priority".into(), json!(d.priority)),
+                    Update::Set("tags".into(), json!(d.tags)),
+                    Update::Set("rule_pipeline".into(), json!(d.pipeline)),
+                    Update::Set("rule_stage".into(), json!(d.stage)),
+                    Update::Set("no_ticket".into(), json!(d.no_ticket)),
+                    Update::Set("matched_rules".into(), json!(d.matched)),
+                ],
+                Some(Cond::AttrNotExists("routed".into())),
+            )
+            .await;
+        match res {
+            Ok(_) => {
+                tracing::info!(conversation = conv, team = ?d.team, assignee = ?assignee, "conversation routed");
+                if let Some(a) = &assignee {
+                    // Open conversations per agent, for least-loaded assignment.
+                    let key = Key::new(format!("load#{a}"), "load");
+                    self.ports.table.update(&key, vec![Update::Add("open".into(), 1)], None).await?;
+                }
+                Ok(())
+            }
+            // Another delivery routed it first: its decision stands.
+            Err(StoreError::ConditionFailed) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The user a decision assigns: explicit, or by strategy among the team's available
+    /// members. The round-robin pick is stored per conversation before it is used, so a
+    /// redelivered message picks the same agent and the counter advances once.
+    async fn assignee(
+        &self,
+        d: &Decision,
+        conv: &str,
+        ws: &Workspace,
+        ctx: &RouteContext,
+    ) -> anyhow::Result<Option<String>> {
+        if let Some(u) = &d.user {
+            return Ok(Some(u.clone()));
+        }
+        let Some(team) = d.team.as_ref().and_then(|t| ws.teams.iter().find(|x| &x.id == t)) else {
+            return Ok(None);
+        };
+        let members: Vec<&String> = team
+            .members
+            .iter()
+            .filter(|m| ws.users.iter().any(|u| u.email.eq_ignore_ascii_case(m) && u.available))
+            .collect();
+        if members.is_empty() {
+            return Ok(None);
+        }
+        let table = &self.ports.table;
+        match d.assign.or(team.assign) {
+            None => Ok(None),
+            Some(Assign::ContactOwner) => Ok(ctx.properties.get("contact.owner").cloned()),
+            Some(Assign::RoundRobin) => {
+                let pick_key = Key::new(format!("pick#{conv}"), "pick");
+                let n = match table.get(&pick_key).await? {
+                    Some(p) => p.get("n").and_then(Value::as_i64).unwrap_or(1),
+                    None => {
+                        let counter = table
+                            .update(
+                                &Key::new(format!("rr#{}", team.id), "rr"),
+                                vec![Update::Add("next".into(), 1)],
+                                None,
+                            )
+                            .await?;
+                        let n = counter.get("next").and_then(Value::as_i64).unwrap_or(1);
+                        let mut item = pick_key.item();
+                        item.insert("n".into(), json!(n));
+                        match table.put(item, Some(Cond::NotExists)).await {
+                            Ok(()) => n,
+                            Err(StoreError::ConditionFailed) => table
+                                .get(&pick_key)
+                                .await?
+                                .and_then(|p| p.get("n").and_then(Value::as_i64))
+                                .unwrap_or(n),
+                            Err(e) => return Err(e.into()),
+                        }
+                    }
+                };
+                let i = ((n - 1).max(0) as usize) % members.len();
+                Ok(Some(members[i].to_lowercase()))
+            }
+            Some(Assign::LeastLoaded) => {
+                let mut best: Option<(i64, &String)> = None;
+                for m in &members {
+                    let load = table
+                        .get(&Key::new(format!("load#{}", m.to_lowercase()), "load"))
+                        .await?
+                        .and_then(|i| i.get("open").and_then(Value::as_i64))
+                        .unwrap_or(0);
+                    if best.is_none_or(|(b, _)| load < b) {
+                        best = Some((load, m));
+                    }
+                }
+                Ok(best.map(|(_, m)| m.to_lowercase()))
+            }
+        }
+    }
+}
+
+async fn put_if_absent(table: &dyn mailroom_store::Table, item: Item) -> anyhow::Result<()> {
+    match table.put(item, Some(Cond::NotExists)).await {
+        Ok(()) | Err(StoreError::ConditionFailed) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+#[async_trait]
+impl MessageHandler for RouteHandler {
+    async fn handle(&self, body: &str) -> anyhow::Result<()> {
+        let ptr: StagePointer =
+            serde_json::from_str(body).context("route queue message is not a stage pointer")?;
+        self.process(&ptr).await
+    }
+}
+
+/// Lists contacts or companies (for the CLI and tests).
+pub async fn list_index(ports: &Ports, pk: &str) -> anyhow::Result<Vec<Item>> {
+    Ok(ports.table.query_all(Query::new(pk).index("gsi1").sk(SkCond::All)).await?)
+}

@@ -1,0 +1,137 @@
+//! The `ticket` stage: one ticket per conversation that has a customer message, where the
+//! conversation's inbox enables ticket automation, in the pipeline and initial stage the
+//! routing rule or the inbox names, with the routed team and assignee as owner. A
+//! customer reply to a closed ticket reopens it; agent replies and noise (auto-replies,
+//! bounces, list mail) never create or reopen one.
+//!
+//! Idempotent: the ticket is created with a conditional put on `ticket#{conversation}`,
+//! and a reopen is conditional on the ticket being closed by an earlier message.
+
+use crate::consumer::MessageHandler;
+use crate::keys;
+use crate::ports::Ports;
+use crate::route::{StagePointer, WorkspaceCache};
+use crate::thread::Threader;
+use anyhow::Context;
+use async_trait::async_trait;
+use mailroom_store::{Cond, Key, StoreError, Update};
+use serde_json::{Value, json};
+
+pub fn ticket_key(conversation: &str) -> Key {
+    Key::new(format!("ticket#{conversation}"), "ticket")
+}
+pub const TICKETS_INDEX_PK: &str = "tickets";
+
+pub struct TicketHandler {
+    ports: Ports,
+    config: WorkspaceCache,
+}
+
+use crate::keys::item_str as s;
+
+impl TicketHandler {
+    pub fn new(ports: Ports) -> TicketHandler {
+        TicketHandler { config: WorkspaceCache::new(ports.clone()), ports }
+    }
+
+    async fn process(&self, ptr: &StagePointer) -> anyhow::Result<()> {
+        let table = &self.ports.table;
+        let msg = table
+            .get(&keys::message(&ptr.message_id))
+            .await?
+            .with_context(|| format!("message {} is not recorded", ptr.message_id))?;
+        if s(&msg, "direction").as_deref() == Some("outbound") || s(&msg, "kind").as_deref() != Some("normal")
+        {
+            return Ok(());
+        }
+        let conv_id = s(&msg, "conversation").context("message has no conversation")?;
+        let root = Threader::new(&self.ports).find(&conv_id).await?;
+        if root.item.get("no_ticket").and_then(Value::as_bool) == Some(true) {
+            return Ok(());
+        }
+        // No customer, no ticket (e.g. mail between our own addresses).
+        if root.item.get("contact_email").is_none_or(Value::is_null) {
+            return Ok(());
+        }
+        let cfg = self.config.get().await?;
+        let ws = &cfg.0;
+        let inbox = s(&root.item, "inbox").unwrap_or_default();
+        let Some(inbox_cfg) = ws.inboxes.iter().find(|i| i.address.eq_ignore_ascii_case(&inbox)) else {
+            return Ok(());
+        };
+        if !inbox_cfg.tickets.enabled {
+            return Ok(());
+        }
+        let pipeline_id = s(&root.item, "rule_pipeline").or_else(|| inbox_cfg.tickets.pipeline.clone());
+        let Some(pipeline) = pipeline_id.as_deref().and_then(|p| ws.pipeline(p)) else {
+            tracing::warn!(inbox, "ticket automation is on but the inbox has no valid pipeline");
+            return Ok(());
+        };
+        let stage = s(&root.item, "rule_stage")
+            .and_then(|st| pipeline.stage(&st).map(|x| x.id.clone()))
+            .or_else(|| inbox_cfg.initial_stage(ws).map(|x| x.id.clone()))
+            .or_else(|| pipeline.initial_stage().map(|x| x.id.clone()))
+            .context("pipeline has no stages")?;
+        let date = s(&msg, "date").unwrap_or_default();
+        let key = ticket_key(&root.id);
+        match table.get(&key).await? {
+            None => {
+                let now = self.ports.clock.now().to_rfc3339();
+                let mut item = key.item();
+                item.insert("id".into(), json!(format!("t{}", &root.id[1..])));
+                item.insert("conversation".into(), json!(root.id));
+                item.insert("pipeline".into(), json!(pipeline.id));
+                item.insert("stage".into(), json!(stage));
+                item.insert("status".into(), json!("open"));
+                item.insert("owner".into(), root.item.get("assignee").cloned().unwrap_or(Value::Null));
+                item.insert("team".into(), root.item.get("team").cloned().unwrap_or(Value::Null));
+                item.insert("priority".into(), root.item.get("priority").cloned().unwrap_or(Value::Null));
+                item.insert("inbox".into(), json!(inbox));
+                item.insert("created_by_message".into(), json!(ptr.message_id));
+                item.insert("created_at".into(), json!(now));
+                item.insert("gsi1pk".into(), json!(TICKETS_INDEX_PK));
+                item.insert("gsi1sk".into(), json!(format!("{now}#{}", root.id)));
+                match table.put(item, Some(Cond::NotExists)).await {
+                    Ok(()) => {
+                        tracing::info!(conversation = %root.id, pipeline = %pipeline.id, stage, "ticket created")
+                    }
+                    Err(StoreError::ConditionFailed) => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            Some(t) if s(&t, "status").as_deref() == Some("closed") => {
+                // Only a message newer than the close reopens (a redelivered older one does not).
+                let closed_at = s(&t, "closed_at").unwrap_or_default();
+                if date > closed_at {
+                    let res = table
+                        .update(
+                            &key,
+                            vec![
+                                Update::Set("status".into(), json!("open")),
+                                Update::Set("stage".into(), json!(stage)),
+                                Update::Set("reopened_by_message".into(), json!(ptr.message_id)),
+                                Update::Add("reopened".into(), 1),
+                            ],
+                            Some(Cond::Eq("status".into(), json!("closed"))),
+                        )
+                        .await;
+                    match res {
+                        Ok(_) | Err(StoreError::ConditionFailed) => {}
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+            }
+            Some(_) => {}
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl MessageHandler for TicketHandler {
+    async fn handle(&self, body: &str) -> anyhow::Result<()> {
+        let ptr: StagePointer =
+            serde_json::from_str(body).context("ticket queue message is not a stage pointer")?;
+        self.process(&ptr).await
+    }
+}
