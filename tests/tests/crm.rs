@@ -337,3 +337,146 @@ async fn the_three_stages_run_on_moto_and_a_poison_message_is_dead_lettered() {
     assert_eq!(ports.ingest_dlq.as_ref().unwrap().approximate_len().await.unwrap(), 0);
     assert_eq!(ports.ticket_dlq.as_ref().unwrap().approximate_len().await.unwrap(), 0);
 }
+
+const SMALL_WORKSPACE: &str = r#"
+[[users]]
+email = "a@x.example"
+name = "A"
+[[users]]
+email = "b@x.example"
+name = "B"
+
+[[teams]]
+id = "t"
+members = ["a@x.example", "b@x.example"]
+assign = "round_robin"
+
+[[pipelines]]
+id = "p"
+stages = [{ id = "new" }, { id = "closed", closed = true }]
+
+[[inboxes]]
+address = "support@x.example"
+tickets = { enabled = true, pipeline = "p" }
+fallback_team = "t"
+
+[[contacts]]
+email = "vip@big.example"
+owner = "b@x.example"
+properties = { tier = "gold" }
+
+[[rules]]
+name = "big company"
+conditions = [{ field = "company.domain", op = "equals", value = "big.example" }]
+actions = { tags = ["big"] }
+continue = true
+
+[[rules]]
+name = "gold customers go to their owner"
+conditions = [{ field = "contact.tier", op = "equals", value = "gold" }]
+actions = { team = "t", assign = "contact_owner", priority = "high" }
+"#;
+
+fn mail(from: &str, to: &str, subject: &str, date: &str, id: &str, parent: Option<&str>) -> Vec<u8> {
+    let mut m = format!(
+        "Delivered-To: support@x.example\r\nFrom: {from}\r\nTo: {to}\r\nSubject: {subject}\r\nDate: {date}\r\nMessage-ID: <{id}>\r\n"
+    );
+    if let Some(p) = parent {
+        m.push_str(&format!("In-Reply-To: <{p}>\r\nReferences: <{p}>\r\n"));
+    }
+    m.push_str("\r\nHello\r\n");
+    m.into_bytes()
+}
+
+/// Contact-owner assignment and company/contact properties in rules; a customer reply
+/// reopens a closed ticket once; an agent reply creates nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn contact_owner_properties_and_reopening() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ports = Ports::embedded(tmp.path()).unwrap();
+    let ws = mailroom_core::workspace::parse_toml(SMALL_WORKSPACE).unwrap();
+    mailroom_app::workspace_store::apply(&ports, &ws).await.unwrap();
+    let ingestor = Ingestor::new(ports.clone());
+    let stages = Stages::new(&ports);
+    let send = |raw: Vec<u8>, folder: Folder| {
+        let mut m = RawMail::new(raw, "test");
+        m.inbox = Some(EmailAddress::parse("support@x.example").unwrap());
+        m.folder = Some(folder);
+        m
+    };
+    // A vip customer writes; a gold contact goes to its owner; the company rule tags it.
+    let first = mail(
+        "VIP <vip@big.example>",
+        "support@x.example",
+        "Help",
+        "Thu, 1 Jan 2026 10:00:00 +0000",
+        "m1@big.example",
+        None,
+    );
+    ingestor.ingest(send(first, Folder::Inbox)).await.unwrap();
+    stages.drain().await.unwrap();
+    let convs = mailroom_app::conversations::list(&ports).await.unwrap();
+    assert_eq!(convs.len(), 1);
+    let c = &convs[0];
+    assert_eq!(c.assignee.as_deref(), Some("b@x.example"), "{c:?}");
+    assert_eq!(c.priority.as_deref(), Some("high"));
+    assert_eq!(c.tags, ["big"]);
+    let ticket = c.ticket.clone().expect("a ticket");
+    assert_eq!(
+        (ticket.pipeline.as_str(), ticket.stage.as_str(), ticket.status.as_str()),
+        ("p", "new", "open")
+    );
+
+    // An agent closes the ticket (the API will do this), then replies: nothing reopens.
+    let key = mailroom_app::ticket::ticket_key(&c.id);
+    ports
+        .table
+        .update(
+            &key,
+            vec![
+                mailroom_store::Update::Set("status".into(), serde_json::json!("closed")),
+                mailroom_store::Update::Set("stage".into(), serde_json::json!("closed")),
+                mailroom_store::Update::Set(
+                    "closed_at".into(),
+                    serde_json::json!("2026-01-02T00:00:00+00:00"),
+                ),
+            ],
+            None,
+        )
+        .await
+        .unwrap();
+    let agent = mail(
+        "B <b@x.example>",
+        "vip@big.example",
+        "Re: Help",
+        "Fri, 2 Jan 2026 09:00:00 +0000",
+        "a1@x.example",
+        Some("m1@big.example"),
+    );
+    ingestor.ingest(send(agent, Folder::Sent)).await.unwrap();
+    stages.drain().await.unwrap();
+    let t = ports.table.get(&key).await.unwrap().unwrap();
+    assert_eq!(t["status"], "closed", "an agent reply must not reopen");
+
+    // The customer answers: the ticket reopens, once, even when the pointer comes twice.
+    let reply = mail(
+        "VIP <vip@big.example>",
+        "support@x.example",
+        "Re: Help",
+        "Sat, 3 Jan 2026 09:00:00 +0000",
+        "m2@big.example",
+        Some("a1@x.example"),
+    );
+    ingestor.ingest(send(reply, Folder::Inbox)).await.unwrap();
+    stages.drain().await.unwrap();
+    ports.ticket_queue.send(r#"{"message_id":"m2@big.example"}"#).await.unwrap();
+    stages.drain().await.unwrap();
+    let t = ports.table.get(&key).await.unwrap().unwrap();
+    assert_eq!(t["status"], "open");
+    assert_eq!(t["stage"], "new");
+    assert_eq!(t["reopened"], 1);
+    let stats = mailroom_app::stats::collect(&ports).await.unwrap();
+    assert_eq!(stats.tickets, 1);
+    assert_eq!(stats.contacts, 1, "the agent is not a contact");
+    assert_eq!(stats.companies, 1);
+}

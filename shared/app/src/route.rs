@@ -220,19 +220,13 @@ impl RouteHandler {
     ) -> anyhow::Result<bool> {
         let table = &self.ports.table;
         let key = contact_key(email);
-        if let Some(existing) = table.get(&key).await? {
-            if let Some(n) = name
-                && existing.get("name").is_none_or(Value::is_null)
-            {
-                table.update(&key, vec![Update::Set("name".into(), json!(n))], None).await?;
-            }
-            return Ok(true);
-        }
-        if !create {
+        let existing = table.get(&key).await?;
+        if existing.is_none() && !create {
             return Ok(false);
         }
         let domain = company_domain(email, &ws.company_exclusions);
-        if let Some(d) = &domain {
+        let needs_company = existing.as_ref().is_none_or(|e| e.get("company_domain").is_none());
+        if let Some(d) = domain.as_ref().filter(|_| needs_company) {
             let mut item = company_key(d).item();
             item.insert("domain".into(), json!(d));
             item.insert("name".into(), json!(company_name(d)));
@@ -240,6 +234,29 @@ impl RouteHandler {
             item.insert("gsi1pk".into(), json!(COMPANIES_INDEX_PK));
             item.insert("gsi1sk".into(), json!(d));
             put_if_absent(table.as_ref(), item).await?;
+        }
+        if let Some(existing) = existing {
+            // A contact seeded by `mailroom apply` (or an older one) gets what the pipeline
+            // adds: its company, its listing, the name from mail when it had none.
+            let mut actions = vec![
+                Update::SetIfAbsent("email".into(), json!(email.to_lowercase())),
+                Update::SetIfAbsent("company_domain".into(), json!(domain)),
+                Update::SetIfAbsent("created_at".into(), json!(self.ports.clock.now().to_rfc3339())),
+                Update::SetIfAbsent("gsi1pk".into(), json!(CONTACTS_INDEX_PK)),
+                Update::SetIfAbsent("gsi1sk".into(), json!(email.to_lowercase())),
+            ];
+            if let Some(n) = name
+                && existing.get("name").is_none_or(Value::is_null)
+            {
+                actions.push(Update::Set("name".into(), json!(n)));
+            }
+            if existing.get("gsi1pk").is_none()
+                || existing.get("company_domain").is_none()
+                || actions.len() > 5
+            {
+                table.update(&key, actions, None).await?;
+            }
+            return Ok(true);
         }
         let mut item = key.item();
         item.insert("email".into(), json!(email.to_lowercase()));
@@ -276,10 +293,12 @@ impl RouteHandler {
         if let Some(c) = customer
             && let Some(contact) = self.ports.table.get(&contact_key(c)).await?
         {
-            for (k, v) in &contact {
-                if let Some(v) = v.as_str() {
-                    ctx.properties.insert(format!("contact.{k}"), v.to_string());
-                }
+            // Contact properties: stored attributes and the configured `properties` map.
+            add_properties(&mut ctx, "contact", &contact);
+            if let Some(domain) = s(&contact, "company_domain")
+                && let Some(company) = self.ports.table.get(&company_key(&domain)).await?
+            {
+                add_properties(&mut ctx, "company", &company);
             }
         }
         let d = router.route(&ctx);
@@ -391,6 +410,23 @@ impl RouteHandler {
                     }
                 }
                 Ok(best.map(|(_, m)| m.to_lowercase()))
+            }
+        }
+    }
+}
+
+/// `prefix.attr` for every string attribute, and `prefix.name` for each entry of a
+/// `properties` map.
+fn add_properties(ctx: &mut RouteContext, prefix: &str, item: &Item) {
+    for (k, v) in item {
+        if let Some(v) = v.as_str() {
+            ctx.properties.insert(format!("{prefix}.{k}"), v.to_string());
+        }
+    }
+    if let Some(props) = item.get("properties").and_then(Value::as_object) {
+        for (k, v) in props {
+            if let Some(v) = v.as_str() {
+                ctx.properties.insert(format!("{prefix}.{k}"), v.to_string());
             }
         }
     }
