@@ -68,7 +68,8 @@ pub struct ThreadInput {
     /// first external recipient).
     pub subject_link_party: Option<String>,
     /// The header-less reply is an automatic one: it answers only one of our own
-    /// (outbound) messages sent at most [`AUTO_REPLY_WINDOW_HOURS`] before it.
+    /// (outbound) messages to its sender (To or Cc) sent at most
+    /// [`AUTO_REPLY_WINDOW_HOURS`] before it.
     pub auto_reply: bool,
 }
 
@@ -190,9 +191,9 @@ impl<'a> Threader<'a> {
                 for w in waiting {
                     let auto = w.get("auto_reply").and_then(Value::as_bool).unwrap_or(false);
                     let wsk = w.get("sk").and_then(Value::as_str).unwrap_or_default().to_string();
+                    // An automatic reply answers our message to its sender (To or Cc).
                     let ok = if auto {
-                        !cc && m.outbound
-                            && wsk.as_str() <= format!("{}~", ts(m.date + auto_window())).as_str()
+                        m.outbound && wsk.as_str() <= format!("{}~", ts(m.date + auto_window())).as_str()
                     } else {
                         // Copied (Cc) on this message: it answers only when the replier
                         // has no thread of their own on this subject.
@@ -226,7 +227,7 @@ impl<'a> Threader<'a> {
                 .collect();
             let primary: Vec<Item> = earlier
                 .iter()
-                .filter(|e| !is(e, "cc") && (!m.auto_reply || is(e, "outbound")))
+                .filter(|e| if m.auto_reply { is(e, "outbound") } else { !is(e, "cc") })
                 .cloned()
                 .collect();
             // A thread the party wrote in (or was written to) wins over one they were
