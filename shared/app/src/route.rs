@@ -82,9 +82,16 @@ use crate::keys::item_str as s;
 pub async fn parsed_message(ports: &Ports, msg: &Item) -> anyhow::Result<ParsedMessage> {
     let key = s(msg, "parsed_key").context("message record has no parsed_key")?;
     let bytes = ports.blobs.get(&key).await?.with_context(|| format!("parsed message {key} is missing"))?;
-    // ParsedMessage is Serialize only; read the fields routing needs through Value.
-    let v: Value = serde_json::from_slice(&bytes)?;
-    serde_json::from_value(v).context("parsed message JSON")
+    serde_json::from_slice(&bytes).context("parsed message JSON")
+}
+
+/// The record of a message the match stage recorded (both later stages start from it).
+pub async fn recorded_message(ports: &Ports, message_id: &str) -> anyhow::Result<Item> {
+    ports
+        .table
+        .get(&keys::message(message_id))
+        .await?
+        .with_context(|| format!("message {message_id} is not recorded"))
 }
 
 impl RouteHandler {
@@ -109,10 +116,7 @@ impl RouteHandler {
 
     async fn process(&self, ptr: &StagePointer) -> anyhow::Result<()> {
         let table = &self.ports.table;
-        let msg = table
-            .get(&keys::message(&ptr.message_id))
-            .await?
-            .with_context(|| format!("message {} is not recorded", ptr.message_id))?;
+        let msg = recorded_message(&self.ports, &ptr.message_id).await?;
         let cfg = self.config.get().await?;
         let (ws, router) = (&cfg.0, &cfg.1);
         let inbox = s(&msg, "inbox").unwrap_or_default();

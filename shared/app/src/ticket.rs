@@ -8,7 +8,6 @@
 //! and a reopen is conditional on the ticket being closed by an earlier message.
 
 use crate::consumer::MessageHandler;
-use crate::keys;
 use crate::ports::Ports;
 use crate::route::{StagePointer, WorkspaceCache};
 use crate::thread::Threader;
@@ -36,10 +35,7 @@ impl TicketHandler {
 
     async fn process(&self, ptr: &StagePointer) -> anyhow::Result<()> {
         let table = &self.ports.table;
-        let msg = table
-            .get(&keys::message(&ptr.message_id))
-            .await?
-            .with_context(|| format!("message {} is not recorded", ptr.message_id))?;
+        let msg = crate::route::recorded_message(&self.ports, &ptr.message_id).await?;
         if s(&msg, "direction").as_deref() == Some("outbound") || s(&msg, "kind").as_deref() != Some("normal")
         {
             return Ok(());
