@@ -39,6 +39,7 @@ pub async fn run(data: &Path, file: &Path, json: bool) -> Result<()> {
     };
     let ports = Ports::embedded(data)?;
     let s = workspace_store::apply(&ports, &ws).await?;
+    ports.flush()?;
     if json {
         println!("{}", serde_json::to_string_pretty(&s)?);
     } else {

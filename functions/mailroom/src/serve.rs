@@ -17,6 +17,7 @@ use std::sync::Arc;
 #[derive(Clone)]
 struct AppState {
     ingestor: Arc<Ingestor>,
+    ports: Ports,
 }
 
 pub async fn run(data: &Path, bind: &str, port: u16) -> Result<()> {
@@ -25,7 +26,7 @@ pub async fn run(data: &Path, bind: &str, port: u16) -> Result<()> {
     let worker = Stages::new(&ports);
     let bg = tokio::spawn(async move { worker.run(stop_rx).await });
 
-    let state = AppState { ingestor: Arc::new(Ingestor::new(ports)) };
+    let state = AppState { ingestor: Arc::new(Ingestor::new(ports.clone())), ports: ports.clone() };
     let app = Router::new()
         .route("/health", get(|| async { Json(serde_json::json!({"status": "ok"})) }))
         .route("/ingest", post(ingest))
@@ -41,6 +42,7 @@ pub async fn run(data: &Path, bind: &str, port: u16) -> Result<()> {
         .await?;
     let _ = stop_tx.send(true);
     bg.await?;
+    ports.flush()?;
     Ok(())
 }
 
@@ -58,7 +60,11 @@ async fn ingest(State(st): State<AppState>, Query(p): Query<IngestParams>, body:
     let res = match p.inbox.as_deref().map(EmailAddress::parse).transpose() {
         Ok(inbox) => {
             mail.inbox = inbox;
-            ingest_response(&st.ingestor, mail).await
+            // Durable before the 202: the client will not send it again.
+            ingest_response(&st.ingestor, mail).await.and_then(|r| {
+                st.ports.flush()?;
+                Ok(r)
+            })
         }
         Err(e) => Err(e.into()),
     };

@@ -35,6 +35,13 @@ pub const MAX_RECEIVES: u32 = 5;
 pub const TABLE: &str = "main";
 
 impl Ports {
+    /// Makes every write so far durable (see `Table::flush`): call it before telling a
+    /// sender that will not send again (a webhook's provider, an HTTP client) that a
+    /// message is stored.
+    pub fn flush(&self) -> mailroom_store::error::Result<()> {
+        self.table.flush()
+    }
+
     /// Embedded storage in a data directory.
     pub fn embedded(dir: &Path) -> mailroom_store::error::Result<Ports> {
         let e = Embedded::open(dir)?;

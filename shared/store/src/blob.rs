@@ -12,7 +12,9 @@ pub enum PutOutcome {
 /// Content-addressed object storage (S3, or files in the data directory).
 #[async_trait]
 pub trait BlobStore: Send + Sync {
-    /// Writes `body` under `key` unless an object already exists there.
+    /// Writes `body` under `key` unless an object already exists there. Keys name their
+    /// content (they end in its sha256): two writers racing on one key write the same
+    /// bytes, and the embedded store may then report `Created` to both.
     async fn put_if_absent(&self, key: &str, body: Bytes, content_type: &str) -> Result<PutOutcome>;
     /// The whole object, or `None` when there is none.
     async fn get(&self, key: &str) -> Result<Option<Bytes>>;

@@ -9,6 +9,7 @@ pub mod blob;
 pub mod clock;
 pub mod embedded;
 pub mod error;
+pub mod meter;
 pub mod queue;
 pub mod table;
 

@@ -251,6 +251,12 @@ pub trait Table: Send + Sync {
     async fn query(&self, q: Query) -> Result<Page>;
     /// All or nothing, at most 100 operations, each key at most once.
     async fn transact_write(&self, ops: Vec<TransactOp>) -> Result<()>;
+    /// Makes every write so far durable and visible to other processes. DynamoDB writes
+    /// are when acknowledged; the embedded table group-commits (`embedded::Db`), and its
+    /// queues share its database, so this covers them too.
+    fn flush(&self) -> Result<()> {
+        Ok(())
+    }
 
     /// Every page of a query.
     async fn query_all(&self, mut q: Query) -> Result<Vec<Item>> {

@@ -1,5 +1,6 @@
 use super::describe;
 use crate::error::{Result, StoreError};
+use crate::meter;
 use crate::table::{
     Cond, GSI1, GSI1PK, GSI1SK, Item, Key, PK, Page, Query, SK, SkCond, Table, TransactOp, Update,
     require_key,
@@ -179,6 +180,8 @@ impl Table for DynamoTable {
             .send()
             .await
             .map_err(|e| backend("get", &e))?;
+        let size = out.item().map(meter::dynamo_item_size).unwrap_or(0);
+        meter::record("dynamodb", "GetItem", meter::read_units(size, true), 0);
         Ok(out.item().map(to_item))
     }
 
@@ -186,11 +189,15 @@ impl Table for DynamoTable {
         require_key(&item)?;
         let mut ex = Expr::default();
         let ce = cond.as_ref().map(|c| ex.cond(c));
+        let av: HashMap<String, AttributeValue> = item.iter().map(|(k, v)| (k.clone(), to_av(v))).collect();
+        // A failed condition is billed like a write too.
+        let size = meter::dynamo_item_size(&av);
+        meter::record("dynamodb", "PutItem", meter::write_units(size), size);
         let res = self
             .client
             .put_item()
             .table_name(&self.name)
-            .set_item(Some(item.iter().map(|(k, v)| (k.clone(), to_av(v))).collect()))
+            .set_item(Some(av))
             .set_condition_expression(ce)
             .set_expression_attribute_names(ex.names())
             .set_expression_attribute_values(ex.values())
@@ -224,6 +231,9 @@ impl Table for DynamoTable {
             .set_expression_attribute_values(ex.values())
             .send()
             .await;
+        // Billed on the item's size after the update (at least one unit when it failed).
+        let size = res.as_ref().ok().and_then(|o| o.attributes()).map(meter::dynamo_item_size).unwrap_or(0);
+        meter::record("dynamodb", "UpdateItem", meter::write_units(size), size);
         match res {
             Ok(out) => Ok(out.attributes().map(to_item).unwrap_or_else(|| key.item())),
             Err(e) => match e.into_service_error() {
@@ -236,6 +246,7 @@ impl Table for DynamoTable {
     async fn delete(&self, key: &Key, cond: Option<Cond>) -> Result<()> {
         let mut ex = Expr::default();
         let ce = cond.as_ref().map(|c| ex.cond(c));
+        meter::record("dynamodb", "DeleteItem", 1.0, 0);
         let res = self
             .client
             .delete_item()
@@ -313,6 +324,9 @@ impl Table for DynamoTable {
             .send()
             .await
             .map_err(|e| backend("query", &e))?;
+        let size: u64 = out.items().iter().map(meter::dynamo_item_size).sum();
+        // Strongly consistent on the table, eventually consistent on the index.
+        meter::record("dynamodb", "Query", meter::read_units(size, q.index.is_none()), 0);
         let items = out.items().iter().map(to_item).collect();
         let next = out.last_evaluated_key().map(|k| serde_json::to_string(&to_item(k)).unwrap_or_default());
         Ok(Page { items, next })
@@ -320,15 +334,23 @@ impl Table for DynamoTable {
 
     async fn transact_write(&self, ops: Vec<TransactOp>) -> Result<()> {
         let mut items = Vec::with_capacity(ops.len());
+        // Transactions bill two write units per KiB of each item.
+        let (mut units, mut bytes) = (0.0, 0u64);
         for op in &ops {
+            units += 2.0;
             let mut ex = Expr::default();
             let ti = match op {
                 TransactOp::Put { item, cond } => {
                     require_key(item)?;
                     let ce = cond.as_ref().map(|c| ex.cond(c));
+                    let av: HashMap<String, AttributeValue> =
+                        item.iter().map(|(k, v)| (k.clone(), to_av(v))).collect();
+                    let size = meter::dynamo_item_size(&av);
+                    units += 2.0 * (meter::write_units(size) - 1.0);
+                    bytes += size;
                     let put = Put::builder()
                         .table_name(&self.name)
-                        .set_item(Some(item.iter().map(|(k, v)| (k.clone(), to_av(v))).collect()))
+                        .set_item(Some(av))
                         .set_condition_expression(ce)
                         .set_expression_attribute_names(ex.names())
                         .set_expression_attribute_values(ex.values())
@@ -377,6 +399,7 @@ impl Table for DynamoTable {
             };
             items.push(ti);
         }
+        meter::record("dynamodb", "TransactWriteItems", units, bytes);
         let res = self.client.transact_write_items().set_transact_items(Some(items)).send().await;
         match res {
             Ok(_) => Ok(()),

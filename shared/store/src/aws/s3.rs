@@ -1,6 +1,7 @@
 use super::describe;
 use crate::blob::{BlobStore, PutOutcome};
 use crate::error::{Result, StoreError};
+use crate::meter;
 use async_trait::async_trait;
 use aws_sdk_s3::Client;
 use aws_sdk_s3::error::SdkError;
@@ -28,6 +29,7 @@ fn status<E>(e: &SdkError<E, aws_sdk_s3::config::http::HttpResponse>) -> Option<
 #[async_trait]
 impl BlobStore for S3BlobStore {
     async fn put_if_absent(&self, key: &str, body: Bytes, content_type: &str) -> Result<PutOutcome> {
+        meter::record("s3", "PutObject", 1.0, body.len() as u64);
         // `If-None-Match: *` makes S3 refuse to overwrite (412) or report a concurrent
         // conditional write (409): either way the object is there and content-addressed.
         let res = self
@@ -48,6 +50,7 @@ impl BlobStore for S3BlobStore {
     }
 
     async fn get(&self, key: &str) -> Result<Option<Bytes>> {
+        meter::record("s3", "GetObject", 1.0, 0);
         match self.client.get_object().bucket(&self.bucket).key(key).send().await {
             Ok(out) => {
                 let data = out
@@ -63,6 +66,7 @@ impl BlobStore for S3BlobStore {
     }
 
     async fn exists(&self, key: &str) -> Result<bool> {
+        meter::record("s3", "HeadObject", 1.0, 0);
         match self.client.head_object().bucket(&self.bucket).key(key).send().await {
             Ok(_) => Ok(true),
             Err(e) if status(&e) == Some(404) => Ok(false),

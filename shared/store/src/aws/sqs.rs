@@ -1,5 +1,6 @@
 use super::describe;
 use crate::error::{Result, StoreError};
+use crate::meter;
 use crate::queue::{Queue, QueueMessage};
 use async_trait::async_trait;
 use aws_sdk_sqs::Client;
@@ -40,6 +41,9 @@ impl Queue for SqsQueue {
                 })
                 .collect::<std::result::Result<Vec<_>, _>>()
                 .map_err(StoreError::backend)?;
+            // A batch is billed per started 64 KiB of its total payload.
+            let bytes: u64 = chunk.iter().map(|b| b.len() as u64).sum();
+            meter::record("sqs", "SendMessageBatch", meter::sqs_units(bytes), bytes);
             let out = self
                 .client
                 .send_message_batch()
@@ -65,6 +69,7 @@ impl Queue for SqsQueue {
     }
 
     async fn receive(&self, max: u32, visibility: Duration, wait: Duration) -> Result<Vec<QueueMessage>> {
+        meter::record("sqs", "ReceiveMessage", 1.0, 0);
         let out = self
             .client
             .receive_message()
@@ -93,6 +98,7 @@ impl Queue for SqsQueue {
     }
 
     async fn delete(&self, receipt: &str) -> Result<()> {
+        meter::record("sqs", "DeleteMessage", 1.0, 0);
         self.client
             .delete_message()
             .queue_url(&self.url)
@@ -104,6 +110,7 @@ impl Queue for SqsQueue {
     }
 
     async fn change_visibility(&self, receipt: &str, visibility: Duration) -> Result<()> {
+        meter::record("sqs", "ChangeMessageVisibility", 1.0, 0);
         self.client
             .change_message_visibility()
             .queue_url(&self.url)
@@ -116,6 +123,7 @@ impl Queue for SqsQueue {
     }
 
     async fn approximate_len(&self) -> Result<u64> {
+        meter::record("sqs", "GetQueueAttributes", 1.0, 0);
         let out = self
             .client
             .get_queue_attributes()

@@ -1,5 +1,6 @@
 use super::Db;
 use crate::error::Result;
+use crate::meter;
 use crate::queue::{Queue, QueueMessage};
 use async_trait::async_trait;
 use rusqlite::{OptionalExtension, params};
@@ -32,8 +33,7 @@ impl SqliteQueue {
     }
 
     fn receive_now(&self, max: u32, visibility: Duration) -> Result<Vec<QueueMessage>> {
-        let mut conn = self.db.lock();
-        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        self.db.write(|tx| {
         let now = now_ms();
         let mut out = Vec::new();
         {
@@ -72,31 +72,31 @@ impl SqliteQueue {
                 out.push(QueueMessage { id, receipt, body, receive_count: count + 1 });
             }
         }
-        tx.commit()?;
         Ok(out)
+        })
     }
 }
 
 #[async_trait]
 impl Queue for SqliteQueue {
     async fn send_batch(&self, bodies: &[String]) -> Result<Vec<String>> {
-        let mut conn = self.db.lock();
-        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        let now = now_ms();
-        let mut ids = Vec::with_capacity(bodies.len());
-        {
-            let mut ins = tx.prepare_cached(
-                "INSERT INTO queue_messages (queue, id, body, visible_at_ms, sent_at_ms)
+        meter::record("embedded-queue", "SendMessageBatch", 1.0, 0);
+        self.db.write(|tx| {
+            let now = now_ms();
+            let mut ids = Vec::with_capacity(bodies.len());
+            {
+                let mut ins = tx.prepare_cached(
+                    "INSERT INTO queue_messages (queue, id, body, visible_at_ms, sent_at_ms)
                  VALUES (?1, ?2, ?3, ?4, ?4)",
-            )?;
-            for b in bodies {
-                let id = new_id();
-                ins.execute(params![self.name, id, b, now])?;
-                ids.push(id);
+                )?;
+                for b in bodies {
+                    let id = new_id();
+                    ins.execute(params![self.name, id, b, now])?;
+                    ids.push(id);
+                }
             }
-        }
-        tx.commit()?;
-        Ok(ids)
+            Ok(ids)
+        })
     }
 
     async fn receive(&self, max: u32, visibility: Duration, wait: Duration) -> Result<Vec<QueueMessage>> {
@@ -104,6 +104,7 @@ impl Queue for SqliteQueue {
         let deadline = Instant::now() + wait;
         loop {
             let got = self.receive_now(max, visibility)?;
+            meter::record("embedded-queue", "ReceiveMessage", 1.0, 0);
             if !got.is_empty() || Instant::now() >= deadline {
                 return Ok(got);
             }
@@ -115,28 +116,32 @@ impl Queue for SqliteQueue {
     }
 
     async fn delete(&self, receipt: &str) -> Result<()> {
+        meter::record("embedded-queue", "DeleteMessage", 1.0, 0);
         // Deleting with a stale receipt is a no-op, as on SQS.
-        self.db.lock().execute("DELETE FROM queue_messages WHERE receipt = ?1", params![receipt])?;
-        Ok(())
+        self.db.write(|c| {
+            c.prepare_cached("DELETE FROM queue_messages WHERE receipt = ?1")?.execute(params![receipt])?;
+            Ok(())
+        })
     }
 
     async fn change_visibility(&self, receipt: &str, visibility: Duration) -> Result<()> {
         let vis = now_ms() + visibility.as_millis() as i64;
-        self.db.lock().execute(
-            "UPDATE queue_messages SET visible_at_ms = ?1 WHERE receipt = ?2",
-            params![vis, receipt],
-        )?;
-        Ok(())
+        self.db.write(|c| {
+            c.execute(
+                "UPDATE queue_messages SET visible_at_ms = ?1 WHERE receipt = ?2",
+                params![vis, receipt],
+            )?;
+            Ok(())
+        })
     }
 
     async fn approximate_len(&self) -> Result<u64> {
-        let n: Option<i64> = self
-            .db
-            .lock()
-            .query_row("SELECT COUNT(*) FROM queue_messages WHERE queue = ?1", params![self.name], |r| {
+        let n: Option<i64> = self.db.read(|c| {
+            Ok(c.query_row("SELECT COUNT(*) FROM queue_messages WHERE queue = ?1", params![self.name], |r| {
                 r.get(0)
             })
-            .optional()?;
+            .optional()?)
+        })?;
         Ok(n.unwrap_or(0) as u64)
     }
 }

@@ -1,5 +1,6 @@
 use super::Db;
 use crate::error::{Result, StoreError};
+use crate::meter;
 use crate::table::{
     Cond, GSI1, GSI1PK, GSI1SK, Item, Key, Page, Query, SkCond, Table, TransactOp, Update, require_key,
 };
@@ -63,32 +64,25 @@ fn updated(key: &Key, current: Option<Item>, actions: &[Update]) -> Result<Item>
     Ok(item)
 }
 
-/// Runs `f` in an IMMEDIATE transaction: the write lock is taken up front, so the
-/// read-check-write inside is atomic across threads and processes.
-fn write_tx<T>(db: &Db, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
-    let mut conn = db.lock();
-    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-    let out = f(&tx)?;
-    tx.commit()?;
-    Ok(out)
-}
-
 #[async_trait]
 impl Table for SqliteTable {
     async fn get(&self, key: &Key) -> Result<Option<Item>> {
-        load(&self.db.lock(), &self.name, key)
+        meter::record("embedded-table", "GetItem", 1.0, 0);
+        self.db.read(|c| load(c, &self.name, key))
     }
 
     async fn put(&self, item: Item, cond: Option<Cond>) -> Result<()> {
+        meter::record("embedded-table", "PutItem", 1.0, 0);
         let key = require_key(&item)?;
-        write_tx(&self.db, |c| {
+        self.db.write(|c| {
             check(&cond, load(c, &self.name, &key)?.as_ref())?;
             store(c, &self.name, &item)
         })
     }
 
     async fn update(&self, key: &Key, actions: Vec<Update>, cond: Option<Cond>) -> Result<Item> {
-        write_tx(&self.db, |c| {
+        meter::record("embedded-table", "UpdateItem", 1.0, 0);
+        self.db.write(|c| {
             let cur = load(c, &self.name, key)?;
             check(&cond, cur.as_ref())?;
             let item = updated(key, cur, &actions)?;
@@ -98,13 +92,15 @@ impl Table for SqliteTable {
     }
 
     async fn delete(&self, key: &Key, cond: Option<Cond>) -> Result<()> {
-        write_tx(&self.db, |c| {
+        meter::record("embedded-table", "DeleteItem", 1.0, 0);
+        self.db.write(|c| {
             check(&cond, load(c, &self.name, key)?.as_ref())?;
             remove(c, &self.name, key)
         })
     }
 
     async fn query(&self, q: Query) -> Result<Page> {
+        meter::record("embedded-table", "Query", 1.0, 0);
         let (pkcol, skcol, tiebreak) = match q.index.as_deref() {
             None => ("pk", "sk", ""),
             Some(GSI1) => ("gsi1pk", "gsi1sk", ", pk, sk"),
@@ -159,37 +155,44 @@ impl Table for SqliteTable {
         }
         sql.push_str(&format!(" ORDER BY {order}"));
         let limit = q.limit.map(|l| l.max(1) as usize);
-        let conn = self.db.lock();
-        let mut stmt = conn.prepare_cached(&sql)?;
-        let mut rows = stmt.query(rusqlite::params_from_iter(args.iter()))?;
-        let mut items = Vec::new();
-        let mut last = None;
-        let mut more = false;
-        while let Some(r) = rows.next()? {
-            let skv: String = r.get(1)?;
-            if let Some(p) = &prefix
-                && !skv.starts_with(p.as_str())
-            {
-                if q.forward {
+        self.db.read(|conn| {
+            let mut stmt = conn.prepare_cached(&sql)?;
+            let mut rows = stmt.query(rusqlite::params_from_iter(args.iter()))?;
+            let mut items = Vec::new();
+            let mut last = None;
+            let mut more = false;
+            while let Some(r) = rows.next()? {
+                let skv: String = r.get(1)?;
+                if let Some(p) = &prefix
+                    && !skv.starts_with(p.as_str())
+                {
+                    if q.forward {
+                        break;
+                    }
+                    continue;
+                }
+                if limit.is_some_and(|l| items.len() >= l) {
+                    more = true;
                     break;
                 }
-                continue;
+                let data: String = r.get(0)?;
+                items.push(
+                    serde_json::from_str(&data)
+                        .map_err(|e| StoreError::Backend(format!("corrupt item: {e}")))?,
+                );
+                last = Some((skv, r.get::<_, String>(2)?, r.get::<_, String>(3)?));
             }
-            if limit.is_some_and(|l| items.len() >= l) {
-                more = true;
-                break;
-            }
-            let data: String = r.get(0)?;
-            items.push(
-                serde_json::from_str(&data).map_err(|e| StoreError::Backend(format!("corrupt item: {e}")))?,
-            );
-            last = Some((skv, r.get::<_, String>(2)?, r.get::<_, String>(3)?));
-        }
-        let next = if more { last.map(|l| serde_json::to_string(&l).unwrap_or_default()) } else { None };
-        Ok(Page { items, next })
+            let next = if more { last.map(|l| serde_json::to_string(&l).unwrap_or_default()) } else { None };
+            Ok(Page { items, next })
+        })
+    }
+
+    fn flush(&self) -> Result<()> {
+        self.db.flush()
     }
 
     async fn transact_write(&self, ops: Vec<TransactOp>) -> Result<()> {
+        meter::record("embedded-table", "TransactWriteItems", 1.0, 0);
         if ops.len() > 100 {
             return Err(StoreError::Invalid("at most 100 operations per transaction".into()));
         }
@@ -205,7 +208,7 @@ impl Table for SqliteTable {
         if keys.iter().collect::<HashSet<_>>().len() != keys.len() {
             return Err(StoreError::Invalid("a transaction names the same key twice".into()));
         }
-        write_tx(&self.db, |c| {
+        self.db.write(|c| {
             // First evaluate every condition against the state before the transaction, as
             // DynamoDB does; only if all hold, apply every write.
             let mut reasons = Vec::with_capacity(ops.len());
