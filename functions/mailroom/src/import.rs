@@ -9,17 +9,17 @@ use std::path::Path;
 use std::time::Duration;
 
 #[derive(Debug, Default, Serialize)]
-struct Summary {
-    read: u64,
-    stored: u64,
-    duplicates: u64,
+pub struct Summary {
+    pub read: u64,
+    pub stored: u64,
+    pub duplicates: u64,
     /// Stored by an earlier, interrupted run and queued again.
-    requeued: u64,
-    failed: u64,
-    processed: u64,
-    dead_lettered: u64,
+    pub requeued: u64,
+    pub failed: u64,
+    pub processed: u64,
+    pub dead_lettered: u64,
     /// Peak resident memory of this process (Linux VmHWM), in KiB.
-    peak_rss_kib: Option<u64>,
+    pub peak_rss_kib: Option<u64>,
 }
 
 /// Imports `path` and drains the pipeline. Returns how many messages failed.
@@ -32,10 +32,38 @@ pub async fn run(
 ) -> Result<u64> {
     let inbox = inbox.map(EmailAddress::parse).transpose()?;
     let ports = Ports::embedded(data)?;
+    let s = import(&ports, path, inbox, folder).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&s)?);
+    } else {
+        println!(
+            "read {}, stored {}, duplicates {} ({} requeued from an interrupted run), failed {}",
+            s.read,
+            s.stored,
+            s.duplicates + s.requeued,
+            s.requeued,
+            s.failed
+        );
+        println!(
+            "pipeline: {} copies processed in total, {} sent to the dead-letter queue by this run",
+            s.processed, s.dead_lettered
+        );
+    }
+    Ok(s.failed)
+}
+
+/// What `mailroom import` does, without the printing: ingest every message of `path`
+/// while the stages consume, then drain them.
+pub async fn import(
+    ports: &Ports,
+    path: &Path,
+    inbox: Option<EmailAddress>,
+    folder: Option<Folder>,
+) -> Result<Summary> {
     let ingestor = Ingestor::new(ports.clone());
     // Locally a failed message is retried quickly; five receives then move it to the DLQ.
-    let worker = Stages::new(&ports).retry_base(Duration::from_millis(200));
-    let dlq_before = mailroom_app::stats::collect(&ports).await?.dead_lettered();
+    let worker = Stages::new(ports).retry_base(Duration::from_millis(200));
+    let dlq_before = mailroom_app::stats::collect(ports).await?.dead_lettered();
 
     // The consumer runs while the import goes on, as the Lambda functions would.
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -71,16 +99,18 @@ pub async fn run(
         let mut mail = RawMail::new(bytes, "import");
         mail.inbox = inbox.clone();
         mail.folder = folder;
-        match ingestor.ingest(mail.clone()).await {
-            Ok(o) => count(&mut s, &o),
-            // The From may be an inbox that a later message's Delivered-To makes known.
-            Err(IngestError::UnknownInbox { .. }) => deferred.push((label, mail)),
-            Err(e) => {
-                s.failed += 1;
-                pb.suspend(|| eprintln!("{label}: {e}"));
-            }
-        }
+        // One at a time, in the source's order: the route stage routes a conversation on
+        // the first of its messages it sees, so the order of the mailbox is kept. (Several
+        // in flight only paid while every raw blob was fsynced.)
+        let res = ingestor.ingest(mail.clone()).await;
+        settle(&mut s, &mut deferred, &pb, (label, mail, res));
     }
+    // One consumer per queue at any time: stop the background stages (each finishes the
+    // batch it holds) before draining here. Two consumers would process a message's copies
+    // in two inboxes at once, and which inbox a conversation starts in would depend on
+    // timing.
+    let _ = stop_tx.send(true);
+    bg.await?;
     if !deferred.is_empty() {
         // Let the pipeline record what was stored, so that replies can find their parents.
         worker.drain().await?;
@@ -95,31 +125,32 @@ pub async fn run(
         }
     }
     pb.finish_and_clear();
-
-    let _ = stop_tx.send(true);
-    bg.await?;
     worker.drain().await?;
-    let stats = mailroom_app::stats::collect(&ports).await?;
+    ports.flush()?;
+    let stats = mailroom_app::stats::collect(ports).await?;
     s.processed = stats.processed;
     s.dead_lettered = stats.dead_lettered().saturating_sub(dlq_before);
     s.peak_rss_kib = peak_rss_kib();
-    if json {
-        println!("{}", serde_json::to_string_pretty(&s)?);
-    } else {
-        println!(
-            "read {}, stored {}, duplicates {} ({} requeued from an interrupted run), failed {}",
-            s.read,
-            s.stored,
-            s.duplicates + s.requeued,
-            s.requeued,
-            s.failed
-        );
-        println!(
-            "pipeline: {} copies processed in total, {} sent to the dead-letter queue by this run",
-            s.processed, s.dead_lettered
-        );
+    Ok(s)
+}
+
+type Ingested = (String, RawMail, Result<IngestOutcome, IngestError>);
+
+fn settle(
+    s: &mut Summary,
+    deferred: &mut Vec<(String, RawMail)>,
+    pb: &ProgressBar,
+    (label, mail, res): Ingested,
+) {
+    match res {
+        Ok(o) => count(s, &o),
+        // The From may be an inbox that a later message's Delivered-To makes known.
+        Err(IngestError::UnknownInbox { .. }) => deferred.push((label, mail)),
+        Err(e) => {
+            s.failed += 1;
+            pb.suspend(|| eprintln!("{label}: {e}"));
+        }
     }
-    Ok(s.failed)
 }
 
 fn count(s: &mut Summary, o: &IngestOutcome) {

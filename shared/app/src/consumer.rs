@@ -57,6 +57,11 @@ impl Worker {
     /// Receives one batch (waiting up to `wait`) and handles it.
     pub async fn run_once(&self, wait: Duration) -> anyhow::Result<BatchResult> {
         let msgs = self.queue.receive(10, self.visibility, wait).await?;
+        self.handle_batch(msgs).await
+    }
+
+    /// Handles received messages: deletes the handled ones, delays the failed ones.
+    async fn handle_batch(&self, msgs: Vec<mailroom_store::QueueMessage>) -> anyhow::Result<BatchResult> {
         let mut r = BatchResult::default();
         for m in msgs {
             match self.handler.handle(&m.body).await {
@@ -91,17 +96,30 @@ impl Worker {
         }
     }
 
-    /// Handles messages until `stop` turns true.
+    /// Handles messages until `stop` turns true (or its sender is gone). Only the wait
+    /// for messages is cut short: a batch already received is always handled to the end.
+    /// Dropping it half-way would leave its messages invisible for the whole visibility
+    /// timeout (60 s), which is what `mailroom import` used to wait for after its last
+    /// message. (An SQS receive cut off in flight may still hide its messages until then;
+    /// that only happens at shutdown.)
     pub async fn run(&self, mut stop: tokio::sync::watch::Receiver<bool>) {
         while !*stop.borrow() {
-            tokio::select! {
-                r = self.run_once(Duration::from_secs(1)) => {
-                    if let Err(e) = r {
-                        tracing::error!(error = %format!("{e:#}"), "queue worker error; retrying");
-                        tokio::time::sleep(Duration::from_secs(1)).await;
+            let received = tokio::select! {
+                r = self.queue.receive(10, self.visibility, Duration::from_secs(1)) => r,
+                changed = stop.changed() => {
+                    if changed.is_err() {
+                        return;
                     }
+                    continue;
                 }
-                _ = stop.changed() => {}
+            };
+            let r = match received {
+                Ok(msgs) => self.handle_batch(msgs).await,
+                Err(e) => Err(e.into()),
+            };
+            if let Err(e) = r {
+                tracing::error!(error = %format!("{e:#}"), "queue worker error; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
             }
         }
     }
@@ -179,5 +197,33 @@ impl Stages {
         for t in tasks {
             let _ = t.await;
         }
+    }
+}
+
+/// A handler that records how long each message took (benchmarks: per-stage latency and
+/// Lambda duration estimates). Failed messages are recorded too.
+pub struct TimedHandler {
+    inner: Arc<dyn MessageHandler>,
+    samples: std::sync::Mutex<Vec<Duration>>,
+}
+
+impl TimedHandler {
+    pub fn new(inner: Arc<dyn MessageHandler>) -> TimedHandler {
+        TimedHandler { inner, samples: std::sync::Mutex::new(Vec::new()) }
+    }
+
+    /// The durations recorded so far, emptied.
+    pub fn take(&self) -> Vec<Duration> {
+        std::mem::take(&mut *self.samples.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+}
+
+#[async_trait]
+impl MessageHandler for TimedHandler {
+    async fn handle(&self, body: &str) -> anyhow::Result<()> {
+        let t = std::time::Instant::now();
+        let r = self.inner.handle(body).await;
+        self.samples.lock().unwrap_or_else(|p| p.into_inner()).push(t.elapsed());
+        r
     }
 }

@@ -33,10 +33,6 @@ pub struct MatchHandler {
 pub fn attachment_key(sha256: &str) -> String {
     format!("att/{}/{sha256}", &sha256[..2.min(sha256.len())])
 }
-/// Blob key of a message's parsed form (JSON), by the raw message's sha256.
-pub fn parsed_key(raw_sha256: &str) -> String {
-    format!("parsed/{}/{raw_sha256}.json", &raw_sha256[..2.min(raw_sha256.len())])
-}
 
 impl MatchHandler {
     pub fn new(ports: Ports) -> MatchHandler {
@@ -94,11 +90,6 @@ impl MatchHandler {
                 .put_if_absent(&attachment_key(&meta.sha256), Bytes::from(body), &meta.content_type)
                 .await?;
         }
-        let parsed_json = serde_json::to_vec(&m)?;
-        self.ports
-            .blobs
-            .put_if_absent(&parsed_key(&m.sha256), Bytes::from(parsed_json), "application/json")
-            .await?;
 
         let msg_key = keys::message(&m.message_id);
         let copy =
@@ -233,7 +224,6 @@ impl MatchHandler {
         put(&mut item, "folder", json!(ptr.folder));
         put(&mut item, "raw_key", json!(ptr.key));
         put(&mut item, "sha256", json!(ptr.sha256));
-        put(&mut item, "parsed_key", json!(parsed_key(&m.sha256)));
         put(&mut item, "from", json!(from));
         put(&mut item, "from_name", json!(m.from.as_ref().and_then(|f| f.name.clone())));
         put(&mut item, "to", json!(m.to.iter().map(|a| &a.email).collect::<Vec<_>>()));

@@ -16,5 +16,5 @@ pub mod workspace;
 pub use envelope::Envelope;
 pub use ids::{EmailAddress, InvalidAddress, Sha256, sha256};
 pub use ingest::{Folder, IngestPointer, raw_key};
-pub use message::{Attachment, Mailbox, ParseError, ParsedMessage, Understood, understand};
+pub use message::{Attachment, Mailbox, ParseError, ParsedMessage, Understood, text_body, understand};
 pub use signed::{SignedRef, ThreadSigner};

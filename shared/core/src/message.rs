@@ -209,6 +209,16 @@ fn ids(v: &HeaderValue<'_>) -> Vec<String> {
     out
 }
 
+/// The text body of raw bytes, exactly as `understand` gives it in `text`, without the
+/// rest of its work (classification, HTML sanitising, attachments): what the route stage
+/// matches keyword rules on. An unreadable message has no text.
+pub fn text_body(raw: &[u8]) -> String {
+    std::panic::catch_unwind(|| MessageParser::default().parse(raw).map(|m| body_text(&m)))
+        .ok()
+        .flatten()
+        .unwrap_or_default()
+}
+
 /// The text body: the text/plain parts, or mail-parser's text rendering of the HTML.
 fn body_text(msg: &Message<'_>) -> String {
     let n = msg.text_body_count().max(1);
@@ -382,6 +392,7 @@ JVBERi0xLjQK\r\n\
         let html = m.html.unwrap_or_default();
         assert!(html.contains("Hi") && !html.contains("script") && !html.contains("onclick"), "{html}");
         assert!(m.text.contains("Hi"));
+        assert_eq!(text_body(raw), m.text);
     }
 
     #[test]
