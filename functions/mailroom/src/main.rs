@@ -1,6 +1,7 @@
 //! `mailroom`: every Mailroom function in one process, on embedded storage.
 
 mod apply;
+mod bench;
 mod demo;
 mod import;
 mod serve;
@@ -80,6 +81,31 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Benchmark: the parse floor, the full pipeline on embedded storage and per-message
+    /// latency, on the same gen_corpus.py mailbox (docs/performance.md).
+    Bench {
+        /// Conversations to generate (ignored with --corpus).
+        #[arg(long, default_value_t = 1000)]
+        conversations: u32,
+        #[arg(long, default_value_t = 7)]
+        seed: u32,
+        /// Use this corpus (a gen_corpus.py output directory, or any folder of .eml files)
+        /// instead of generating one.
+        #[arg(long)]
+        corpus: Option<PathBuf>,
+        /// gen_corpus.py to generate with (default: $MAILROOM_GEN_CORPUS, then
+        /// ../shared/tools/gen_corpus.py).
+        #[arg(long)]
+        generator: Option<PathBuf>,
+        /// Workspace to apply first (default: the built-in examples/acme-corp.toml).
+        #[arg(long)]
+        workspace: Option<PathBuf>,
+        /// Keep the generated corpus and the data directories in this new directory.
+        #[arg(long)]
+        keep: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
     /// Validate a workspace file (.toml: inboxes, users, teams, pipelines, rules, deals;
     /// see docs/workspace.md) and write it to storage. Errors are printed as
     /// `FILE:LINE: path: message`, exit status 2, and nothing is written.
@@ -135,6 +161,10 @@ async fn main() -> Result<()> {
                 }
                 println!("{} companies", list.len());
             }
+        }
+        Cmd::Bench { conversations, seed, corpus, generator, workspace, keep, json } => {
+            bench::run(bench::Options { conversations, seed, corpus, generator, workspace, keep, json })
+                .await?
         }
         Cmd::Apply { file, json } => apply::run(&cli.data, &file, json).await?,
         Cmd::Conversations { json } => {
