@@ -91,29 +91,19 @@ pub async fn run(o: Options) -> Result<()> {
         None => generate(&o, &work)?,
     };
     let dir = if corpus.join("messages").is_dir() { corpus.join("messages") } else { corpus.clone() };
-    let messages = load(&dir)?;
-    if messages.is_empty() {
-        bail!("no messages in {}", dir.display());
-    }
     let ws_text = match &o.workspace {
         Some(p) => std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?,
         None => ACME_WORKSPACE.to_string(),
     };
     let ws =
         mailroom_core::workspace::parse_toml(&ws_text).map_err(|e| anyhow::anyhow!("workspace: {e:?}"))?;
-    let files: Vec<PathBuf> = sources::collect(&dir)?
-        .into_iter()
-        .filter_map(|i| match i {
-            sources::Item::File(p) => Some(p),
-            sources::Item::Mbox { .. } => None,
-        })
-        .collect();
 
-    let floor = floor(&messages, &files)?;
+    let floor = floor(&dir)?;
+    if floor.messages == 0 {
+        bail!("no messages in {}", dir.display());
+    }
     eprintln!("floor: {:.0} messages/s", floor.messages_per_s);
-    // The import reads the files itself: the corpus in memory would count in its peak RSS.
-    let count = messages.len();
-    drop(messages);
+    let count = floor.messages;
 
     let data = work.join("throughput");
     let ports = Ports::embedded(&data)?;
@@ -187,35 +177,29 @@ fn load(dir: &Path) -> Result<Vec<Vec<u8>>> {
     sources::collect(dir)?.into_iter().map(|i| i.read()).collect()
 }
 
-/// Read + sha256 + parse of every message, nothing kept. Files are read from disk (the
-/// page cache, warm after loading them once); mbox messages are already in memory.
-fn floor(messages: &[Vec<u8>], files: &[PathBuf]) -> Result<Floor> {
+/// Read + sha256 + parse of every message, nothing kept: files are read from disk (the
+/// page cache, warmed by a first untimed read), mbox messages are split out beforehand.
+fn floor(dir: &Path) -> Result<Floor> {
+    load(dir)?;
+    let items = sources::collect(dir)?;
     let parser = mail_parser::MessageParser::default();
     let t = Instant::now();
-    let mut bytes = 0u64;
-    let mut one = |raw: &[u8]| {
+    let (mut messages, mut bytes) = (0usize, 0u64);
+    for item in items {
+        let raw = item.read()?;
+        messages += 1;
         bytes += raw.len() as u64;
-        let sha = mailroom_core::sha256(raw);
-        let m = parser.parse(raw);
+        let sha = mailroom_core::sha256(&raw);
+        let m = parser.parse(&raw);
         // Keeps the work observable so that the optimiser cannot drop it.
         std::hint::black_box((sha, m));
-    };
-    if files.len() == messages.len() {
-        for p in files {
-            let raw = std::fs::read(p).with_context(|| format!("reading {}", p.display()))?;
-            one(&raw);
-        }
-    } else {
-        for raw in messages {
-            one(raw);
-        }
     }
     let seconds = t.elapsed().as_secs_f64();
     Ok(Floor {
-        messages: messages.len(),
+        messages,
         bytes,
         seconds,
-        messages_per_s: messages.len() as f64 / seconds,
+        messages_per_s: messages as f64 / seconds,
         mb_per_s: bytes as f64 / 1e6 / seconds,
     })
 }

@@ -103,7 +103,7 @@ pub async fn import(
         // the first of its messages it sees, so the order of the mailbox is kept. (Several
         // in flight only paid while every raw blob was fsynced.)
         let res = ingestor.ingest(mail.clone()).await;
-        settle(&mut s, &mut deferred, &pb, (label, mail, res));
+        settle(&mut s, &mut deferred, &pb, label, mail, res);
     }
     // One consumer per queue at any time: stop the background stages (each finishes the
     // batch it holds) before draining here. Two consumers would process a message's copies
@@ -134,13 +134,14 @@ pub async fn import(
     Ok(s)
 }
 
-type Ingested = (String, RawMail, Result<IngestOutcome, IngestError>);
-
+/// Counts an ingest's outcome; keeps a message whose inbox is not known yet for later.
 fn settle(
     s: &mut Summary,
     deferred: &mut Vec<(String, RawMail)>,
     pb: &ProgressBar,
-    (label, mail, res): Ingested,
+    label: String,
+    mail: RawMail,
+    res: Result<IngestOutcome, IngestError>,
 ) {
     match res {
         Ok(o) => count(s, &o),

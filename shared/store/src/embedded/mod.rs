@@ -72,11 +72,7 @@ impl Drop for Shared {
 }
 
 impl Db {
-    pub fn open(path: &Path) -> Result<Db> {
-        Db::open_with(path, Durability::Process)
-    }
-
-    pub fn open_with(path: &Path, durability: Durability) -> Result<Db> {
+    pub fn open(path: &Path, durability: Durability) -> Result<Db> {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)?;
         }
@@ -258,7 +254,7 @@ impl Embedded {
     pub fn open(dir: &Path) -> Result<Embedded> {
         std::fs::create_dir_all(dir)?;
         let durability = Durability::from_env()?;
-        let db = Db::open_with(&dir.join("mailroom.db"), durability)?;
+        let db = Db::open(&dir.join("mailroom.db"), durability)?;
         Ok(Embedded { dir: dir.to_path_buf(), db, durability })
     }
     pub fn blobs(&self) -> FileBlobStore {
