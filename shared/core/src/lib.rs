@@ -1,5 +1,6 @@
 //! Mailroom's domain types and pure logic: no I/O, no AWS crates.
 
+pub mod calendar;
 pub mod classify;
 pub mod crm;
 pub mod envelope;
@@ -13,6 +14,7 @@ pub mod signed;
 pub mod subject;
 pub mod workspace;
 
+pub use calendar::Calendar;
 pub use envelope::Envelope;
 pub use ids::{EmailAddress, InvalidAddress, Sha256, sha256};
 pub use ingest::{Folder, IngestPointer, raw_key};

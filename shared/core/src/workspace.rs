@@ -1,10 +1,12 @@
 //! The workspace model: inboxes, users, teams, pipelines, routing rules, ticket automation,
-//! signatures, deals. `mailroom apply FILE` reads it from TOML (see docs/workspace.md);
+//! signatures, deals, business-hours calendars, SLA policies and report settings.
+//! `mailroom apply FILE` reads it from TOML (see docs/workspace.md);
 //! the API will edit the same model. Pure types and validation: no I/O.
 
 use crate::EmailAddress;
+use crate::calendar::Calendar;
 use serde::{Deserialize, Serialize};
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 use toml::de::{DeTable, DeValue};
 
@@ -31,6 +33,14 @@ pub struct Workspace {
     pub contacts: Vec<ContactSeed>,
     #[serde(default)]
     pub deals: Vec<Deal>,
+    /// Business-hours calendars, referred to by SLA policies and `[reports]`.
+    #[serde(default)]
+    pub calendars: Vec<CalendarSpec>,
+    /// Ordered; a conversation gets the first that matches its inbox and priority.
+    #[serde(default)]
+    pub sla_policies: Vec<SlaPolicy>,
+    #[serde(default)]
+    pub reports: ReportSettings,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -306,6 +316,104 @@ pub struct Deal {
     pub amount: Option<f64>,
 }
 
+/// A business-hours calendar ([`Calendar::new`] reads it).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CalendarSpec {
+    pub id: String,
+    /// An IANA time zone name (`Europe/Berlin`).
+    pub time_zone: String,
+    /// Open hours per day: `mon` .. `sun` → `"08:00-18:00"`, `"08:00-12:00,13:00-18:00"`,
+    /// `"00:00-24:00"` or `""`; a missing day is closed.
+    #[serde(default)]
+    pub hours: BTreeMap<String, String>,
+    /// Local dates (`YYYY-MM-DD`) closed all day.
+    #[serde(default)]
+    pub holidays: Vec<String>,
+}
+
+/// First-response and time-to-close targets for the conversations of some inboxes and
+/// priorities.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SlaPolicy {
+    pub id: String,
+    /// Inbox addresses (empty: every inbox).
+    #[serde(default)]
+    pub inboxes: Vec<String>,
+    /// Priorities (empty: every conversation, with a priority or without).
+    #[serde(default)]
+    pub priorities: Vec<String>,
+    /// A duration ([`parse_duration`]) of business time.
+    #[serde(default)]
+    pub first_response: Option<String>,
+    /// A duration ([`parse_duration`]) of business time.
+    #[serde(default)]
+    pub time_to_close: Option<String>,
+    /// The calendar the targets are measured in (absent: calendar time, 24x7).
+    #[serde(default)]
+    pub calendar: Option<String>,
+    /// Stage ids during which the clocks stop (e.g. waiting on the customer).
+    #[serde(default)]
+    pub pause_stages: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReportSettings {
+    /// The calendar of the business-hours metrics (absent: calendar time, 24x7).
+    #[serde(default)]
+    pub calendar: Option<String>,
+    /// How long an open conversation waits for the team before it counts as stale.
+    #[serde(default = "default_stale_after")]
+    pub stale_after: String,
+}
+
+fn default_stale_after() -> String {
+    "24h".into()
+}
+
+impl Default for ReportSettings {
+    fn default() -> ReportSettings {
+        ReportSettings { calendar: None, stale_after: default_stale_after() }
+    }
+}
+
+/// A duration in seconds: numbers with units `d`, `h`, `m`, `s`, largest unit first, each
+/// unit at most once, no spaces: `"45s"`, `"30m"`, `"4h"`, `"2d"`, `"1h30m"`, `"1d12h"`.
+/// Zero, negative, unitless and empty durations are errors.
+pub fn parse_duration(s: &str) -> Result<i64, String> {
+    const UNITS: [(char, i64); 4] = [('d', 86_400), ('h', 3_600), ('m', 60), ('s', 1)];
+    let bad =
+        || format!("invalid duration {s:?}: use a number and a unit (d, h, m, s), e.g. \"4h\" or \"1h30m\"");
+    let text = s.trim();
+    if text.is_empty() {
+        return Err(bad());
+    }
+    let mut total: i64 = 0;
+    let mut rest = text;
+    let mut next_unit = 0;
+    while !rest.is_empty() {
+        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+        if digits == 0 {
+            return Err(bad());
+        }
+        let n: i64 = rest[..digits].parse().map_err(|_| bad())?;
+        let unit = rest[digits..].chars().next().ok_or_else(bad)?;
+        let Some(k) = UNITS.iter().position(|&(c, _)| c == unit) else { return Err(bad()) };
+        if k < next_unit {
+            return Err(format!("invalid duration {s:?}: give each unit once, largest first (d, h, m, s)"));
+        }
+        next_unit = k + 1;
+        total = n.checked_mul(UNITS[k].1).and_then(|x| total.checked_add(x)).ok_or_else(bad)?;
+        rest = &rest[digits + unit.len_utf8()..];
+    }
+    if total == 0 {
+        return Err(format!("invalid duration {s:?}: must be longer than zero"));
+    }
+    Ok(total)
+}
+
 // ------------------------------------------------------------------ parsing and validation
 
 /// One problem in a workspace file: where (1-based line when read from text, and the path
@@ -516,6 +624,9 @@ impl Workspace {
             d.contacts.iter_mut().for_each(email);
             d.companies.iter_mut().for_each(domain);
         }
+        for p in &mut self.sla_policies {
+            p.inboxes.iter_mut().for_each(email);
+        }
     }
 
     /// The ids of the teams a user (by address, any case) is a member of, in file order.
@@ -530,6 +641,45 @@ impl Workspace {
 
     pub fn pipeline(&self, id: &str) -> Option<&Pipeline> {
         self.pipelines.iter().find(|p| p.id == id)
+    }
+
+    /// The calendar with this id; [`Calendar::always`] (24x7) for `None`, an unknown id or
+    /// an invalid calendar (which [`validate`] reports).
+    pub fn calendar(&self, id: Option<&str>) -> Calendar {
+        id.and_then(|id| self.calendars.iter().find(|c| c.id == id))
+            .and_then(|c| Calendar::new(&c.time_zone, &c.hours, &c.holidays).ok())
+            .unwrap_or_else(Calendar::always)
+    }
+
+    /// The SLA policy of a conversation: the first in file order whose `inboxes` holds
+    /// the inbox (case-insensitively) and whose `priorities` holds the priority
+    /// (case-insensitively); an empty list matches everything, and a conversation
+    /// without priority matches only policies without `priorities`.
+    pub fn sla_policy(&self, inbox: &str, priority: Option<&str>) -> Option<&SlaPolicy> {
+        let inbox = inbox.trim();
+        self.sla_policies.iter().find(|p| {
+            (p.inboxes.is_empty() || p.inboxes.iter().any(|i| i.trim().eq_ignore_ascii_case(inbox)))
+                && (p.priorities.is_empty()
+                    || priority.is_some_and(|pr| p.priorities.iter().any(|x| x.eq_ignore_ascii_case(pr))))
+        })
+    }
+
+    /// `[reports] stale_after` in seconds (24 hours when it is invalid, which [`validate`]
+    /// reports).
+    pub fn stale_after_secs(&self) -> i64 {
+        parse_duration(&self.reports.stale_after).unwrap_or(86_400)
+    }
+}
+
+impl SlaPolicy {
+    /// `first_response` in seconds (`None` when absent or invalid).
+    pub fn first_response_secs(&self) -> Option<i64> {
+        self.first_response.as_deref().and_then(|d| parse_duration(d).ok())
+    }
+
+    /// `time_to_close` in seconds (`None` when absent or invalid).
+    pub fn time_to_close_secs(&self) -> Option<i64> {
+        self.time_to_close.as_deref().and_then(|d| parse_duration(d).ok())
     }
 }
 
@@ -559,7 +709,7 @@ impl Inbox {
     }
 }
 
-/// An id of a team, pipeline, stage or deal: letters, digits, `_`, `-` and `.`, starting
+/// An id of a team, pipeline, stage, deal, calendar or SLA policy: letters, digits, `_`, `-` and `.`, starting
 /// with a letter or digit, at most 64 characters.
 pub fn valid_id(s: &str) -> bool {
     let mut chars = s.chars();
@@ -827,7 +977,104 @@ pub fn validate(ws: &Workspace) -> Vec<ConfigError> {
             v.err(format!("{p}.amount"), "the amount must be a number >= 0");
         }
     }
+    validate_sla(&mut v);
     v.errs
+}
+
+/// Calendars, SLA policies and `[reports]`.
+fn validate_sla(v: &mut Validator<'_>) {
+    let ws = v.ws;
+    let no_hours = BTreeMap::new();
+    let mut calendars: HashMap<&str, usize> = HashMap::new();
+    for (i, c) in ws.calendars.iter().enumerate() {
+        let p = format!("calendars[{i}]");
+        if v.id(&format!("{p}.id"), "calendar", &c.id)
+            && let Some(j) = calendars.insert(&c.id, i)
+        {
+            v.err(format!("{p}.id"), format!("duplicate calendar {:?} (also calendars[{j}])", c.id));
+        }
+        // Each part on its own, for the line of the error.
+        if let Err(e) = Calendar::new(&c.time_zone, &no_hours, &[]) {
+            v.err(format!("{p}.time_zone"), e);
+        }
+        for (day, spec) in &c.hours {
+            let one = BTreeMap::from([(day.clone(), spec.clone())]);
+            if let Err(e) = Calendar::new("UTC", &one, &[]) {
+                v.err(format!("{p}.hours.{day}"), e);
+            }
+        }
+        for (j, h) in c.holidays.iter().enumerate() {
+            if let Err(e) = Calendar::new("UTC", &no_hours, std::slice::from_ref(h)) {
+                v.err(format!("{p}.holidays[{j}]"), e);
+            }
+        }
+    }
+    let calendar = |v: &mut Validator<'_>, path: String, id: &Option<String>| {
+        if let Some(id) = id
+            && !calendars.contains_key(id.as_str())
+        {
+            let known = v.list(ws.calendars.iter().map(|c| c.id.as_str()));
+            v.err(path, format!("unknown calendar {id:?} (calendars: {known})"));
+        }
+    };
+    let mut policies: HashMap<&str, usize> = HashMap::new();
+    for (i, pol) in ws.sla_policies.iter().enumerate() {
+        let p = format!("sla_policies[{i}]");
+        if v.id(&format!("{p}.id"), "SLA policy", &pol.id)
+            && let Some(j) = policies.insert(&pol.id, i)
+        {
+            v.err(format!("{p}.id"), format!("duplicate SLA policy {:?} (also sla_policies[{j}])", pol.id));
+        }
+        for (j, addr) in pol.inboxes.iter().enumerate() {
+            v.inbox(&format!("{p}.inboxes[{j}]"), addr);
+        }
+        for (j, pr) in pol.priorities.iter().enumerate() {
+            if !PRIORITIES.contains(&pr.as_str()) {
+                v.err(
+                    format!("{p}.priorities[{j}]"),
+                    format!("unknown priority {pr:?} (use {})", PRIORITIES.join(", ")),
+                );
+            }
+        }
+        if pol.first_response.is_none() && pol.time_to_close.is_none() {
+            v.err(p.clone(), "an SLA policy needs `first_response` or `time_to_close`");
+        }
+        for (key, d) in [("first_response", &pol.first_response), ("time_to_close", &pol.time_to_close)] {
+            if let Some(d) = d
+                && let Err(e) = parse_duration(d)
+            {
+                v.err(format!("{p}.{key}"), e);
+            }
+        }
+        calendar(v, format!("{p}.calendar"), &pol.calendar);
+        for (j, st) in pol.pause_stages.iter().enumerate() {
+            let sp = format!("{p}.pause_stages[{j}]");
+            let found: Vec<(&Pipeline, &Stage)> =
+                ws.pipelines.iter().filter_map(|pl| pl.stage(st).map(|s| (pl, s))).collect();
+            match found.iter().find(|(_, s)| s.closed) {
+                _ if found.is_empty() => {
+                    let mut known: Vec<&str> =
+                        ws.pipelines.iter().flat_map(|pl| pl.stages.iter().map(|s| s.id.as_str())).collect();
+                    known.sort_unstable();
+                    known.dedup();
+                    let known = v.list(known.into_iter());
+                    v.err(sp, format!("stage {st:?} is not a stage of any pipeline (stages: {known})"));
+                }
+                Some((pl, _)) => v.err(
+                    sp,
+                    format!(
+                        "stage {st:?} is closed in pipeline {:?}: only open stages can pause the clock",
+                        pl.id
+                    ),
+                ),
+                None => {}
+            }
+        }
+    }
+    calendar(v, "reports.calendar".into(), &ws.reports.calendar);
+    if let Err(e) = parse_duration(&ws.reports.stale_after) {
+        v.err("reports.stale_after", e);
+    }
 }
 
 fn validate_inbox(v: &mut Validator<'_>, i: usize, inbox: &Inbox) {
@@ -1096,6 +1343,246 @@ mod tests {
         assert_eq!(support.initial_stage(&ws).map(|s| s.id.as_str()), Some("new"));
         assert_eq!(ws.rules[6].conditions[0].field, Field::Inbox);
         assert_eq!(ws.contacts[0].properties.get("tier").map(String::as_str), Some("enterprise"));
+        // Calendars, SLA policies, reports.
+        assert_eq!(ws.calendars.len(), 1);
+        assert_eq!(
+            (ws.calendars[0].id.as_str(), ws.calendars[0].time_zone.as_str()),
+            ("berlin", "Europe/Berlin")
+        );
+        assert_eq!(ws.calendars[0].holidays, vec!["2024-03-29", "2024-04-01"]);
+        assert_eq!(ws.reports, ReportSettings { calendar: Some("berlin".into()), stale_after: "24h".into() });
+        assert_eq!(ws.stale_after_secs(), 86_400);
+        let ids: Vec<&str> = ws.sla_policies.iter().map(|p| p.id.as_str()).collect();
+        assert_eq!(ids, vec!["urgent", "standard"]);
+        let policy = |inbox: &str, pr: Option<&str>| ws.sla_policy(inbox, pr).map(|p| p.id.as_str());
+        assert_eq!(policy("support@acme-corp.example", Some("high")), Some("urgent"));
+        assert_eq!(policy("Billing@ACME-corp.example", Some("HIGH")), Some("urgent"));
+        assert_eq!(policy("support@acme-corp.example", Some("normal")), Some("standard"));
+        assert_eq!(policy("sales@acme-corp.example", None), Some("standard"));
+        let urgent = &ws.sla_policies[0];
+        assert_eq!((urgent.first_response_secs(), urgent.time_to_close_secs()), (Some(3600), Some(86_400)));
+        assert_eq!(ws.sla_policies[1].pause_stages, vec!["waiting_on_contact"]);
+        // Easter 2024 in Berlin: Thursday 28 March 18:00 CET (closing time) + 1 business
+        // hour is Tuesday 2 April 09:00 CEST (07:00 UTC).
+        let berlin = ws.calendar(ws.reports.calendar.as_deref());
+        let at = |s: &str| chrono::DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&chrono::Utc);
+        assert_eq!(
+            berlin.add_business_seconds(at("2024-03-28T17:00:00Z"), 3600),
+            Some(at("2024-04-02T07:00:00Z"))
+        );
+        assert_eq!(
+            berlin.business_seconds(at("2024-03-25T00:00:00Z"), at("2024-04-08T00:00:00Z")),
+            8 * 10 * 3600
+        );
+    }
+
+    #[test]
+    fn the_demo_validates() {
+        let ws = parse_toml(include_str!("../../../examples/demo/workspace.toml"))
+            .unwrap_or_else(|e| panic!("{e:#?}"));
+        assert!(ws.calendars.is_empty() && ws.sla_policies.is_empty());
+        assert_eq!(ws.reports, ReportSettings::default());
+    }
+
+    #[test]
+    fn durations() {
+        for (text, secs) in [
+            ("45s", 45),
+            ("30m", 1800),
+            ("4h", 14_400),
+            ("2d", 172_800),
+            ("1h30m", 5400),
+            ("1d12h", 129_600),
+            ("1d2h3m4s", 93_784),
+            (" 90m ", 5400),
+            ("0h5m", 300),
+        ] {
+            assert_eq!(parse_duration(text), Ok(secs), "{text}");
+        }
+        for bad in [
+            "", " ", "4", "h", "-4h", "+4h", "4 h", "4H", "4hours", "1.5h", "4h4h", "30m1h", "0s", "0d0h",
+            "1w",
+        ] {
+            let e = parse_duration(bad).unwrap_err();
+            assert!(e.starts_with(&format!("invalid duration {bad:?}")), "{bad}: {e}");
+        }
+        assert!(parse_duration("99999999999999999999d").is_err());
+        assert!(parse_duration("9223372036854775807d").is_err());
+    }
+
+    #[test]
+    fn sla_defaults_and_json_round_trip() {
+        let ws = parse_toml("name = \"x\"\n").unwrap_or_else(|e| panic!("{e:#?}"));
+        assert_eq!(ws.reports.stale_after, "24h");
+        assert_eq!(ws.stale_after_secs(), 86_400);
+        assert_eq!(ws.calendar(None), Calendar::always());
+        assert_eq!(ws.calendar(Some("nope")), Calendar::always());
+        assert_eq!(ws.sla_policy("a@b.example", None), None);
+        // `[reports]` with only a calendar keeps the default stale_after.
+        let text = "[[calendars]]\nid = \"c\"\ntime_zone = \"UTC\"\n[reports]\ncalendar = \"c\"\n";
+        let ws = parse_toml(text).unwrap_or_else(|e| panic!("{e:#?}"));
+        assert_eq!(ws.reports.stale_after, "24h");
+        // The model is stored as JSON (workspace_store::apply / load): the new sections
+        // come back as they were, and a model stored before they existed still loads.
+        let ws = parse_toml(ACME).unwrap_or_else(|e| panic!("{e:#?}"));
+        let json = serde_json::to_value(&ws).unwrap();
+        let back: Workspace = serde_json::from_value(json.clone()).unwrap();
+        assert_eq!(back, ws);
+        assert_eq!(json["sla_policies"][1]["pause_stages"][0], "waiting_on_contact");
+        let mut old = json;
+        for k in ["calendars", "sla_policies", "reports"] {
+            old.as_object_mut().unwrap().remove(k);
+        }
+        let back: Workspace = serde_json::from_value(old).unwrap();
+        assert_eq!((back.calendars.len(), back.sla_policies.len()), (0, 0));
+        assert_eq!(back.reports, ReportSettings::default());
+    }
+
+    #[test]
+    fn sla_policy_matching() {
+        let text = r#"
+[[inboxes]]
+address = "support@acme.example"
+[[inboxes]]
+address = "vip@acme.example"
+
+[[sla_policies]]
+id = "vip"
+inboxes = ["VIP@acme.example"]
+first_response = "15m"
+
+[[sla_policies]]
+id = "urgent"
+priorities = ["urgent", "high"]
+first_response = "1h"
+
+[[sla_policies]]
+id = "low"
+inboxes = ["support@acme.example"]
+priorities = ["low"]
+time_to_close = "10d"
+"#;
+        let ws = parse_toml(text).unwrap_or_else(|e| panic!("{e:#?}"));
+        assert_eq!(ws.sla_policies[0].inboxes, vec!["vip@acme.example"]);
+        let policy = |inbox: &str, pr: Option<&str>| ws.sla_policy(inbox, pr).map(|p| p.id.as_str());
+        assert_eq!(policy("vip@acme.example", Some("low")), Some("vip"));
+        assert_eq!(policy("Vip@Acme.Example", None), Some("vip"));
+        assert_eq!(policy("support@acme.example", Some("High")), Some("urgent"));
+        assert_eq!(policy("other@acme.example", Some("urgent")), Some("urgent"));
+        assert_eq!(policy("support@acme.example", Some("low")), Some("low"));
+        assert_eq!(policy("other@acme.example", Some("low")), None);
+        // Without a priority only a policy without `priorities` matches.
+        assert_eq!(policy("support@acme.example", None), None);
+        assert_eq!(ws.sla_policies[2].first_response_secs(), None);
+        assert_eq!(ws.sla_policies[2].time_to_close_secs(), Some(864_000));
+    }
+
+    #[test]
+    fn sla_errors_point_at_their_line() {
+        let text = r#"
+[[pipelines]]
+id = "support"
+stages = [{ id = "new" }, { id = "waiting" }, { id = "done", closed = true }]
+
+[[inboxes]]
+address = "support@acme.example"
+
+[[calendars]]
+id = "berlin"
+time_zone = "Europe/Berln"
+hours = { mon = "08:00-18:00", tue = "18:00-08:00" }
+holidays = ["2024-03-29", "2024-13-01"]
+
+[[calendars]]
+id = "berlin"
+time_zone = "UTC"
+[calendars.hours]
+wed = "08:00-12:00,11:00-18:00"
+monday = "08:00-18:00"
+
+[[sla_policies]]
+id = "standard"
+inboxes = ["help@acme.example"]
+priorities = ["normal", "critical"]
+first_response = "4 hours"
+time_to_close = "3d"
+calendar = "paris"
+pause_stages = ["waiting", "waitng", "done"]
+
+[[sla_policies]]
+id = "standard"
+
+[reports]
+calendar = "london"
+stale_after = "-1h"
+"#;
+        let errs = errors(text);
+        let got: Vec<(Option<usize>, &str)> = errs.iter().map(|e| (e.line, e.path.as_str())).collect();
+        assert_eq!(
+            got,
+            vec![
+                (Some(11), "calendars[0].time_zone"),
+                (Some(12), "calendars[0].hours.tue"),
+                (Some(13), "calendars[0].holidays[1]"),
+                (Some(16), "calendars[1].id"),
+                (Some(19), "calendars[1].hours.wed"),
+                (Some(20), "calendars[1].hours.monday"),
+                (Some(24), "sla_policies[0].inboxes[0]"),
+                (Some(25), "sla_policies[0].priorities[1]"),
+                (Some(26), "sla_policies[0].first_response"),
+                (Some(28), "sla_policies[0].calendar"),
+                (Some(29), "sla_policies[0].pause_stages[1]"),
+                (Some(29), "sla_policies[0].pause_stages[2]"),
+                (Some(31), "sla_policies[1]"),
+                (Some(32), "sla_policies[1].id"),
+                (Some(35), "reports.calendar"),
+                (Some(36), "reports.stale_after"),
+            ]
+        );
+        let by_path = |p: &str| errs.iter().find(|e| e.path == p).map(|e| e.message.clone()).unwrap();
+        assert!(by_path("calendars[0].time_zone").starts_with("unknown time zone \"Europe/Berln\""));
+        assert_eq!(
+            by_path("calendars[0].hours.tue"),
+            "tue = \"18:00-08:00\": interval \"18:00-08:00\" ends before it starts"
+        );
+        assert!(by_path("calendars[0].holidays[1]").starts_with("invalid holiday \"2024-13-01\""));
+        assert_eq!(by_path("calendars[1].id"), "duplicate calendar \"berlin\" (also calendars[0])");
+        assert!(by_path("calendars[1].hours.wed").contains("overlaps"));
+        assert!(by_path("calendars[1].hours.monday").starts_with("unknown day \"monday\""));
+        assert_eq!(
+            by_path("sla_policies[0].inboxes[0]"),
+            "unknown inbox help@acme.example: not in [[inboxes]]"
+        );
+        assert!(by_path("sla_policies[0].priorities[1]").starts_with("unknown priority \"critical\""));
+        assert!(by_path("sla_policies[0].first_response").starts_with("invalid duration \"4 hours\""));
+        assert_eq!(
+            by_path("sla_policies[0].calendar"),
+            "unknown calendar \"paris\" (calendars: berlin, berlin)"
+        );
+        assert_eq!(
+            by_path("sla_policies[0].pause_stages[1]"),
+            "stage \"waitng\" is not a stage of any pipeline (stages: done, new, waiting)"
+        );
+        assert_eq!(
+            by_path("sla_policies[0].pause_stages[2]"),
+            "stage \"done\" is closed in pipeline \"support\": only open stages can pause the clock"
+        );
+        assert_eq!(by_path("sla_policies[1]"), "an SLA policy needs `first_response` or `time_to_close`");
+        assert_eq!(by_path("sla_policies[1].id"), "duplicate SLA policy \"standard\" (also sla_policies[0])");
+        assert_eq!(by_path("reports.calendar"), "unknown calendar \"london\" (calendars: berlin, berlin)");
+        assert!(by_path("reports.stale_after").starts_with("invalid duration \"-1h\""));
+    }
+
+    #[test]
+    fn unknown_keys_in_the_sla_sections() {
+        one_error("[reports]\nstale = \"1h\"\n", 2, "reports.stale", "unknown field `stale`");
+        one_error(
+            "[[sla_policies]]\nid = \"p\"\nfirst_response = \"1h\"\npause = []\n",
+            4,
+            "sla_policies[0].pause",
+            "unknown field `pause`",
+        );
+        one_error("[[calendars]]\nid = \"c\"\n", 1, "calendars[0]", "missing field `time_zone`");
     }
 
     #[test]
