@@ -47,6 +47,10 @@ pub struct ParsedMessage {
     pub subject_key: String,
     /// UTC, RFC 3339; null when missing or implausible.
     pub date: Option<DateTime<Utc>>,
+    /// When the message reached the receiving server: the date of the topmost Received
+    /// header (the hop that delivered it to the mailbox); null when there is none (a Sent
+    /// copy) or it is implausible.
+    pub received: Option<DateTime<Utc>>,
     pub in_reply_to: Vec<String>,
     pub references: Vec<String>,
     pub text: String,
@@ -137,6 +141,12 @@ pub fn understand(raw: &[u8]) -> Result<Understood, ParseError> {
     if date.is_none() {
         defects.push("no usable Date header".into());
     }
+    let received = msg
+        .received_all()
+        .next()
+        .and_then(|r| r.date.as_ref())
+        .and_then(|d| DateTime::from_timestamp(d.to_timestamp(), 0))
+        .filter(|d| d.timestamp() > 631_152_000 && *d < Utc::now() + chrono::Duration::days(2));
     let text = body_text(&msg);
     let html = msg.body_html(0).filter(|_| msg.html_body_count() > 0).map(|h| ammonia::clean(&h));
     let split = quote::split(&text);
@@ -161,6 +171,7 @@ pub fn understand(raw: &[u8]) -> Result<Understood, ParseError> {
         subject_key: subject::analyse(&subject).key,
         subject,
         date,
+        received,
         in_reply_to,
         references,
         new_text: split.new_text,
