@@ -3,6 +3,8 @@
 #   - moto[server], cfn-lint and cargo-lambda from PyPI into .venv (under the project)
 #   - dovecot from Debian's packages (dovecot-imapd; the IMAP tests run it as a
 #     user-level process with their own config)
+#   - chromium from Debian's packages and playwright-core from npm (tests/browser,
+#     the headless check of the reports dashboard)
 #   - one moto server for the whole run, on loopback
 # then builds the workspace once and runs cargo fmt --check, clippy and every test.
 set -euo pipefail
@@ -28,6 +30,24 @@ if ! command -v dovecot >/dev/null 2>&1 && [ ! -x /usr/sbin/dovecot ]; then
         echo "dovecot is missing: run 'sudo apt-get install dovecot-imapd' and try again" >&2
         exit 1
     fi
+fi
+
+step "chromium (Debian's) and tests/browser's npm packages"
+if [ ! -x /usr/bin/chromium ]; then
+    if [ "$(id -u)" = 0 ]; then
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+    else
+        echo "chromium is missing: run 'sudo apt-get install chromium' and try again" >&2
+        exit 1
+    fi
+fi
+if [ ! -d tests/browser/node_modules/playwright-core ]; then
+    if ! command -v npm >/dev/null 2>&1; then
+        echo "npm is missing: install Node.js 20 or later with npm and try again" >&2
+        exit 1
+    fi
+    (cd tests/browser && npm ci --no-audit --no-fund)
 fi
 
 step "moto server"

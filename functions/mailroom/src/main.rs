@@ -2,12 +2,15 @@
 
 mod apply;
 mod bench;
+mod bench_report;
 mod demo;
 mod import;
+mod report;
 mod serve;
 mod sources;
 
 use anyhow::Result;
+use chrono::{DateTime, NaiveDate, Utc};
 use clap::{Parser, Subcommand};
 use mailroom_core::Folder;
 use std::path::PathBuf;
@@ -106,6 +109,54 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Conversation volume, first response times, agents, open vs closed, unassigned,
+    /// stale and SLA compliance, from the pre-aggregated report buckets
+    /// (docs/metrics.md has the formulas).
+    Report {
+        /// First UTC day (YYYY-MM-DD), inclusive.
+        #[arg(long)]
+        from: Option<NaiveDate>,
+        /// Last UTC day (YYYY-MM-DD), inclusive.
+        #[arg(long)]
+        to: Option<NaiveDate>,
+        /// Only conversations of this inbox.
+        #[arg(long)]
+        inbox: Option<String>,
+        /// The instant stale and SLA figures are judged at (RFC 3339; default: now).
+        #[arg(long)]
+        now: Option<DateTime<Utc>>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// One run of the schedule: SLA breach events for conversations past their deadline,
+    /// and the gauges (open, unassigned, stale, SLA due). `mailroom serve` runs it every
+    /// minute.
+    Sweep {
+        /// The instant to judge deadlines at (RFC 3339; default: now).
+        #[arg(long)]
+        now: Option<DateTime<Utc>>,
+    },
+    /// Close a conversation (and its ticket).
+    Close {
+        id: String,
+        /// The user who closes it (counted in the agent report).
+        #[arg(long)]
+        by: Option<String>,
+        /// When (RFC 3339; default: now).
+        #[arg(long)]
+        at: Option<DateTime<Utc>>,
+    },
+    /// Reopen a closed conversation.
+    Reopen { id: String },
+    /// Benchmark: report latency at growing numbers of conversations (embedded storage);
+    /// the latency should not grow with them (docs/performance.md).
+    BenchReport {
+        /// Sizes to run, comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "10000,100000")]
+        conversations: Vec<u32>,
+        #[arg(long)]
+        json: bool,
+    },
     /// Validate a workspace file (.toml: inboxes, users, teams, pipelines, rules, deals;
     /// see docs/workspace.md) and write it to storage. Errors are printed as
     /// `FILE:LINE: path: message`, exit status 2, and nothing is written.
@@ -166,7 +217,19 @@ async fn main() -> Result<()> {
             bench::run(bench::Options { conversations, seed, corpus, generator, workspace, keep, json })
                 .await?
         }
+        Cmd::BenchReport { conversations, json } => bench_report::run(&conversations, json).await?,
         Cmd::Apply { file, json } => apply::run(&cli.data, &file, json).await?,
+        Cmd::Report { from, to, inbox, now, json } => {
+            report::run(&cli.data, report::Options { from, to, inbox, now, json }).await?
+        }
+        Cmd::Close { id, by, at } => report::set_status(&cli.data, &id, true, by.as_deref(), at).await?,
+        Cmd::Sweep { now } => {
+            let ports = mailroom_app::Ports::embedded(&cli.data)?;
+            let out = mailroom_app::reports::scheduled(&ports, now.unwrap_or_else(Utc::now)).await?;
+            ports.flush()?;
+            println!("{}", serde_json::to_string_pretty(&out)?);
+        }
+        Cmd::Reopen { id } => report::set_status(&cli.data, &id, false, None, None).await?,
         Cmd::Conversations { json } => {
             let ports = mailroom_app::Ports::embedded(&cli.data)?;
             let convs = mailroom_app::conversations::list(&ports).await?;

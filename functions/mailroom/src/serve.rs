@@ -25,11 +25,27 @@ pub async fn run(data: &Path, bind: &str, port: u16) -> Result<()> {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let worker = Stages::new(&ports);
     let bg = tokio::spawn(async move { worker.run(stop_rx).await });
+    // The schedule: the SLA sweep and gauges every minute (the `sweep` function in AWS).
+    let sched_ports = ports.clone();
+    let schedule = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
+        loop {
+            tick.tick().await;
+            match mailroom_app::reports::scheduled(&sched_ports, chrono::Utc::now()).await {
+                Ok(o) if !o.breached.is_empty() => tracing::warn!(breached = o.breached.len(), "SLA sweep"),
+                Ok(_) => {}
+                Err(e) => tracing::error!(error = %format!("{e:#}"), "SLA sweep failed"),
+            }
+            let _ = sched_ports.flush();
+        }
+    });
 
     let state = AppState { ingestor: Arc::new(Ingestor::new(ports.clone())), ports: ports.clone() };
     let app = Router::new()
         .route("/health", get(|| async { Json(serde_json::json!({"status": "ok"})) }))
         .route("/ingest", post(ingest))
+        .route("/reports/summary", get(report_summary))
+        .route("/dashboard", get(|| async { axum::response::Html(include_str!("dashboard.html")) }))
         .with_state(state);
     let listener = tokio::net::TcpListener::bind((bind, port))
         .await
@@ -41,6 +57,7 @@ pub async fn run(data: &Path, bind: &str, port: u16) -> Result<()> {
         })
         .await?;
     let _ = stop_tx.send(true);
+    schedule.abort();
     bg.await?;
     ports.flush()?;
     Ok(())
@@ -72,5 +89,48 @@ async fn ingest(State(st): State<AppState>, Query(p): Query<IngestParams>, body:
         Ok(r) => (StatusCode::ACCEPTED, Json(serde_json::json!(r))).into_response(),
         Err(e) => (StatusCode::UNPROCESSABLE_ENTITY, Json(serde_json::json!({"error": format!("{e:#}")})))
             .into_response(),
+    }
+}
+
+#[derive(Deserialize)]
+struct ReportParams {
+    from: Option<String>,
+    to: Option<String>,
+    inbox: Option<String>,
+}
+
+/// `GET /reports/summary?from=YYYY-MM-DD&to=YYYY-MM-DD&inbox=ADDRESS`: the report
+/// `mailroom report --json` prints. Errors are RFC 9457 problem details.
+async fn report_summary(
+    State(st): State<AppState>,
+    Query(p): Query<ReportParams>,
+) -> axum::response::Response {
+    let problem = |status: StatusCode, detail: String| {
+        let body = serde_json::json!({"type": "about:blank", "title": status.canonical_reason(), "status": status.as_u16(), "detail": detail});
+        (status, [(axum::http::header::CONTENT_TYPE, "application/problem+json")], body.to_string())
+            .into_response()
+    };
+    let day = |name: &str, v: &Option<String>| -> Result<Option<chrono::NaiveDate>, String> {
+        match v.as_deref().filter(|s| !s.is_empty()) {
+            None => Ok(None),
+            Some(s) => chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d")
+                .map(Some)
+                .map_err(|_| format!("{name} must be a date YYYY-MM-DD, not {s:?}")),
+        }
+    };
+    let (from, to) = match (day("from", &p.from), day("to", &p.to)) {
+        (Ok(f), Ok(t)) => (f, t),
+        (Err(e), _) | (_, Err(e)) => return problem(StatusCode::BAD_REQUEST, e),
+    };
+    let res = async {
+        let ws = mailroom_app::workspace_store::load(&st.ports).await?.unwrap_or_default();
+        let inbox = p.inbox.filter(|i| !i.is_empty());
+        let f = mailroom_app::reports::Filter { from, to, inbox, visible: None };
+        mailroom_app::reports::report(&st.ports, &ws, &f, chrono::Utc::now()).await
+    }
+    .await;
+    match res {
+        Ok(r) => Json(r).into_response(),
+        Err(e) => problem(StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}")),
     }
 }

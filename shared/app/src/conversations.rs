@@ -45,6 +45,8 @@ pub struct ConversationView {
     pub priority: Option<String>,
     pub tags: Vec<String>,
     pub ticket: Option<TicketView>,
+    /// Report figures: first response, waiting, SLA status (docs/metrics.md).
+    pub figures: Option<crate::reports::ConvFigures>,
     /// In arrival order, each once.
     pub message_ids: Vec<String>,
     pub messages: Vec<MessageView>,
@@ -98,6 +100,7 @@ pub async fn list(ports: &Ports) -> anyhow::Result<Vec<ConversationView>> {
                 priority: s(&root.item, "priority"),
                 tags: strings("tags"),
                 ticket,
+                figures: crate::reports::figures(ports, &root.id).await?,
                 message_ids: vec![],
                 messages: vec![],
             };
@@ -128,4 +131,45 @@ pub async fn list(ports: &Ports) -> anyhow::Result<Vec<ConversationView>> {
     let mut out: Vec<ConversationView> = convs.into_values().collect();
     out.sort_by(|a, b| (&a.first_date, &a.id).cmp(&(&b.first_date, &b.id)));
     Ok(out)
+}
+
+/// Closes or reopens a conversation (and its ticket), then updates its report figures.
+/// Closing an already closed conversation changes nothing.
+pub async fn set_status(
+    ports: &Ports,
+    ws: &mailroom_core::workspace::Workspace,
+    id: &str,
+    close: bool,
+    by: Option<&str>,
+    at: chrono::DateTime<chrono::Utc>,
+) -> anyhow::Result<String> {
+    use mailroom_store::{Cond, StoreError, Update};
+    use serde_json::json;
+    let root = crate::thread::Threader::new(ports).find(id).await?;
+    let (from, to) = if close { ("open", "closed") } else { ("closed", "open") };
+    let mut actions = vec![Update::Set("status".into(), json!(to))];
+    if close {
+        actions.push(Update::Set("closed_at".into(), json!(at.to_rfc3339())));
+        actions.push(Update::Set("closed_by".into(), json!(by.map(str::to_lowercase))));
+    } else {
+        actions.push(Update::Remove("closed_at".into()));
+        actions.push(Update::Remove("closed_by".into()));
+        actions.push(Update::Add("reopened".into(), 1));
+    }
+    let not_to = Cond::Or(vec![Cond::AttrNotExists("status".into()), Cond::Eq("status".into(), json!(from))]);
+    match ports.table.update(&crate::thread::conv_key(&root.id), actions, Some(not_to)).await {
+        Ok(_) => {}
+        Err(StoreError::ConditionFailed) => return Ok(root.id),
+        Err(e) => return Err(e.into()),
+    }
+    let tkey = crate::ticket::ticket_key(&root.id);
+    if ports.table.get(&tkey).await?.is_some() {
+        let mut t = vec![Update::Set("status".into(), json!(to))];
+        if close {
+            t.push(Update::Set("closed_at".into(), json!(at.to_rfc3339())));
+        }
+        ports.table.update(&tkey, t, None).await?;
+    }
+    crate::reports::refresh(ports, ws, &root.id, None).await?;
+    Ok(root.id)
 }

@@ -10,6 +10,7 @@ pub mod ingest;
 pub mod keys;
 pub mod matcher;
 pub mod ports;
+pub mod reports;
 pub mod route;
 pub mod stats;
 pub mod telemetry;

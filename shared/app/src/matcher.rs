@@ -8,6 +8,7 @@
 use crate::consumer::MessageHandler;
 use crate::keys;
 use crate::ports::Ports;
+use crate::route::StagePointer;
 use crate::thread::{ThreadInput, Threader};
 use anyhow::{Context, bail};
 use async_trait::async_trait;
@@ -112,7 +113,14 @@ impl MatchHandler {
                 ],
                 cond: Some(Cond::Eq("state".into(), json!("queued"))),
             };
-            let first_copy = table.get(&msg_key).await?.is_none();
+            let existing = table.get(&msg_key).await?;
+            let first_copy = existing.is_none();
+            // A Sent copy turning a recorded inbound message outbound: the reports must
+            // count it again (the ticket stage records reports and leaves outbound alone).
+            let flips = ptr.folder == Folder::Sent
+                && existing
+                    .as_ref()
+                    .is_some_and(|e| e.get("direction").and_then(Value::as_str) != Some("outbound"));
             let msg_op = if !first_copy {
                 let mut actions = vec![Update::Append("copies".into(), vec![copy.clone()])];
                 // A Sent copy tells the truth about direction whichever copy came first.
@@ -129,6 +137,12 @@ impl MatchHandler {
                     tracing::info!(inbox = %ptr.inbox, message_id = %m.message_id, key = %ptr.key, kind = ?m.kind, "message recorded");
                     if first_copy {
                         self.send_to_route(&m.message_id).await?;
+                    } else if flips {
+                        let body = serde_json::to_string(&StagePointer {
+                            message_id: m.message_id.clone(),
+                            logged: None,
+                        })?;
+                        self.ports.ticket_queue.send(&body).await?;
                     }
                     return Ok(());
                 }
@@ -140,7 +154,7 @@ impl MatchHandler {
     }
 
     async fn send_to_route(&self, message_id: &str) -> anyhow::Result<()> {
-        let body = serde_json::to_string(&crate::route::StagePointer { message_id: message_id.to_string() })?;
+        let body = serde_json::to_string(&StagePointer { message_id: message_id.to_string(), logged: None })?;
         self.ports.route_queue.send(&body).await?;
         Ok(())
     }
@@ -230,6 +244,8 @@ impl MatchHandler {
         put(&mut item, "cc", json!(m.cc.iter().map(|a| &a.email).collect::<Vec<_>>()));
         put(&mut item, "subject", json!(m.subject));
         put(&mut item, "date", json!(m.date.map(|d| d.to_rfc3339())));
+        // Arrival in the mailbox, for reports: the delivering hop's time, else the Date.
+        put(&mut item, "arrived", json!(m.received.or(m.date).map(|d| d.to_rfc3339())));
         put(&mut item, "synthetic_id", json!(m.synthetic_id));
         put(&mut item, "kind", json!(m.kind));
         put(&mut item, "bounce", json!(m.bounce));

@@ -28,6 +28,9 @@ use std::time::{Duration, Instant};
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StagePointer {
     pub message_id: String,
+    /// Set by the route stage: whether the message was logged on a contact's timeline.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logged: Option<bool>,
 }
 
 /// How long a loaded workspace configuration is used before it is read again.
@@ -212,8 +215,8 @@ impl RouteHandler {
             self.route(&ptr.message_id, &msg, &root.id, &inbox, &kind, customer.as_deref(), router, ws)
                 .await?;
         }
-        let body = serde_json::to_string(ptr)?;
-        self.ports.ticket_queue.send(&body).await?;
+        let next = StagePointer { message_id: ptr.message_id.clone(), logged: Some(!logged.is_empty()) };
+        self.ports.ticket_queue.send(&serde_json::to_string(&next)?).await?;
         Ok(())
     }
 

@@ -22,7 +22,7 @@ use crate::ports::Ports;
 use anyhow::{Context, bail};
 use chrono::{DateTime, Duration, Utc};
 use mailroom_core::{SignedRef, sha256};
-use mailroom_store::{Cond, Item, Key, Query, SkCond, StoreError, Update};
+use mailroom_store::{Cond, Item, Key, Query, SkCond, StoreError, TransactOp, Update};
 use serde_json::{Value, json};
 use std::collections::HashMap;
 
@@ -331,21 +331,30 @@ impl<'a> Threader<'a> {
                 )
             };
             let (winner, loser) = if order(&ra) <= order(&rb) { (ra, rb) } else { (rb, ra) };
+            // The winner lists what it absorbed, so reports can take over the loser's
+            // counts (reports::refresh).
             let res = self
                 .ports
                 .table
-                .update(
-                    &conv_key(&loser.id),
-                    vec![Update::Set("parent".into(), json!(winner.id))],
-                    Some(Cond::AttrNotExists("parent".into())),
-                )
+                .transact_write(vec![
+                    TransactOp::Update {
+                        key: conv_key(&loser.id),
+                        actions: vec![Update::Set("parent".into(), json!(winner.id))],
+                        cond: Some(Cond::AttrNotExists("parent".into())),
+                    },
+                    TransactOp::Update {
+                        key: conv_key(&winner.id),
+                        actions: vec![Update::Append("merged".into(), vec![json!(loser.id)])],
+                        cond: Some(Cond::AttrNotExists("parent".into())),
+                    },
+                ])
                 .await;
             match res {
                 Ok(_) => {
                     tracing::debug!(winner = %winner.id, loser = %loser.id, "conversations merged");
                     return Ok(winner.id);
                 }
-                Err(StoreError::ConditionFailed) => continue,
+                Err(StoreError::ConditionFailed | StoreError::TransactionCanceled { .. }) => continue,
                 Err(e) => return Err(e.into()),
             }
         }

@@ -34,13 +34,19 @@ impl TicketHandler {
     }
 
     async fn process(&self, ptr: &StagePointer) -> anyhow::Result<()> {
-        let table = &self.ports.table;
         let msg = crate::route::recorded_message(&self.ports, &ptr.message_id).await?;
-        if s(&msg, "direction").as_deref() == Some("outbound") || s(&msg, "kind").as_deref() != Some("normal")
-        {
+        self.ticket(ptr, &msg).await?;
+        // Reports last, so they see the ticket and the routing.
+        let cfg = self.config.get().await?;
+        crate::reports::record_message(&self.ports, &cfg.0, &msg, ptr.logged).await
+    }
+
+    async fn ticket(&self, ptr: &StagePointer, msg: &mailroom_store::Item) -> anyhow::Result<()> {
+        let table = &self.ports.table;
+        if s(msg, "direction").as_deref() == Some("outbound") || s(msg, "kind").as_deref() != Some("normal") {
             return Ok(());
         }
-        let conv_id = s(&msg, "conversation").context("message has no conversation")?;
+        let conv_id = s(msg, "conversation").context("message has no conversation")?;
         let root = Threader::new(&self.ports).find(&conv_id).await?;
         if root.item.get("no_ticket").and_then(Value::as_bool) == Some(true) {
             return Ok(());
@@ -68,7 +74,7 @@ impl TicketHandler {
             .or_else(|| inbox_cfg.initial_stage(ws).map(|x| x.id.clone()))
             .or_else(|| pipeline.initial_stage().map(|x| x.id.clone()))
             .context("pipeline has no stages")?;
-        let date = s(&msg, "date").unwrap_or_default();
+        let date = s(msg, "date").unwrap_or_default();
         let key = ticket_key(&root.id);
         match table.get(&key).await? {
             None => {
