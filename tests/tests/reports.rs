@@ -55,6 +55,21 @@ impl TruthConv {
             .find(|r| r["direction"] == "outbound" && t(&r["arrival"]) >= start)
             .map(|r| t(&r["arrival"]) - start)
     }
+    /// Every reply of ours to a waiting customer: seconds since the first of their
+    /// messages after our previous reply.
+    fn waits(&self) -> Vec<i64> {
+        let mut out = Vec::new();
+        let mut since: Option<i64> = None;
+        for r in self.normal() {
+            let at = t(&r["arrival"]);
+            if r["direction"] == "inbound" {
+                since.get_or_insert(at);
+            } else if let Some(s) = since.take() {
+                out.push(at - s);
+            }
+        }
+        out
+    }
     /// When the customer started waiting, if the last normal message is theirs.
     fn waiting_since(&self) -> Option<i64> {
         let n = self.normal();
@@ -200,6 +215,17 @@ fn report_equals_truth_and_dashboard_renders() {
     close_enough(fr["p90_s"].as_f64().unwrap(), nearest_rank(&frts, 0.9), "p90");
     assert!(fr["business_median_s"].as_f64().unwrap() < fr["median_s"].as_f64().unwrap());
 
+    // Wait time: every reply to a waiting customer.
+    let mut waits: Vec<i64> = counted.iter().flat_map(|(_, c)| c.waits()).collect();
+    waits.sort();
+    let wt = &report["wait_time"];
+    assert_eq!(wt["count"], waits.len() as i64, "wait_time.count");
+    let mean = waits.iter().sum::<i64>() as f64 / waits.len() as f64;
+    assert!((wt["mean_s"].as_f64().unwrap() - mean).abs() <= 1.0, "wait mean {} vs {mean}", wt["mean_s"]);
+    close_enough(wt["median_s"].as_f64().unwrap(), nearest_rank(&waits, 0.5), "wait median");
+    close_enough(wt["p90_s"].as_f64().unwrap(), nearest_rank(&waits, 0.9), "wait p90");
+    assert!(waits.len() > frts.len(), "follow-ups are answered too");
+
     // Agents: replies from the truth, assignments from the conversations, closes as done.
     let mut expect: BTreeMap<String, [i64; 3]> = BTreeMap::new();
     for r in rows.iter().filter(|r| r["kind"] == "normal" && r["direction"] == "outbound") {
@@ -310,7 +336,46 @@ fn report_equals_truth_and_dashboard_renders() {
     assert_eq!(week["volume"]["total"], expect_week as i64, "filtered volume");
     assert_eq!(week["volume"]["by_day"].as_object().unwrap().len(), 7);
 
-    dashboard(&data, &report);
+    // A customer writing again after the close reopens the conversation and its ticket.
+    let (label, c) = counted
+        .iter()
+        .find(|(l, c)| closed_truth.contains(*l) && c.normal()[0]["direction"] == "inbound")
+        .expect("a closed customer conversation");
+    let customer = c.normal()[0]["from"].as_str().unwrap();
+    let inbox = c.rows[0]["delivered_to"].as_str().unwrap();
+    let last = c.rows.last().unwrap()["message_id"].as_str().unwrap();
+    let when = DateTime::from_timestamp(c.opened().unwrap() + 2 * 86_400, 0).unwrap().to_rfc2822();
+    let eml = format!(
+        "Received: from mx1.acme-corp.example by imap.acme-corp.example with LMTP; {when}\r\n\
+         Delivered-To: {inbox}\r\nFrom: <{customer}>\r\nTo: <{inbox}>\r\nSubject: Re: still open\r\n\
+         Date: {when}\r\nMessage-ID: <reopen-{label}@customer.example>\r\nIn-Reply-To: {last}\r\n\
+         References: {last}\r\n\r\nAny news on this?\r\n"
+    );
+    let again = tmp.path().join("again");
+    std::fs::create_dir_all(&again).unwrap();
+    std::fs::write(again.join("reopen.eml"), eml).unwrap();
+    run(&data, &["import", again.to_str().unwrap()]);
+    let after = mailroom(&data, &["report", "--json", "--now", now]);
+    assert_eq!(after["closed"], report["closed"].as_i64().unwrap() - 1, "reopened by the customer");
+    assert_eq!(after["open"], report["open"].as_i64().unwrap() + 1);
+    assert_eq!(after["messages"]["in"], report["messages"]["in"].as_i64().unwrap() + 1);
+    let listing = mailroom(&data, &["conversations", "--json"]);
+    let reopened = listing
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| {
+            x["message_ids"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|m| m.as_str() == Some(&format!("reopen-{label}@customer.example")))
+        })
+        .expect("the new message joined a conversation");
+    assert_eq!(reopened["status"], "open");
+    assert_eq!(reopened["ticket"]["status"], "open");
+
+    dashboard(&data, &after);
 }
 
 /// `mailroom serve` on the imported data; the dashboard page in headless Chromium.

@@ -83,7 +83,10 @@ pub async fn run(data: &Path) -> Result<()> {
     }
     report(&ports).await?;
     println!();
-    println!("Look around: mailroom --data {} conversations | contacts | companies | stats", store.display());
+    println!(
+        "Look around: mailroom --data {} conversations | contacts | companies | report | stats",
+        store.display()
+    );
     Ok(())
 }
 
@@ -148,6 +151,21 @@ async fn report(ports: &mailroom_app::Ports) -> Result<()> {
     for c in &companies {
         println!("  {:<24} {:<16} {} contact(s)", c.domain, c.name, c.contacts);
     }
+    let ws = mailroom_app::workspace_store::load(ports).await?.unwrap_or_default();
+    let r = mailroom_app::reports::report(ports, &ws, &Default::default(), chrono::Utc::now()).await?;
+    let median =
+        r.first_response.median_s.map(|m| format!("{:.0} min", m / 60.0)).unwrap_or_else(|| "-".into());
+    println!();
+    println!(
+        "Report: {} conversations, {} answered (median first response {median}), {} open, {} unassigned, \
+         email logged on contacts {}/{}",
+        r.volume.total,
+        r.first_response.count,
+        r.open,
+        r.unassigned,
+        r.email_log.logged,
+        r.email_log.messages
+    );
     Ok(())
 }
 

@@ -137,7 +137,7 @@ fn conversation_contrib(
         message_counts(&mut c, conv, m);
     }
     let mut normal: Vec<&MsgFact> = msgs.iter().filter(|m| m.normal).collect();
-    normal.sort_by_key(|m| (m.t, !m.out));
+    normal.sort_by_key(|m| (m.t, m.out));
     let Some(first) = normal.first() else { return (c, fig) };
     let open_t = first.t;
     fig.opened_at = Some(open_t);
@@ -185,6 +185,28 @@ fn conversation_contrib(
         add(&mut c, &h, format!("frtb_h{}", hist_index(bsecs)), 1);
         fig.first_response_s = Some(secs);
         fig.first_response_business_s = Some(bsecs);
+    }
+
+    // Wait time: every reply of ours to a waiting customer, from the first of their
+    // messages since our previous reply (the first response included).
+    let mut waiting: Option<i64> = None;
+    for m in &normal {
+        match (m.out, waiting) {
+            (false, None) => waiting = Some(m.t),
+            (true, Some(w)) => {
+                let secs = m.t - w;
+                let bsecs = business(&report_cal, w, m.t);
+                let b = bucket(m.t, &inbox, ch);
+                add(&mut c, &b, "wait_n", 1);
+                add(&mut c, &b, "wait_sum", secs);
+                add(&mut c, &b, "waitb_sum", bsecs);
+                let h = hist_bucket(m.t, &inbox, ch);
+                add(&mut c, &h, format!("wait_h{}", hist_index(secs)), 1);
+                add(&mut c, &h, format!("waitb_h{}", hist_index(bsecs)), 1);
+                waiting = None;
+            }
+            _ => {}
+        }
     }
 
     // Waiting for us: open, and the last normal message is the customer's.
@@ -830,6 +852,8 @@ pub struct HistBar {
     pub count: i64,
 }
 
+/// Durations (first response, wait time): count, mean, percentiles, in calendar and
+/// business time.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct FirstResponse {
     pub count: i64,
@@ -922,6 +946,8 @@ pub struct Report {
     pub volume: Volume,
     pub messages: Messages,
     pub first_response: FirstResponse,
+    /// Every reply of ours to a waiting customer (docs/metrics.md).
+    pub wait_time: FirstResponse,
     pub agents: BTreeMap<String, AgentFigures>,
     pub teams: BTreeMap<String, i64>,
     pub tickets_created: i64,
@@ -956,9 +982,8 @@ pub async fn report(ports: &Ports, ws: &Workspace, f: &Filter, now: DateTime<Utc
     let (Some(first), Some(last)) = (all.iter().min(), all.iter().max()) else { return Ok(r) };
     let from = f.from.unwrap_or(*first).max(*first);
     let to = f.to.unwrap_or(*last).min(*last);
-    let mut frt: BTreeMap<i64, i64> = BTreeMap::new();
-    let mut frtb: BTreeMap<i64, i64> = BTreeMap::new();
-    let (mut frt_sum, mut frtb_sum) = (0i64, 0i64);
+    let mut frt = Durations::default();
+    let mut wait = Durations::default();
     let stale_before = now.timestamp() - r.stale_after_s;
     let mut inboxes = std::collections::BTreeSet::new();
     let want = f.inbox.as_ref().map(|i| i.to_lowercase());
@@ -1035,14 +1060,12 @@ pub async fn report(ports: &Ports, ws: &Workspace, f: &Filter, now: DateTime<Utc
                         "closed_now" => r.closed += n,
                         "unassigned" => r.unassigned += n,
                         "tickets" => r.tickets_created += n,
-                        "frt_n" => r.first_response.count += n,
-                        "frt_sum" => frt_sum += n,
-                        "frtb_sum" => frtb_sum += n,
                         a => {
-                            if let Some(i) = a.strip_prefix("frt_h").and_then(|x| x.parse().ok()) {
-                                *frt.entry(i).or_default() += n;
-                            } else if let Some(i) = a.strip_prefix("frtb_h").and_then(|x| x.parse().ok()) {
-                                *frtb.entry(i).or_default() += n;
+                            if let Some(rest) = a.strip_prefix("frt") {
+                                frt.count(rest, n);
+                            } else if let Some(rest) = a.strip_prefix("wait").filter(|r| !r.starts_with('@'))
+                            {
+                                wait.count(rest, n);
                             } else if let Some(t) =
                                 a.strip_prefix("wait@").and_then(|x| x.parse::<i64>().ok())
                             {
@@ -1064,16 +1087,8 @@ pub async fn report(ports: &Ports, ws: &Workspace, f: &Filter, now: DateTime<Utc
         day += Duration::days(1);
     }
     r.agents.retain(|_, a| *a != AgentFigures::default());
-    let n = r.first_response.count;
-    if n > 0 {
-        r.first_response.mean_s = Some(frt_sum as f64 / n as f64);
-        r.first_response.business_mean_s = Some(frtb_sum as f64 / n as f64);
-        r.first_response.median_s = percentile(&frt, 0.5);
-        r.first_response.p90_s = percentile(&frt, 0.9);
-        r.first_response.business_median_s = percentile(&frtb, 0.5);
-        r.first_response.business_p90_s = percentile(&frtb, 0.9);
-        r.first_response.histogram = coarse(&frt);
-    }
+    r.first_response = frt.finish();
+    r.wait_time = wait.finish();
     r.sla.all.finish();
     r.sla.first_response.finish();
     r.sla.time_to_close.finish();
@@ -1089,6 +1104,49 @@ pub async fn report(ports: &Ports, ws: &Workspace, f: &Filter, now: DateTime<Utc
     }
     let _ = first.year();
     Ok(r)
+}
+
+/// Sums and histograms of one duration metric while a report reads the buckets:
+/// attributes `{name}_n`, `{name}_sum`, `{name}b_sum`, `{name}_h{bin}`, `{name}b_h{bin}`
+/// (the caller strips `{name}`).
+#[derive(Default)]
+struct Durations {
+    n: i64,
+    sum: i64,
+    bsum: i64,
+    hist: BTreeMap<i64, i64>,
+    bhist: BTreeMap<i64, i64>,
+}
+
+impl Durations {
+    fn count(&mut self, rest: &str, n: i64) {
+        match rest {
+            "_n" => self.n += n,
+            "_sum" => self.sum += n,
+            "b_sum" => self.bsum += n,
+            r => {
+                if let Some(i) = r.strip_prefix("_h").and_then(|x| x.parse().ok()) {
+                    *self.hist.entry(i).or_default() += n;
+                } else if let Some(i) = r.strip_prefix("b_h").and_then(|x| x.parse().ok()) {
+                    *self.bhist.entry(i).or_default() += n;
+                }
+            }
+        }
+    }
+
+    fn finish(&self) -> FirstResponse {
+        let mut f = FirstResponse { count: self.n, ..FirstResponse::default() };
+        if self.n > 0 {
+            f.mean_s = Some(self.sum as f64 / self.n as f64);
+            f.business_mean_s = Some(self.bsum as f64 / self.n as f64);
+            f.median_s = percentile(&self.hist, 0.5);
+            f.p90_s = percentile(&self.hist, 0.9);
+            f.business_median_s = percentile(&self.bhist, 0.5);
+            f.business_p90_s = percentile(&self.bhist, 0.9);
+            f.histogram = coarse(&self.hist);
+        }
+        f
+    }
 }
 
 /// Nearest-rank percentile of a histogram.

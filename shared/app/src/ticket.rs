@@ -36,9 +36,39 @@ impl TicketHandler {
     async fn process(&self, ptr: &StagePointer) -> anyhow::Result<()> {
         let msg = crate::route::recorded_message(&self.ports, &ptr.message_id).await?;
         self.ticket(ptr, &msg).await?;
-        // Reports last, so they see the ticket and the routing.
         let cfg = self.config.get().await?;
+        self.reopen_conversation(&cfg.0, &msg).await?;
+        // Reports last, so they see the ticket, the routing and the status.
         crate::reports::record_message(&self.ports, &cfg.0, &msg, ptr.logged).await
+    }
+
+    /// A customer's message that arrived after the conversation was closed reopens it (an
+    /// older one, redelivered or late, does not).
+    async fn reopen_conversation(
+        &self,
+        ws: &mailroom_core::workspace::Workspace,
+        msg: &mailroom_store::Item,
+    ) -> anyhow::Result<()> {
+        if s(msg, "direction").as_deref() == Some("outbound") || s(msg, "kind").as_deref() != Some("normal") {
+            return Ok(());
+        }
+        let conv_id = s(msg, "conversation").context("message has no conversation")?;
+        let root = Threader::new(&self.ports).find(&conv_id).await?;
+        if s(&root.item, "status").as_deref() != Some("closed") {
+            return Ok(());
+        }
+        let closed_at = s(&root.item, "closed_at")
+            .and_then(|d| chrono::DateTime::parse_from_rfc3339(&d).ok())
+            .map(|d| d.timestamp());
+        let arrived = crate::reports::message_time(msg);
+        if let (Some(c), Some(a)) = (closed_at, arrived)
+            && a > c
+        {
+            crate::conversations::set_status(&self.ports, ws, &root.id, false, None, self.ports.clock.now())
+                .await?;
+            tracing::info!(conversation = %root.id, "conversation reopened by a customer message");
+        }
+        Ok(())
     }
 
     async fn ticket(&self, ptr: &StagePointer, msg: &mailroom_store::Item) -> anyhow::Result<()> {
