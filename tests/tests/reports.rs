@@ -27,8 +27,13 @@ fn t(v: &Value) -> i64 {
     DateTime::parse_from_rfc3339(v.as_str().unwrap()).unwrap().timestamp()
 }
 
+/// The day of an instant in the workspace's report zone (acme-corp: Europe/Berlin).
 fn day(ts: i64) -> String {
-    DateTime::from_timestamp(ts, 0).unwrap().format("%Y-%m-%d").to_string()
+    day_in(ts, chrono_tz::Europe::Berlin)
+}
+
+fn day_in(ts: i64, tz: chrono_tz::Tz) -> String {
+    DateTime::from_timestamp(ts, 0).unwrap().with_timezone(&tz).format("%Y-%m-%d").to_string()
 }
 
 /// One truth conversation: its rows (first copies only), in arrival order.
@@ -189,9 +194,20 @@ fn report_equals_truth_and_dashboard_renders() {
     assert_eq!(report["volume"]["total"], counted.len() as i64);
     let got: BTreeMap<String, i64> = serde_json::from_value(report["volume"]["by_inbox"].clone()).unwrap();
     assert_eq!(got, by_inbox, "volume.by_inbox");
+    assert_eq!(report["time_zone"], "Europe/Berlin");
     let got: BTreeMap<String, i64> = serde_json::from_value(report["volume"]["by_day"].clone()).unwrap();
     let got: BTreeMap<String, i64> = got.into_iter().filter(|(_, n)| *n > 0).collect();
-    assert_eq!(got, by_day, "volume.by_day");
+    assert_eq!(got, by_day, "volume.by_day (Berlin days)");
+    // The same in UTC days.
+    let utc = mailroom(&data, &["report", "--json", "--now", now, "--tz", "UTC"]);
+    let mut by_utc_day: BTreeMap<String, i64> = BTreeMap::new();
+    for (_, c) in &counted {
+        *by_utc_day.entry(day_in(c.opened().unwrap(), chrono_tz::UTC)).or_default() += 1;
+    }
+    let got: BTreeMap<String, i64> = serde_json::from_value(utc["volume"]["by_day"].clone()).unwrap();
+    let got: BTreeMap<String, i64> = got.into_iter().filter(|(_, n)| *n > 0).collect();
+    assert_eq!(got, by_utc_day, "volume.by_day (UTC days)");
+    assert_eq!(utc["volume"]["total"], report["volume"]["total"]);
 
     // First response: per conversation within 1 s, then count, mean, median, p90.
     let mut frts = Vec::new();

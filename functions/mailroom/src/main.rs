@@ -113,15 +113,19 @@ enum Cmd {
     /// stale and SLA compliance, from the pre-aggregated report buckets
     /// (docs/metrics.md has the formulas).
     Report {
-        /// First UTC day (YYYY-MM-DD), inclusive.
+        /// First day (YYYY-MM-DD), inclusive.
         #[arg(long)]
         from: Option<NaiveDate>,
-        /// Last UTC day (YYYY-MM-DD), inclusive.
+        /// Last day (YYYY-MM-DD), inclusive.
         #[arg(long)]
         to: Option<NaiveDate>,
         /// Only conversations of this inbox.
         #[arg(long)]
         inbox: Option<String>,
+        /// IANA zone of days and hours of day (default: the [reports] calendar's zone,
+        /// else UTC).
+        #[arg(long)]
+        tz: Option<chrono_tz::Tz>,
         /// The instant stale and SLA figures are judged at (RFC 3339; default: now).
         #[arg(long)]
         now: Option<DateTime<Utc>>,
@@ -219,8 +223,8 @@ async fn main() -> Result<()> {
         }
         Cmd::BenchReport { conversations, json } => bench_report::run(&conversations, json).await?,
         Cmd::Apply { file, json } => apply::run(&cli.data, &file, json).await?,
-        Cmd::Report { from, to, inbox, now, json } => {
-            report::run(&cli.data, report::Options { from, to, inbox, now, json }).await?
+        Cmd::Report { from, to, inbox, tz, now, json } => {
+            report::run(&cli.data, report::Options { from, to, inbox, tz, now, json }).await?
         }
         Cmd::Close { id, by, at } => report::set_status(&cli.data, &id, true, by.as_deref(), at).await?,
         Cmd::Sweep { now } => {

@@ -10,6 +10,7 @@ pub struct Options {
     pub from: Option<NaiveDate>,
     pub to: Option<NaiveDate>,
     pub inbox: Option<String>,
+    pub tz: Option<chrono_tz::Tz>,
     pub now: Option<DateTime<Utc>>,
     pub json: bool,
 }
@@ -17,7 +18,7 @@ pub struct Options {
 pub async fn run(data: &Path, o: Options) -> Result<()> {
     let ports = Ports::embedded(data)?;
     let ws = mailroom_app::workspace_store::load(&ports).await?.unwrap_or_default();
-    let f = Filter { from: o.from, to: o.to, inbox: o.inbox, visible: None };
+    let f = Filter { from: o.from, to: o.to, inbox: o.inbox, tz: o.tz, visible: None };
     let r = mailroom_app::reports::report(&ports, &ws, &f, o.now.unwrap_or_else(Utc::now)).await?;
     if o.json {
         println!("{}", serde_json::to_string_pretty(&r)?);
@@ -38,7 +39,11 @@ fn dur(s: Option<f64>) -> String {
 
 fn print_table(r: &Report) {
     let range = format!("{} .. {}", r.from.as_deref().unwrap_or("start"), r.to.as_deref().unwrap_or("end"));
-    println!("Report {range}{}", r.inbox.as_ref().map(|i| format!(", inbox {i}")).unwrap_or_default());
+    println!(
+        "Report {range} ({}){}",
+        r.time_zone,
+        r.inbox.as_ref().map(|i| format!(", inbox {i}")).unwrap_or_default()
+    );
     println!();
     println!(
         "Conversations {:>7}   open {}   closed {}   unassigned {}   stale {}",

@@ -97,6 +97,7 @@ struct ReportParams {
     from: Option<String>,
     to: Option<String>,
     inbox: Option<String>,
+    tz: Option<String>,
 }
 
 /// `GET /reports/summary?from=YYYY-MM-DD&to=YYYY-MM-DD&inbox=ADDRESS`: the report
@@ -122,10 +123,16 @@ async fn report_summary(
         (Ok(f), Ok(t)) => (f, t),
         (Err(e), _) | (_, Err(e)) => return problem(StatusCode::BAD_REQUEST, e),
     };
+    let tz = match p.tz.as_deref().filter(|z| !z.is_empty()).map(str::parse::<chrono_tz::Tz>).transpose() {
+        Ok(z) => z,
+        Err(_) => {
+            return problem(StatusCode::BAD_REQUEST, format!("tz must be an IANA time zone, not {:?}", p.tz));
+        }
+    };
     let res = async {
         let ws = mailroom_app::workspace_store::load(&st.ports).await?.unwrap_or_default();
         let inbox = p.inbox.filter(|i| !i.is_empty());
-        let f = mailroom_app::reports::Filter { from, to, inbox, visible: None };
+        let f = mailroom_app::reports::Filter { from, to, inbox, tz, visible: None };
         mailroom_app::reports::report(&st.ports, &ws, &f, chrono::Utc::now()).await
     }
     .await;

@@ -2,8 +2,8 @@
 //!
 //! Every report figure is a sum of counters in bucket items keyed by UTC hour, inbox and
 //! channel: partition `rpt#{YYYY-MM-DD}`, sort key `{HH}\t{inbox}\t{channel}` (a tab
-//! cannot appear in an address), plus one histogram item per day, inbox and channel
-//! (`h\t{inbox}\t{channel}`). Counters by team or agent are attributes of those items
+//! cannot appear in an address), plus one histogram item per hour, inbox and channel
+//! (`h{HH}\t{inbox}\t{channel}`). Counters by team or agent are attributes of those items
 //! (`opened|t:{team}`, `msg_out|a:{agent}`), so the number of items a report reads is
 //! bounded by hours x inboxes, whatever the number of conversations. A report over a
 //! range reads the day partitions of the range and never the conversations.
@@ -29,7 +29,7 @@ use crate::ports::Ports;
 use crate::thread::{Threader, conv_key};
 use crate::ticket::ticket_key;
 use anyhow::Context;
-use chrono::{DateTime, Datelike, Duration, NaiveDate, Timelike, Utc};
+use chrono::{DateTime, Duration, NaiveDate, Timelike, Utc};
 use mailroom_core::calendar::Calendar;
 use mailroom_core::workspace::{Workspace, parse_duration};
 use mailroom_store::{Cond, Item, Key, Query, SkCond, StoreError, TransactOp, Update};
@@ -72,14 +72,13 @@ fn add(c: &mut Contrib, b: &(String, String), attr: impl Into<String>, n: i64) {
     }
 }
 
-/// The day's histogram item of an inbox and channel: histograms live per day, not per
-/// hour, so their bins (at most ~700 per histogram) are shared by a whole day's responses
-/// and the items a report reads stop growing once the bins fill.
+/// The hour's histogram item of an inbox and channel, beside its counters: histogram bins
+/// (at most ~700 per histogram) are kept apart so the counter items stay small.
 fn hist_bucket(t: i64, inbox: &str, channel: &str) -> (String, String) {
     let d = DateTime::from_timestamp(t, 0).unwrap_or_default();
     (
         format!("rpt#{}", d.format("%Y-%m-%d")),
-        ["h".to_string(), inbox.into(), channel.into()].join(&SEP.to_string()),
+        [format!("h{:02}", d.hour()), inbox.into(), channel.into()].join(&SEP.to_string()),
     )
 }
 
@@ -376,11 +375,10 @@ fn bucket_ops(d: &Contrib, ops: &mut Vec<TransactOp>) {
         let hour = parts.next().unwrap_or("00");
         let day = pk.strip_prefix("rpt#").unwrap_or_default();
         let dims = ["inbox", "channel"];
-        let mut actions = vec![if hour == "h" {
-            Update::SetIfAbsent("histograms".into(), json!(day))
-        } else {
-            Update::SetIfAbsent("hour".into(), json!(format!("{day}T{hour}")))
-        }];
+        let mut actions = vec![Update::SetIfAbsent(
+            "hour".into(),
+            json!(format!("{day}T{}", hour.trim_start_matches('h'))),
+        )];
         for (name, v) in dims.iter().zip(parts) {
             actions.push(Update::SetIfAbsent((*name).into(), json!(v)));
         }
@@ -828,9 +826,12 @@ fn emit_metrics(conv: &Item, evs: &[(&'static str, Value)]) {
 /// A report's filter.
 #[derive(Debug, Clone, Default)]
 pub struct Filter {
-    /// First and last UTC day, inclusive.
+    /// First and last day, inclusive, in the report's time zone.
     pub from: Option<NaiveDate>,
     pub to: Option<NaiveDate>,
+    /// The zone days and hours of day are counted in; `None`: the zone of the
+    /// `[reports] calendar`, else UTC.
+    pub tz: Option<chrono_tz::Tz>,
     pub inbox: Option<String>,
     /// Inboxes the reader may see (`None`: all).
     pub visible: Option<Vec<String>>,
@@ -940,6 +941,8 @@ pub struct Report {
     pub from: Option<String>,
     pub to: Option<String>,
     pub inbox: Option<String>,
+    /// The IANA zone of days and hours of day.
+    pub time_zone: String,
     pub generated_at: String,
     /// Inboxes with data that the reader may see (for filters).
     pub inboxes: Vec<String>,
@@ -971,28 +974,35 @@ pub async fn report(ports: &Ports, ws: &Workspace, f: &Filter, now: DateTime<Utc
         .filter_map(|d| s(d, "sk"))
         .filter_map(|d| NaiveDate::parse_from_str(&d, "%Y-%m-%d").ok())
         .collect();
+    let tz = f.tz.unwrap_or_else(|| report_zone(ws));
     let mut r = Report {
         from: f.from.map(|d| d.to_string()),
         to: f.to.map(|d| d.to_string()),
         inbox: f.inbox.clone(),
+        time_zone: tz.name().to_string(),
         generated_at: now.to_rfc3339(),
         stale_after_s: ws.stale_after_secs(),
         ..Report::default()
     };
     let (Some(first), Some(last)) = (all.iter().min(), all.iter().max()) else { return Ok(r) };
-    let from = f.from.unwrap_or(*first).max(*first);
-    let to = f.to.unwrap_or(*last).min(*last);
+    // The range in local days, and the UTC instants and day partitions it covers.
+    let local =
+        |d: NaiveDate, h: u32| d.and_hms_opt(h, 59, 59).map(|t| t.and_utc().with_timezone(&tz).date_naive());
+    let from = f.from.or_else(|| local(*first, 0)).unwrap_or(*first);
+    let to = f.to.or_else(|| local(*last, 23)).unwrap_or(*last);
+    let start = local_midnight(tz, from);
+    let end = local_midnight(tz, to + Duration::days(1));
+    let (first_day, last_day) =
+        (start.date_naive().max(*first), (end - Duration::seconds(1)).date_naive().min(*last));
     let mut frt = Durations::default();
     let mut wait = Durations::default();
     let stale_before = now.timestamp() - r.stale_after_s;
     let mut inboxes = std::collections::BTreeSet::new();
     let want = f.inbox.as_ref().map(|i| i.to_lowercase());
-    let mut day = from;
-    while day <= to {
+    let mut day = first_day;
+    while day <= last_day {
         if all.contains(&day) {
-            let key = day.to_string();
-            r.open_closed_by_day.insert(key.clone(), OpenedClosed::default());
-            let items = ports.table.query_all(Query::new(format!("rpt#{key}")).sk(SkCond::All)).await?;
+            let items = ports.table.query_all(Query::new(format!("rpt#{day}")).sk(SkCond::All)).await?;
             r.buckets_read += items.len() as u64;
             for b in items {
                 let inbox = s(&b, "inbox").unwrap_or_default();
@@ -1005,8 +1015,21 @@ pub async fn report(ports: &Ports, ws: &Workspace, f: &Filter, now: DateTime<Utc
                 if want.as_ref().is_some_and(|w| *w != inbox) {
                     continue;
                 }
-                let hour: u32 =
-                    s(&b, "hour").and_then(|h| h.get(11..13).and_then(|x| x.parse().ok())).unwrap_or(0);
+                // The bucket's hour, in the report's zone.
+                let Some(at) = s(&b, "hour")
+                    .and_then(|h| {
+                        chrono::NaiveDateTime::parse_from_str(&format!("{h}:00"), "%Y-%m-%dT%H:%M").ok()
+                    })
+                    .map(|t| t.and_utc())
+                else {
+                    continue;
+                };
+                if at < start || at >= end {
+                    continue;
+                }
+                let at = at.with_timezone(&tz);
+                let key = at.date_naive().to_string();
+                let hour = at.hour();
                 let channel = s(&b, "channel").unwrap_or_else(|| CHANNEL_EMAIL.into());
                 for (attr, v) in &b {
                     let Some(n) = v.as_i64() else { continue };
@@ -1037,9 +1060,7 @@ pub async fn report(ports: &Ports, ws: &Workspace, f: &Filter, now: DateTime<Utc
                             *r.volume.by_day.entry(key.clone()).or_default() += n;
                             *r.volume.by_hour_of_day.entry(hour.to_string()).or_default() += n;
                             *r.volume.by_channel.entry(channel.clone()).or_default() += n;
-                            if let Some(oc) = r.open_closed_by_day.get_mut(&key) {
-                                oc.opened += n;
-                            }
+                            r.open_closed_by_day.entry(key.clone()).or_default().opened += n;
                         }
                         "msg_out" => {
                             r.messages.outbound += n;
@@ -1052,9 +1073,7 @@ pub async fn report(ports: &Ports, ws: &Workspace, f: &Filter, now: DateTime<Utc
                         "msg_noise" => r.messages.noise += n,
                         "logged" => r.email_log.logged += n,
                         "closed" => {
-                            if let Some(oc) = r.open_closed_by_day.get_mut(&key) {
-                                oc.closed += n;
-                            }
+                            r.open_closed_by_day.entry(key.clone()).or_default().closed += n;
                         }
                         "open_now" => r.open += n,
                         "closed_now" => r.closed += n,
@@ -1102,8 +1121,27 @@ pub async fn report(ports: &Ports, ws: &Workspace, f: &Filter, now: DateTime<Utc
         r.open_closed_by_day.entry(d.to_string()).or_default();
         d += Duration::days(1);
     }
-    let _ = first.year();
     Ok(r)
+}
+
+/// The zone of the `[reports] calendar`, else UTC.
+pub fn report_zone(ws: &Workspace) -> chrono_tz::Tz {
+    let id = ws.reports.calendar.as_deref();
+    ws.calendars
+        .iter()
+        .find(|c| Some(c.id.as_str()) == id)
+        .and_then(|c| c.time_zone.parse().ok())
+        .unwrap_or(chrono_tz::UTC)
+}
+
+/// The first instant of a local day (a day whose midnight a DST change skips starts at
+/// the first hour that exists).
+fn local_midnight(tz: chrono_tz::Tz, d: NaiveDate) -> DateTime<Utc> {
+    use chrono::TimeZone;
+    (0..4)
+        .find_map(|h| d.and_hms_opt(h, 0, 0).and_then(|t| tz.from_local_datetime(&t).earliest()))
+        .map(|t| t.with_timezone(&Utc))
+        .unwrap_or_else(|| d.and_hms_opt(0, 0, 0).unwrap_or_default().and_utc())
 }
 
 /// Sums and histograms of one duration metric while a report reads the buckets:
