@@ -40,7 +40,7 @@ struct Timing {
     reports: Vec<(String, f64, u64)>,
 }
 
-pub async fn run(sizes: &[u32], json_out: bool) -> Result<()> {
+pub async fn run(sizes: &[u32], keep: Option<&std::path::Path>, json_out: bool) -> Result<()> {
     let ws = mailroom_core::workspace::parse_toml(crate::bench::ACME_WORKSPACE)
         .map_err(|e| anyhow::anyhow!("workspace: {e:?}"))?;
     let inboxes: Vec<String> =
@@ -52,7 +52,11 @@ pub async fn run(sizes: &[u32], json_out: bool) -> Result<()> {
     let mut out = Vec::new();
     for &n in sizes {
         let tmp = tempfile::tempdir()?;
-        let ports = Ports::embedded(tmp.path())?;
+        let dir = match keep {
+            Some(k) => k.join(format!("n{n}")),
+            None => tmp.path().to_path_buf(),
+        };
+        let ports = Ports::embedded(&dir)?;
         mailroom_app::workspace_store::apply(&ports, &ws).await?;
         let mut rng = Rng(u64::from(n));
         let t0 = Instant::now();

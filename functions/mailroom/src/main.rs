@@ -158,6 +158,9 @@ enum Cmd {
         /// Sizes to run, comma-separated.
         #[arg(long, value_delimiter = ',', default_value = "10000,100000")]
         conversations: Vec<u32>,
+        /// Keep each size's data directory in DIR/n{N}.
+        #[arg(long)]
+        keep: Option<PathBuf>,
         #[arg(long)]
         json: bool,
     },
@@ -221,7 +224,9 @@ async fn main() -> Result<()> {
             bench::run(bench::Options { conversations, seed, corpus, generator, workspace, keep, json })
                 .await?
         }
-        Cmd::BenchReport { conversations, json } => bench_report::run(&conversations, json).await?,
+        Cmd::BenchReport { conversations, keep, json } => {
+            bench_report::run(&conversations, keep.as_deref(), json).await?
+        }
         Cmd::Apply { file, json } => apply::run(&cli.data, &file, json).await?,
         Cmd::Report { from, to, inbox, tz, now, json } => {
             report::run(&cli.data, report::Options { from, to, inbox, tz, now, json }).await?

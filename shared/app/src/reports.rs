@@ -51,12 +51,14 @@ type Contrib = BTreeMap<(String, String), BTreeMap<String, i64>>;
 pub struct MsgFact {
     /// Arrival in the mailbox (the receiving server's Received time, else Date), epoch s.
     pub t: i64,
+    #[serde(rename = "o")]
     pub out: bool,
+    #[serde(rename = "n")]
     pub normal: bool,
     /// For an outbound message: the workspace user who sent it.
-    #[serde(default)]
+    #[serde(default, rename = "a", skip_serializing_if = "Option::is_none")]
     pub agent: Option<String>,
-    #[serde(default)]
+    #[serde(default, rename = "l")]
     pub logged: bool,
 }
 
@@ -324,23 +326,19 @@ fn message_counts(c: &mut Contrib, conv: &Item, f: &MsgFact) {
     }
 }
 
+/// The stored form of a contribution: `{"{pk}\n{sk}": {attr: n}}`, each bucket key once
+/// (the state item's size is what DynamoDB bills its writes by).
 fn encode(c: &Contrib) -> Value {
-    Value::Array(
-        c.iter()
-            .flat_map(|((pk, sk), attrs)| attrs.iter().map(move |(a, n)| json!([pk, sk, a, n])))
-            .collect(),
-    )
+    Value::Object(c.iter().map(|((pk, sk), attrs)| (format!("{pk}\n{sk}"), json!(attrs))).collect())
 }
 fn decode(v: Option<&Value>) -> Contrib {
     let mut c = Contrib::new();
-    for e in v.and_then(Value::as_array).into_iter().flatten() {
-        if let (Some(pk), Some(sk), Some(a), Some(n)) = (
-            e.get(0).and_then(Value::as_str),
-            e.get(1).and_then(Value::as_str),
-            e.get(2).and_then(Value::as_str),
-            e.get(3).and_then(Value::as_i64),
-        ) {
-            add(&mut c, &(pk.into(), sk.into()), a, n);
+    for (k, attrs) in v.and_then(Value::as_object).into_iter().flatten() {
+        let Some((pk, sk)) = k.split_once('\n') else { continue };
+        for (a, n) in attrs.as_object().into_iter().flatten() {
+            if let Some(n) = n.as_i64() {
+                add(&mut c, &(pk.into(), sk.into()), a.clone(), n);
+            }
         }
     }
     c
@@ -636,13 +634,9 @@ fn events(d: &Contrib) -> Vec<(&'static str, Value)> {
     if sum(&|k| k == "sla_breached") > 0 {
         out.push(("sla_breached", Value::Null));
     }
-    for a in d.values() {
-        for (k, n) in a {
-            if let Some(due) = k.strip_prefix("sla_due@").filter(|_| *n > 0) {
-                out.push(("sla_due", json!(due.parse::<i64>().unwrap_or_default())));
-            }
-        }
-    }
+    // No event when a deadline is set: every conversation gets one, and the `sla-due`
+    // index and the sweep's `sla_breached` event carry what matters (and each event item
+    // costs two write units in the transaction).
     out
 }
 
