@@ -155,3 +155,48 @@ async fn ingest_and_match_functions_run_under_cargo_lambda_against_moto() {
     assert_eq!(msg["inbox"], "support@acme-corp.example");
     assert_eq!(msg["copies"].as_array().map(Vec::len), Some(1), "redelivery recorded the copy once: {msg:?}");
 }
+
+/// The scheduled sweep function: a conversation whose first-response deadline passed gets
+/// one `sla_breached` event (read through the `sla-due` index on DynamoDB), the gauges
+/// come back in the response, and a second run finds nothing new.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sweep_function_writes_one_breach_event_against_moto() {
+    use mailroom_app::reports::{MsgFact, NewMessage, refresh};
+    let stack = AwsStack::create().await;
+    let ports = stack.ports();
+    let ws = mailroom_core::workspace::parse_toml(
+        &std::fs::read_to_string(repo_root().join("examples/acme-corp.toml")).unwrap(),
+    )
+    .unwrap();
+    mailroom_app::workspace_store::apply(&ports, &ws).await.unwrap();
+    // A customer's message five days ago, never answered: any five days hold more than the
+    // standard policy's 8 business hours (Berlin, Mon-Fri 08-18), and the sweep's gauges
+    // look at the last 90 days.
+    let conv = "csweeptest";
+    let mut item = mailroom_app::thread::conv_key(conv).item();
+    item.insert("id".into(), serde_json::json!(conv));
+    item.insert("inbox".into(), serde_json::json!("support@acme-corp.example"));
+    item.insert("team".into(), serde_json::json!("support"));
+    item.insert("status".into(), serde_json::json!("open"));
+    ports.table.put(item, None).await.unwrap();
+    let t = (chrono::Utc::now() - chrono::Duration::days(5)).timestamp();
+    let fact = MsgFact { t, out: false, normal: true, agent: None, logged: true };
+    refresh(&ports, &ws, conv, Some(NewMessage { id: "sweep-1@customer.example", fact, keep_logged: false }))
+        .await
+        .unwrap();
+    let figures = mailroom_app::reports::figures(&ports, conv).await.unwrap().expect("report state");
+    assert_eq!(figures.sla.as_deref(), Some("due"));
+
+    let (port, _w, _f) = start("mailroom-sweep", &stack.function_env());
+    let out = invoke(port, &serde_json::json!({"source": "aws.events", "detail-type": "Scheduled Event"}));
+    assert_eq!(out["breached"], serde_json::json!([conv]), "{out}");
+    assert_eq!(out["open"], 1, "{out}");
+    assert_eq!(out["unassigned"], 1, "{out}");
+    let events = mailroom_app::reports::conversation_events(&ports, conv).await.unwrap();
+    let breaches = events.iter().filter(|e| e["type"] == "sla_breached").count();
+    assert_eq!(breaches, 1, "{events:?}");
+    let again = invoke(port, &serde_json::json!({}));
+    assert_eq!(again["breached"], serde_json::json!([]), "{again}");
+    let events = mailroom_app::reports::conversation_events(&ports, conv).await.unwrap();
+    assert_eq!(events.iter().filter(|e| e["type"] == "sla_breached").count(), 1);
+}
