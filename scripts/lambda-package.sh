@@ -16,7 +16,7 @@ cd "$(dirname "$0")/.."
 root=$(pwd)
 
 # The function crates: package name = bin name = lambda/<bin>/ directory.
-functions=(mailroom-ingest mailroom-match mailroom-route mailroom-ticket)
+functions=(mailroom-ingest mailroom-match mailroom-route mailroom-ticket mailroom-sweep)
 # The zipped size each function should stay under (MiB).
 zip_target_mib=10
 
