@@ -84,6 +84,19 @@ fn hist_bucket(t: i64, inbox: &str, channel: &str) -> (String, String) {
     )
 }
 
+/// One duration ending at `t` (a first response, a wait): its count and sums in the
+/// hour's counters, its calendar and business bins in the hour's histogram item. The
+/// report reads them back with [`Durations`].
+fn add_duration(c: &mut Contrib, name: &str, t: i64, inbox: &str, channel: &str, secs: i64, bsecs: i64) {
+    let b = bucket(t, inbox, channel);
+    add(c, &b, format!("{name}_n"), 1);
+    add(c, &b, format!("{name}_sum"), secs);
+    add(c, &b, format!("{name}b_sum"), bsecs);
+    let h = hist_bucket(t, inbox, channel);
+    add(c, &h, format!("{name}_h{}", hist_index(secs)), 1);
+    add(c, &h, format!("{name}b_h{}", hist_index(bsecs)), 1);
+}
+
 /// Histogram bucket of a duration: exact seconds below a minute, then buckets 2% wide
 /// (a value read back from a bucket is within 1% of the true one).
 pub fn hist_index(v: i64) -> i64 {
@@ -103,7 +116,8 @@ fn hist_upper(i: i64) -> f64 {
     if i < 60 { i as f64 } else { 60.0 * 1.02f64.powi((i - 60 + 1) as i32) }
 }
 
-fn ts(v: Option<&Value>) -> Option<i64> {
+/// An RFC 3339 string attribute as epoch seconds.
+pub(crate) fn ts(v: Option<&Value>) -> Option<i64> {
     v.and_then(Value::as_str).and_then(|d| DateTime::parse_from_rfc3339(d).ok()).map(|d| d.timestamp())
 }
 
@@ -177,13 +191,7 @@ fn conversation_contrib(
     if let Some(r) = response {
         let secs = r.t - open_t;
         let bsecs = business(&report_cal, open_t, r.t);
-        let b = bucket(r.t, &inbox, ch);
-        add(&mut c, &b, "frt_n", 1);
-        add(&mut c, &b, "frt_sum", secs);
-        add(&mut c, &b, "frtb_sum", bsecs);
-        let h = hist_bucket(r.t, &inbox, ch);
-        add(&mut c, &h, format!("frt_h{}", hist_index(secs)), 1);
-        add(&mut c, &h, format!("frtb_h{}", hist_index(bsecs)), 1);
+        add_duration(&mut c, "frt", r.t, &inbox, ch, secs, bsecs);
         fig.first_response_s = Some(secs);
         fig.first_response_business_s = Some(bsecs);
     }
@@ -197,13 +205,7 @@ fn conversation_contrib(
             (true, Some(w)) => {
                 let secs = m.t - w;
                 let bsecs = business(&report_cal, w, m.t);
-                let b = bucket(m.t, &inbox, ch);
-                add(&mut c, &b, "wait_n", 1);
-                add(&mut c, &b, "wait_sum", secs);
-                add(&mut c, &b, "waitb_sum", bsecs);
-                let h = hist_bucket(m.t, &inbox, ch);
-                add(&mut c, &h, format!("wait_h{}", hist_index(secs)), 1);
-                add(&mut c, &h, format!("waitb_h{}", hist_index(bsecs)), 1);
+                add_duration(&mut c, "wait", m.t, &inbox, ch, secs, bsecs);
                 waiting = None;
             }
             _ => {}
@@ -344,14 +346,19 @@ fn decode(v: Option<&Value>) -> Contrib {
     c
 }
 
+/// Adds `sign` times `from` to `into`.
+fn merge(into: &mut Contrib, from: &Contrib, sign: i64) {
+    for (k, attrs) in from {
+        for (a, n) in attrs {
+            add(into, k, a.clone(), sign * n);
+        }
+    }
+}
+
 /// new - old, without zero entries.
 fn delta(old: &Contrib, new: &Contrib) -> Contrib {
     let mut d = new.clone();
-    for (k, attrs) in old {
-        for (a, n) in attrs {
-            add(&mut d, k, a.clone(), -n);
-        }
-    }
+    merge(&mut d, old, -1);
     d.retain(|_, attrs| {
         attrs.retain(|_, n| *n != 0);
         !attrs.is_empty()
@@ -396,58 +403,36 @@ fn is_conflict(e: &StoreError) -> bool {
     matches!(e, StoreError::ConditionFailed | StoreError::TransactionCanceled { .. })
 }
 
-/// Sets an owner's contribution: writes the difference to the buckets and the new
-/// contribution (with `extra` attributes) to the owner, all or nothing. Returns the
-/// difference applied, or `None` when another writer changed the owner first.
-/// What the buckets must change by to go from the owner's stored contribution (plus
-/// `retract`, the counts of merged owners) to `new`.
-fn plan(owner: Option<&Item>, retract: &Contrib, new: &Contrib) -> Contrib {
-    let mut removed = decode(owner.and_then(|o| o.get("contrib")));
-    for (k, attrs) in retract {
-        for (a, n) in attrs {
-            add(&mut removed, k, a.clone(), *n);
-        }
-    }
-    delta(&removed, new)
-}
-
-/// Writes the planned difference `d` to the buckets and `new` to the owner, with `more`.
+/// Writes a conversation's new contribution `new` (with `extra` attributes) to its
+/// state item and the difference `d` to the buckets, with `more` (events, merged states),
+/// all or nothing. False when another writer changed the state first.
 async fn apply(
     ports: &Ports,
     key: &Key,
     owner: Option<&Item>,
-    d: Contrib,
+    d: &Contrib,
     new: &Contrib,
     extra: Vec<Update>,
     mut more: Vec<TransactOp>,
-) -> anyhow::Result<Option<Contrib>> {
-    let old = decode(owner.and_then(|o| o.get("contrib")));
+) -> anyhow::Result<bool> {
     let changed_extra = extra.iter().any(|u| match u {
         Update::Set(k, v) => owner.and_then(|o| o.get(k)) != Some(v),
         _ => true,
     });
     if d.is_empty() && !changed_extra && more.is_empty() && owner.is_some() {
-        return Ok(Some(d));
+        return Ok(true);
     }
     let mut actions = vec![Update::Set("contrib".into(), encode(new)), Update::Add("version".into(), 1)];
     actions.extend(extra);
     let mut ops = vec![TransactOp::Update { key: key.clone(), actions, cond: Some(version_cond(owner)) }];
     ops.append(&mut more);
-    bucket_ops(&d, &mut ops);
-    let old_days = days_of(&old);
-    for day in days_of(new).into_iter().filter(|x| !old_days.contains(x)) {
-        ops.push(TransactOp::Update {
-            key: Key::new(DAYS_PK, day.clone()),
-            actions: vec![Update::SetIfAbsent("day".into(), json!(day))],
-            cond: None,
-        });
-    }
+    bucket_ops(d, &mut ops);
     if ops.len() > 100 {
         anyhow::bail!("report update of {} needs {} writes (limit 100)", key.pk, ops.len());
     }
     match ports.table.transact_write(ops).await {
-        Ok(()) => Ok(Some(d)),
-        Err(e) if is_conflict(&e) => Ok(None),
+        Ok(()) => Ok(true),
+        Err(e) if is_conflict(&e) => Ok(false),
         Err(e) => Err(e.into()),
     }
 }
@@ -513,9 +498,11 @@ pub async fn refresh(
             .and_then(|o| o.get("absorbed"))
             .and_then(|m| serde_json::from_value(m.clone()).ok())
             .unwrap_or_default();
-        // Conversations merged into this one: take over their facts, retract their counts.
+        // What the buckets hold for this conversation now: its own contribution, and
+        // below those of the conversations merged into it (their facts are taken over,
+        // their counts retracted).
+        let mut counted = decode(owner.as_ref().and_then(|o| o.get("contrib")));
         let mut more = Vec::new();
-        let mut retract = Contrib::new();
         let merged_of = |item: &Item| -> Vec<String> {
             item.get("merged").and_then(|m| serde_json::from_value(m.clone()).ok()).unwrap_or_default()
         };
@@ -541,11 +528,7 @@ pub async fn refresh(
                     .and_then(|m| serde_json::from_value(m.clone()).ok())
                     .unwrap_or_default();
                 msgs.extend(theirs);
-                for ((pk, sk), attrs) in decode(other.get("contrib")) {
-                    for (a, n) in attrs {
-                        add(&mut retract, &(pk.clone(), sk.clone()), a, n);
-                    }
-                }
+                merge(&mut counted, &decode(other.get("contrib")), 1);
                 more.push(TransactOp::Delete { key: k, cond: Some(version_cond(Some(&other))) });
             }
             absorbed.push(id.clone());
@@ -559,7 +542,7 @@ pub async fn refresh(
         }
         let ticket = ports.table.get(&ticket_key(&root.id)).await?;
         let facts: Vec<MsgFact> = msgs.values().cloned().collect();
-        let (mut contrib, fig) = conversation_contrib(ws, &root.item, ticket.as_ref(), &facts);
+        let (contrib, fig) = conversation_contrib(ws, &root.item, ticket.as_ref(), &facts);
         let mut extra = vec![
             Update::Set("msgs".into(), serde_json::to_value(&msgs)?),
             Update::Set("absorbed".into(), json!(absorbed)),
@@ -578,8 +561,16 @@ pub async fn refresh(
             }
             None => {}
         }
-        contrib.retain(|_, a| !a.is_empty());
-        let d = plan(owner.as_ref(), &retract, &contrib);
+        let d = delta(&counted, &contrib);
+        // Days that get their first buckets, for the report's day list.
+        let known = days_of(&counted);
+        for day in days_of(&contrib).into_iter().filter(|x| !known.contains(x)) {
+            more.push(TransactOp::Update {
+                key: Key::new(DAYS_PK, day.clone()),
+                actions: vec![Update::SetIfAbsent("day".into(), json!(day))],
+                cond: None,
+            });
+        }
         let version = owner.as_ref().and_then(|o| o.get("version")).and_then(Value::as_i64).unwrap_or(0) + 1;
         // A breach the sweep already announced is not announced again when the late
         // reply (or close) makes it final.
@@ -588,8 +579,7 @@ pub async fn refresh(
         for (kind, value) in &evs {
             more.push(event_put(&root.id, version, kind, value.clone(), ports.clock.now()));
         }
-        let res = apply(ports, &key, owner.as_ref(), d, &contrib, extra, more).await?;
-        if res.is_some() {
+        if apply(ports, &key, owner.as_ref(), &d, &contrib, extra, more).await? {
             emit_metrics(&root.item, &evs);
             return Ok(());
         }
@@ -685,12 +675,7 @@ pub async fn sweep(ports: &Ports, now: DateTime<Utc>) -> anyhow::Result<Vec<Stri
         match ports.table.transact_write(ops).await {
             Ok(()) => {
                 tracing::warn!(conversation = %conv, due = due_at, "SLA breached");
-                if std::env::var_os("AWS_LAMBDA_FUNCTION_NAME").is_some() {
-                    println!(
-                        "{}",
-                        json!({"_aws": {"Timestamp": now.timestamp_millis(), "CloudWatchMetrics": [{"Namespace": "Mailroom", "Dimensions": [[]], "Metrics": [{"Name": "SlaBreached", "Unit": "Count"}]}]}, "SlaBreached": 1})
-                    );
-                }
+                emf(now, json!([[]]), &[], &[("SlaBreached", json!(1), "Count")]);
                 found.push(conv);
             }
             // Changed meanwhile (a reply, a close): the next sweep looks again.
@@ -733,26 +718,15 @@ pub async fn scheduled(ports: &Ports, now: DateTime<Utc>) -> anyhow::Result<Swee
         sla_due: r.sla.all.due,
         sla_breached: r.sla.all.breached,
     };
-    if std::env::var_os("AWS_LAMBDA_FUNCTION_NAME").is_some() {
-        let names = [
-            "OpenConversations",
-            "UnassignedConversations",
-            "StaleConversations",
-            "SlaDue",
-            "SlaBreachedOpen",
-        ];
-        let values = [out.open, out.unassigned, out.stale, out.sla_due, out.sla_breached];
-        let mut line = serde_json::Map::new();
-        line.insert(
-            "_aws".into(),
-            json!({"Timestamp": now.timestamp_millis(), "CloudWatchMetrics": [{"Namespace": "Mailroom", "Dimensions": [[]],
-                "Metrics": names.iter().map(|n| json!({"Name": n, "Unit": "Count"})).collect::<Vec<_>>()}]}),
-        );
-        for (n, v) in names.iter().zip(values) {
-            line.insert((*n).into(), json!(v));
-        }
-        println!("{}", Value::Object(line));
-    }
+    let gauge = |name, v: i64| (name, json!(v), "Count");
+    let gauges = [
+        gauge("OpenConversations", out.open),
+        gauge("UnassignedConversations", out.unassigned),
+        gauge("StaleConversations", out.stale),
+        gauge("SlaDue", out.sla_due),
+        gauge("SlaBreachedOpen", out.sla_breached),
+    ];
+    emf(now, json!([[]]), &[], &gauges);
     Ok(out)
 }
 
@@ -766,13 +740,38 @@ pub async fn figures(ports: &Ports, conv: &str) -> anyhow::Result<Option<ConvFig
         .and_then(|f| serde_json::from_value(f).ok()))
 }
 
+/// Prints one CloudWatch embedded-metric-format line (namespace `Mailroom`) when running
+/// in Lambda, where the log line becomes the metrics; elsewhere nothing. `dims` are the
+/// dimension sets, `props` the dimension values, `metrics` (name, value, unit).
+fn emf(now: DateTime<Utc>, dims: Value, props: &[(&str, Value)], metrics: &[(&str, Value, &str)]) {
+    if std::env::var_os("AWS_LAMBDA_FUNCTION_NAME").is_none() || metrics.is_empty() {
+        return;
+    }
+    let mut line = serde_json::Map::new();
+    line.insert(
+        "_aws".into(),
+        json!({
+            "Timestamp": now.timestamp_millis(),
+            "CloudWatchMetrics": [{
+                "Namespace": "Mailroom",
+                "Dimensions": dims,
+                "Metrics": metrics.iter().map(|m| json!({"Name": m.0, "Unit": m.2})).collect::<Vec<_>>(),
+            }],
+        }),
+    );
+    for (k, v) in props {
+        line.insert((*k).into(), v.clone());
+    }
+    for (name, v, _) in metrics {
+        line.insert((*name).into(), v.clone());
+    }
+    println!("{}", Value::Object(line));
+}
+
 /// CloudWatch embedded metric format lines for the events of a change, in Lambda only:
 /// each metric counts events (never a negative correction), and `FirstResponseSeconds`
 /// is one value per first response.
 fn emit_metrics(conv: &Item, evs: &[(&'static str, Value)]) {
-    if std::env::var_os("AWS_LAMBDA_FUNCTION_NAME").is_none() || evs.is_empty() {
-        return;
-    }
     let count = |k: &str| evs.iter().filter(|e| e.0 == k).count() as i64;
     let mut metrics: Vec<(&str, Value, &str)> = vec![
         ("ConversationsOpened", json!(count("conversation_opened")), "Count"),
@@ -786,33 +785,15 @@ fn emit_metrics(conv: &Item, evs: &[(&'static str, Value)]) {
     }
     let unassigned = if count("assigned") > 0 {
         -1
-    } else if count("conversation_opened") > 0 && count("assigned") == 0 {
+    } else if count("conversation_opened") > 0 {
         1
     } else {
         0
     };
     metrics.push(("Unassigned", json!(unassigned), "Count"));
-    let present: Vec<_> = metrics.into_iter().filter(|m| m.1 != json!(0)).collect();
-    if present.is_empty() {
-        return;
-    }
-    let mut line = serde_json::Map::new();
-    line.insert(
-        "_aws".into(),
-        json!({
-            "Timestamp": Utc::now().timestamp_millis(),
-            "CloudWatchMetrics": [{
-                "Namespace": "Mailroom",
-                "Dimensions": [[], ["Inbox"]],
-                "Metrics": present.iter().map(|m| json!({"Name": m.0, "Unit": m.2})).collect::<Vec<_>>(),
-            }],
-        }),
-    );
-    line.insert("Inbox".into(), json!(s(conv, "inbox").unwrap_or_default()));
-    for m in present {
-        line.insert(m.0.into(), m.1);
-    }
-    println!("{}", Value::Object(line));
+    metrics.retain(|m| m.1 != json!(0));
+    let inbox = json!(s(conv, "inbox").unwrap_or_default());
+    emf(Utc::now(), json!([[], ["Inbox"]]), &[("Inbox", inbox)], &metrics);
 }
 
 // ---------------------------------------------------------------------------- reading

@@ -57,9 +57,7 @@ impl TicketHandler {
         if s(&root.item, "status").as_deref() != Some("closed") {
             return Ok(());
         }
-        let closed_at = s(&root.item, "closed_at")
-            .and_then(|d| chrono::DateTime::parse_from_rfc3339(&d).ok())
-            .map(|d| d.timestamp());
+        let closed_at = crate::reports::ts(root.item.get("closed_at"));
         let arrived = crate::reports::message_time(msg);
         if let (Some(c), Some(a)) = (closed_at, arrived)
             && a > c
