@@ -288,3 +288,23 @@ pub fn gen_corpus(out: &Path, conversations: u32, seed: u32) {
         .expect("python3 is needed to run gen_corpus.py");
     assert!(st.success(), "gen_corpus.py failed");
 }
+
+/// The workspace of examples/acme-corp.toml (the rules gen_corpus.py's truth follows).
+pub fn acme_workspace() -> mailroom_core::workspace::Workspace {
+    let text = std::fs::read_to_string(repo_root().join("examples/acme-corp.toml"))
+        .expect("reading examples/acme-corp.toml");
+    mailroom_core::workspace::parse_toml(&text).expect("examples/acme-corp.toml is valid")
+}
+
+/// Runs `mailroom --data DATA ARGS...`, requires success, returns its standard output.
+pub fn mailroom_ok(data: &Path, args: &[&str]) -> Vec<u8> {
+    let out =
+        Command::new(bin("mailroom")).arg("--data").arg(data).args(args).output().expect("running mailroom");
+    assert!(out.status.success(), "mailroom {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    out.stdout
+}
+
+/// [`mailroom_ok`] for a command that prints JSON.
+pub fn mailroom_json(data: &Path, args: &[&str]) -> serde_json::Value {
+    serde_json::from_slice(&mailroom_ok(data, args)).expect("mailroom printed JSON")
+}

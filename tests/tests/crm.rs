@@ -7,11 +7,10 @@ use async_trait::async_trait;
 use mailroom_app::{Ingestor, Ports, RawMail, Stages, Worker};
 use mailroom_core::{EmailAddress, Folder};
 use mailroom_store::{Queue, QueueMessage};
-use mailroom_tests::{AwsStack, bin, gen_corpus, repo_root};
+use mailroom_tests::{AwsStack, gen_corpus, repo_root};
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
-use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -48,11 +47,7 @@ fn expected_contacts(rows: &[Value]) -> BTreeSet<String> {
     out
 }
 
-fn mailroom(data: &Path, args: &[&str]) -> Value {
-    let out = Command::new(bin("mailroom")).arg("--data").arg(data).args(args).output().unwrap();
-    assert!(out.status.success(), "mailroom {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    serde_json::from_slice(&out.stdout).unwrap()
-}
+use mailroom_tests::mailroom_json as mailroom;
 
 /// (team, assignee, ticket stage) of a conversation.
 type Routed = (Option<String>, Option<String>, Option<String>);
@@ -208,10 +203,7 @@ impl Queue for TwiceQueue {
 
 async fn run_library(data: &Path, corpus: &Path, rows: &[Value], twice: bool) -> (Figures, Vec<Value>) {
     let mut ports = Ports::embedded(data).unwrap();
-    let ws = mailroom_core::workspace::parse_toml(
-        &std::fs::read_to_string(repo_root().join("examples/acme-corp.toml")).unwrap(),
-    )
-    .unwrap();
+    let ws = mailroom_tests::acme_workspace();
     mailroom_app::workspace_store::apply(&ports, &ws).await.unwrap();
     if twice {
         ports.ingest_queue = Arc::new(TwiceQueue(ports.ingest_queue.clone()));
@@ -272,10 +264,7 @@ impl<H: mailroom_app::MessageHandler> mailroom_app::MessageHandler for Poisoned<
 async fn the_three_stages_run_on_moto_and_a_poison_message_is_dead_lettered() {
     let stack = AwsStack::create().await;
     let ports = stack.ports();
-    let ws = mailroom_core::workspace::parse_toml(
-        &std::fs::read_to_string(repo_root().join("examples/acme-corp.toml")).unwrap(),
-    )
-    .unwrap();
+    let ws = mailroom_tests::acme_workspace();
     mailroom_app::workspace_store::apply(&ports, &ws).await.unwrap();
     let tmp = tempfile::tempdir().unwrap();
     gen_corpus(tmp.path(), 12, 47);

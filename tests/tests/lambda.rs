@@ -164,10 +164,7 @@ async fn sweep_function_writes_one_breach_event_against_moto() {
     use mailroom_app::reports::{MsgFact, NewMessage, refresh};
     let stack = AwsStack::create().await;
     let ports = stack.ports();
-    let ws = mailroom_core::workspace::parse_toml(
-        &std::fs::read_to_string(repo_root().join("examples/acme-corp.toml")).unwrap(),
-    )
-    .unwrap();
+    let ws = mailroom_tests::acme_workspace();
     mailroom_app::workspace_store::apply(&ports, &ws).await.unwrap();
     // A customer's message five days ago, never answered: any five days hold more than the
     // standard policy's 8 business hours (Berlin, Mon-Fri 08-18), and the sweep's gauges

@@ -12,15 +12,10 @@ use std::process::{Command, Stdio};
 
 const ACME: &str = "@acme-corp.example";
 
-fn mailroom(data: &Path, args: &[&str]) -> Value {
-    let out = Command::new(bin("mailroom")).arg("--data").arg(data).args(args).output().unwrap();
-    assert!(out.status.success(), "mailroom {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
-}
+use mailroom_tests::mailroom_json as mailroom;
 
 fn run(data: &Path, args: &[&str]) {
-    let out = Command::new(bin("mailroom")).arg("--data").arg(data).args(args).output().unwrap();
-    assert!(out.status.success(), "mailroom {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    mailroom_tests::mailroom_ok(data, args);
 }
 
 fn t(v: &Value) -> i64 {
