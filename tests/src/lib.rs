@@ -142,6 +142,8 @@ pub struct AwsStack {
     pub route_dlq_url: String,
     pub ticket_url: String,
     pub ticket_dlq_url: String,
+    /// The KMS key that seals mailbox credentials.
+    pub kms_key: String,
 }
 
 /// A queue with a dead-letter queue after 5 receives (the template's redrive policy).
@@ -227,7 +229,18 @@ impl AwsStack {
         let (queue_url, dlq_url) = create_queue_pair(&clients, "ingest").await;
         let (route_url, route_dlq_url) = create_queue_pair(&clients, "route").await;
         let (ticket_url, ticket_dlq_url) = create_queue_pair(&clients, "ticket").await;
+        let kms_key = clients
+            .kms
+            .create_key()
+            .description("mailroom test secrets")
+            .send()
+            .await
+            .expect("create KMS key on moto")
+            .key_metadata
+            .map(|m| m.key_id)
+            .expect("KMS key id");
         AwsStack {
+            kms_key,
             clients,
             bucket,
             table,
@@ -252,6 +265,7 @@ impl AwsStack {
             ticket_dlq: Some(Arc::new(SqsQueue::new(self.clients.sqs.clone(), &self.ticket_dlq_url))),
             clock: Arc::new(SystemClock),
             signer: mailroom_core::ThreadSigner::new(TEST_THREAD_KEY.as_bytes().to_vec()),
+            secrets: Arc::new(mailroom_store::aws::KmsSecrets::new(self.clients.kms.clone(), &self.kms_key)),
         }
     }
 
@@ -264,6 +278,7 @@ impl AwsStack {
         env.push(("MAILROOM_ROUTE_QUEUE_URL".into(), self.route_url.clone()));
         env.push(("MAILROOM_TICKET_QUEUE_URL".into(), self.ticket_url.clone()));
         env.push(("MAILROOM_THREAD_KEY".into(), TEST_THREAD_KEY.into()));
+        env.push(("MAILROOM_KMS_KEY_ID".into(), self.kms_key.clone()));
         env
     }
 }

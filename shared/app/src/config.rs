@@ -19,6 +19,9 @@ pub struct AwsConfig {
     /// `MAILROOM_THREAD_KEY`: the secret that signs our thread ids (the template resolves it
     /// from Secrets Manager).
     pub thread_key: Vec<u8>,
+    /// `MAILROOM_KMS_KEY_ID`: the stack's key that encrypts mailbox credentials; only the
+    /// functions that read or store them have it.
+    pub kms_key_id: Option<String>,
 }
 
 fn var(name: &str) -> Result<String, ConfigError> {
@@ -37,6 +40,7 @@ impl AwsConfig {
             thread_key: var("MAILROOM_THREAD_KEY")?.into_bytes(),
             route_queue_url: var("MAILROOM_ROUTE_QUEUE_URL").ok(),
             ticket_queue_url: var("MAILROOM_TICKET_QUEUE_URL").ok(),
+            kms_key_id: var("MAILROOM_KMS_KEY_ID").ok(),
         })
     }
 }

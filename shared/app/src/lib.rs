@@ -3,6 +3,7 @@
 //! run the same code.
 
 pub mod config;
+pub mod connections;
 pub mod consumer;
 pub mod conversations;
 pub mod crm;

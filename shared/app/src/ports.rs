@@ -1,7 +1,7 @@
 use mailroom_core::ThreadSigner;
-use mailroom_store::aws::{AwsClients, DynamoTable, S3BlobStore, SqsQueue};
+use mailroom_store::aws::{AwsClients, DynamoTable, KmsSecrets, NoSecrets, S3BlobStore, SqsQueue};
 use mailroom_store::embedded::Embedded;
-use mailroom_store::{BlobStore, Clock, Queue, SystemClock, Table};
+use mailroom_store::{BlobStore, Clock, LocalSecrets, Queue, Secrets, SystemClock, Table};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -21,6 +21,8 @@ pub struct Ports {
     pub clock: Arc<dyn Clock>,
     /// Signs and checks our thread identifiers (the workspace's secret key).
     pub signer: ThreadSigner,
+    /// Encrypts mailbox credentials (KMS in AWS, a key file locally).
+    pub secrets: Arc<dyn Secrets>,
 }
 
 /// Queue names of the embedded store, and the receives before a dead-letter move (the
@@ -55,7 +57,8 @@ impl Ports {
             ticket_queue: Arc::new(e.queue(TICKET_QUEUE, Some((TICKET_DLQ, MAX_RECEIVES)))),
             ticket_dlq: Some(Arc::new(e.queue(TICKET_DLQ, None))),
             clock: Arc::new(SystemClock),
-            signer: ThreadSigner::new(local_secret(dir)?),
+            signer: ThreadSigner::new(local_secret(dir, "secret.key")?),
+            secrets: Arc::new(LocalSecrets::new(&local_secret(dir, "secrets.key")?)?),
         })
     }
 
@@ -75,15 +78,19 @@ impl Ports {
             ticket_dlq: None,
             clock: Arc::new(SystemClock),
             signer: ThreadSigner::new(cfg.thread_key.clone()),
+            secrets: match &cfg.kms_key_id {
+                Some(k) => Arc::new(KmsSecrets::new(clients.kms.clone(), k)),
+                None => Arc::new(NoSecrets),
+            },
         }
     }
 }
 
-/// The embedded store's secret key: 32 random bytes in `DATA/secret.key` (mode 0600),
-/// made on first use.
-fn local_secret(dir: &Path) -> mailroom_store::error::Result<Vec<u8>> {
+/// A key of the embedded store: 32 random bytes in `DATA/{name}` (mode 0600), made on
+/// first use. `secret.key` signs thread ids; `secrets.key` encrypts mailbox credentials.
+fn local_secret(dir: &Path, name: &str) -> mailroom_store::error::Result<Vec<u8>> {
     use mailroom_store::StoreError;
-    let path = dir.join("secret.key");
+    let path = dir.join(name);
     let io = |e: std::io::Error| StoreError::Backend(format!("secret key {}: {e}", path.display()));
     match std::fs::read(&path) {
         Ok(k) if k.len() >= 32 => return Ok(k),
@@ -97,7 +104,7 @@ fn local_secret(dir: &Path) -> mailroom_store::error::Result<Vec<u8>> {
         Err(e) => return Err(io(e)),
     }
     let key: [u8; 32] = rand::random();
-    let tmp = dir.join(format!("secret.key.tmp-{}", std::process::id()));
+    let tmp = dir.join(format!("{name}.tmp-{}", std::process::id()));
     {
         use std::io::Write;
         let mut opts = std::fs::OpenOptions::new();

@@ -1,11 +1,13 @@
-//! AWS adapters: S3, SQS, DynamoDB. Clients are built once per process from the standard
+//! AWS adapters: S3, SQS, DynamoDB, KMS. Clients are built once per process from the standard
 //! AWS environment, so `AWS_ENDPOINT_URL` points every client at moto in tests.
 
 mod dynamodb;
+mod kms;
 mod s3;
 mod sqs;
 
 pub use dynamodb::DynamoTable;
+pub use kms::{KmsSecrets, NoSecrets};
 pub use s3::S3BlobStore;
 pub use sqs::SqsQueue;
 
@@ -15,6 +17,7 @@ pub struct AwsClients {
     pub s3: aws_sdk_s3::Client,
     pub sqs: aws_sdk_sqs::Client,
     pub dynamodb: aws_sdk_dynamodb::Client,
+    pub kms: aws_sdk_kms::Client,
 }
 
 impl AwsClients {
@@ -34,6 +37,7 @@ impl AwsClients {
             s3: aws_sdk_s3::Client::from_conf(s3conf),
             sqs: aws_sdk_sqs::Client::new(conf),
             dynamodb: aws_sdk_dynamodb::Client::new(conf),
+            kms: aws_sdk_kms::Client::new(conf),
         }
     }
 }
