@@ -208,7 +208,8 @@ pub fn mime(from: &str, to: &str, subject: &str, message_id: &str) -> Bytes {
 
 impl MockGraph {
     pub async fn start() -> MockGraph {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind mock graph on loopback");
+        let listener =
+            tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind mock graph on loopback");
         let base = format!("http://{}", listener.local_addr().expect("mock graph address"));
         let shared = Shared {
             inner: Arc::new(Mutex::new(Inner { access_ttl: 3599, ..Default::default() })),
@@ -418,7 +419,13 @@ impl MockGraph {
     }
 
     /// A notification for `msg` on the folder's subscription with another clientState.
-    pub fn forged_notification(&self, user: &str, folder: &str, msg: &MockMessage, client_state: &str) -> Value {
+    pub fn forged_notification(
+        &self,
+        user: &str,
+        folder: &str,
+        msg: &MockMessage,
+        client_state: &str,
+    ) -> Value {
         let sub = self.subscription(user, folder).expect("a subscription on the folder");
         Self::notification(&sub, msg, client_state)
     }
@@ -459,7 +466,9 @@ impl MockGraph {
                 let text = r.text().await.unwrap_or_default();
                 Push { url: url.to_string(), status, elapsed: started.elapsed(), body: text }
             }
-            Err(e) => Push { url: url.to_string(), status: 0, elapsed: started.elapsed(), body: e.to_string() },
+            Err(e) => {
+                Push { url: url.to_string(), status: 0, elapsed: started.elapsed(), body: e.to_string() }
+            }
         };
         self.lock().pushes.push(push.clone());
         push
@@ -519,7 +528,9 @@ async fn token(
         }
         Some("authorization_code") => match f.get("code").and_then(|c| g.codes.remove(c)) {
             Some(u) => u,
-            None => return bad("invalid_grant", 70000, "The provided authorization code is invalid or expired."),
+            None => {
+                return bad("invalid_grant", 70000, "The provided authorization code is invalid or expired.");
+            }
         },
         _ => return bad("unsupported_grant_type", 70003, "The app requested an unsupported grant type."),
     };
@@ -610,7 +621,8 @@ async fn graph_gate(State(s): State<Shared>, mut req: Request, next: Next) -> Re
     };
     if throttled {
         log(429, Some(user));
-        let mut r = graph_error(StatusCode::TOO_MANY_REQUESTS, "TooManyRequests", "Please retry again later.");
+        let mut r =
+            graph_error(StatusCode::TOO_MANY_REQUESTS, "TooManyRequests", "Please retry again later.");
         r.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from_static(THROTTLE_RETRY_AFTER));
         return r;
     }
@@ -677,7 +689,10 @@ fn sub_json(sub: &MockSubscription) -> Value {
 
 /// Graph's validation POST: 200, text/plain, the decoded token as the body, within 10 s.
 async fn validate(s: &Shared, url: &str) -> bool {
-    let token = format!("Validation: Testing client application reachability for subscription Request-Id: {}", guid());
+    let token = format!(
+        "Validation: Testing client application reachability for subscription Request-Id: {}",
+        guid()
+    );
     let encoded: String = url::form_urlencoded::byte_serialize(token.as_bytes()).collect();
     let sep = if url.contains('?') { '&' } else { '?' };
     let target = format!("{url}{sep}validationToken={encoded}");
@@ -691,7 +706,8 @@ async fn validate(s: &Shared, url: &str) -> bool {
     let ok = match res {
         Ok(r) => {
             let status = r.status();
-            let ct = r.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+            let ct =
+                r.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
             let body = r.text().await.unwrap_or_default();
             status == StatusCode::OK && ct.starts_with("text/plain") && body == token
         }
@@ -714,7 +730,11 @@ async fn create_subscription(
     };
     let client_state = str_of("clientState").unwrap_or_default();
     if client_state.len() > 128 {
-        return graph_error(StatusCode::BAD_REQUEST, "InvalidRequest", "clientState is longer than 128 characters.");
+        return graph_error(
+            StatusCode::BAD_REQUEST,
+            "InvalidRequest",
+            "clientState is longer than 128 characters.",
+        );
     }
     if change != "created" {
         return graph_error(StatusCode::BAD_REQUEST, "InvalidRequest", "Mailroom asks for created only.");
@@ -772,7 +792,8 @@ async fn renew_subscription(
     axum::Extension(Caller(user)): axum::Extension<Caller>,
     Json(b): Json<Value>,
 ) -> Response {
-    let Some(exp) = b["expirationDateTime"].as_str().and_then(|t| DateTime::parse_from_rfc3339(t).ok()) else {
+    let Some(exp) = b["expirationDateTime"].as_str().and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+    else {
         return graph_error(StatusCode::BAD_REQUEST, "InvalidRequest", "expirationDateTime is missing.");
     };
     let exp = exp.with_timezone(&Utc);
@@ -846,7 +867,13 @@ async fn delta(
     let mut round = if let Some(t) = q.get("$skiptoken") {
         match g.rounds.remove(t) {
             Some(r) if r.user == user && r.folder == folder => r,
-            _ => return graph_error(StatusCode::BAD_REQUEST, "InvalidSkipToken", "The skip token is not valid."),
+            _ => {
+                return graph_error(
+                    StatusCode::BAD_REQUEST,
+                    "InvalidSkipToken",
+                    "The skip token is not valid.",
+                );
+            }
         }
     } else {
         let (since_seq, filter) = if let Some(t) = q.get("$deltatoken") {
@@ -862,7 +889,11 @@ async fn delta(
             }
         } else {
             if q.get("changeType").map(String::as_str) != Some("created") {
-                return graph_error(StatusCode::BAD_REQUEST, "InvalidRequest", "Mailroom asks for created only.");
+                return graph_error(
+                    StatusCode::BAD_REQUEST,
+                    "InvalidRequest",
+                    "Mailroom asks for created only.",
+                );
             }
             let filter = match q.get("$filter") {
                 None => None,
@@ -928,7 +959,10 @@ async fn delta(
     });
     if round.rest.is_empty() {
         let t = rand_hex(20);
-        g.delta_tokens.insert(t.clone(), DeltaToken { user: user.clone(), folder: folder.clone(), since_seq: round.end_seq });
+        g.delta_tokens.insert(
+            t.clone(),
+            DeltaToken { user: user.clone(), folder: folder.clone(), since_seq: round.end_seq },
+        );
         body["@odata.deltaLink"] = json!(link("deltatoken", &t));
     } else {
         let t = rand_hex(20);
@@ -955,11 +989,18 @@ async fn message_value(
     }
     let g = s.lock();
     let found = g.users.get(&user).and_then(|mb| {
-        mb.folders.values().flatten().find(|m| (m.immutable_id == id || m.id == id) && m.removed_seq.is_none())
+        mb.folders
+            .values()
+            .flatten()
+            .find(|m| (m.immutable_id == id || m.id == id) && m.removed_seq.is_none())
     });
     match found {
         // Graph labels $value text/plain; the body is MIME whatever the label says.
         Some(m) => ([(header::CONTENT_TYPE, "text/plain")], m.mime.clone()).into_response(),
-        None => graph_error(StatusCode::NOT_FOUND, "ErrorItemNotFound", "The specified object was not found in the store."),
+        None => graph_error(
+            StatusCode::NOT_FOUND,
+            "ErrorItemNotFound",
+            "The specified object was not found in the store.",
+        ),
     }
 }

@@ -65,9 +65,13 @@ impl MailFolder {
 
 #[derive(Debug, Error)]
 pub enum GraphError {
-    #[error("Graph refused the access token (401 {code}): refresh the token; if that fails, connect the mailbox again")]
+    #[error(
+        "Graph refused the access token (401 {code}): refresh the token; if that fails, connect the mailbox again"
+    )]
     Unauthorized { code: String },
-    #[error("Graph refused access (403 {code}: {message}): check the app's Mail.Read consent and the mailbox's licence")]
+    #[error(
+        "Graph refused access (403 {code}: {message}): check the app's Mail.Read consent and the mailbox's licence"
+    )]
     Forbidden { code: String, message: String },
     #[error("Graph is throttling this mailbox ({status}); try again after {retry_after:?}")]
     Throttled { status: u16, retry_after: Option<Duration> },
@@ -217,6 +221,34 @@ pub struct DeltaPage {
     pub next: DeltaNext,
 }
 
+/// One request to send.
+struct Call<'a> {
+    method: Method,
+    url: Url,
+    prefer: &'a [&'a str],
+    body: Option<&'a Value>,
+    /// The most response bytes read.
+    limit: usize,
+}
+
+impl<'a> Call<'a> {
+    fn new(method: Method, url: Url) -> Call<'a> {
+        Call { method, url, prefer: &[], body: None, limit: 16 * 1024 * 1024 }
+    }
+    fn prefer(mut self, prefer: &'a [&'a str]) -> Call<'a> {
+        self.prefer = prefer;
+        self
+    }
+    fn body(mut self, body: &'a Value) -> Call<'a> {
+        self.body = Some(body);
+        self
+    }
+    fn limit(mut self, limit: usize) -> Call<'a> {
+        self.limit = limit;
+        self
+    }
+}
+
 struct Reply {
     status: StatusCode,
     headers: HeaderMap,
@@ -287,16 +319,8 @@ impl GraphClient {
 
     /// Sends one request with retries, holding a permit of the mailbox while it is in
     /// flight (not while waiting out a `Retry-After`).
-    async fn send(
-        &self,
-        user_id: &str,
-        token: &str,
-        method: Method,
-        url: Url,
-        prefer: &[&str],
-        body: Option<&Value>,
-        limit: usize,
-    ) -> Result<Reply, GraphError> {
+    async fn send(&self, user_id: &str, token: &str, call: Call<'_>) -> Result<Reply, GraphError> {
+        let Call { method, url, prefer, body, limit } = call;
         let permits = mailbox_permits(user_id);
         // Only requests without side effects are retried after a network failure: a
         // subscription POST that timed out may have been created.
@@ -321,8 +345,9 @@ impl GraphClient {
                 }
             };
             let wait = match outcome {
-                Ok(reply) if reply.status == StatusCode::TOO_MANY_REQUESTS
-                    || reply.status == StatusCode::SERVICE_UNAVAILABLE =>
+                Ok(reply)
+                    if reply.status == StatusCode::TOO_MANY_REQUESTS
+                        || reply.status == StatusCode::SERVICE_UNAVAILABLE =>
                 {
                     let hinted = reply
                         .headers
@@ -330,9 +355,18 @@ impl GraphClient {
                         .and_then(|v| v.to_str().ok())
                         .and_then(|v| parse_retry_after(v, Utc::now()));
                     let wait = hinted.unwrap_or_else(|| backoff(&self.retry, attempt));
-                    tracing::warn!(user = user_id, status = reply.status.as_u16(), ?wait, attempt, "Graph throttled");
+                    tracing::warn!(
+                        user = user_id,
+                        status = reply.status.as_u16(),
+                        ?wait,
+                        attempt,
+                        "Graph throttled"
+                    );
                     if attempt >= self.retry.max_retries || wait > self.retry.max_wait {
-                        return Err(GraphError::Throttled { status: reply.status.as_u16(), retry_after: hinted });
+                        return Err(GraphError::Throttled {
+                            status: reply.status.as_u16(),
+                            retry_after: hinted,
+                        });
                     }
                     wait
                 }
@@ -356,13 +390,11 @@ impl GraphClient {
         &self,
         user_id: &str,
         token: &str,
-        method: Method,
-        url: Url,
-        prefer: &[&str],
-        body: Option<&Value>,
+        call: Call<'_>,
     ) -> Result<T, GraphError> {
-        let reply = self.send(user_id, token, method, url, prefer, body, 16 * 1024 * 1024).await?;
-        serde_json::from_slice(&reply.body).map_err(|e| GraphError::Protocol(format!("bad JSON from Graph: {e}")))
+        let reply = self.send(user_id, token, call).await?;
+        serde_json::from_slice(&reply.body)
+            .map_err(|e| GraphError::Protocol(format!("bad JSON from Graph: {e}")))
     }
 
     /// The signed-in user (its GUID goes into subscription resources).
@@ -370,7 +402,7 @@ impl GraphClient {
         let mut url = self.url(&["me"])?;
         url.set_query(Some("$select=id,mail,userPrincipalName"));
         // No mailbox is known yet: `/me` is its own permit bucket.
-        self.json("me", token, Method::GET, url, &[], None).await
+        self.json("me", token, Call::new(Method::GET, url)).await
     }
 
     /// Creates a `created` subscription on one folder. Graph validates both URLs before it
@@ -391,7 +423,8 @@ impl GraphClient {
         if let (Some(l), Some(m)) = (s.lifecycle_url, body.as_object_mut()) {
             m.insert("lifecycleNotificationUrl".into(), json!(l));
         }
-        self.json(user_id, token, Method::POST, self.url(&["subscriptions"])?, &[], Some(&body)).await
+        let call = Call::new(Method::POST, self.url(&["subscriptions"])?).body(&body);
+        self.json(user_id, token, call).await
     }
 
     /// Extends a subscription (which also reauthorizes it). `NotFound` when Graph dropped it:
@@ -404,13 +437,14 @@ impl GraphClient {
         expires_at: DateTime<Utc>,
     ) -> Result<Subscription, GraphError> {
         let body = json!({ "expirationDateTime": graph_time(expires_at) });
-        self.json(user_id, token, Method::PATCH, self.url(&["subscriptions", id])?, &[], Some(&body)).await
+        let call = Call::new(Method::PATCH, self.url(&["subscriptions", id])?).body(&body);
+        self.json(user_id, token, call).await
     }
 
     /// Deletes a subscription; one that is already gone is fine.
     pub async fn delete_subscription(&self, token: &str, user_id: &str, id: &str) -> Result<(), GraphError> {
-        match self.send(user_id, token, Method::DELETE, self.url(&["subscriptions", id])?, &[], None, 1 << 20).await
-        {
+        let call = Call::new(Method::DELETE, self.url(&["subscriptions", id])?);
+        match self.send(user_id, token, call).await {
             Ok(_) | Err(GraphError::NotFound { .. }) => Ok(()),
             Err(e) => Err(e),
         }
@@ -438,8 +472,8 @@ impl GraphClient {
     pub async fn delta_page(&self, token: &str, user_id: &str, url: &str) -> Result<DeltaPage, GraphError> {
         let url = self.check_origin(url)?;
         let page_size = format!("odata.maxpagesize={DELTA_PAGE_SIZE}");
-        let body: Value =
-            self.json(user_id, token, Method::GET, url, &[&page_size, PREFER_IMMUTABLE_ID], None).await?;
+        let prefer = [page_size.as_str(), PREFER_IMMUTABLE_ID];
+        let body: Value = self.json(user_id, token, Call::new(Method::GET, url).prefer(&prefer)).await?;
         parse_delta(&body)
     }
 
@@ -447,8 +481,13 @@ impl GraphClient {
     /// trusted).
     pub async fn message_mime(&self, token: &str, user_id: &str, id: &str) -> Result<Bytes, GraphError> {
         let url = self.url(&["users", user_id, "messages", id, "$value"])?;
-        let reply =
-            self.send(user_id, token, Method::GET, url, &[PREFER_IMMUTABLE_ID], None, MAX_MIME_BYTES).await?;
+        let reply = self
+            .send(
+                user_id,
+                token,
+                Call::new(Method::GET, url).prefer(&[PREFER_IMMUTABLE_ID]).limit(MAX_MIME_BYTES),
+            )
+            .await?;
         Ok(reply.body)
     }
 }
