@@ -713,3 +713,106 @@ async fn two_hundred_concurrent_notifications_are_all_answered_within_3s() {
     assert_eq!(h.value_fetches(&m[0].immutable_id), 1, "fetched once however many notifications");
     h.assert_stored_once(&inbox, &with_folder(&m, Folder::Inbox)).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_notification_during_a_sync_is_picked_up_by_the_sync_holding_the_lease() {
+    let h = Harness::new().await;
+    let (inbox, user) = h.connect("support@acme.test").await;
+    h.sync_ok().await;
+    let first = h.deliver(&user, "inbox", &inbox, 4, "Slow");
+    h.mock.set_value_delay(Duration::from_millis(300));
+    let req = SyncRequest {
+        inbox: inbox.key(),
+        provider: Provider::Graph,
+        reason: "notification".into(),
+        hint: json!({"folder": "inbox"}),
+    };
+    let (ports, cfg, req1) = (h.ports.clone(), h.cfg.clone(), req.clone());
+    let inbox1 = inbox.clone();
+    let holder = tokio::spawn(async move { graph::sync(&ports, &cfg, &inbox1, &req1).await });
+    // Wait until the first sync is fetching (it holds the lease then).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !h.mock.log().iter().any(|l| l.uri.ends_with("/$value")) {
+        assert!(Instant::now() < deadline, "the first sync never fetched");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let late = h.deliver(&user, "sentitems", &inbox, 1, "Re: Slow");
+    let mut req2 = req.clone();
+    req2.hint = json!({"folder": "sentitems"});
+    let r = graph::sync(&h.ports, &h.cfg, &inbox, &req2).await.unwrap();
+    assert_eq!((r.fetched, r.skipped), (0, 1), "the mailbox is busy: {r:?}");
+    let r = holder.await.unwrap().unwrap();
+    assert_eq!(r.stored, 5, "the holder ran another round for the late request: {r:?}");
+    assert_eq!(h.sync().await.len(), 0);
+    let mut expected = with_folder(&first, Folder::Inbox);
+    expected.extend(with_folder(&late, Folder::Sent));
+    h.assert_stored_once(&inbox, &expected).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_redelivered_subscription_removed_event_creates_one_subscription() {
+    let h = Harness::new().await;
+    let (_inbox, user) = h.connect("support@acme.test").await;
+    h.sync_ok().await;
+    let sub = h.mock.subscription(&user, "inbox").unwrap();
+    h.mock.drop_subscription(&sub.id);
+    h.mock.lifecycle(&sub, "subscriptionRemoved").await.assert_accepted();
+    h.mock.lifecycle(&sub, "subscriptionRemoved").await.assert_accepted();
+    h.sync_ok().await;
+    // Graph retries once more after we handled it.
+    h.mock.lifecycle(&sub, "subscriptionRemoved").await.assert_accepted();
+    h.sync_ok().await;
+    let subs = h.mock.subscriptions();
+    assert_eq!(subs.len(), 2, "one per folder, however often the event came: {subs:?}");
+    let creates =
+        h.mock.log().iter().filter(|l| l.method == "POST" && l.uri == "/v1.0/subscriptions").count();
+    assert_eq!(creates, 3, "two at connect, one recreation");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_failed_validation_says_the_webhook_must_be_reachable() {
+    let h = Harness::new().await;
+    let user = h.mock.add_user("support@acme.test");
+    let inbox = EmailAddress::parse("support@acme.test").unwrap();
+    h.mock.set_fail_validation(true);
+    let rt = h.mock.grant(&user);
+    let conn = Connection {
+        inbox: inbox.key(),
+        provider: Provider::Graph,
+        settings: json!({}),
+        state: ConnState::Connected,
+        connected_at: Utc::now(),
+        last_success: None,
+        last_error: None,
+        last_error_at: None,
+        lag_seconds: None,
+        consecutive_failures: 0,
+    };
+    connections::save(&h.ports, &conn).await.unwrap();
+    let tokens = oauth::TokenSet {
+        access_token: "x".into(),
+        refresh_token: Some(rt),
+        expires_at: Utc::now() - ChronoDuration::minutes(1),
+    };
+    oauth::store_tokens(&h.ports, &inbox, &tokens).await.unwrap();
+    let e = graph::on_connect(&h.ports, &h.cfg, &inbox).await.unwrap_err();
+    assert!(e.to_string().contains("validation request failed"), "{e}");
+    // The GUID was looked up through /me, since the connection did not carry it.
+    let c = connections::get(&h.ports, &inbox).await.unwrap().unwrap();
+    assert_eq!(c.settings["user_id"], json!(user));
+    assert!(h.mock.subscriptions().is_empty());
+    assert_eq!(h.sync_queue_len().await, 0, "no backfill without subscriptions");
+}
+
+/// The sync worker, the scheduler and Lambda handlers spawn these: they must be `Send`
+/// for any lifetime (a compile-time check).
+#[allow(dead_code)]
+fn entry_points_can_be_spawned(p: Ports, c: MicrosoftConfig, i: EmailAddress, r: SyncRequest) {
+    tokio::spawn(async move {
+        let _ = graph::on_connect(&p, &c, &i).await;
+        let _ = graph::sync(&p, &c, &i, &r).await;
+        let _ = graph::renew_subscriptions(&p, &c, Utc::now()).await;
+        let _ = graph::handle_notification(&p, None, b"").await;
+        let _ = graph::handle_lifecycle(&p, Some("token"), b"").await;
+    });
+}

@@ -21,8 +21,10 @@ use crate::ingest::{IngestError, IngestOutcome, Ingestor, RawMail};
 use crate::oauth;
 use crate::ports::Ports;
 use crate::sync::{self, SourceError, SyncReport, SyncRequest};
+use bytes::Bytes;
 use chrono::{DateTime, Duration, Utc};
 use futures::StreamExt;
+use futures::stream::FuturesUnordered;
 use mailroom_core::{EmailAddress, Folder};
 use mailroom_providers::graph::{
     DeltaMessage, DeltaNext, GraphClient, GraphError, MailFolder, NewSubscription, client_state_matches,
@@ -357,6 +359,11 @@ impl<'a> Mailbox<'a> {
         }
     }
 
+    async fn fetch<'m>(&self, m: &'m DeltaMessage) -> (&'m DeltaMessage, Result<Bytes, CallError>) {
+        let id = m.id.as_str();
+        (m, self.call(|t| async move { self.client.message_mime(&t, &self.user_id, id).await }).await)
+    }
+
     async fn ingest_page(
         &self,
         ingestor: &Ingestor,
@@ -365,13 +372,16 @@ impl<'a> Mailbox<'a> {
         progress: &mut Progress,
     ) -> Result<(), SourceError> {
         let Progress { report, newest, .. } = progress;
-        let mut fetches = futures::stream::iter(messages)
-            .map(|m| async move {
-                let id = m.id.as_str();
-                (m, self.call(|t| async move { self.client.message_mime(&t, &self.user_id, id).await }).await)
-            })
-            .buffer_unordered(FETCH_PARALLELISM);
-        while let Some((m, fetched)) = fetches.next().await {
+        // A window of fetches in flight, filled as they finish. (Not `buffer_unordered` over
+        // a closure: that future is not `Send` for every lifetime, which spawning needs.)
+        let mut queue = messages.iter();
+        let mut fetches = FuturesUnordered::new();
+        loop {
+            while fetches.len() < FETCH_PARALLELISM {
+                let Some(m) = queue.next() else { break };
+                fetches.push(self.fetch(m));
+            }
+            let Some((m, fetched)) = fetches.next().await else { break };
             let bytes = match fetched {
                 Ok(b) => b,
                 Err(CallError::Graph(e @ (GraphError::NotFound { .. } | GraphError::TooLarge))) => {
