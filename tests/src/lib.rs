@@ -3,6 +3,8 @@
 //! Services are never skipped: a test that needs moto and cannot find it fails with a
 //! message that says how to get it.
 
+pub mod mock_google;
+
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection,
     ProjectionType, ScalarAttributeType,
