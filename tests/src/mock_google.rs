@@ -105,6 +105,7 @@ struct State_ {
     watch: Option<(String, u64)>,
     log: Vec<Req>,
     jwks_max_age: u64,
+    get_delay: std::time::Duration,
 }
 
 #[derive(Clone)]
@@ -181,6 +182,7 @@ impl MockGoogle {
                 watch: None,
                 log: Vec::new(),
                 jwks_max_age: 3600,
+                get_delay: std::time::Duration::ZERO,
             })),
             jwks: Arc::new(jwks),
         };
@@ -271,6 +273,11 @@ impl MockGoogle {
         let mut s = self.shared.lock();
         s.throttle = n;
         s.throttle_retry_after = retry_after.map(str::to_string);
+    }
+
+    /// messages.get answers only after this long (to hold a sync in the middle).
+    pub fn set_get_delay(&self, d: std::time::Duration) {
+        self.shared.lock().get_delay = d;
     }
 
     pub fn set_jwks_max_age(&self, secs: u64) {
@@ -673,6 +680,10 @@ async fn message_get(
     }
     if q.get("format").map(String::as_str) != Some("raw") {
         return google_error(StatusCode::BAD_REQUEST, "invalidArgument", "mock serves format=raw only");
+    }
+    let delay = sh.lock().get_delay;
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
     }
     let s = sh.lock();
     match s.messages.get(&id) {
