@@ -106,6 +106,8 @@ struct State_ {
     log: Vec<Req>,
     jwks_max_age: u64,
     get_delay: std::time::Duration,
+    /// messages.get of this id answers 503 (with Retry-After: 0).
+    broken: Option<String>,
 }
 
 #[derive(Clone)]
@@ -183,6 +185,7 @@ impl MockGoogle {
                 log: Vec::new(),
                 jwks_max_age: 3600,
                 get_delay: std::time::Duration::ZERO,
+                broken: None,
             })),
             jwks: Arc::new(jwks),
         };
@@ -280,6 +283,11 @@ impl MockGoogle {
         self.shared.lock().get_delay = d;
     }
 
+    /// messages.get of `id` fails with 503 backendError until set to `None`.
+    pub fn break_message(&self, id: Option<&str>) {
+        self.shared.lock().broken = id.map(str::to_string);
+    }
+
     pub fn set_jwks_max_age(&self, secs: u64) {
         self.shared.lock().jwks_max_age = secs;
     }
@@ -320,7 +328,8 @@ impl MockGoogle {
             .log
             .iter()
             .filter(|r| {
-                r.method == method && if path.ends_with('/') { r.path.starts_with(path) } else { r.path.ends_with(path) }
+                r.method == method
+                    && if path.ends_with('/') { r.path.starts_with(path) } else { r.path.ends_with(path) }
             })
             .count()
     }
@@ -410,12 +419,12 @@ async fn log_request(
 fn google_error(status: StatusCode, reason: &str, message: &str) -> Response {
     let body = json!({"error": {"code": status.as_u16(), "message": message,
         "errors": [{"message": message, "domain": "global", "reason": reason}],
-        "status": match status.as_u16() { 401 => "UNAUTHENTICATED", 404 => "NOT_FOUND", 429 => "RESOURCE_EXHAUSTED", _ => "INVALID_ARGUMENT" }}});
+        "status": match status.as_u16() { 401 => "UNAUTHENTICATED", 404 => "NOT_FOUND", 429 => "RESOURCE_EXHAUSTED", 503 => "UNAVAILABLE", _ => "INVALID_ARGUMENT" }}});
     (status, Json(body)).into_response()
 }
 
-/// Checks the bearer token and the injected throttling; `Err` is the response to send.
-fn gmail_gate(sh: &Shared, headers: &HeaderMap) -> Result<(), Response> {
+/// Checks the bearer token and the injected throttling; `Some` is the response to send.
+fn gmail_gate(sh: &Shared, headers: &HeaderMap) -> Option<Response> {
     let mut s = sh.lock();
     if s.throttle > 0 {
         s.throttle -= 1;
@@ -427,7 +436,7 @@ fn gmail_gate(sh: &Shared, headers: &HeaderMap) -> Result<(), Response> {
         if let Some(ra) = &s.throttle_retry_after {
             r.headers_mut().insert("retry-after", ra.parse().unwrap());
         }
-        return Err(r);
+        return Some(r);
     }
     let token = headers
         .get("authorization")
@@ -435,8 +444,8 @@ fn gmail_gate(sh: &Shared, headers: &HeaderMap) -> Result<(), Response> {
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or_default();
     match s.access.get(token) {
-        Some((_, exp)) if *exp > chrono::Utc::now().timestamp() => Ok(()),
-        _ => Err(google_error(
+        Some((_, exp)) if *exp > chrono::Utc::now().timestamp() => None,
+        _ => Some(google_error(
             StatusCode::UNAUTHORIZED,
             "authError",
             "Request had invalid authentication credentials. Expected OAuth 2 access token.",
@@ -534,13 +543,15 @@ async fn token(State(sh): State<Shared>, Form(f): Form<HashMap<String, String>>)
 async fn certs(State(sh): State<Shared>) -> Response {
     let max_age = sh.lock().jwks_max_age;
     let mut r = Json((*sh.jwks).clone()).into_response();
-    r.headers_mut()
-        .insert("cache-control", format!("public, max-age={max_age}, must-revalidate, no-transform").parse().unwrap());
+    r.headers_mut().insert(
+        "cache-control",
+        format!("public, max-age={max_age}, must-revalidate, no-transform").parse().unwrap(),
+    );
     r
 }
 
 async fn watch(State(sh): State<Shared>, headers: HeaderMap, Json(body): Json<Value>) -> Response {
-    if let Err(r) = gmail_gate(&sh, &headers) {
+    if let Some(r) = gmail_gate(&sh, &headers) {
         return r;
     }
     let Some(topic) = body["topicName"].as_str() else {
@@ -553,7 +564,7 @@ async fn watch(State(sh): State<Shared>, headers: HeaderMap, Json(body): Json<Va
 }
 
 async fn stop(State(sh): State<Shared>, headers: HeaderMap) -> Response {
-    if let Err(r) = gmail_gate(&sh, &headers) {
+    if let Some(r) = gmail_gate(&sh, &headers) {
         return r;
     }
     sh.lock().watch = None;
@@ -561,7 +572,7 @@ async fn stop(State(sh): State<Shared>, headers: HeaderMap) -> Response {
 }
 
 async fn profile(State(sh): State<Shared>, headers: HeaderMap) -> Response {
-    if let Err(r) = gmail_gate(&sh, &headers) {
+    if let Some(r) = gmail_gate(&sh, &headers) {
         return r;
     }
     let s = sh.lock();
@@ -579,8 +590,12 @@ fn ref_json(m: &Msg, with_labels: bool) -> Value {
     v
 }
 
-async fn history(State(sh): State<Shared>, headers: HeaderMap, Query(q): Query<Vec<(String, String)>>) -> Response {
-    if let Err(r) = gmail_gate(&sh, &headers) {
+async fn history(
+    State(sh): State<Shared>,
+    headers: HeaderMap,
+    Query(q): Query<Vec<(String, String)>>,
+) -> Response {
+    if let Some(r) = gmail_gate(&sh, &headers) {
         return r;
     }
     let get = |k: &str| q.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
@@ -596,7 +611,8 @@ async fn history(State(sh): State<Shared>, headers: HeaderMap, Query(q): Query<V
     }
     let max = get("maxResults").and_then(|v| v.parse::<usize>().ok()).unwrap_or(100).min(500);
     let size = max.min(s.page_size);
-    let offset = get("pageToken").and_then(|t| t.strip_prefix("p").and_then(|n| n.parse::<usize>().ok())).unwrap_or(0);
+    let offset =
+        get("pageToken").and_then(|t| t.strip_prefix("p").and_then(|n| n.parse::<usize>().ok())).unwrap_or(0);
     let entries: Vec<&HistoryEntry> = s.history.iter().filter(|h| h.id > start).collect();
     let page: Vec<Value> = entries
         .iter()
@@ -623,7 +639,7 @@ async fn messages_list(
     headers: HeaderMap,
     Query(q): Query<Vec<(String, String)>>,
 ) -> Response {
-    if let Err(r) = gmail_gate(&sh, &headers) {
+    if let Some(r) = gmail_gate(&sh, &headers) {
         return r;
     }
     let labels: Vec<&str> = q.iter().filter(|(n, _)| n == "labelIds").map(|(_, v)| v.as_str()).collect();
@@ -631,7 +647,11 @@ async fn messages_list(
     let mut since = i64::MIN;
     for term in query.split_whitespace() {
         let Some(d) = term.strip_prefix("newer_than:").and_then(|d| d.strip_suffix('d')) else {
-            return google_error(StatusCode::BAD_REQUEST, "invalidArgument", "mock understands newer_than:Nd only");
+            return google_error(
+                StatusCode::BAD_REQUEST,
+                "invalidArgument",
+                "mock understands newer_than:Nd only",
+            );
         };
         let Ok(days) = d.parse::<i64>() else {
             return google_error(StatusCode::BAD_REQUEST, "invalidArgument", "Invalid query");
@@ -656,7 +676,9 @@ async fn messages_list(
         .iter()
         .rev()
         .map(|id| &s.messages[id])
-        .filter(|m| !m.gone && m.internal_date >= since && labels.iter().all(|l| m.labels.iter().any(|x| x == l)))
+        .filter(|m| {
+            !m.gone && m.internal_date >= since && labels.iter().all(|l| m.labels.iter().any(|x| x == l))
+        })
         .collect();
     let page: Vec<Value> = matching.iter().skip(offset).take(size).map(|m| ref_json(m, false)).collect();
     let mut body = json!({"resultSizeEstimate": matching.len()});
@@ -675,7 +697,7 @@ async fn message_get(
     Path(id): Path<String>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
-    if let Err(r) = gmail_gate(&sh, &headers) {
+    if let Some(r) = gmail_gate(&sh, &headers) {
         return r;
     }
     if q.get("format").map(String::as_str) != Some("raw") {
@@ -686,6 +708,11 @@ async fn message_get(
         tokio::time::sleep(delay).await;
     }
     let s = sh.lock();
+    if s.broken.as_deref() == Some(id.as_str()) {
+        let mut r = google_error(StatusCode::SERVICE_UNAVAILABLE, "backendError", "Backend Error");
+        r.headers_mut().insert("retry-after", "0".parse().unwrap());
+        return r;
+    }
     match s.messages.get(&id) {
         Some(m) if !m.gone => Json(json!({
             "id": m.id, "threadId": m.thread_id, "labelIds": m.labels, "snippet": "",

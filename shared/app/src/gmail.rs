@@ -108,7 +108,8 @@ pub async fn sync(
         tracing::info!("mailbox needs to be connected again; not syncing");
         return Ok(SyncReport::default());
     }
-    let backfill_days = conn.settings.get("backfill_days").and_then(Value::as_i64).unwrap_or(DEFAULT_BACKFILL_DAYS);
+    let backfill_days =
+        conn.settings.get("backfill_days").and_then(Value::as_i64).unwrap_or(DEFAULT_BACKFILL_DAYS);
 
     let mut lease = match connections::acquire_lease(ports, inbox, LEASE_TTL).await? {
         Some(l) => l,
@@ -132,7 +133,8 @@ pub async fn sync(
         let mut rounds = 0;
         loop {
             rounds += 1;
-            round(ports, cfg, inbox, req, rounds == 1, backfill_days, &mut lease, &mut total, &mut newest).await?;
+            round(ports, cfg, inbox, req, rounds == 1, backfill_days, &mut lease, &mut total, &mut newest)
+                .await?;
             let now_seen = pending(ports, inbox).await?;
             if now_seen != seen && rounds < MAX_ROUNDS {
                 seen = now_seen;
@@ -169,8 +171,13 @@ pub async fn sync(
         Ok(()) => {
             let lag = newest.map(|n| ports.clock.now() - n);
             connections::record_success(ports, inbox, lag).await?;
-            tracing::info!(fetched = total.fetched, stored = total.stored, duplicates = total.duplicates,
-                skipped = total.skipped, "gmail sync done");
+            tracing::info!(
+                fetched = total.fetched,
+                stored = total.stored,
+                duplicates = total.duplicates,
+                skipped = total.skipped,
+                "gmail sync done"
+            );
             Ok(total)
         }
         Err(Failed::Recorded(e)) => Err(e),
@@ -211,7 +218,12 @@ fn pending_key(inbox: &EmailAddress) -> Key {
 }
 
 async fn pending(ports: &Ports, inbox: &EmailAddress) -> Result<i64, StoreError> {
-    Ok(ports.table.get(&pending_key(inbox)).await?.and_then(|i| i.get("n").and_then(Value::as_i64)).unwrap_or(0))
+    Ok(ports
+        .table
+        .get(&pending_key(inbox))
+        .await?
+        .and_then(|i| i.get("n").and_then(Value::as_i64))
+        .unwrap_or(0))
 }
 
 async fn bump_pending(ports: &Ports, inbox: &EmailAddress) -> Result<(), StoreError> {
@@ -241,7 +253,12 @@ async fn cursor(ports: &Ports, inbox: &EmailAddress) -> Result<Cursor, StoreErro
 
 /// Writes the cursor unless another sync moved it meanwhile (then theirs stands: it is
 /// at least as new, since both only move after a complete listing).
-async fn advance(ports: &Ports, inbox: &EmailAddress, history_id: u64, expected: Option<i64>) -> Result<(), StoreError> {
+async fn advance(
+    ports: &Ports,
+    inbox: &EmailAddress,
+    history_id: u64,
+    expected: Option<i64>,
+) -> Result<(), StoreError> {
     let value = json!({"history_id": history_id.to_string(), "at": ports.clock.now()});
     match connections::set_cursor(ports, inbox, CURSOR, value, expected).await {
         Ok(_) => Ok(()),
@@ -297,8 +314,10 @@ async fn round(
             Some(start) => match run.history(start, cur.version, lease).await {
                 Err(Failed::Gmail(GmailError::HistoryExpired(_))) => {
                     // Never a silent skip: re-list everything since the last good cursor.
-                    let since =
-                        cur.at.map(|at| (ports.clock.now() - at).num_days() + 1).unwrap_or(MAX_FULL_SYNC_DAYS);
+                    let since = cur
+                        .at
+                        .map(|at| (ports.clock.now() - at).num_days() + 1)
+                        .unwrap_or(MAX_FULL_SYNC_DAYS);
                     let days = since.clamp(MIN_FULL_SYNC_DAYS, MAX_FULL_SYNC_DAYS);
                     tracing::warn!(start, days, "history cursor expired: running a bounded full sync");
                     connections::event(
@@ -412,7 +431,11 @@ impl Run<'_> {
         // Gmail ids grow with time (hex): oldest first, so parents come before replies.
         ids.sort_by(|a, b| (a.id.len(), &a.id).cmp(&(b.id.len(), &b.id)));
         if ids.len() > MAX_FULL_SYNC_MESSAGES {
-            tracing::warn!(listed = ids.len(), kept = MAX_FULL_SYNC_MESSAGES, "full sync capped: older messages not imported");
+            tracing::warn!(
+                listed = ids.len(),
+                kept = MAX_FULL_SYNC_MESSAGES,
+                "full sync capped: older messages not imported"
+            );
             ids.drain(..ids.len() - MAX_FULL_SYNC_MESSAGES);
         }
         for m in &ids {
@@ -430,6 +453,13 @@ impl Run<'_> {
             Ok(r) => r,
             Err(GmailError::MessageGone(id)) => {
                 tracing::info!(id = %id, "message deleted before it could be fetched; skipped");
+                self.report.skipped += 1;
+                return Ok(());
+            }
+            // A request Gmail will never answer for this one message (not auth, not
+            // throttling): one message must not block the mailbox. Logged loudly.
+            Err(e @ GmailError::Status { status: 400..=499, .. }) => {
+                tracing::error!(id = %m.id, error = %e, "message cannot be fetched; skipped");
                 self.report.skipped += 1;
                 return Ok(());
             }
@@ -451,13 +481,14 @@ impl Run<'_> {
             received_at,
         };
         match self.ingestor.ingest(mail).await {
-            Ok(IngestOutcome::Stored(_) | IngestOutcome::Requeued(_)) => {
+            Ok(IngestOutcome::Stored(_)) => {
                 self.report.stored += 1;
                 if let Some(at) = received_at.filter(|_| self.track_lag) {
                     *self.newest = Some(self.newest.map_or(at, |n| n.max(at)));
                 }
             }
-            Ok(IngestOutcome::Duplicate) => self.report.duplicates += 1,
+            // Stored before (Requeued: not processed yet, so its pointer went out again).
+            Ok(IngestOutcome::Duplicate | IngestOutcome::Requeued(_)) => self.report.duplicates += 1,
             Err(IngestError::Store(e)) => return Err(e.into()),
             Err(e) => {
                 tracing::warn!(id = %raw.id, error = %e, "message not ingested; skipped");
@@ -489,7 +520,11 @@ async fn renew(ports: &Ports, lease: &mut Lease) -> Result<(), StoreError> {
 /// and a `connect` sync request queued for the backfill (a first connection imports
 /// `backfill_days`; a reconnect catches up from its cursor). The backfill runs in the
 /// sync worker, so the callback answers the browser quickly.
-pub async fn on_connect(ports: &Ports, cfg: &GoogleConfig, inbox: &EmailAddress) -> Result<Watch, SourceError> {
+pub async fn on_connect(
+    ports: &Ports,
+    cfg: &GoogleConfig,
+    inbox: &EmailAddress,
+) -> Result<Watch, SourceError> {
     let w = watch(ports, cfg, inbox).await?;
     let req = SyncRequest {
         inbox: inbox.key(),
@@ -516,7 +551,11 @@ pub async fn watch(ports: &Ports, cfg: &GoogleConfig, inbox: &EmailAddress) -> R
             }
             Err(e) => {
                 let se = source_error(e);
-                let f = if matches!(se, SourceError::Reconnect(_)) { Failure::Terminal } else { Failure::Transient };
+                let f = if matches!(se, SourceError::Reconnect(_)) {
+                    Failure::Terminal
+                } else {
+                    Failure::Transient
+                };
                 connections::record_error(ports, inbox, &format!("users.watch: {se}"), f).await?;
                 return Err(se);
             }
@@ -552,7 +591,11 @@ pub fn watch_due(settings: &Value, now: DateTime<Utc>) -> bool {
 
 /// The scheduler's watch renewal (run it hourly): re-watches every Gmail connection whose
 /// watch is due. One mailbox failing does not stop the others.
-pub async fn renew_watch(ports: &Ports, cfg: &GoogleConfig, now: DateTime<Utc>) -> Result<RenewReport, StoreError> {
+pub async fn renew_watch(
+    ports: &Ports,
+    cfg: &GoogleConfig,
+    now: DateTime<Utc>,
+) -> Result<RenewReport, StoreError> {
     let mut r = RenewReport::default();
     for c in connections::list(ports).await? {
         if c.provider != Provider::Gmail {
@@ -590,7 +633,12 @@ pub async fn enqueue_fallback(ports: &Ports) -> Result<u32, StoreError> {
     let mut n = 0;
     for c in connections::list(ports).await? {
         if c.provider == Provider::Gmail && c.state != State::ReconnectRequired {
-            let req = SyncRequest { inbox: c.inbox.clone(), provider: Provider::Gmail, reason: "fallback".into(), hint: Value::Null };
+            let req = SyncRequest {
+                inbox: c.inbox.clone(),
+                provider: Provider::Gmail,
+                reason: "fallback".into(),
+                hint: Value::Null,
+            };
             sync::enqueue(ports, &req).await?;
             n += 1;
         }
@@ -608,7 +656,11 @@ pub async fn stop_watch(ports: &Ports, cfg: &GoogleConfig, inbox: &EmailAddress)
 
 /// Sets (or removes) `settings.watch`, writing only the settings attribute: the health
 /// fields belong to whoever syncs.
-async fn set_watch_setting(ports: &Ports, inbox: &EmailAddress, watch: Option<Value>) -> Result<(), StoreError> {
+async fn set_watch_setting(
+    ports: &Ports,
+    inbox: &EmailAddress,
+    watch: Option<Value>,
+) -> Result<(), StoreError> {
     let Some(conn) = connections::get(ports, inbox).await? else { return Ok(()) };
     let mut settings = match conn.settings {
         Value::Object(m) => m,
@@ -683,8 +735,11 @@ struct Envelope {
 struct PubsubMessage {
     #[serde(default)]
     data: Option<String>,
-    #[serde(default, rename = "messageId", alias = "message_id")]
+    // Pub/Sub sends both spellings; an alias would make that a duplicate field.
+    #[serde(default, rename = "messageId")]
     message_id: Option<String>,
+    #[serde(default, rename = "message_id")]
+    message_id_snake: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -695,7 +750,10 @@ struct Notification {
 }
 
 /// Step 1 of a push, before the body is read: the `Authorization` header's JWT.
-pub async fn verify_push(verifier: &OidcVerifier, authorization: Option<&str>) -> Result<Claims, PushOutcome> {
+pub async fn verify_push(
+    verifier: &OidcVerifier,
+    authorization: Option<&str>,
+) -> Result<Claims, PushOutcome> {
     verifier.verify_header(authorization).await.map_err(|e| {
         tracing::warn!(error = %e, "gmail push refused");
         PushOutcome::Rejected(e)
@@ -712,7 +770,10 @@ pub async fn accept_push(ports: &Ports, body: &[u8]) -> PushOutcome {
     let Some(data) = env.message.data.as_deref() else {
         return PushOutcome::Malformed("message.data is missing".into());
     };
-    let n: Notification = match decode_base64_any(data).map_err(|e| e.to_string()).and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string())) {
+    let n: Notification = match decode_base64_any(data)
+        .map_err(|e| e.to_string())
+        .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
+    {
         Ok(n) => n,
         Err(e) => return PushOutcome::Malformed(format!("message.data is not a Gmail notification: {e}")),
     };
@@ -726,7 +787,7 @@ pub async fn accept_push(ports: &Ports, body: &[u8]) -> PushOutcome {
     let Ok(inbox) = EmailAddress::parse(&n.email_address) else {
         return PushOutcome::Malformed(format!("emailAddress {:?} is not an address", n.email_address));
     };
-    let span = tracing::info_span!("gmail_push", inbox = %inbox, history_id, message_id = env.message.message_id.as_deref().unwrap_or(""));
+    let span = tracing::info_span!("gmail_push", inbox = %inbox, history_id, message_id = env.message.message_id.as_deref().or(env.message.message_id_snake.as_deref()).unwrap_or(""));
     let _g = span.enter();
     let outcome = async {
         match connections::get(ports, &inbox).await? {
@@ -754,8 +815,12 @@ pub async fn accept_push(ports: &Ports, body: &[u8]) -> PushOutcome {
     match outcome {
         Ok(o) => {
             match &o {
-                PushOutcome::UnknownMailbox(a) => tracing::warn!(address = %a, "gmail push for a mailbox that is not connected; acked"),
-                PushOutcome::NotSyncing(_) => tracing::info!("gmail push for a mailbox that must be reconnected; acked"),
+                PushOutcome::UnknownMailbox(a) => {
+                    tracing::warn!(address = %a, "gmail push for a mailbox that is not connected; acked")
+                }
+                PushOutcome::NotSyncing(_) => {
+                    tracing::info!("gmail push for a mailbox that must be reconnected; acked")
+                }
                 _ => tracing::debug!("gmail push handled"),
             }
             o
@@ -768,7 +833,12 @@ pub async fn accept_push(ports: &Ports, body: &[u8]) -> PushOutcome {
 }
 
 /// Both steps, for callers that already hold the body.
-pub async fn handle_push(ports: &Ports, verifier: &OidcVerifier, authorization: Option<&str>, body: &[u8]) -> PushOutcome {
+pub async fn handle_push(
+    ports: &Ports,
+    verifier: &OidcVerifier,
+    authorization: Option<&str>,
+    body: &[u8],
+) -> PushOutcome {
     if let Err(o) = verify_push(verifier, authorization).await {
         return o;
     }

@@ -79,7 +79,11 @@ pub struct RetryPolicy {
 
 impl Default for RetryPolicy {
     fn default() -> Self {
-        RetryPolicy { max_retries: 4, base_delay: Duration::from_millis(500), max_delay: Duration::from_secs(20) }
+        RetryPolicy {
+            max_retries: 4,
+            base_delay: Duration::from_millis(500),
+            max_delay: Duration::from_secs(20),
+        }
     }
 }
 
@@ -198,7 +202,7 @@ struct RawWire {
 
 /// Decodes base64url (the documented alphabet) or standard base64, padded or not.
 pub fn decode_base64_any(s: &str) -> Result<Vec<u8>, base64::DecodeError> {
-    use base64::engine::{GeneralPurpose, GeneralPurposeConfig, DecodePaddingMode};
+    use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
     const CFG: GeneralPurposeConfig =
         GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent);
     const URL: GeneralPurpose = GeneralPurpose::new(&base64::alphabet::URL_SAFE, CFG);
@@ -298,14 +302,22 @@ impl GmailClient {
             .json(token, "users.messages.get", || self.http.get(&url).query(&[("format", "raw")]))
             .await
         {
-            Err(GmailError::Status { status: 404, .. }) => return Err(GmailError::MessageGone(id.to_string())),
+            Err(GmailError::Status { status: 404, .. }) => {
+                return Err(GmailError::MessageGone(id.to_string()));
+            }
             r => r?,
         };
         let raw = decode_base64_any(&w.raw).map_err(|e| GmailError::Decode {
             what: format!("message {id}"),
             reason: format!("raw is not base64url: {e}"),
         })?;
-        Ok(RawMessage { id: w.id, thread_id: w.thread_id, label_ids: w.label_ids, internal_date: w.internal_date, raw })
+        Ok(RawMessage {
+            id: w.id,
+            thread_id: w.thread_id,
+            label_ids: w.label_ids,
+            internal_date: w.internal_date,
+            raw,
+        })
     }
 
     async fn json<T: serde::de::DeserializeOwned>(
@@ -315,10 +327,8 @@ impl GmailClient {
         req: impl Fn() -> reqwest::RequestBuilder,
     ) -> Result<T, GmailError> {
         let resp = self.send(token, what, req).await?;
-        let bytes = resp
-            .bytes()
-            .await
-            .map_err(|e| GmailError::Network { what: what.to_string(), source: e })?;
+        let bytes =
+            resp.bytes().await.map_err(|e| GmailError::Network { what: what.to_string(), source: e })?;
         serde_json::from_slice(&bytes)
             .map_err(|e| GmailError::Decode { what: what.to_string(), reason: e.to_string() })
     }
@@ -346,14 +356,17 @@ impl GmailClient {
             let (reason, message) = error_reason(&body);
             let err = match status {
                 401 => GmailError::Unauthorized,
-                429 => GmailError::RateLimited { reason: reason.unwrap_or_else(|| "429".into()), retry_after },
+                429 => {
+                    GmailError::RateLimited { reason: reason.unwrap_or_else(|| "429".into()), retry_after }
+                }
                 403 if matches!(reason.as_deref(), Some("userRateLimitExceeded" | "rateLimitExceeded")) => {
                     GmailError::RateLimited { reason: reason.unwrap_or_default(), retry_after }
                 }
                 403 => GmailError::Forbidden { reason: reason.unwrap_or_default(), message },
                 _ => GmailError::Status { status, what: what.to_string(), message },
             };
-            let retryable = matches!(err, GmailError::RateLimited { .. } | GmailError::Status { status: 500..=599, .. });
+            let retryable =
+                matches!(err, GmailError::RateLimited { .. } | GmailError::Status { status: 500..=599, .. });
             if !retryable || attempt >= self.retry.max_retries {
                 return Err(err);
             }
@@ -389,7 +402,8 @@ fn error_reason(body: &str) -> (Option<String>, String) {
         .or_else(|| e["details"][0]["reason"].as_str())
         .or_else(|| e["status"].as_str())
         .map(str::to_string);
-    let message = e["message"].as_str().map(str::to_string).unwrap_or_else(|| body.chars().take(200).collect());
+    let message =
+        e["message"].as_str().map(str::to_string).unwrap_or_else(|| body.chars().take(200).collect());
     (reason, message)
 }
 
@@ -415,7 +429,8 @@ mod tests {
         let p: HistoryPage = serde_json::from_str(r#"{"historyId":"18446744073709551615"}"#).unwrap();
         assert_eq!(p.history_id, u64::MAX);
         assert!(p.history.is_empty());
-        let w: Watch = serde_json::from_str(r#"{"historyId":"1234567890","expiration":"1431990098200"}"#).unwrap();
+        let w: Watch =
+            serde_json::from_str(r#"{"historyId":"1234567890","expiration":"1431990098200"}"#).unwrap();
         assert_eq!(w.expiration, 1_431_990_098_200);
     }
 

@@ -56,7 +56,9 @@ impl OidcConfig {
 /// is not meant for us (another audience, another service account).
 #[derive(Debug, Error)]
 pub enum JwtError {
-    #[error("no bearer token: the push subscription must be an authenticated one (set a service account on it)")]
+    #[error(
+        "no bearer token: the push subscription must be an authenticated one (set a service account on it)"
+    )]
     Missing,
     #[error("token is malformed: {0}")]
     Malformed(String),
@@ -136,7 +138,11 @@ impl OidcVerifier {
         Ok(OidcVerifier {
             cfg,
             http,
-            cache: Mutex::new(Cache { keys: JwkSet { keys: Vec::new() }, fresh_until: None, last_fetch: None }),
+            cache: Mutex::new(Cache {
+                keys: JwkSet { keys: Vec::new() },
+                fresh_until: None,
+                last_fetch: None,
+            }),
             fetches: std::sync::atomic::AtomicU64::new(0),
         })
     }
@@ -265,7 +271,10 @@ mod tests {
 
     #[test]
     fn cache_control_max_age() {
-        assert_eq!(max_age("public, max-age=19765, must-revalidate, no-transform"), Some(Duration::from_secs(19765)));
+        assert_eq!(
+            max_age("public, max-age=19765, must-revalidate, no-transform"),
+            Some(Duration::from_secs(19765))
+        );
         assert_eq!(max_age("no-store"), Some(Duration::ZERO));
         assert_eq!(max_age("public"), None);
         assert_eq!(max_age("max-age=abc"), None);
