@@ -144,6 +144,8 @@ pub struct AwsStack {
     pub route_dlq_url: String,
     pub ticket_url: String,
     pub ticket_dlq_url: String,
+    pub sync_url: String,
+    pub sync_dlq_url: String,
     /// The KMS key that seals mailbox credentials.
     pub kms_key: String,
 }
@@ -231,6 +233,7 @@ impl AwsStack {
         let (queue_url, dlq_url) = create_queue_pair(&clients, "ingest").await;
         let (route_url, route_dlq_url) = create_queue_pair(&clients, "route").await;
         let (ticket_url, ticket_dlq_url) = create_queue_pair(&clients, "ticket").await;
+        let (sync_url, sync_dlq_url) = create_queue_pair(&clients, "sync").await;
         let kms_key = clients
             .kms
             .create_key()
@@ -252,6 +255,8 @@ impl AwsStack {
             route_dlq_url,
             ticket_url,
             ticket_dlq_url,
+            sync_url,
+            sync_dlq_url,
         }
     }
 
@@ -265,6 +270,8 @@ impl AwsStack {
             route_dlq: Some(Arc::new(SqsQueue::new(self.clients.sqs.clone(), &self.route_dlq_url))),
             ticket_queue: Arc::new(SqsQueue::new(self.clients.sqs.clone(), &self.ticket_url)),
             ticket_dlq: Some(Arc::new(SqsQueue::new(self.clients.sqs.clone(), &self.ticket_dlq_url))),
+            sync_queue: Arc::new(SqsQueue::new(self.clients.sqs.clone(), &self.sync_url)),
+            sync_dlq: Some(Arc::new(SqsQueue::new(self.clients.sqs.clone(), &self.sync_dlq_url))),
             clock: Arc::new(SystemClock),
             signer: mailroom_core::ThreadSigner::new(TEST_THREAD_KEY.as_bytes().to_vec()),
             secrets: Arc::new(mailroom_store::aws::KmsSecrets::new(self.clients.kms.clone(), &self.kms_key)),
@@ -279,6 +286,7 @@ impl AwsStack {
         env.push(("MAILROOM_INGEST_QUEUE_URL".into(), self.queue_url.clone()));
         env.push(("MAILROOM_ROUTE_QUEUE_URL".into(), self.route_url.clone()));
         env.push(("MAILROOM_TICKET_QUEUE_URL".into(), self.ticket_url.clone()));
+        env.push(("MAILROOM_SYNC_QUEUE_URL".into(), self.sync_url.clone()));
         env.push(("MAILROOM_THREAD_KEY".into(), TEST_THREAD_KEY.into()));
         env.push(("MAILROOM_KMS_KEY_ID".into(), self.kms_key.clone()));
         env

@@ -18,6 +18,9 @@ pub struct Ports {
     /// route -> ticket.
     pub ticket_queue: Arc<dyn Queue>,
     pub ticket_dlq: Option<Arc<dyn Queue>>,
+    /// webhooks and schedules -> mailbox sync: which mailbox to sync, and why.
+    pub sync_queue: Arc<dyn Queue>,
+    pub sync_dlq: Option<Arc<dyn Queue>>,
     pub clock: Arc<dyn Clock>,
     /// Signs and checks our thread identifiers (the workspace's secret key).
     pub signer: ThreadSigner,
@@ -33,6 +36,8 @@ pub const ROUTE_QUEUE: &str = "route";
 pub const ROUTE_DLQ: &str = "route-dlq";
 pub const TICKET_QUEUE: &str = "ticket";
 pub const TICKET_DLQ: &str = "ticket-dlq";
+pub const SYNC_QUEUE: &str = "sync";
+pub const SYNC_DLQ: &str = "sync-dlq";
 pub const MAX_RECEIVES: u32 = 5;
 pub const TABLE: &str = "main";
 
@@ -56,6 +61,8 @@ impl Ports {
             route_dlq: Some(Arc::new(e.queue(ROUTE_DLQ, None))),
             ticket_queue: Arc::new(e.queue(TICKET_QUEUE, Some((TICKET_DLQ, MAX_RECEIVES)))),
             ticket_dlq: Some(Arc::new(e.queue(TICKET_DLQ, None))),
+            sync_queue: Arc::new(e.queue(SYNC_QUEUE, Some((SYNC_DLQ, MAX_RECEIVES)))),
+            sync_dlq: Some(Arc::new(e.queue(SYNC_DLQ, None))),
             clock: Arc::new(SystemClock),
             signer: ThreadSigner::new(local_secret(dir, "secret.key")?),
             secrets: Arc::new(LocalSecrets::new(&local_secret(dir, "secrets.key")?)?),
@@ -76,6 +83,8 @@ impl Ports {
             route_dlq: None,
             ticket_queue: sqs(&cfg.ticket_queue_url),
             ticket_dlq: None,
+            sync_queue: sqs(&cfg.sync_queue_url),
+            sync_dlq: None,
             clock: Arc::new(SystemClock),
             signer: ThreadSigner::new(cfg.thread_key.clone()),
             secrets: match &cfg.kms_key_id {
