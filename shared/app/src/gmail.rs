@@ -24,6 +24,7 @@ use mailroom_store::{Key, StoreError, Update};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use std::collections::HashSet;
+use tracing::Instrument;
 
 /// The cursor (`cursor#gmail`): `{"history_id": "<u64>", "at": <rfc3339>}`.
 pub const CURSOR: &str = "gmail";
@@ -95,7 +96,15 @@ pub async fn sync(
     req: &SyncRequest,
 ) -> Result<SyncReport, SourceError> {
     let span = tracing::info_span!("gmail_sync", inbox = %inbox, reason = %req.reason);
-    let _g = span.enter();
+    sync_locked(ports, cfg, inbox, req).instrument(span).await
+}
+
+async fn sync_locked(
+    ports: &Ports,
+    cfg: &GoogleConfig,
+    inbox: &EmailAddress,
+    req: &SyncRequest,
+) -> Result<SyncReport, SourceError> {
     let Some(conn) = connections::get(ports, inbox).await? else {
         tracing::warn!("no connection for this inbox (disconnected?); nothing to sync");
         return Ok(SyncReport::default());
@@ -788,7 +797,6 @@ pub async fn accept_push(ports: &Ports, body: &[u8]) -> PushOutcome {
         return PushOutcome::Malformed(format!("emailAddress {:?} is not an address", n.email_address));
     };
     let span = tracing::info_span!("gmail_push", inbox = %inbox, history_id, message_id = env.message.message_id.as_deref().or(env.message.message_id_snake.as_deref()).unwrap_or(""));
-    let _g = span.enter();
     let outcome = async {
         match connections::get(ports, &inbox).await? {
             Some(c) if c.provider == Provider::Gmail => {
@@ -811,7 +819,9 @@ pub async fn accept_push(ports: &Ports, body: &[u8]) -> PushOutcome {
         ports.flush()?;
         Ok::<_, StoreError>(PushOutcome::Queued { inbox, history_id })
     }
+    .instrument(span.clone())
     .await;
+    let _g = span.enter();
     match outcome {
         Ok(o) => {
             match &o {
