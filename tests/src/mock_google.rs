@@ -105,7 +105,6 @@ struct State_ {
     watch: Option<(String, u64)>,
     log: Vec<Req>,
     jwks_max_age: u64,
-    get_delay: std::time::Duration,
     /// messages.get of this id answers 503 (with Retry-After: 0).
     broken: Option<String>,
 }
@@ -114,6 +113,8 @@ struct State_ {
 struct Shared {
     state: Arc<Mutex<State_>>,
     jwks: Arc<Value>,
+    /// While `true`, messages.get waits (to hold a sync in the middle of its work).
+    gets_held: tokio::sync::watch::Sender<bool>,
 }
 
 impl Shared {
@@ -184,10 +185,10 @@ impl MockGoogle {
                 watch: None,
                 log: Vec::new(),
                 jwks_max_age: 3600,
-                get_delay: std::time::Duration::ZERO,
                 broken: None,
             })),
             jwks: Arc::new(jwks),
+            gets_held: tokio::sync::watch::channel(false).0,
         };
         let app = Router::new()
             .route("/o/oauth2/v2/auth", get(authorize))
@@ -278,9 +279,14 @@ impl MockGoogle {
         s.throttle_retry_after = retry_after.map(str::to_string);
     }
 
-    /// messages.get answers only after this long (to hold a sync in the middle).
-    pub fn set_get_delay(&self, d: std::time::Duration) {
-        self.shared.lock().get_delay = d;
+    /// Holds every messages.get until `release_gets` (a sync stops mid-work, holding its
+    /// lease, for as long as a test needs).
+    pub fn hold_gets(&self) {
+        self.shared.gets_held.send_replace(true);
+    }
+
+    pub fn release_gets(&self) {
+        self.shared.gets_held.send_replace(false);
     }
 
     /// messages.get of `id` fails with 503 backendError until set to `None`.
@@ -703,10 +709,8 @@ async fn message_get(
     if q.get("format").map(String::as_str) != Some("raw") {
         return google_error(StatusCode::BAD_REQUEST, "invalidArgument", "mock serves format=raw only");
     }
-    let delay = sh.lock().get_delay;
-    if !delay.is_zero() {
-        tokio::time::sleep(delay).await;
-    }
+    let mut held = sh.gets_held.subscribe();
+    let _ = held.wait_for(|h| !*h).await;
     let s = sh.lock();
     if s.broken.as_deref() == Some(id.as_str()) {
         let mut r = google_error(StatusCode::SERVICE_UNAVAILABLE, "backendError", "Backend Error");

@@ -601,7 +601,7 @@ async fn a_push_during_a_running_sync_is_picked_up_by_the_holder() {
     env.connect().await;
     env.sync_ok().await;
     let one = add_all(&env.mock, &mails[..1]);
-    env.mock.set_get_delay(Duration::from_millis(300));
+    env.mock.hold_gets();
     let req = |h: u64| SyncRequest {
         inbox: INBOX.into(),
         provider: Provider::Gmail,
@@ -620,6 +620,7 @@ async fn a_push_during_a_running_sync_is_picked_up_by_the_holder() {
     let two = add_all(&env.mock, &mails[1..2]);
     let b = gmail::sync(&env.ports, &env.cfg, &env.inbox, &req(env.mock.history_id())).await.unwrap();
     assert_eq!((b.stored, b.skipped), (0, 1), "B found the lease taken: {b:?}");
+    env.mock.release_gets();
     let a = a.await.unwrap().unwrap();
     assert_eq!(a.stored, 2, "A ran another round for B's request: {a:?}");
     let mut expected = one;
