@@ -20,6 +20,7 @@ pub mod sync;
 pub mod telemetry;
 pub mod thread;
 pub mod ticket;
+pub mod web;
 pub mod workspace_store;
 
 pub use consumer::{MessageHandler, Stages, Worker, handle_sqs_event};
