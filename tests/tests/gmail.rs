@@ -25,6 +25,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 const INBOX: &str = "sales@acme-corp.example";
+const ADMIN: &str = "test-admin-token";
 
 /// One message of the corpus as it sits in the Gmail mailbox.
 #[derive(Clone)]
@@ -92,8 +93,8 @@ struct Env {
     ports: Ports,
     mock: MockGoogle,
     cfg: GoogleConfig,
-    providers: ProvidersConfig,
     inbox: EmailAddress,
+    base: String,
     hook_url: String,
     verifier: Arc<OidcVerifier>,
     http: reqwest::Client,
@@ -106,12 +107,16 @@ impl Env {
         let ports = Ports::embedded(dir.path()).unwrap();
         mailroom_app::workspace_store::apply(&ports, &acme_workspace()).await.unwrap();
         let mock = MockGoogle::start(INBOX).await;
-        let mut providers = ProvidersConfig::from_env("http://127.0.0.1:9").unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let mut providers = ProvidersConfig::from_env(&base).unwrap();
+        providers.public_url = base.clone();
         let g = &mut providers.google;
         g.oauth.client_id = mock_google::CLIENT_ID.into();
         g.oauth.client_secret = Some(mock_google::CLIENT_SECRET.into());
         g.oauth.auth_url = mock.auth_url();
         g.oauth.token_url = mock.token_url();
+        g.oauth.redirect_url = format!("{base}/oauth/callback");
         g.api_base = mock.url.clone();
         g.jwks_url = mock.jwks_url();
         g.pubsub_audience = mock_google::PUSH_AUDIENCE.into();
@@ -120,11 +125,16 @@ impl Env {
         providers.backfill_days = 14;
         let cfg = providers.google.clone();
         let verifier = Arc::new(gmail::push_verifier(&cfg).unwrap());
+        // The lead's connection routes (start, OAuth callback) beside the Gmail webhook.
+        let web = mailroom_app::web::router(Arc::new(mailroom_app::web::WebState {
+            ports: ports.clone(),
+            cfg: providers.clone(),
+            admin_token: Some(ADMIN.into()),
+        }));
         let app = Router::new()
             .route("/webhooks/gmail", post(webhook))
-            .with_state(Hook { ports: ports.clone(), verifier: verifier.clone() });
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let hook_url = format!("http://{}/webhooks/gmail", listener.local_addr().unwrap());
+            .with_state(Hook { ports: ports.clone(), verifier: verifier.clone() })
+            .merge(web);
         let server = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
@@ -134,33 +144,45 @@ impl Env {
             ports,
             mock,
             cfg,
-            providers,
             inbox: EmailAddress::parse(INBOX).unwrap(),
-            hook_url,
+            hook_url: format!("{base}/webhooks/gmail"),
+            base,
             verifier,
             http,
             _server: server,
         }
     }
 
-    /// Connects the mailbox the way a user does: the authorize URL (PKCE), the mock's
-    /// consent redirect, the callback, then `gmail::on_connect`.
+    /// Connects the mailbox the way an admin and the user do: the start route (admin
+    /// token), the authorize URL at Google (PKCE; the mock consents), the callback route
+    /// (which queues the `connect` request). The worker then runs it (`drain_sync`).
     async fn connect(&self) {
-        let url = oauth::start(&self.ports, &self.providers, Provider::Gmail, &self.inbox).await.unwrap();
-        let resp = self.http.get(&url).send().await.unwrap();
+        let start: Value = self
+            .http
+            .post(format!("{}/connections/gmail/start?inbox={INBOX}", self.base))
+            .bearer_auth(ADMIN)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let resp = self.http.get(start["authorize_url"].as_str().unwrap()).send().await.unwrap();
         assert!(resp.status().is_redirection(), "authorize answered {}", resp.status());
-        let loc = url::Url::parse(resp.headers()["location"].to_str().unwrap()).unwrap();
-        let q: BTreeMap<String, String> = loc.query_pairs().into_owned().collect();
-        oauth::callback(&self.ports, &self.providers, &q["code"], &q["state"]).await.unwrap();
-        let w = gmail::on_connect(&self.ports, &self.cfg, &self.inbox).await.unwrap();
+        let back = resp.headers()["location"].to_str().unwrap().to_string();
+        assert!(back.starts_with(&format!("{}/oauth/callback?", self.base)), "{back}");
+        let page = self.http.get(&back).send().await.unwrap();
+        assert_eq!(page.status().as_u16(), 200, "callback: {}", page.text().await.unwrap());
+        let queued = self.ports.sync_queue.approximate_len().await.unwrap();
+        assert!(queued >= 1, "the callback queued no connect request");
+    }
+
+    /// After the `connect` request ran: the watch is set and kept in the settings.
+    async fn assert_watched(&self) {
         let (topic, exp) = self.mock.watch_state().expect("users.watch was called");
-        assert_eq!((topic.as_str(), exp), (mock_google::TOPIC, w.expiration));
+        assert_eq!(topic, mock_google::TOPIC);
         let c = connections::get(&self.ports, &self.inbox).await.unwrap().unwrap();
-        assert_eq!(
-            c.settings["watch"]["expiration_ms"],
-            json!(w.expiration),
-            "watch expiry kept in the settings"
-        );
+        assert_eq!(c.settings["watch"]["expiration_ms"], json!(exp), "watch expiry kept in the settings");
     }
 
     /// A connection with tokens but no watch and no cursor (for webhook-only tests).
@@ -214,7 +236,12 @@ impl Env {
                 let req: SyncRequest = serde_json::from_str(&m.body).unwrap();
                 assert_eq!(req.provider, Provider::Gmail);
                 let inbox = EmailAddress::parse(&req.inbox).unwrap();
-                out.push(gmail::sync(&self.ports, &self.cfg, &inbox, &req).await);
+                // As `sync::handle` dispatches.
+                out.push(if req.reason == "connect" {
+                    gmail::on_connect(&self.ports, &self.cfg, &inbox).await
+                } else {
+                    gmail::sync(&self.ports, &self.cfg, &inbox, &req).await
+                });
                 self.ports.sync_queue.delete(&m.receipt).await.unwrap();
             }
         }
@@ -298,6 +325,7 @@ async fn connect_backfill_then_pushes_ingest_inbox_and_sent_exactly_once() {
     env.connect().await;
     let r = env.sync_ok().await;
     assert_eq!((r.stored, r.duplicates), (before.len() as u32, 0), "backfill: {r:?}");
+    env.assert_watched().await;
     assert_once(&env.stored().await, &expected);
     assert!(!env.stored().await.contains_key(&old), "mail older than the backfill window was imported");
     assert_eq!(env.cursor().await, Some(env.mock.history_id()), "backfill baselines the cursor");
@@ -633,6 +661,8 @@ async fn a_push_during_a_running_sync_is_picked_up_by_the_holder() {
 async fn watch_renewal_rewatches_only_what_is_due() {
     let env = Env::new().await;
     env.connect().await;
+    env.sync_ok().await;
+    env.assert_watched().await;
     let now = Utc::now();
     let r = gmail::renew_watch(&env.ports, &env.cfg, now).await.unwrap();
     assert_eq!((r.renewed, r.not_due), (0, 1), "a fresh watch is not renewed");

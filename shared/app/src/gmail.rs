@@ -524,16 +524,16 @@ async fn renew(ports: &Ports, lease: &mut Lease) -> Result<(), StoreError> {
 // ---------------------------------------------------------------------------------------
 // Connect, watch renewal, disconnect
 
-/// After the OAuth callback stored the tokens and the connection: `users.watch` (every
-/// label; the sync filters INBOX/SENT), the watch's expiry in the connection settings,
-/// and a `connect` sync request queued for the backfill (a first connection imports
-/// `backfill_days`; a reconnect catches up from its cursor). The backfill runs in the
-/// sync worker, so the callback answers the browser quickly.
+/// The `connect` sync request, which the OAuth callback queues once it stored the
+/// tokens and the connection: `users.watch` (every label; the sync keeps INBOX/SENT),
+/// the watch's expiry in the connection settings, then the backfill: a first connection
+/// imports `backfill_days`; a reconnect catches up from its cursor. Runs in the sync
+/// worker, so the browser's callback answers at once.
 pub async fn on_connect(
     ports: &Ports,
     cfg: &GoogleConfig,
     inbox: &EmailAddress,
-) -> Result<Watch, SourceError> {
+) -> Result<SyncReport, SourceError> {
     let w = watch(ports, cfg, inbox).await?;
     let req = SyncRequest {
         inbox: inbox.key(),
@@ -541,9 +541,7 @@ pub async fn on_connect(
         reason: "connect".into(),
         hint: json!({"history_id": w.history_id.to_string()}),
     };
-    sync::enqueue(ports, &req).await?;
-    ports.flush()?;
-    Ok(w)
+    sync(ports, cfg, inbox, &req).await
 }
 
 /// Calls users.watch and records it in the connection's settings (`settings.watch`).
