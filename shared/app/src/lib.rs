@@ -7,6 +7,7 @@ pub mod connections;
 pub mod consumer;
 pub mod conversations;
 pub mod crm;
+pub mod imap_poll;
 pub mod ingest;
 pub mod keys;
 pub mod matcher;

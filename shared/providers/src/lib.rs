@@ -1,2 +1,4 @@
 //! Mailbox providers: the protocol clients the sources use. No storage here: the use
 //! cases in `mailroom-app` decide what to store, these modules only speak the protocols.
+
+pub mod imap;
