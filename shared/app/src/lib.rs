@@ -8,6 +8,7 @@ pub mod consumer;
 pub mod conversations;
 pub mod crm;
 pub mod gmail;
+pub mod imap_poll;
 pub mod ingest;
 pub mod keys;
 pub mod matcher;

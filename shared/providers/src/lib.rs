@@ -3,3 +3,4 @@
 
 pub mod gmail;
 pub mod jwt;
+pub mod imap;
