@@ -16,7 +16,8 @@ cd "$(dirname "$0")/.."
 root=$(pwd)
 
 # The function crates: package name = bin name = lambda/<bin>/ directory.
-functions=(mailroom-ingest mailroom-match mailroom-route mailroom-ticket mailroom-sweep)
+functions=(mailroom-ingest mailroom-match mailroom-route mailroom-ticket mailroom-sweep
+    mailroom-webhooks mailroom-mailbox-sync mailroom-imap-poll mailroom-scheduler)
 # The zipped size each function should stay under (MiB).
 zip_target_mib=10
 
@@ -48,7 +49,7 @@ lambda_dir="$CARGO_TARGET_DIR/lambda"
 packages=()
 for f in "${functions[@]}"; do packages+=(-p "$f"); done
 
-# One cargo build for all four, packed as zips; the loose bootstrap is then taken out of
+# One cargo build for all of them, packed as zips; the loose bootstrap is then taken out of
 # each zip, so binary and archive are always the same build. The build keeps the workspace
 # release profile (lto thin, codegen-units 1, strip, panic unwind): cargo-lambda adds its
 # own defaults (e.g. panic=abort) only where the profile is silent, plus
@@ -87,9 +88,9 @@ for f in functions:
 if as_json:
     print(json.dumps({"lambda_dir": lambda_dir, "build_seconds": elapsed, "functions": rows}, indent=2))
 else:
-    print(f"{'function':<18}{'bootstrap':>23}{'zip':>23}  target (zip <= {target_mib:g} MiB)")
+    print(f"{'function':<23}{'bootstrap':>23}{'zip':>23}  target (zip <= {target_mib:g} MiB)")
     for r in rows:
-        print(f"{r['function']:<18}{r['bootstrap_bytes']:>12} {r['bootstrap_mib']:>6.2f} MiB"
+        print(f"{r['function']:<23}{r['bootstrap_bytes']:>12} {r['bootstrap_mib']:>6.2f} MiB"
               f"{r['zip_bytes']:>12} {r['zip_mib']:>6.2f} MiB  {'OK' if r['ok'] else 'OVER'}")
 sys.exit(0 if all(r["ok"] for r in rows) else 3)
 EOF

@@ -1,8 +1,11 @@
-//! Helpers for the integration tests: the moto server, AWS resources on it, paths.
+//! Helpers for the integration tests: the moto server, AWS resources on it, a private
+//! dovecot (`dovecot`), paths.
 //!
 //! Services are never skipped: a test that needs moto and cannot find it fails with a
 //! message that says how to get it.
 
+pub mod dovecot;
+pub mod mock_google;
 pub mod mock_graph;
 
 use aws_sdk_dynamodb::types::{

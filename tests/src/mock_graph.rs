@@ -162,6 +162,10 @@ struct Shared {
     inner: Arc<Mutex<Inner>>,
     base: String,
     http: reqwest::Client,
+    /// `$value` answers only while this is open (true).
+    value_gate: Arc<tokio::sync::watch::Sender<bool>>,
+    /// `$value` requests waiting at the closed gate.
+    held: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Shared {
@@ -218,6 +222,8 @@ impl MockGraph {
                 .timeout(Duration::from_secs(10))
                 .build()
                 .expect("mock graph http client"),
+            value_gate: Arc::new(tokio::sync::watch::channel(true).0),
+            held: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
         };
         let graph = Router::new()
             .route("/v1.0/me", get(me))
@@ -363,6 +369,21 @@ impl MockGraph {
     /// How long `$value` takes, so that concurrent fetches overlap.
     pub fn set_value_delay(&self, d: Duration) {
         self.lock().value_delay = d;
+    }
+
+    /// Holds every `$value` request until `open_value_gate` (a sync that is surely
+    /// mid-flight, without timing guesses).
+    pub fn close_value_gate(&self) {
+        self.shared.value_gate.send_replace(false);
+    }
+
+    pub fn open_value_gate(&self) {
+        self.shared.value_gate.send_replace(true);
+    }
+
+    /// `$value` requests waiting at the closed gate now.
+    pub fn held_values(&self) -> usize {
+        self.shared.held.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Subscription creations fail their validation (as if our endpoint were unreachable).
@@ -982,6 +1003,12 @@ async fn message_value(
     }
     if path_user != user {
         return graph_error(StatusCode::FORBIDDEN, "ErrorAccessDenied", "Access is denied.");
+    }
+    let mut gate = s.value_gate.subscribe();
+    if !*gate.borrow() {
+        s.held.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let _ = gate.wait_for(|open| *open).await;
+        s.held.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
     }
     let delay = s.lock().value_delay;
     if !delay.is_zero() {

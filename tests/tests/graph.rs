@@ -95,8 +95,9 @@ impl Harness {
         Harness { _dir: dir, ports, mock, cfg, server }
     }
 
-    /// What the OAuth callback does for a Graph mailbox: tokens, the connection, then
-    /// `graph::on_connect`. Returns the inbox and the mailbox's GUID.
+    /// What the OAuth callback does for a Graph mailbox: tokens, the connection, a
+    /// `connect` sync request (the worker runs `graph::on_connect` for it). Returns the
+    /// inbox and the mailbox's GUID.
     async fn connect(&self, mail: &str) -> (EmailAddress, String) {
         let user = self.mock.add_user(mail);
         let inbox = EmailAddress::parse(mail).unwrap();
@@ -133,10 +134,18 @@ impl Harness {
         )
         .await
         .unwrap();
-        graph::on_connect(&self.ports, &self.cfg, inbox).await.unwrap();
+        let req = SyncRequest {
+            inbox: inbox.key(),
+            provider: Provider::Graph,
+            reason: "connect".into(),
+            hint: json!({}),
+        };
+        mailroom_app::sync::enqueue(&self.ports, &req).await.unwrap();
     }
 
-    /// Runs the sync worker until its queue is empty, then the pipeline stages.
+    /// Runs the sync worker until its queue is empty (dispatching as `sync::handle` does:
+    /// `connect` to `graph::on_connect`, the rest to `graph::sync`), then the pipeline
+    /// stages.
     async fn sync(&self) -> Vec<(SyncRequest, Result<SyncReport, String>)> {
         let mut out = Vec::new();
         loop {
@@ -152,7 +161,12 @@ impl Harness {
             for m in msgs {
                 let req: SyncRequest = serde_json::from_str(&m.body).unwrap();
                 let inbox = EmailAddress::parse(&req.inbox).unwrap();
-                let r = graph::sync(&self.ports, &self.cfg, &inbox, &req).await.map_err(|e| e.to_string());
+                let r = if req.reason == "connect" {
+                    graph::on_connect(&self.ports, &self.cfg, &inbox).await.map(|c| c.sync)
+                } else {
+                    graph::sync(&self.ports, &self.cfg, &inbox, &req).await
+                };
+                let r = r.map_err(|e| e.to_string());
                 self.ports.sync_queue.delete(&m.receipt).await.unwrap();
                 out.push((req, r));
             }
@@ -277,6 +291,8 @@ async fn connect_validates_both_urls_and_backfills_inbox_and_sent() {
         Utc::now() - ChronoDuration::days(60),
     );
     h.reconnect(&inbox, &user).await;
+    let report = h.sync_ok().await;
+    assert_eq!((report.fetched, report.stored), (5, 5), "{report:?}");
 
     let subs = h.mock.subscriptions();
     assert_eq!(subs.len(), 2, "{subs:?}");
@@ -300,9 +316,6 @@ async fn connect_validates_both_urls_and_backfills_inbox_and_sent() {
         !raw.contains(&subs[0].client_state) && !raw.contains(&subs[1].client_state),
         "clientState stored in the clear"
     );
-
-    let report = h.sync_ok().await;
-    assert_eq!((report.fetched, report.stored), (5, 5), "{report:?}");
     let mut expected = with_folder(&in_msgs, Folder::Inbox);
     expected.extend(with_folder(&sent, Folder::Sent));
     h.assert_stored_once(&inbox, &expected).await;
@@ -720,7 +733,7 @@ async fn a_notification_during_a_sync_is_picked_up_by_the_sync_holding_the_lease
     let (inbox, user) = h.connect("support@acme.test").await;
     h.sync_ok().await;
     let first = h.deliver(&user, "inbox", &inbox, 4, "Slow");
-    h.mock.set_value_delay(Duration::from_millis(300));
+    h.mock.close_value_gate();
     let req = SyncRequest {
         inbox: inbox.key(),
         provider: Provider::Graph,
@@ -730,17 +743,18 @@ async fn a_notification_during_a_sync_is_picked_up_by_the_sync_holding_the_lease
     let (ports, cfg, req1) = (h.ports.clone(), h.cfg.clone(), req.clone());
     let inbox1 = inbox.clone();
     let holder = tokio::spawn(async move { graph::sync(&ports, &cfg, &inbox1, &req1).await });
-    // Wait until the first sync is fetching (it holds the lease then).
+    // Wait until the first sync is fetching, held at the gate (it holds the lease then).
     let deadline = Instant::now() + Duration::from_secs(10);
-    while !h.mock.log().iter().any(|l| l.uri.ends_with("/$value")) {
+    while h.mock.held_values() == 0 {
         assert!(Instant::now() < deadline, "the first sync never fetched");
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let late = h.deliver(&user, "sentitems", &inbox, 1, "Re: Slow");
     let mut req2 = req.clone();
     req2.hint = json!({"folder": "sentitems"});
     let r = graph::sync(&h.ports, &h.cfg, &inbox, &req2).await.unwrap();
     assert_eq!((r.fetched, r.skipped), (0, 1), "the mailbox is busy: {r:?}");
+    h.mock.open_value_gate();
     let r = holder.await.unwrap().unwrap();
     assert_eq!(r.stored, 5, "the holder ran another round for the late request: {r:?}");
     assert_eq!(h.sync().await.len(), 0);
@@ -800,6 +814,8 @@ async fn a_failed_validation_says_the_webhook_must_be_reachable() {
     // The GUID was looked up through /me, since the connection did not carry it.
     let c = connections::get(&h.ports, &inbox).await.unwrap().unwrap();
     assert_eq!(c.settings["user_id"], json!(user));
+    assert_eq!(c.state, ConnState::Degraded, "the failure shows on the connection");
+    assert!(c.last_error.unwrap_or_default().contains("validation request failed"));
     assert!(h.mock.subscriptions().is_empty());
     assert_eq!(h.sync_queue_len().await, 0, "no backfill without subscriptions");
 }

@@ -197,3 +197,87 @@ async fn sweep_function_writes_one_breach_event_against_moto() {
     let events = mailroom_app::reports::conversation_events(&ports, conv).await.unwrap();
     assert_eq!(events.iter().filter(|e| e["type"] == "sla_breached").count(), 1);
 }
+
+/// The scheduled IMAP poll function against a private dovecot and moto: the password
+/// sealed with KMS, the lease and cursors as DynamoDB conditional writes, raw mail in S3
+/// and pointers on SQS; a second run fetches nothing, and `{"inbox": …}` polls one inbox.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn imap_poll_function_polls_dovecot_into_moto() {
+    use mailroom_app::imap_poll::{self, ImapSettings, PollOptions, Security};
+    let dv = mailroom_tests::dovecot::Dovecot::start();
+    let mail = |id: &str, from: &str, to: &str| {
+        format!(
+            "From: {from}\r\nTo: {to}\r\nSubject: Lambda poll\r\nMessage-ID: <{id}>\r\nDate: {}\r\n\r\nHello.\r\n",
+            chrono::Utc::now().to_rfc2822()
+        )
+    };
+    dv.save(
+        "INBOX",
+        mail("imap-lambda-1@customer.example", "jane@customer.example", "support@acme.test").as_bytes(),
+    );
+    dv.save(
+        "INBOX",
+        mail("imap-lambda-2@customer.example", "joe@customer.example", "support@acme.test").as_bytes(),
+    );
+    dv.save("Sent", mail("imap-lambda-3@acme.test", "support@acme.test", "jane@customer.example").as_bytes());
+
+    let stack = AwsStack::create().await;
+    let ports = stack.ports();
+    let inbox = mailroom_core::EmailAddress::parse("support@acme.test").unwrap();
+    let settings = ImapSettings {
+        host: "127.0.0.1".into(),
+        port: dv.port_tls,
+        security: Security::Tls,
+        user: dv.user.clone(),
+        backfill_days: 14,
+        ca_pem: Some(dv.ca_pem()),
+    };
+    imap_poll::connect(&ports, &inbox, settings, &dv.password, &PollOptions::default())
+        .await
+        .expect("connect");
+    let sealed = ports.table.get(&Key::new("conn#support@acme.test", "secret#imap")).await.unwrap().unwrap();
+    assert!(!serde_json::to_string(&sealed).unwrap().contains(&dv.password), "stored in the clear");
+
+    let (port, _w, _f) = start("mailroom-imap-poll", &stack.function_env());
+    let out = invoke(port, &serde_json::json!({"source": "aws.events", "detail-type": "Scheduled Event"}));
+    let r = &out["inboxes"][0];
+    assert_eq!(
+        (r["outcome"].as_str(), r["fetched"].as_u64(), r["stored"].as_u64()),
+        (Some("polled"), Some(3), Some(3)),
+        "{out}"
+    );
+    let objects = stack
+        .clients
+        .s3
+        .list_objects_v2()
+        .bucket(&stack.bucket)
+        .prefix("raw/support@acme.test/")
+        .send()
+        .await
+        .unwrap()
+        .contents
+        .unwrap_or_default();
+    assert_eq!(objects.len(), 3, "raw mail in S3");
+    let depth = stack
+        .clients
+        .sqs
+        .get_queue_attributes()
+        .queue_url(&stack.queue_url)
+        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages)
+        .send()
+        .await
+        .unwrap()
+        .attributes
+        .unwrap_or_default()
+        .get(&aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages)
+        .cloned();
+    assert_eq!(depth.as_deref(), Some("3"), "one pointer per message on the ingest queue");
+    let cursor = mailroom_app::connections::get_cursor(&ports, &inbox, "INBOX").await.unwrap().unwrap();
+    assert_eq!(cursor.value["last_uid"], 2, "{cursor:?}");
+    let conn = mailroom_app::connections::get(&ports, &inbox).await.unwrap().unwrap();
+    assert_eq!(conn.state, mailroom_app::connections::State::Connected);
+
+    let again = invoke(port, &serde_json::json!({"inbox": "support@acme.test"}));
+    assert_eq!(again["inboxes"][0]["outcome"], "polled", "{again}");
+    assert_eq!(again["inboxes"][0]["fetched"], 0, "{again}");
+}

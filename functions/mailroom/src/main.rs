@@ -5,6 +5,7 @@ mod bench;
 mod bench_report;
 mod demo;
 mod import;
+mod inbox;
 mod report;
 mod serve;
 mod sources;
@@ -46,7 +47,26 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
-    /// Run the queue consumers and the HTTP endpoints until Ctrl-C.
+    /// Connected mailboxes: connect an IMAP inbox, see every connection's health.
+    Inbox {
+        #[command(subcommand)]
+        cmd: InboxCmd,
+    },
+    /// Poll every connected IMAP inbox and run the pipeline until its queues are drained;
+    /// without --once, again every MAILROOM_IMAP_POLL_SECONDS (60) until Ctrl-C. Exit
+    /// status 1 when an inbox failed.
+    Poll {
+        /// One round, then exit.
+        #[arg(long)]
+        once: bool,
+        /// At most this many messages per inbox per round (the rest waits for the next).
+        #[arg(long)]
+        max_messages: Option<u32>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run the queue consumers, the HTTP endpoints and the schedules (SLA sweep, IMAP poll
+    /// every MAILROOM_IMAP_POLL_SECONDS) until Ctrl-C.
     Serve {
         #[arg(long, default_value_t = 3000)]
         port: u16,
@@ -175,16 +195,89 @@ enum Cmd {
     },
 }
 
+#[derive(Subcommand)]
+enum InboxCmd {
+    /// Connect an inbox over IMAP: checks the login, then stores the settings and the
+    /// password (encrypted). Connecting again (a new password) keeps the sync position
+    /// when the server and user are the same.
+    ConnectImap {
+        /// The inbox address (support@acme.example).
+        address: String,
+        #[arg(long)]
+        host: String,
+        /// Default: 993 with tls, 143 otherwise.
+        #[arg(long)]
+        port: Option<u16>,
+        /// tls (implicit, port 993), starttls (port 143) or none (tests, trusted networks).
+        #[arg(long, default_value = "tls")]
+        security: mailroom_app::imap_poll::Security,
+        /// The login name.
+        #[arg(long)]
+        user: String,
+        /// The environment variable that holds the password (never the password itself).
+        #[arg(long)]
+        password_env: String,
+        /// How many days back the first poll reads.
+        #[arg(long, default_value_t = mailroom_app::imap_poll::DEFAULT_BACKFILL_DAYS)]
+        backfill_days: u32,
+        /// A PEM file with the CA certificate(s) to trust besides the public roots.
+        #[arg(long)]
+        ca_file: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Each connection's health (state, last success and error, lag, failures) and sync
+    /// cursors.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
 #[tokio::main]
 async fn main() -> Result<()> {
     let cli = Cli::parse();
     // Per-message logs are for `RUST_LOG=info`; a terminal user sees warnings and the summary.
-    let level = if matches!(cli.cmd, Cmd::Serve { .. }) { "info" } else { "warn" };
+    let level =
+        if matches!(cli.cmd, Cmd::Serve { .. } | Cmd::Poll { once: false, .. }) { "info" } else { "warn" };
     mailroom_app::telemetry::init(false, level);
     match cli.cmd {
         Cmd::Import { path, inbox, folder, json } => {
             let failed = import::run(&cli.data, &path, inbox.as_deref(), folder, json).await?;
             if failed > 0 {
+                std::process::exit(1);
+            }
+        }
+        Cmd::Inbox { cmd: InboxCmd::Status { json } } => inbox::status(&cli.data, json).await?,
+        Cmd::Inbox {
+            cmd:
+                InboxCmd::ConnectImap {
+                    address,
+                    host,
+                    port,
+                    security,
+                    user,
+                    password_env,
+                    backfill_days,
+                    ca_file,
+                    json,
+                },
+        } => {
+            let args = inbox::ConnectArgs {
+                address,
+                host,
+                port,
+                security,
+                user,
+                password_env,
+                backfill_days,
+                ca_file,
+                json,
+            };
+            inbox::connect_imap(&cli.data, args).await?
+        }
+        Cmd::Poll { once, max_messages, json } => {
+            if !inbox::poll(&cli.data, once, max_messages, json).await? {
                 std::process::exit(1);
             }
         }

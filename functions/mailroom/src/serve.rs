@@ -40,6 +40,29 @@ pub async fn run(data: &Path, bind: &str, port: u16) -> Result<()> {
         }
     });
 
+    // The IMAP poll, every MAILROOM_IMAP_POLL_SECONDS (the imap-poll function in AWS). The
+    // consumers above run the pipeline; each mailbox's lease keeps a `mailroom poll` beside
+    // this one from polling it at the same time.
+    let interval = crate::inbox::poll_interval()?;
+    let poll_ports = ports.clone();
+    let imap = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let opts = mailroom_app::imap_poll::PollOptions::default();
+        loop {
+            tick.tick().await;
+            match mailroom_app::imap_poll::poll_all(&poll_ports, &opts).await {
+                Ok(r) => {
+                    for i in r.inboxes.iter().filter(|i| i.fetched > 0 || i.error.is_some()) {
+                        tracing::info!(inbox = %i.inbox, outcome = ?i.outcome, fetched = i.fetched, stored = i.stored, error = ?i.error, "IMAP poll");
+                    }
+                }
+                Err(e) => tracing::error!(error = %e, "IMAP poll failed"),
+            }
+            let _ = poll_ports.flush();
+        }
+    });
+
     let state = AppState { ingestor: Arc::new(Ingestor::new(ports.clone())), ports: ports.clone() };
     let app = Router::new()
         .route("/health", get(|| async { Json(serde_json::json!({"status": "ok"})) }))
@@ -58,6 +81,7 @@ pub async fn run(data: &Path, bind: &str, port: u16) -> Result<()> {
         .await?;
     let _ = stop_tx.send(true);
     schedule.abort();
+    imap.abort();
     bg.await?;
     ports.flush()?;
     Ok(())

@@ -340,6 +340,47 @@ pub async fn set_cursor(
     Ok(version)
 }
 
+/// Every cursor of an inbox, by folder (for `mailroom inbox status`).
+pub async fn cursors(
+    ports: &Ports,
+    inbox: &EmailAddress,
+) -> Result<Vec<(String, Versioned<Value>)>, StoreError> {
+    let q = Query::new(pk(inbox)).sk(mailroom_store::SkCond::BeginsWith("cursor#".into()));
+    Ok(ports
+        .table
+        .query_all(q)
+        .await?
+        .into_iter()
+        .filter_map(|item| {
+            let folder = item.get("sk")?.as_str()?.strip_prefix("cursor#")?.to_string();
+            let value = item.get("value").cloned().unwrap_or(Value::Null);
+            let version = item.get("version").and_then(Value::as_i64).unwrap_or(0);
+            Some((folder, Versioned { value, version }))
+        })
+        .collect())
+}
+
+/// A connection's health and its cursors (`mailroom inbox status`).
+#[derive(Debug, Clone, Serialize)]
+pub struct Status {
+    #[serde(flatten)]
+    pub connection: Connection,
+    /// Cursor values by folder.
+    pub cursors: std::collections::BTreeMap<String, Value>,
+}
+
+/// Every connection with its cursors, by inbox address.
+pub async fn status(ports: &Ports) -> Result<Vec<Status>, StoreError> {
+    let mut out = Vec::new();
+    for connection in list(ports).await? {
+        let addr = EmailAddress::parse(&connection.inbox)
+            .map_err(|e| StoreError::Backend(format!("inbox {}: {e}", connection.inbox)))?;
+        let cursors = cursors(ports, &addr).await?.into_iter().map(|(f, v)| (f, v.value)).collect();
+        out.push(Status { connection, cursors });
+    }
+    Ok(out)
+}
+
 /// Drops a cursor (a reconnect that must start over, a folder that is gone).
 pub async fn clear_cursor(ports: &Ports, inbox: &EmailAddress, folder: &str) -> Result<(), StoreError> {
     ports.table.delete(&cursor_key(inbox, folder), None).await

@@ -466,20 +466,21 @@ async fn update_settings(
 // Connect
 // ---------------------------------------------------------------------------------------
 
-/// What `on_connect` set up.
+/// What `on_connect` did.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ConnectReport {
     pub user_id: String,
     pub subscriptions: Vec<(MailFolder, SubscriptionInfo)>,
-    /// The sync request queued for the backfill.
-    pub sync: SyncRequest,
+    /// The backfill.
+    pub sync: SyncReport,
 }
 
-/// After the OAuth callback stored the tokens and the connection (provider Graph): create
-/// the subscriptions (Graph validates our two webhook URLs during the call, so the
-/// webhooks must already answer) and queue the backfill, which the sync worker runs
-/// (`reason` "connect", or "reconnect" when the mailbox was synced before: its stored
-/// deltaLinks carry on from where it stopped, so mail that came meanwhile is not lost).
+/// The sync worker runs it for the `connect` request the OAuth callback queues (tokens
+/// and connection stored): creates the subscriptions (Graph validates both webhook URLs
+/// during the call, so the webhooks must answer by then; older subscriptions of the
+/// mailbox are deleted), then the backfill. A first connection imports `backfill_days`;
+/// a reconnect carries on from the stored deltaLinks, so mail that came while the mailbox
+/// needed reconnecting is not lost. A failure is recorded on the connection.
 pub async fn on_connect(
     ports: &Ports,
     cfg: &MicrosoftConfig,
@@ -494,11 +495,18 @@ pub async fn on_connect(
             conn.provider.as_str()
         )));
     }
-    let mb = Mailbox::open(ports, cfg, inbox, &conn).await?;
-    let mut subscriptions = Vec::new();
-    for folder in MailFolder::ALL {
-        subscriptions.push((folder, mb.subscribe(folder, true).await?));
-    }
+    let set_up = async {
+        let mb = Mailbox::open(ports, cfg, inbox, &conn).await?;
+        let mut subscriptions = Vec::new();
+        for folder in MailFolder::ALL {
+            subscriptions.push((folder, mb.subscribe(folder, true).await?));
+        }
+        Ok::<_, SourceError>((mb.user_id.clone(), subscriptions))
+    };
+    let (user_id, subscriptions) = match set_up.await {
+        Ok(s) => s,
+        Err(e) => return Err(record_failure(ports, inbox, e).await),
+    };
     let mut synced_before = false;
     for folder in MailFolder::ALL {
         synced_before |= connections::get_cursor(ports, inbox, folder.as_str()).await?.is_some();
@@ -509,9 +517,22 @@ pub async fn on_connect(
         reason: if synced_before { "reconnect" } else { "connect" }.into(),
         hint: json!({}),
     };
-    sync::enqueue(ports, &req).await?;
-    ports.flush()?;
-    Ok(ConnectReport { user_id: mb.user_id.clone(), subscriptions, sync: req })
+    let sync = sync(ports, cfg, inbox, &req).await?;
+    Ok(ConnectReport { user_id, subscriptions, sync })
+}
+
+/// Records a failed sync or connect on the connection (transient: `degraded`; refused
+/// credentials: `reconnect_required`) and hands the error back.
+async fn record_failure(ports: &Ports, inbox: &EmailAddress, e: SourceError) -> SourceError {
+    let failure = match &e {
+        SourceError::Reconnect(_) => Failure::Terminal,
+        SourceError::Transient(_) => Failure::Transient,
+        SourceError::Store(_) => return e,
+    };
+    match connections::record_error(ports, inbox, &e.to_string(), failure).await {
+        Ok(_) => e,
+        Err(store) => SourceError::Store(store),
+    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -604,17 +625,7 @@ pub async fn sync(
             connections::record_success(ports, inbox, lag).await?;
             Ok(progress.report)
         }
-        Err(e) => {
-            let failure = match &e {
-                SourceError::Reconnect(_) => Some(Failure::Terminal),
-                SourceError::Transient(_) => Some(Failure::Transient),
-                SourceError::Store(_) => None,
-            };
-            if let Some(f) = failure {
-                connections::record_error(ports, inbox, &e.to_string(), f).await?;
-            }
-            Err(e)
-        }
+        Err(e) => Err(record_failure(ports, inbox, e).await),
     }
 }
 

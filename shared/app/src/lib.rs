@@ -7,7 +7,9 @@ pub mod connections;
 pub mod consumer;
 pub mod conversations;
 pub mod crm;
+pub mod gmail;
 pub mod graph;
+pub mod imap_poll;
 pub mod ingest;
 pub mod keys;
 pub mod matcher;
@@ -20,6 +22,7 @@ pub mod sync;
 pub mod telemetry;
 pub mod thread;
 pub mod ticket;
+pub mod web;
 pub mod workspace_store;
 
 pub use consumer::{MessageHandler, Stages, Worker, handle_sqs_event};

@@ -62,7 +62,8 @@ fn http() -> Result<oauth2::reqwest::Client, String> {
     // No redirects: oauth2's UPGRADE.md warns that following them opens SSRF.
     oauth2::reqwest::Client::builder()
         .redirect(oauth2::reqwest::redirect::Policy::none())
-        .timeout(std::time::Duration::from_secs(20))
+        // Below the webhooks function's 10 s timeout, so a slow token endpoint gets a clear error.
+        .timeout(std::time::Duration::from_secs(7))
         .build()
         .map_err(|e| e.to_string())
 }

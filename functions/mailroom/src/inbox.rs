@@ -1,0 +1,186 @@
+//! `mailroom inbox connect-imap`, `mailroom inbox status` and `mailroom poll`: connected
+//! mailboxes on embedded storage (docs/connections.md).
+
+use anyhow::{Context, Result, bail};
+use mailroom_app::imap_poll::{self, ImapSettings, Outcome, PollOptions, PollReport, Security};
+use mailroom_app::{Ports, Stages};
+use mailroom_core::EmailAddress;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// `MAILROOM_IMAP_POLL_SECONDS`: how often `serve` (and `poll` without `--once`) polls the
+/// IMAP inboxes; 60 by default.
+pub fn poll_interval() -> Result<Duration> {
+    match std::env::var("MAILROOM_IMAP_POLL_SECONDS") {
+        Err(_) => Ok(Duration::from_secs(60)),
+        Ok(v) => match v.trim().parse::<u64>() {
+            Ok(n) if n > 0 => Ok(Duration::from_secs(n)),
+            _ => bail!("MAILROOM_IMAP_POLL_SECONDS must be a whole number of seconds above 0, not {v:?}"),
+        },
+    }
+}
+
+pub struct ConnectArgs {
+    pub address: String,
+    pub host: String,
+    pub port: Option<u16>,
+    pub security: Security,
+    pub user: String,
+    pub password_env: String,
+    pub backfill_days: u32,
+    pub ca_file: Option<PathBuf>,
+    pub json: bool,
+}
+
+pub async fn connect_imap(data: &Path, a: ConnectArgs) -> Result<()> {
+    let inbox = EmailAddress::parse(&a.address).with_context(|| format!("inbox address {:?}", a.address))?;
+    let password = match std::env::var(&a.password_env) {
+        Ok(p) if !p.is_empty() => p,
+        _ => bail!(
+            "environment variable {} is not set: put the IMAP password in it (the password is never taken on the command line, so it stays out of shell history and ps)",
+            a.password_env
+        ),
+    };
+    let ca_pem = match &a.ca_file {
+        Some(f) => Some(
+            std::fs::read_to_string(f).with_context(|| format!("cannot read --ca-file {}", f.display()))?,
+        ),
+        None => None,
+    };
+    let port = a.port.unwrap_or(match a.security {
+        Security::Tls => 993,
+        Security::Starttls | Security::None => 143,
+    });
+    let settings = ImapSettings {
+        host: a.host,
+        port,
+        security: a.security,
+        user: a.user,
+        backfill_days: a.backfill_days,
+        ca_pem,
+    };
+    let ports = Ports::embedded(data)?;
+    let c = imap_poll::connect(&ports, &inbox, settings, &password, &PollOptions::default())
+        .await
+        .with_context(|| format!("cannot connect {inbox}"))?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&c)?);
+        return Ok(());
+    }
+    match &c.sent_folder {
+        Some(sent) => println!("connected {}: polling {} and {sent} (\\Sent)", c.inbox, c.inbox_folder),
+        None => println!(
+            "connected {}: polling {}; the server marks no folder \\Sent, so Sent copies are not read",
+            c.inbox, c.inbox_folder
+        ),
+    }
+    if c.cursors_kept {
+        println!("same server and user as before: polling resumes where it stopped");
+    } else {
+        println!("the first poll reads the last {} days", a.backfill_days);
+    }
+    Ok(())
+}
+
+pub async fn status(data: &Path, json: bool) -> Result<()> {
+    let ports = Ports::embedded(data)?;
+    let mut list = mailroom_app::connections::status(&ports).await?;
+    for s in &mut list {
+        // A CA certificate is long and says nothing here.
+        if let Some(m) = s.connection.settings.as_object_mut()
+            && m.remove("ca_pem").is_some()
+        {
+            m.insert("ca".into(), serde_json::json!("custom"));
+        }
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&list)?);
+        return Ok(());
+    }
+    for s in &list {
+        let c = &s.connection;
+        println!(
+            "{:<36} {:<6} {:<18} last success {}  lag {}  failures {}",
+            c.inbox,
+            c.provider.as_str(),
+            c.state.as_str(),
+            c.last_success.map(|t| t.to_rfc3339()).unwrap_or_else(|| "never".into()),
+            c.lag_seconds.map(|l| format!("{l}s")).unwrap_or_else(|| "-".into()),
+            c.consecutive_failures
+        );
+        if let Some(e) = &c.last_error {
+            let at = c.last_error_at.map(|t| t.to_rfc3339()).unwrap_or_default();
+            println!("    last error ({at}): {e}");
+        }
+        for (folder, v) in &s.cursors {
+            println!("    {folder}: {v}");
+        }
+    }
+    println!("{} connections", list.len());
+    Ok(())
+}
+
+/// `mailroom poll`: once (`--once`), or every `MAILROOM_IMAP_POLL_SECONDS` until Ctrl-C.
+/// Each round returns when its messages went through the whole pipeline. Exit status 1
+/// when an inbox failed in the (last) round.
+pub async fn poll(data: &Path, once: bool, max_messages: Option<u32>, json: bool) -> Result<bool> {
+    let interval = poll_interval()?;
+    let ports = Ports::embedded(data)?;
+    let opts = PollOptions { max_messages, ..PollOptions::default() };
+    loop {
+        let report = poll_round(&ports, &opts).await?;
+        print(&report, json)?;
+        if once {
+            return Ok(report.failed() == 0);
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            _ = tokio::signal::ctrl_c() => return Ok(report.failed() == 0),
+        }
+    }
+}
+
+/// One poll of every IMAP inbox, then the pipeline drained (like `mailroom import`).
+pub async fn poll_round(ports: &Ports, opts: &PollOptions) -> Result<PollReport> {
+    let report = imap_poll::poll_all(ports, opts).await?;
+    if report.fetched() > 0 {
+        Stages::new(ports).retry_base(Duration::from_millis(200)).drain().await?;
+    }
+    ports.flush()?;
+    Ok(report)
+}
+
+fn print(r: &PollReport, json: bool) -> Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(r)?);
+        return Ok(());
+    }
+    for i in &r.inboxes {
+        let what = match i.outcome {
+            Outcome::Polled => "polled",
+            Outcome::Leased => "skipped: another poller is polling it now",
+            Outcome::ReconnectRequired => "not polled: reconnect required",
+            Outcome::Deferred => "not polled: out of time",
+            Outcome::Failed => "failed",
+        };
+        println!(
+            "{}: {what}; fetched {}, stored {}, duplicates {}, skipped {}{}",
+            i.inbox,
+            i.fetched,
+            i.stored,
+            i.duplicates + i.requeued,
+            i.skipped.len(),
+            if i.budget_exhausted { " (more to fetch next time)" } else { "" }
+        );
+        for s in &i.skipped {
+            println!("    skipped {} uid {}: {}", s.folder.cursor_name(), s.uid, s.reason);
+        }
+        if let Some(e) = &i.error {
+            println!("    error: {e}");
+        }
+    }
+    if r.inboxes.is_empty() {
+        println!("no IMAP inboxes: connect one with `mailroom inbox connect-imap`");
+    }
+    Ok(())
+}

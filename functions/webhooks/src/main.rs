@@ -1,0 +1,26 @@
+//! `mailroom-webhooks`: the connection routes (`mailroom_app::web`) behind API Gateway's
+//! HTTP API. Verifies, enqueues a sync request and answers: the provider work runs in
+//! `mailroom-mailbox-sync`, so Graph's 3 s budget holds.
+
+use lambda_http::Error;
+use mailroom_app::config::{AwsConfig, ProvidersConfig};
+use mailroom_app::{Ports, telemetry, web};
+use mailroom_store::aws::AwsClients;
+use std::sync::Arc;
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    telemetry::init(true, "info");
+    let cfg = AwsConfig::from_env(false)?;
+    if cfg.sync_queue_url.is_none() {
+        return Err("MAILROOM_SYNC_QUEUE_URL is not set (the SAM template sets it)".into());
+    }
+    let public_url = std::env::var("MAILROOM_PUBLIC_URL")
+        .map_err(|_| "MAILROOM_PUBLIC_URL is not set (the SAM template sets it to the HTTP API's URL)")?;
+    let providers = ProvidersConfig::from_env(&public_url)?;
+    let clients = AwsClients::from_env().await;
+    let ports = Ports::aws(&clients, &cfg);
+    let admin_token = std::env::var("MAILROOM_ADMIN_TOKEN").ok().filter(|t| t.len() >= 16);
+    let state = Arc::new(web::WebState { ports, cfg: providers, admin_token });
+    lambda_http::run(web::router(state)).await
+}

@@ -1,0 +1,156 @@
+//! The HTTP routes of mailbox connections, one axum router for both the `webhooks`
+//! Lambda (behind API Gateway) and `mailroom serve`:
+//! - `POST /connections/{provider}/start?inbox=ADDRESS`: the provider's authorize URL;
+//! - `GET /oauth/callback`: where the provider sends the user back;
+//! - `POST /webhooks/gmail`, `/webhooks/graph`, `/webhooks/graph-lifecycle`: push.
+//!
+//! Errors are RFC 9457 problem details.
+
+use crate::config::ProvidersConfig;
+use crate::connections::Provider;
+use crate::oauth::{self, OAuthError};
+use crate::ports::Ports;
+use crate::sync::{self, SyncRequest};
+use axum::Router;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{Html, IntoResponse, Json, Response};
+use axum::routing::{get, post};
+use mailroom_core::EmailAddress;
+use serde::Deserialize;
+use serde_json::json;
+use std::sync::Arc;
+
+pub struct WebState {
+    pub ports: Ports,
+    pub cfg: ProvidersConfig,
+    /// The bearer token that may start connections. `None`: starting is refused (the
+    /// API's user authentication replaces this with roles).
+    pub admin_token: Option<String>,
+}
+
+pub fn router(state: Arc<WebState>) -> Router {
+    Router::new()
+        .route("/connections/{provider}/start", post(start))
+        .route("/oauth/callback", get(callback))
+        .with_state(state)
+}
+
+/// An RFC 9457 problem response.
+pub fn problem(status: StatusCode, detail: impl Into<String>) -> Response {
+    let body = json!({
+        "type": "about:blank",
+        "title": status.canonical_reason(),
+        "status": status.as_u16(),
+        "detail": detail.into(),
+    });
+    (status, [(header::CONTENT_TYPE, "application/problem+json")], body.to_string()).into_response()
+}
+
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers.get(header::AUTHORIZATION)?.to_str().ok()?.strip_prefix("Bearer ")
+}
+
+#[derive(Deserialize)]
+struct StartParams {
+    inbox: Option<String>,
+}
+
+async fn start(
+    State(st): State<Arc<WebState>>,
+    Path(provider): Path<String>,
+    Query(p): Query<StartParams>,
+    headers: HeaderMap,
+) -> Response {
+    let authorised = match (&st.admin_token, bearer(&headers)) {
+        (Some(want), Some(got)) => {
+            use subtle::ConstantTimeEq;
+            bool::from(want.as_bytes().ct_eq(got.as_bytes()))
+        }
+        _ => false,
+    };
+    if !authorised {
+        return problem(StatusCode::UNAUTHORIZED, "starting a connection needs the admin bearer token");
+    }
+    let provider = match provider.as_str() {
+        "gmail" => Provider::Gmail,
+        "graph" | "microsoft" => Provider::Graph,
+        other => {
+            return problem(
+                StatusCode::NOT_FOUND,
+                format!("no OAuth provider {other:?}: use gmail or graph"),
+            );
+        }
+    };
+    let inbox = match p.inbox.as_deref().map(EmailAddress::parse) {
+        Some(Ok(i)) => i,
+        Some(Err(e)) => return problem(StatusCode::BAD_REQUEST, format!("inbox: {e}")),
+        None => return problem(StatusCode::BAD_REQUEST, "inbox=ADDRESS is required"),
+    };
+    match oauth::start(&st.ports, &st.cfg, provider, &inbox).await {
+        Ok(url) => {
+            if let Err(e) = st.ports.flush() {
+                return problem(StatusCode::SERVICE_UNAVAILABLE, e.to_string());
+            }
+            Json(json!({"authorize_url": url, "inbox": inbox.key(), "provider": provider.as_str()}))
+                .into_response()
+        }
+        Err(e @ OAuthError::NotConfigured(..)) => problem(StatusCode::CONFLICT, e.to_string()),
+        Err(e) => problem(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+#[derive(Deserialize)]
+struct CallbackParams {
+    code: Option<String>,
+    state: Option<String>,
+    error: Option<String>,
+    error_description: Option<String>,
+}
+
+/// The browser lands here. The connection is stored and a `connect` sync queued (watch
+/// or subscriptions, then the backfill): the page answers at once rather than after the
+/// backfill.
+async fn callback(State(st): State<Arc<WebState>>, Query(p): Query<CallbackParams>) -> Response {
+    if let Some(err) = p.error {
+        let why = p.error_description.unwrap_or_default();
+        return page(
+            StatusCode::BAD_REQUEST,
+            "Connection cancelled",
+            &format!("The provider said: {err} {why}"),
+        );
+    }
+    let (Some(code), Some(state)) = (p.code, p.state) else {
+        return page(StatusCode::BAD_REQUEST, "Connection failed", "The link is missing its code or state.");
+    };
+    let conn = match oauth::callback(&st.ports, &st.cfg, &code, &state).await {
+        Ok(c) => c,
+        Err(e @ (OAuthError::BadState | OAuthError::Refused(_))) => {
+            return page(StatusCode::BAD_REQUEST, "Connection failed", &e.to_string());
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "OAuth callback");
+            return page(StatusCode::INTERNAL_SERVER_ERROR, "Connection failed", &e.to_string());
+        }
+    };
+    let req = SyncRequest {
+        inbox: conn.inbox.clone(),
+        provider: conn.provider,
+        reason: "connect".into(),
+        hint: json!({}),
+    };
+    if let Err(e) = sync::enqueue(&st.ports, &req).await.and_then(|_| st.ports.flush()) {
+        return page(StatusCode::SERVICE_UNAVAILABLE, "Connection stored, sync not started", &e.to_string());
+    }
+    page(StatusCode::OK, "Connected", &format!("{} is connected; its mail is being imported.", conn.inbox))
+}
+
+fn page(status: StatusCode, title: &str, text: &str) -> Response {
+    let esc = |s: &str| s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;");
+    let body = format!(
+        "<!doctype html><meta charset=utf-8><title>{t}</title><h1>{t}</h1><p>{x}</p>",
+        t = esc(title),
+        x = esc(text)
+    );
+    (status, Html(body)).into_response()
+}
