@@ -1,7 +1,8 @@
 //! Microsoft 365 mailboxes through Graph (docs/connections.md, "Microsoft 365 (Graph)").
 //!
-//! - `on_connect`: one `created` subscription per folder (inbox, sentitems), each with its
-//!   own random clientState (sealed, a secret per folder), then a backfill request.
+//! - `on_connect` (run by the sync worker for a `connect` request): one `created`
+//!   subscription per folder (inbox, sentitems), each with its own random clientState
+//!   (sealed, a secret per folder), then the backfill.
 //! - `handle_notification` / `handle_lifecycle`: the two webhooks. They verify and enqueue
 //!   a `SyncRequest`, nothing else: Graph wants a 2xx within 3 s.
 //! - `sync`: the worker's half. Replays each folder's stored deltaLink, fetches the MIME
