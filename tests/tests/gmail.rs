@@ -4,10 +4,6 @@
 //! Mail is gen_corpus.py's, as one Gmail mailbox (sales@): inbound mail labelled INBOX,
 //! outbound labelled SENT.
 
-use axum::Router;
-use axum::extract::{Request, State};
-use axum::http::StatusCode;
-use axum::routing::post;
 use chrono::Utc;
 use mailroom_app::config::{GoogleConfig, ProvidersConfig};
 use mailroom_app::connections::{self, Connection, Provider, State as ConnState};
@@ -15,7 +11,6 @@ use mailroom_app::gmail::{self, PushOutcome};
 use mailroom_app::sync::{SourceError, SyncReport, SyncRequest};
 use mailroom_app::{Ports, Stages, oauth};
 use mailroom_core::EmailAddress;
-use mailroom_providers::jwt::OidcVerifier;
 use mailroom_store::Query;
 use mailroom_tests::mock_google::{self, DataEncoding, Jwt, MockGoogle};
 use mailroom_tests::{acme_workspace, gen_corpus};
@@ -70,24 +65,6 @@ fn noise(subject: &str) -> Vec<u8> {
     .into_bytes()
 }
 
-#[derive(Clone)]
-struct Hook {
-    ports: Ports,
-    verifier: Arc<OidcVerifier>,
-}
-
-/// The webhook as the lead's router would mount it: the token first, the body only then.
-async fn webhook(State(h): State<Hook>, req: Request) -> StatusCode {
-    let auth = req.headers().get("authorization").and_then(|v| v.to_str().ok()).map(str::to_string);
-    if let Err(o) = gmail::verify_push(&h.verifier, auth.as_deref()).await {
-        return StatusCode::from_u16(o.status()).unwrap();
-    }
-    let Ok(body) = axum::body::to_bytes(req.into_body(), 64 * 1024).await else {
-        return StatusCode::PAYLOAD_TOO_LARGE;
-    };
-    StatusCode::from_u16(gmail::accept_push(&h.ports, &body).await.status()).unwrap()
-}
-
 struct Env {
     _dir: tempfile::TempDir,
     ports: Ports,
@@ -96,7 +73,7 @@ struct Env {
     inbox: EmailAddress,
     base: String,
     hook_url: String,
-    verifier: Arc<OidcVerifier>,
+    web: Arc<mailroom_app::web::WebState>,
     http: reqwest::Client,
     _server: tokio::task::JoinHandle<()>,
 }
@@ -124,17 +101,11 @@ impl Env {
         g.topic = mock_google::TOPIC.into();
         providers.backfill_days = 14;
         let cfg = providers.google.clone();
-        let verifier = Arc::new(gmail::push_verifier(&cfg).unwrap());
-        // The lead's connection routes (start, OAuth callback) beside the Gmail webhook.
-        let web = mailroom_app::web::router(Arc::new(mailroom_app::web::WebState {
-            ports: ports.clone(),
-            cfg: providers.clone(),
-            admin_token: Some(ADMIN.into()),
-        }));
-        let app = Router::new()
-            .route("/webhooks/gmail", post(webhook))
-            .with_state(Hook { ports: ports.clone(), verifier: verifier.clone() })
-            .merge(web);
+        // The production router: connection routes (start, OAuth callback) and the webhook.
+        let web = Arc::new(
+            mailroom_app::web::WebState::new(ports.clone(), providers.clone(), Some(ADMIN.into())).unwrap(),
+        );
+        let app = mailroom_app::web::router(web.clone());
         let server = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
@@ -147,7 +118,7 @@ impl Env {
             inbox: EmailAddress::parse(INBOX).unwrap(),
             hook_url: format!("{base}/webhooks/gmail"),
             base,
-            verifier,
+            web,
             http,
             _server: server,
         }
@@ -445,7 +416,7 @@ async fn forged_push_tokens_are_refused_before_the_body_and_queue_nothing() {
     assert_eq!(env.sync_len().await, 0, "a forged push queued a sync");
     // Unknown kids refetch the JWKS once, not once per token.
     assert!(env.mock.count("GET", "/certs") <= 2, "JWKS fetched {} times", env.mock.count("GET", "/certs"));
-    assert_eq!(env.verifier.jwks_fetches(), env.mock.count("GET", "/certs") as u64);
+    assert_eq!(env.web.gmail_verifier.jwks_fetches(), env.mock.count("GET", "/certs") as u64);
 
     for v in [Jwt::Good, Jwt::GoodBareIssuer] {
         assert_eq!(env.push_as(Some(env.mock.push_jwt(v)), body()).await, 204, "{v:?}");

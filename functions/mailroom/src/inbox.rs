@@ -184,3 +184,22 @@ fn print(r: &PollReport, json: bool) -> Result<()> {
     }
     Ok(())
 }
+
+/// `mailroom inbox connect ADDRESS --provider gmail|graph`: the sign-in link.
+pub async fn connect_oauth(data: &Path, address: &str, provider: &str, public_url: &str) -> Result<()> {
+    use mailroom_app::connections::Provider;
+    let inbox = mailroom_core::EmailAddress::parse(address).map_err(|e| anyhow::anyhow!("{address}: {e}"))?;
+    let provider = match provider {
+        "gmail" => Provider::Gmail,
+        "graph" | "microsoft" => Provider::Graph,
+        other => {
+            anyhow::bail!("--provider {other:?}: use gmail or graph (IMAP: mailroom inbox connect-imap)")
+        }
+    };
+    let ports = Ports::embedded(data)?;
+    let cfg = mailroom_app::config::ProvidersConfig::from_env(public_url)?;
+    let url = mailroom_app::oauth::start(&ports, &cfg, provider, &inbox).await?;
+    ports.flush()?;
+    println!("Open this link within 10 minutes, with `mailroom serve` running at {public_url}:\n{url}");
+    Ok(())
+}

@@ -226,6 +226,20 @@ enum InboxCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Connect an inbox through Gmail or Microsoft 365: prints the sign-in link. Open it
+    /// in a browser while `mailroom serve` runs (the provider sends the browser back to
+    /// serve's /oauth/callback, which stores the tokens and starts the import).
+    Connect {
+        /// The inbox address (support@acme.example).
+        address: String,
+        /// gmail or graph (Microsoft 365).
+        #[arg(long)]
+        provider: String,
+        /// Where serve is reached (MAILROOM_PUBLIC_URL); must be the redirect URI
+        /// registered with the provider, minus /oauth/callback.
+        #[arg(long, env = "MAILROOM_PUBLIC_URL", default_value = "http://127.0.0.1:3000")]
+        public_url: String,
+    },
     /// Each connection's health (state, last success and error, lag, failures) and sync
     /// cursors.
     Status {
@@ -249,6 +263,9 @@ async fn main() -> Result<()> {
             }
         }
         Cmd::Inbox { cmd: InboxCmd::Status { json } } => inbox::status(&cli.data, json).await?,
+        Cmd::Inbox { cmd: InboxCmd::Connect { address, provider, public_url } } => {
+            inbox::connect_oauth(&cli.data, &address, &provider, &public_url).await?
+        }
         Cmd::Inbox {
             cmd:
                 InboxCmd::ConnectImap {

@@ -7,8 +7,11 @@ use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Json};
 use axum::routing::{get, post};
+use mailroom_app::config::ProvidersConfig;
 use mailroom_app::ingest::ingest_response;
-use mailroom_app::{Ingestor, Ports, RawMail, Stages};
+use mailroom_app::sync::SyncHandler;
+use mailroom_app::web::WebState;
+use mailroom_app::{Ingestor, Ports, RawMail, Stages, Worker};
 use mailroom_core::{EmailAddress, Folder};
 use serde::Deserialize;
 use std::path::Path;
@@ -22,8 +25,15 @@ struct AppState {
 
 pub async fn run(data: &Path, bind: &str, port: u16) -> Result<()> {
     let ports = Ports::embedded(data)?;
+    let listener = tokio::net::TcpListener::bind((bind, port))
+        .await
+        .with_context(|| format!("cannot listen on {bind}:{port}"))?;
+    let providers = ProvidersConfig::from_env(&format!("http://{}", listener.local_addr()?))?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let worker = Stages::new(&ports);
+    let mut worker = Stages::new(&ports);
+    // The sync queue's consumer (the mailbox-sync function in AWS).
+    let sync = SyncHandler { ports: ports.clone(), cfg: Arc::new(providers.clone()) };
+    worker.workers.push(Worker::new(ports.sync_queue.clone(), Arc::new(sync)));
     let bg = tokio::spawn(async move { worker.run(stop_rx).await });
     // The schedule: the SLA sweep and gauges every minute (the `sweep` function in AWS).
     let sched_ports = ports.clone();
@@ -63,16 +73,36 @@ pub async fn run(data: &Path, bind: &str, port: u16) -> Result<()> {
         }
     });
 
+    // Gmail watch and Graph subscription renewal, fallback syncs, health gauges: every
+    // MAILROOM_CONNECTIONS_TICK_SECONDS (900; the scheduler function in AWS).
+    let tick_every = tick_interval()?;
+    let (tick_ports, tick_cfg) = (ports.clone(), providers.clone());
+    let connections = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(tick_every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            match mailroom_app::schedule::connections_tick(&tick_ports, &tick_cfg, chrono::Utc::now()).await {
+                Ok(t) if t.renewals_failed > 0 => {
+                    tracing::warn!(failed = t.renewals_failed, "connection renewals failed")
+                }
+                Ok(_) => {}
+                Err(e) => tracing::error!(error = %format!("{e:#}"), "connections schedule failed"),
+            }
+            let _ = tick_ports.flush();
+        }
+    });
+
+    let admin_token = std::env::var("MAILROOM_ADMIN_TOKEN").ok().filter(|t| t.len() >= 16);
+    let web = WebState::new(ports.clone(), providers, admin_token).map_err(anyhow::Error::msg)?;
     let state = AppState { ingestor: Arc::new(Ingestor::new(ports.clone())), ports: ports.clone() };
     let app = Router::new()
         .route("/health", get(|| async { Json(serde_json::json!({"status": "ok"})) }))
         .route("/ingest", post(ingest))
         .route("/reports/summary", get(report_summary))
         .route("/dashboard", get(|| async { axum::response::Html(include_str!("dashboard.html")) }))
-        .with_state(state);
-    let listener = tokio::net::TcpListener::bind((bind, port))
-        .await
-        .with_context(|| format!("cannot listen on {bind}:{port}"))?;
+        .with_state(state)
+        .merge(mailroom_app::web::router(Arc::new(web)));
     tracing::info!(addr = %listener.local_addr()?, data = %data.display(), "mailroom serve is up");
     axum::serve(listener, app)
         .with_graceful_shutdown(async {
@@ -82,9 +112,22 @@ pub async fn run(data: &Path, bind: &str, port: u16) -> Result<()> {
     let _ = stop_tx.send(true);
     schedule.abort();
     imap.abort();
+    connections.abort();
     bg.await?;
     ports.flush()?;
     Ok(())
+}
+
+fn tick_interval() -> Result<std::time::Duration> {
+    match std::env::var("MAILROOM_CONNECTIONS_TICK_SECONDS") {
+        Err(_) => Ok(std::time::Duration::from_secs(900)),
+        Ok(v) => match v.trim().parse::<u64>() {
+            Ok(n) if n > 0 => Ok(std::time::Duration::from_secs(n)),
+            _ => anyhow::bail!(
+                "MAILROOM_CONNECTIONS_TICK_SECONDS={v:?} must be a whole number of seconds above 0"
+            ),
+        },
+    }
 }
 
 #[derive(Deserialize)]

@@ -21,6 +21,6 @@ async fn main() -> Result<(), Error> {
     let clients = AwsClients::from_env().await;
     let ports = Ports::aws(&clients, &cfg);
     let admin_token = std::env::var("MAILROOM_ADMIN_TOKEN").ok().filter(|t| t.len() >= 16);
-    let state = Arc::new(web::WebState { ports, cfg: providers, admin_token });
+    let state = Arc::new(web::WebState::new(ports, providers, admin_token)?);
     lambda_http::run(web::router(state)).await
 }

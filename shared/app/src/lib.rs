@@ -17,6 +17,7 @@ pub mod oauth;
 pub mod ports;
 pub mod reports;
 pub mod route;
+pub mod schedule;
 pub mod stats;
 pub mod sync;
 pub mod telemetry;

@@ -743,7 +743,7 @@ pub async fn figures(ports: &Ports, conv: &str) -> anyhow::Result<Option<ConvFig
 /// Prints one CloudWatch embedded-metric-format line (namespace `Mailroom`) when running
 /// in Lambda, where the log line becomes the metrics; elsewhere nothing. `dims` are the
 /// dimension sets, `props` the dimension values, `metrics` (name, value, unit).
-fn emf(now: DateTime<Utc>, dims: Value, props: &[(&str, Value)], metrics: &[(&str, Value, &str)]) {
+pub(crate) fn emf(now: DateTime<Utc>, dims: Value, props: &[(&str, Value)], metrics: &[(&str, Value, &str)]) {
     if std::env::var_os("AWS_LAMBDA_FUNCTION_NAME").is_none() || metrics.is_empty() {
         return;
     }

@@ -27,12 +27,28 @@ pub struct WebState {
     /// The bearer token that may start connections. `None`: starting is refused (the
     /// API's user authentication replaces this with roles).
     pub admin_token: Option<String>,
+    /// Checks Pub/Sub's OIDC tokens; built once per process (it caches Google's JWKS).
+    pub gmail_verifier: mailroom_providers::jwt::OidcVerifier,
 }
+
+impl WebState {
+    pub fn new(ports: Ports, cfg: ProvidersConfig, admin_token: Option<String>) -> Result<WebState, String> {
+        let gmail_verifier =
+            crate::gmail::push_verifier(&cfg.google).map_err(|e| format!("Gmail push verifier: {e}"))?;
+        Ok(WebState { ports, cfg, admin_token, gmail_verifier })
+    }
+}
+
+/// A push body is a small JSON envelope; anything larger is refused unread.
+const PUSH_BODY_LIMIT: usize = 64 * 1024;
 
 pub fn router(state: Arc<WebState>) -> Router {
     Router::new()
         .route("/connections/{provider}/start", post(start))
         .route("/oauth/callback", get(callback))
+        .route("/webhooks/gmail", post(gmail_push))
+        .route("/webhooks/graph", post(graph_notification))
+        .route("/webhooks/graph-lifecycle", post(graph_lifecycle))
         .with_state(state)
 }
 
@@ -143,6 +159,50 @@ async fn callback(State(st): State<Arc<WebState>>, Query(p): Query<CallbackParam
         return page(StatusCode::SERVICE_UNAVAILABLE, "Connection stored, sync not started", &e.to_string());
     }
     page(StatusCode::OK, "Connected", &format!("{} is connected; its mail is being imported.", conn.inbox))
+}
+
+/// Pub/Sub push: the OIDC token is checked before the body is read.
+async fn gmail_push(State(st): State<Arc<WebState>>, req: axum::extract::Request) -> Response {
+    let auth = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).map(str::to_string);
+    if let Err(o) = crate::gmail::verify_push(&st.gmail_verifier, auth.as_deref()).await {
+        return status_only(o.status());
+    }
+    let Ok(body) = axum::body::to_bytes(req.into_body(), PUSH_BODY_LIMIT).await else {
+        return problem(StatusCode::PAYLOAD_TOO_LARGE, "a push body is at most 64 KiB");
+    };
+    status_only(crate::gmail::accept_push(&st.ports, &body).await.status())
+}
+
+#[derive(Deserialize)]
+struct GraphParams {
+    #[serde(rename = "validationToken")]
+    validation_token: Option<String>,
+}
+
+/// Graph change notifications (and the validation handshake): verified, queued, 202.
+async fn graph_notification(
+    State(st): State<Arc<WebState>>,
+    Query(q): Query<GraphParams>,
+    body: axum::body::Bytes,
+) -> Response {
+    graph_reply(crate::graph::handle_notification(&st.ports, q.validation_token.as_deref(), &body).await)
+}
+
+async fn graph_lifecycle(
+    State(st): State<Arc<WebState>>,
+    Query(q): Query<GraphParams>,
+    body: axum::body::Bytes,
+) -> Response {
+    graph_reply(crate::graph::handle_lifecycle(&st.ports, q.validation_token.as_deref(), &body).await)
+}
+
+fn graph_reply(r: crate::graph::WebhookReply) -> Response {
+    let status = StatusCode::from_u16(r.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    (status, [(header::CONTENT_TYPE, r.content_type)], r.body).into_response()
+}
+
+fn status_only(code: u16) -> Response {
+    StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR).into_response()
 }
 
 fn page(status: StatusCode, title: &str, text: &str) -> Response {
