@@ -508,7 +508,7 @@ async fn revoked_grant_needs_reconnect_without_retries_and_the_reconnect_loses_n
     assert_eq!(ev.iter().filter(|e| e["type"] == "inbox_reconnect_required").count(), 1, "{ev:?}");
     // Further pushes and fallbacks do nothing until the user reconnects.
     assert_eq!(env.push().await, 204);
-    assert_eq!(gmail::enqueue_fallback(&env.ports).await.unwrap(), 0);
+    assert_eq!(mailroom_app::schedule::enqueue_fallback(&env.ports).await.unwrap().queued, 0);
     assert_eq!(env.sync_len().await, 0);
     let renew =
         gmail::renew_watch(&env.ports, &env.cfg, Utc::now() + chrono::Duration::days(2)).await.unwrap();
@@ -644,7 +644,7 @@ async fn watch_renewal_rewatches_only_what_is_due() {
     let c = connections::get(&env.ports, &env.inbox).await.unwrap().unwrap();
     assert!(c.settings["watch"]["renewed_at"].is_string());
     assert_eq!(c.settings["backfill_days"], 14, "other settings kept");
-    assert_eq!(gmail::enqueue_fallback(&env.ports).await.unwrap(), 1);
+    assert_eq!(mailroom_app::schedule::enqueue_fallback(&env.ports).await.unwrap().queued, 1);
     gmail::stop_watch(&env.ports, &env.cfg, &env.inbox).await.unwrap();
     assert!(env.mock.watch_state().is_none());
 }

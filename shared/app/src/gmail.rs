@@ -349,23 +349,10 @@ async fn round(
             // `reconnect_required`. Nothing moved the cursor, so the round repeats safely.
             Err(Failed::Gmail(GmailError::Unauthorized)) if !refreshed => {
                 refreshed = true;
-                expire_access_token(ports, inbox).await?;
+                oauth::expire_access_token(ports, inbox, None).await?;
             }
             r => return r,
         }
-    }
-}
-
-/// Marks the stored access token as expired so the next `oauth::access_token` refreshes
-/// it (compare-and-swap: a concurrent refresh wins and is used as is).
-async fn expire_access_token(ports: &Ports, inbox: &EmailAddress) -> Result<(), StoreError> {
-    let Some(v) = connections::get_secret(ports, inbox, oauth::SECRET).await? else { return Ok(()) };
-    let Ok(mut t) = serde_json::from_slice::<oauth::TokenSet>(&v.value) else { return Ok(()) };
-    t.expires_at = DateTime::<Utc>::UNIX_EPOCH;
-    let plain = serde_json::to_vec(&t).map_err(StoreError::backend)?;
-    match connections::replace_secret(ports, inbox, oauth::SECRET, &plain, v.version).await {
-        Ok(_) | Err(StoreError::ConditionFailed) => Ok(()),
-        Err(e) => Err(e),
     }
 }
 
@@ -554,7 +541,7 @@ pub async fn watch(ports: &Ports, cfg: &GoogleConfig, inbox: &EmailAddress) -> R
             Ok(w) => break w,
             Err(GmailError::Unauthorized) if !refreshed => {
                 refreshed = true;
-                expire_access_token(ports, inbox).await?;
+                oauth::expire_access_token(ports, inbox, None).await?;
             }
             Err(e) => {
                 let se = source_error(e);
@@ -631,26 +618,6 @@ pub async fn renew_watch(
         }
     }
     Ok(r)
-}
-
-/// Queues a `fallback` sync for every connected Gmail mailbox: pushes can be dropped
-/// (1/s/user, "in extreme situations"), so the scheduler runs this every ~15 min. A
-/// mailbox with nothing new costs one history.list.
-pub async fn enqueue_fallback(ports: &Ports) -> Result<u32, StoreError> {
-    let mut n = 0;
-    for c in connections::list(ports).await? {
-        if c.provider == Provider::Gmail && c.state != State::ReconnectRequired {
-            let req = SyncRequest {
-                inbox: c.inbox.clone(),
-                provider: Provider::Gmail,
-                reason: "fallback".into(),
-                hint: Value::Null,
-            };
-            sync::enqueue(ports, &req).await?;
-            n += 1;
-        }
-    }
-    Ok(n)
 }
 
 /// users.stop, for a disconnect. The stored watch is dropped from the settings.

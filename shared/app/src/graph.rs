@@ -188,7 +188,7 @@ impl<'a> Mailbox<'a> {
         if current != stale {
             return Ok(current);
         }
-        expire_stored_access_token(self.ports, self.inbox, stale).await?;
+        oauth::expire_access_token(self.ports, self.inbox, Some(stale)).await?;
         let fresh = oauth::access_token(self.ports, &self.cfg.oauth, self.inbox).await?;
         *self.token.lock().unwrap_or_else(|p| p.into_inner()) = fresh.clone();
         Ok(fresh)
@@ -419,27 +419,6 @@ impl<'a> Mailbox<'a> {
             }
         }
         Ok(())
-    }
-}
-
-/// Graph refused an access token before its stated expiry (revoked, or the tenant's
-/// policy changed): mark the stored one expired, so that `oauth::access_token` refreshes.
-/// Compare-and-swap: if the stored token is no longer `stale`, someone refreshed already.
-async fn expire_stored_access_token(
-    ports: &Ports,
-    inbox: &EmailAddress,
-    stale: &str,
-) -> Result<(), SourceError> {
-    let Some(v) = connections::get_secret(ports, inbox, oauth::SECRET).await? else { return Ok(()) };
-    let Ok(mut tokens) = serde_json::from_slice::<oauth::TokenSet>(&v.value) else { return Ok(()) };
-    if tokens.access_token != stale {
-        return Ok(());
-    }
-    tokens.expires_at = DateTime::<Utc>::UNIX_EPOCH;
-    let plain = serde_json::to_vec(&tokens).map_err(|e| SourceError::Store(StoreError::backend(e)))?;
-    match connections::replace_secret(ports, inbox, oauth::SECRET, &plain, v.version).await {
-        Ok(_) | Err(StoreError::ConditionFailed) => Ok(()),
-        Err(e) => Err(e.into()),
     }
 }
 

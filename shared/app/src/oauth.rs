@@ -346,6 +346,25 @@ pub async fn access_token(
     Err(SourceError::Transient(format!("tokens of {inbox} kept changing during refresh; try again")))
 }
 
+/// The provider refused an access token before its stated expiry (revoked, a password
+/// change, a tenant policy): marks the stored one expired, so that the next
+/// `access_token` refreshes it once, which either works or ends in `reconnect_required`.
+/// With `refused`, only if that is still the stored token; compare-and-swap either way,
+/// so a concurrent refresh wins and is used as it is.
+pub async fn expire_access_token(ports: &Ports, inbox: &EmailAddress, refused: Option<&str>) -> Result<(), StoreError> {
+    let Some(v) = connections::get_secret(ports, inbox, SECRET).await? else { return Ok(()) };
+    let Ok(mut tokens) = serde_json::from_slice::<TokenSet>(&v.value) else { return Ok(()) };
+    if refused.is_some_and(|r| r != tokens.access_token) {
+        return Ok(());
+    }
+    tokens.expires_at = DateTime::<Utc>::UNIX_EPOCH;
+    let plain = serde_json::to_vec(&tokens).map_err(StoreError::backend)?;
+    match connections::replace_secret(ports, inbox, SECRET, &plain, v.version).await {
+        Ok(_) | Err(StoreError::ConditionFailed) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
 async fn reconnect(ports: &Ports, inbox: &EmailAddress, why: &str) -> SourceError {
     let msg = format!("token refresh refused: {why}");
     if let Err(e) = connections::record_error(ports, inbox, &msg, Failure::Terminal).await {

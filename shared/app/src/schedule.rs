@@ -70,3 +70,34 @@ pub async fn connections_tick(
     );
     Ok(out)
 }
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Fallback {
+    pub queued: u32,
+    pub connected: u32,
+    pub degraded: u32,
+    pub reconnect_required: u32,
+}
+
+/// Queues a `fallback` sync for every Gmail and Microsoft 365 connection that is not
+/// `reconnect_required`, and counts the connections by state.
+pub async fn enqueue_fallback(ports: &Ports) -> Result<Fallback, mailroom_store::StoreError> {
+    let mut out = Fallback::default();
+    for c in connections::list(ports).await? {
+        match c.state {
+            State::Connected => out.connected += 1,
+            State::Degraded => out.degraded += 1,
+            State::ReconnectRequired => {
+                out.reconnect_required += 1;
+                continue;
+            }
+        }
+        if c.provider == Provider::Imap {
+            continue;
+        }
+        let req = SyncRequest { inbox: c.inbox.clone(), provider: c.provider, reason: "fallback".into(), hint: json!({}) };
+        sync::enqueue(ports, &req).await?;
+        out.queued += 1;
+    }
+    Ok(out)
+}
