@@ -3,7 +3,9 @@
 //! against moto.
 
 use base64::Engine;
+use mailroom_app::connections::{self, Connection, Provider, State as ConnState};
 use mailroom_store::{Key, Table};
+use mailroom_tests::mock_google::{self, DataEncoding, Jwt, MockGoogle};
 use mailroom_tests::{AwsStack, bin, repo_root};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -283,9 +285,6 @@ async fn imap_poll_function_polls_dovecot_into_moto() {
 }
 
 // ---- Mailbox connections: webhooks, mailbox-sync, scheduler ----
-
-use mailroom_app::connections::{self, Connection, Provider, State as ConnState};
-use mailroom_tests::mock_google::{self, DataEncoding, Jwt, MockGoogle};
 
 const ADMIN_TOKEN: &str = "lambda-test-admin-token-0123";
 const PUBLIC_URL: &str = "https://mailroom.test";
