@@ -3,7 +3,9 @@
 //! against moto.
 
 use base64::Engine;
+use mailroom_app::connections::{self, Connection, Provider, State as ConnState};
 use mailroom_store::{Key, Table};
+use mailroom_tests::mock_google::{self, DataEncoding, Jwt, MockGoogle};
 use mailroom_tests::{AwsStack, bin, repo_root};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -280,4 +282,358 @@ async fn imap_poll_function_polls_dovecot_into_moto() {
     let again = invoke(port, &serde_json::json!({"inbox": "support@acme.test"}));
     assert_eq!(again["inboxes"][0]["outcome"], "polled", "{again}");
     assert_eq!(again["inboxes"][0]["fetched"], 0, "{again}");
+}
+
+// ---- Mailbox connections: webhooks, mailbox-sync, scheduler ----
+
+const ADMIN_TOKEN: &str = "lambda-test-admin-token-0123";
+const PUBLIC_URL: &str = "https://mailroom.test";
+
+/// [`invoke`] from inside the test's runtime: the mocks are tasks on that runtime, so
+/// the blocking wait for `cargo lambda invoke` must leave a worker free for them.
+fn invoke_blocking(port: u16, payload: &serde_json::Value) -> serde_json::Value {
+    tokio::task::block_in_place(|| invoke(port, payload))
+}
+
+/// The function environment for the Google side pointed at a [`MockGoogle`].
+fn google_env(stack: &AwsStack, mock: &MockGoogle) -> Vec<(String, String)> {
+    let mut env = stack.function_env();
+    for (k, v) in [
+        ("MAILROOM_PUBLIC_URL", PUBLIC_URL.to_string()),
+        ("MAILROOM_ADMIN_TOKEN", ADMIN_TOKEN.to_string()),
+        ("MAILROOM_GOOGLE_CLIENT_ID", mock_google::CLIENT_ID.to_string()),
+        ("MAILROOM_GOOGLE_CLIENT_SECRET", mock_google::CLIENT_SECRET.to_string()),
+        ("MAILROOM_GOOGLE_AUTH_URL", mock.auth_url()),
+        ("MAILROOM_GOOGLE_TOKEN_URL", mock.token_url()),
+        ("MAILROOM_GMAIL_API", mock.url.clone()),
+        ("MAILROOM_GOOGLE_JWKS_URL", mock.jwks_url()),
+        ("MAILROOM_PUBSUB_AUDIENCE", mock_google::PUSH_AUDIENCE.to_string()),
+        ("MAILROOM_PUBSUB_EMAIL", mock_google::PUSH_EMAIL.to_string()),
+        ("MAILROOM_GMAIL_TOPIC", mock_google::TOPIC.to_string()),
+        ("MAILROOM_BACKFILL_DAYS", "14".to_string()),
+    ] {
+        env.push((k.to_string(), v));
+    }
+    env
+}
+
+/// A Gmail connection in `state`, stored on moto; with tokens from the mock (sealed with
+/// the stack's KMS key) unless it is `reconnect_required`.
+async fn gmail_connection(ports: &mailroom_app::Ports, mock: &MockGoogle, inbox: &str, state: ConnState) {
+    let c = Connection {
+        inbox: inbox.into(),
+        provider: Provider::Gmail,
+        settings: serde_json::json!({"backfill_days": 14}),
+        state,
+        connected_at: chrono::Utc::now(),
+        last_success: None,
+        last_error: None,
+        last_error_at: None,
+        lag_seconds: None,
+        consecutive_failures: 0,
+    };
+    connections::save(ports, &c).await.unwrap();
+    if state == ConnState::ReconnectRequired {
+        return;
+    }
+    let (access, refresh) = mock.grant();
+    let t = mailroom_app::oauth::TokenSet {
+        access_token: access,
+        refresh_token: Some(refresh),
+        expires_at: chrono::Utc::now() + chrono::Duration::minutes(50),
+    };
+    let inbox = mailroom_core::EmailAddress::parse(inbox).unwrap();
+    mailroom_app::oauth::store_tokens(ports, &inbox, &t).await.unwrap();
+}
+
+/// An API Gateway HTTP API (payload 2.0) event, the shape lambda_http reads.
+fn http_event(
+    method: &str,
+    path: &str,
+    query: &str,
+    headers: serde_json::Value,
+    body: Option<&str>,
+) -> serde_json::Value {
+    let mut headers = headers;
+    headers["host"] = serde_json::json!("mailroom.test");
+    serde_json::json!({
+        "version": "2.0",
+        "routeKey": "$default",
+        "rawPath": path,
+        "rawQueryString": query,
+        "headers": headers,
+        "requestContext": {
+            "accountId": "123456789012",
+            "apiId": "mailroomapi",
+            "domainName": "mailroom.test",
+            "domainPrefix": "mailroom",
+            "http": {"method": method, "path": path, "protocol": "HTTP/1.1", "sourceIp": "192.0.2.1", "userAgent": "test"},
+            "requestId": "req-1",
+            "routeKey": "$default",
+            "stage": "$default",
+            "time": "04/Mar/2024:10:00:00 +0000",
+            "timeEpoch": 1709546400000i64
+        },
+        "body": body,
+        "isBase64Encoded": false
+    })
+}
+
+/// Every message on a queue now (received, then deleted).
+async fn drain_queue(stack: &AwsStack, url: &str) -> Vec<serde_json::Value> {
+    let mut out = Vec::new();
+    loop {
+        let msgs = stack
+            .clients
+            .sqs
+            .receive_message()
+            .queue_url(url)
+            .max_number_of_messages(10)
+            .wait_time_seconds(1)
+            .send()
+            .await
+            .unwrap()
+            .messages
+            .unwrap_or_default();
+        if msgs.is_empty() {
+            return out;
+        }
+        for m in msgs {
+            out.push(serde_json::from_str(m.body().unwrap()).expect("a JSON message"));
+            stack
+                .clients
+                .sqs
+                .delete_message()
+                .queue_url(url)
+                .receipt_handle(m.receipt_handle().unwrap())
+                .send()
+                .await
+                .unwrap();
+        }
+    }
+}
+
+fn header<'a>(resp: &'a serde_json::Value, name: &str) -> Option<&'a str> {
+    resp["headers"]
+        .as_object()?
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(name))
+        .and_then(|(_, v)| v.as_str())
+}
+
+/// The webhooks function (lambda_http) under cargo lambda, fed API Gateway HTTP API v2
+/// events: the Graph validation handshake, a Gmail push with a genuine Pub/Sub token (a
+/// sync request on the sync queue) and a forged one (refused, nothing queued), and the
+/// admin-only start route.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhooks_function_answers_graph_validation_and_gmail_push_under_cargo_lambda() {
+    const INBOX: &str = "sales@acme-corp.example";
+    let stack = AwsStack::create().await;
+    let ports = stack.ports();
+    let mock = MockGoogle::start(INBOX).await;
+    gmail_connection(&ports, &mock, INBOX, ConnState::Connected).await;
+    let (port, _w, _f) = start("mailroom-webhooks", &google_env(&stack, &mock));
+
+    // (a) Graph's validation handshake: the decoded token echoed as text/plain.
+    let token = "Validation: Testing client application reachability for subscription Request-Id: 9e1f";
+    let query = "validationToken=Validation%3A%20Testing%20client%20application%20reachability%20for%20subscription%20Request-Id%3A%209e1f";
+    let resp =
+        invoke_blocking(port, &http_event("POST", "/webhooks/graph", query, serde_json::json!({}), None));
+    assert_eq!(resp["statusCode"], 200, "{resp}");
+    assert!(header(&resp, "content-type").is_some_and(|c| c.starts_with("text/plain")), "{resp}");
+    assert_eq!(resp["isBase64Encoded"], false, "{resp}");
+    assert_eq!(resp["body"], token, "{resp}");
+
+    // (b) A genuine Gmail push: 204 and one `push` sync request on the sync queue.
+    let body =
+        String::from_utf8(mock.push_body(INBOX, mock.history_id() + 5, DataEncoding::UrlNoPad)).unwrap();
+    let push = |jwt: String| {
+        http_event(
+            "POST",
+            "/webhooks/gmail",
+            "",
+            serde_json::json!({"content-type": "application/json", "authorization": format!("Bearer {jwt}")}),
+            Some(&body),
+        )
+    };
+    let resp = invoke_blocking(port, &push(mock.push_jwt(Jwt::Good)));
+    assert_eq!(resp["statusCode"], 204, "{resp}");
+    let queued = drain_queue(&stack, &stack.sync_url).await;
+    assert_eq!(queued.len(), 1, "one sync request: {queued:?}");
+    assert_eq!(queued[0]["inbox"], INBOX, "{queued:?}");
+    assert_eq!(queued[0]["provider"], "gmail", "{queued:?}");
+    assert_eq!(queued[0]["reason"], "push", "{queued:?}");
+
+    // (c) Forged tokens: refused, nothing queued.
+    for forged in [Jwt::OtherKey, Jwt::BadAudience] {
+        let resp = invoke_blocking(port, &push(mock.push_jwt(forged)));
+        let status = resp["statusCode"].as_u64();
+        assert!(matches!(status, Some(401 | 403)), "{forged:?}: {resp}");
+    }
+    let queued = drain_queue(&stack, &stack.sync_url).await;
+    assert!(queued.is_empty(), "a forged push queued {queued:?}");
+
+    // (d) Starting a connection takes the admin token.
+    let path = "/connections/gmail/start";
+    let query = "inbox=sales%40acme-corp.example";
+    let resp = invoke_blocking(port, &http_event("POST", path, query, serde_json::json!({}), None));
+    assert_eq!(resp["statusCode"], 401, "{resp}");
+    let wrong = serde_json::json!({"authorization": "Bearer not-the-admin-token-at-all"});
+    let resp = invoke_blocking(port, &http_event("POST", path, query, wrong, None));
+    assert_eq!(resp["statusCode"], 401, "{resp}");
+    let admin = serde_json::json!({"authorization": format!("Bearer {ADMIN_TOKEN}")});
+    let resp = invoke_blocking(port, &http_event("POST", path, query, admin, None));
+    assert_eq!(resp["statusCode"], 200, "{resp}");
+    let started: serde_json::Value =
+        serde_json::from_str(resp["body"].as_str().expect("a text body")).expect("a JSON body");
+    let url = started["authorize_url"].as_str().expect("authorize_url");
+    assert!(url.starts_with(&mock.auth_url()), "{url}");
+    assert!(url.contains("code_challenge="), "PKCE: {url}");
+    assert_eq!(started["provider"], "gmail", "{started}");
+    assert_eq!(started["inbox"], INBOX, "{started}");
+}
+
+fn gmail_mail(n: u32) -> Vec<u8> {
+    format!(
+        "From: Customer {n} <c{n}@customer.example>\r\nTo: sales@acme-corp.example\r\nSubject: Question {n}\r\nMessage-ID: <gmail-lambda-{n}@customer.example>\r\nDate: {}\r\n\r\nHello {n}.\r\n",
+        chrono::Utc::now().to_rfc2822()
+    )
+    .into_bytes()
+}
+
+async fn ingest_depth(stack: &AwsStack) -> Option<String> {
+    stack
+        .clients
+        .sqs
+        .get_queue_attributes()
+        .queue_url(&stack.queue_url)
+        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages)
+        .send()
+        .await
+        .unwrap()
+        .attributes
+        .unwrap_or_default()
+        .get(&aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages)
+        .cloned()
+}
+
+async fn raw_objects(stack: &AwsStack) -> Vec<String> {
+    stack
+        .clients
+        .s3
+        .list_objects_v2()
+        .bucket(&stack.bucket)
+        .prefix("raw/")
+        .send()
+        .await
+        .unwrap()
+        .contents
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|o| o.key)
+        .collect()
+}
+
+fn sqs_event(id: &str, req: serde_json::Value) -> serde_json::Value {
+    serde_json::json!({"Records": [
+        {"messageId": id, "receiptHandle": format!("rh-{id}"), "body": req.to_string(), "eventSource": "aws:sqs"},
+    ]})
+}
+
+/// The mailbox-sync function: a `connect` request for a Gmail mailbox whose tokens are
+/// sealed with KMS on moto watches it and backfills its 3 messages into S3 and the
+/// ingest queue; a later `push` finds nothing new.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mailbox_sync_function_syncs_a_gmail_mailbox_into_moto() {
+    const INBOX: &str = "sales@acme-corp.example";
+    let stack = AwsStack::create().await;
+    let ports = stack.ports();
+    let mock = MockGoogle::start(INBOX).await;
+    for n in 1..=3 {
+        mock.add_message(&gmail_mail(n), &["INBOX", "UNREAD"]);
+    }
+    gmail_connection(&ports, &mock, INBOX, ConnState::Connected).await;
+    let sealed = ports.table.get(&Key::new(format!("conn#{INBOX}"), "secret#oauth")).await.unwrap();
+    let sealed = serde_json::to_string(&sealed.expect("the sealed tokens")).unwrap();
+    assert!(!sealed.contains("mock-refresh"), "tokens stored in the clear: {sealed}");
+
+    let (port, _w, _f) = start("mailroom-mailbox-sync", &google_env(&stack, &mock));
+    let req = serde_json::json!({"inbox": INBOX, "provider": "gmail", "reason": "connect", "hint": {}});
+    let resp = invoke_blocking(port, &sqs_event("sync-1", req));
+    assert_eq!(resp["batchItemFailures"], serde_json::json!([]), "{resp}");
+    let (topic, _) = mock.watch_state().expect("the connect request called users.watch");
+    assert_eq!(topic, mock_google::TOPIC);
+    let objects = raw_objects(&stack).await;
+    assert_eq!(objects.len(), 3, "raw mail in S3: {objects:?}");
+    assert!(objects.iter().all(|k| k.starts_with(&format!("raw/{INBOX}/"))), "{objects:?}");
+    assert_eq!(
+        ingest_depth(&stack).await.as_deref(),
+        Some("3"),
+        "one pointer per message on the ingest queue"
+    );
+    let conn =
+        connections::get(&ports, &mailroom_core::EmailAddress::parse(INBOX).unwrap()).await.unwrap().unwrap();
+    assert_eq!(conn.state, ConnState::Connected, "{conn:?}");
+    assert!(conn.last_success.is_some(), "{conn:?}");
+
+    // A push for what is already synced: nothing new.
+    let hint = serde_json::json!({"history_id": mock.history_id().to_string()});
+    let req = serde_json::json!({"inbox": INBOX, "provider": "gmail", "reason": "push", "hint": hint});
+    let resp = invoke_blocking(port, &sqs_event("sync-2", req));
+    assert_eq!(resp["batchItemFailures"], serde_json::json!([]), "{resp}");
+    // And a fallback, which lists the history: still nothing new.
+    let req = serde_json::json!({"inbox": INBOX, "provider": "gmail", "reason": "fallback"});
+    let history_lists = mock.count("GET", "/history");
+    let resp = invoke_blocking(port, &sqs_event("sync-3", req));
+    assert_eq!(resp["batchItemFailures"], serde_json::json!([]), "{resp}");
+    assert!(mock.count("GET", "/history") > history_lists, "the fallback read the history");
+    assert_eq!(raw_objects(&stack).await.len(), 3, "nothing new in S3");
+    assert_eq!(ingest_depth(&stack).await.as_deref(), Some("3"), "nothing new on the ingest queue");
+
+    // A request that cannot be read is a batch item failure.
+    let bad = serde_json::json!({"Records": [
+        {"messageId": "sync-bad", "receiptHandle": "rh-bad", "body": "{not json", "eventSource": "aws:sqs"},
+    ]});
+    let resp = invoke_blocking(port, &bad);
+    assert_eq!(resp["batchItemFailures"], serde_json::json!([{"itemIdentifier": "sync-bad"}]), "{resp}");
+}
+
+/// The scheduler function: one Gmail mailbox whose watch is due (renewed, one fallback
+/// sync queued) and one that must be reconnected (counted, left alone).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scheduler_function_publishes_health_and_queues_fallback_syncs() {
+    const INBOX: &str = "sales@acme-corp.example";
+    const GONE: &str = "billing@acme-corp.example";
+    let stack = AwsStack::create().await;
+    let ports = stack.ports();
+    let mock = MockGoogle::start(INBOX).await;
+    // No watch recorded in its settings: due.
+    gmail_connection(&ports, &mock, INBOX, ConnState::Connected).await;
+    gmail_connection(&ports, &mock, GONE, ConnState::ReconnectRequired).await;
+
+    let (port, _w, _f) = start("mailroom-scheduler", &google_env(&stack, &mock));
+    let out =
+        invoke_blocking(port, &serde_json::json!({"source": "aws.events", "detail-type": "Scheduled Event"}));
+    assert_eq!(out["reconnect_required"], 1, "{out}");
+    assert_eq!(out["connected"], 1, "{out}");
+    assert_eq!(out["fallback_syncs"], 1, "{out}");
+    assert_eq!(out["watches_renewed"], 1, "{out}");
+    assert_eq!(out["renewals_failed"], 0, "{out}");
+    let (topic, exp) = mock.watch_state().expect("users.watch was called");
+    assert_eq!(topic, mock_google::TOPIC);
+    let conn =
+        connections::get(&ports, &mailroom_core::EmailAddress::parse(INBOX).unwrap()).await.unwrap().unwrap();
+    assert_eq!(conn.settings["watch"]["expiration_ms"], serde_json::json!(exp), "{conn:?}");
+    let queued = drain_queue(&stack, &stack.sync_url).await;
+    assert_eq!(queued.len(), 1, "one fallback sync: {queued:?}");
+    assert_eq!(queued[0]["inbox"], INBOX, "{queued:?}");
+    assert_eq!(queued[0]["provider"], "gmail", "{queued:?}");
+    assert_eq!(queued[0]["reason"], "fallback", "{queued:?}");
+
+    // The watch is fresh now: the next run renews nothing and still queues the fallback.
+    let again =
+        invoke_blocking(port, &serde_json::json!({"source": "aws.events", "detail-type": "Scheduled Event"}));
+    assert_eq!(again["watches_renewed"], 0, "{again}");
+    assert_eq!(again["fallback_syncs"], 1, "{again}");
+    assert_eq!(again["reconnect_required"], 1, "{again}");
 }
