@@ -351,7 +351,11 @@ pub async fn access_token(
 /// `access_token` refreshes it once, which either works or ends in `reconnect_required`.
 /// With `refused`, only if that is still the stored token; compare-and-swap either way,
 /// so a concurrent refresh wins and is used as it is.
-pub async fn expire_access_token(ports: &Ports, inbox: &EmailAddress, refused: Option<&str>) -> Result<(), StoreError> {
+pub async fn expire_access_token(
+    ports: &Ports,
+    inbox: &EmailAddress,
+    refused: Option<&str>,
+) -> Result<(), StoreError> {
     let Some(v) = connections::get_secret(ports, inbox, SECRET).await? else { return Ok(()) };
     let Ok(mut tokens) = serde_json::from_slice::<TokenSet>(&v.value) else { return Ok(()) };
     if refused.is_some_and(|r| r != tokens.access_token) {

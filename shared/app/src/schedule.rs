@@ -95,7 +95,12 @@ pub async fn enqueue_fallback(ports: &Ports) -> Result<Fallback, mailroom_store:
         if c.provider == Provider::Imap {
             continue;
         }
-        let req = SyncRequest { inbox: c.inbox.clone(), provider: c.provider, reason: "fallback".into(), hint: json!({}) };
+        let req = SyncRequest {
+            inbox: c.inbox.clone(),
+            provider: c.provider,
+            reason: "fallback".into(),
+            hint: json!({}),
+        };
         sync::enqueue(ports, &req).await?;
         out.queued += 1;
     }
