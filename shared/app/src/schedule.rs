@@ -39,27 +39,9 @@ pub async fn connections_tick(
     let m = crate::graph::renew_subscriptions(ports, &cfg.microsoft, now).await?;
     out.subscriptions_renewed = m.renewed + m.recreated;
     out.renewals_failed += m.failed;
-    for c in connections::list(ports).await? {
-        match c.state {
-            State::Connected => out.connected += 1,
-            State::Degraded => out.degraded += 1,
-            State::ReconnectRequired => {
-                out.reconnect_required += 1;
-                continue;
-            }
-        }
-        if c.provider == Provider::Imap {
-            continue;
-        }
-        let req = SyncRequest {
-            inbox: c.inbox.clone(),
-            provider: c.provider,
-            reason: "fallback".into(),
-            hint: json!({}),
-        };
-        sync::enqueue(ports, &req).await?;
-        out.fallback_syncs += 1;
-    }
+    let f = enqueue_fallback(ports).await?;
+    (out.fallback_syncs, out.connected, out.degraded, out.reconnect_required) =
+        (f.queued, f.connected, f.degraded, f.reconnect_required);
     // Published on every run, zeros included: the stalled-scheduler alarm watches them.
     let gauge = |name, v: u32| (name, json!(v), "Count");
     crate::reports::emf(
