@@ -344,6 +344,15 @@ impl MockGoogle {
         self.shared.lock().log.clear();
     }
 
+    /// Any RS256 token with the given claims, signed by the JWKS's key (`other_key`: by a
+    /// key the JWKS does not have, under the same `kid`). The mock is then an OIDC
+    /// issuer for the API's user tokens.
+    pub fn sign(&self, claims: &Value, other_key: bool) -> String {
+        let mut header = Header::new(Algorithm::RS256);
+        header.kid = Some(GOOD_KID.into());
+        jsonwebtoken::encode(&header, claims, if other_key { &self.other } else { &self.good }).unwrap()
+    }
+
     /// A Pub/Sub push OIDC token.
     pub fn push_jwt(&self, v: Jwt) -> String {
         let now = chrono::Utc::now().timestamp();

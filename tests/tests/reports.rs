@@ -406,13 +406,19 @@ fn dashboard(data: &Path, report: &Value) {
         .spawn()
         .unwrap();
     mailroom_tests::wait_for_port(port, std::time::Duration::from_secs(20));
+    // The report is behind the API's authentication: an admin's development token.
+    let token =
+        String::from_utf8(mailroom_tests::mailroom_ok(data, &["token", "maria.keller@acme-corp.example"]))
+            .unwrap()
+            .trim()
+            .to_string();
     let shot = std::env::temp_dir().join(format!("mailroom-dashboard-{}.png", std::process::id()));
     let days = report["volume"]["by_day"].as_object().unwrap().len();
     let agents = report["agents"].as_object().unwrap().len();
     let out = Command::new("node")
         .current_dir(&browser)
         .arg("dashboard.mjs")
-        .arg(format!("http://127.0.0.1:{port}/dashboard"))
+        .arg(format!("http://127.0.0.1:{port}/dashboard#token={token}"))
         .arg(&shot)
         .args(["--expect-days", &days.to_string(), "--expect-agents", &agents.to_string()])
         .output()

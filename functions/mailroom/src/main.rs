@@ -172,6 +172,17 @@ enum Cmd {
     },
     /// Reopen a closed conversation.
     Reopen { id: String },
+    /// Print a development bearer token for a workspace user, for the API of
+    /// `mailroom serve` on this data directory (docs/api.md).
+    Token {
+        /// The user's email (a `[[users]]` entry of the applied workspace).
+        user: String,
+        /// How long it is valid, in hours.
+        #[arg(long, default_value_t = 12)]
+        hours: u64,
+    },
+    /// Print the API's OpenAPI document (JSON).
+    Openapi,
     /// Benchmark: report latency at growing numbers of conversations (embedded storage);
     /// the latency should not grow with them (docs/performance.md).
     BenchReport {
@@ -299,6 +310,19 @@ async fn main() -> Result<()> {
             }
         }
         Cmd::Serve { port, bind } => serve::run(&cli.data, &bind, port).await?,
+        Cmd::Token { user, hours } => {
+            let ports = mailroom_app::Ports::embedded(&cli.data)?;
+            let ws = mailroom_app::workspace_store::load(&ports).await?.unwrap_or_default();
+            let Some(u) = ws.users.iter().find(|u| u.email.eq_ignore_ascii_case(&user)) else {
+                anyhow::bail!(
+                    "{user} is not a user of the applied workspace: add a [[users]] entry and run mailroom apply"
+                );
+            };
+            let issuer = mailroom_app::api::auth::LocalIssuer::new(&ports.signer);
+            let ttl = std::time::Duration::from_secs(hours.clamp(1, 24 * 30) * 3600);
+            println!("{}", issuer.issue(&u.email, chrono::Utc::now(), ttl)?);
+        }
+        Cmd::Openapi => println!("{}", serde_json::to_string_pretty(&mailroom_app::api::openapi())?),
         Cmd::Parse { file, json } => parse(&file, json)?,
         Cmd::Demo => demo::run(&cli.data).await?,
         Cmd::Contacts { json } => {

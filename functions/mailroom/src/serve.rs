@@ -94,15 +94,26 @@ pub async fn run(data: &Path, bind: &str, port: u16) -> Result<()> {
     });
 
     let admin_token = std::env::var("MAILROOM_ADMIN_TOKEN").ok().filter(|t| t.len() >= 16);
+    // The API: development tokens (`mailroom token USER`) and, when configured, an OIDC issuer.
+    let auth = mailroom_app::api::auth::Authenticator::new(
+        Some(mailroom_app::api::auth::LocalIssuer::new(&ports.signer)),
+        mailroom_app::api::auth::OidcSettings::from_env()?,
+    )?;
+    let api = mailroom_app::api::ApiState {
+        ports: ports.clone(),
+        auth,
+        public_url: providers.public_url.clone(),
+        providers: providers.clone(),
+    };
     let web = WebState::new(ports.clone(), providers, admin_token).map_err(anyhow::Error::msg)?;
     let state = AppState { ingestor: Arc::new(Ingestor::new(ports.clone())), ports: ports.clone() };
     let app = Router::new()
         .route("/health", get(|| async { Json(serde_json::json!({"status": "ok"})) }))
         .route("/ingest", post(ingest))
-        .route("/reports/summary", get(report_summary))
         .route("/dashboard", get(|| async { axum::response::Html(include_str!("dashboard.html")) }))
         .with_state(state)
-        .merge(mailroom_app::web::router(Arc::new(web)));
+        .merge(mailroom_app::web::router(Arc::new(web)))
+        .merge(mailroom_app::api::router(Arc::new(api)));
     tracing::info!(addr = %listener.local_addr()?, data = %data.display(), "mailroom serve is up");
     axum::serve(listener, app)
         .with_graceful_shutdown(async {
@@ -156,55 +167,5 @@ async fn ingest(State(st): State<AppState>, Query(p): Query<IngestParams>, body:
         Ok(r) => (StatusCode::ACCEPTED, Json(serde_json::json!(r))).into_response(),
         Err(e) => (StatusCode::UNPROCESSABLE_ENTITY, Json(serde_json::json!({"error": format!("{e:#}")})))
             .into_response(),
-    }
-}
-
-#[derive(Deserialize)]
-struct ReportParams {
-    from: Option<String>,
-    to: Option<String>,
-    inbox: Option<String>,
-    tz: Option<String>,
-}
-
-/// `GET /reports/summary?from=YYYY-MM-DD&to=YYYY-MM-DD&inbox=ADDRESS`: the report
-/// `mailroom report --json` prints. Errors are RFC 9457 problem details.
-async fn report_summary(
-    State(st): State<AppState>,
-    Query(p): Query<ReportParams>,
-) -> axum::response::Response {
-    let problem = |status: StatusCode, detail: String| {
-        let body = serde_json::json!({"type": "about:blank", "title": status.canonical_reason(), "status": status.as_u16(), "detail": detail});
-        (status, [(axum::http::header::CONTENT_TYPE, "application/problem+json")], body.to_string())
-            .into_response()
-    };
-    let day = |name: &str, v: &Option<String>| -> Result<Option<chrono::NaiveDate>, String> {
-        match v.as_deref().filter(|s| !s.is_empty()) {
-            None => Ok(None),
-            Some(s) => chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d")
-                .map(Some)
-                .map_err(|_| format!("{name} must be a date YYYY-MM-DD, not {s:?}")),
-        }
-    };
-    let (from, to) = match (day("from", &p.from), day("to", &p.to)) {
-        (Ok(f), Ok(t)) => (f, t),
-        (Err(e), _) | (_, Err(e)) => return problem(StatusCode::BAD_REQUEST, e),
-    };
-    let tz = match p.tz.as_deref().filter(|z| !z.is_empty()).map(str::parse::<chrono_tz::Tz>).transpose() {
-        Ok(z) => z,
-        Err(_) => {
-            return problem(StatusCode::BAD_REQUEST, format!("tz must be an IANA time zone, not {:?}", p.tz));
-        }
-    };
-    let res = async {
-        let ws = mailroom_app::workspace_store::load(&st.ports).await?.unwrap_or_default();
-        let inbox = p.inbox.filter(|i| !i.is_empty());
-        let f = mailroom_app::reports::Filter { from, to, inbox, tz, visible: None };
-        mailroom_app::reports::report(&st.ports, &ws, &f, chrono::Utc::now()).await
-    }
-    .await;
-    match res {
-        Ok(r) => Json(r).into_response(),
-        Err(e) => problem(StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}")),
     }
 }

@@ -96,6 +96,28 @@ pub async fn load(ports: &Ports) -> Result<Option<Workspace>> {
 
 /// Writes a workspace (validated again here; nothing is written when it has errors).
 pub async fn apply(ports: &Ports, ws: &Workspace) -> Result<ApplySummary> {
+    apply_expecting(ports, ws, None).await
+}
+
+/// The version of the model in force (0 before the first apply).
+pub async fn version(ports: &Ports) -> Result<u64> {
+    Ok(ports
+        .table
+        .get(&workspace_key())
+        .await?
+        .and_then(|i| i.get("version").and_then(Value::as_u64))
+        .unwrap_or(0))
+}
+
+/// An apply that another one overtook (the version moved on).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct VersionConflict(pub String);
+
+/// [`apply`], only when the model in force is still at version `expected` (0: none yet);
+/// otherwise a [`VersionConflict`] error. The API's read-modify-write edits use it, so
+/// two admins editing at once never silently undo each other.
+pub async fn apply_expecting(ports: &Ports, ws: &Workspace, expected: Option<u64>) -> Result<ApplySummary> {
     let mut ws = ws.clone();
     ws.normalize();
     let errors = workspace::validate(&ws);
@@ -108,6 +130,16 @@ pub async fn apply(ports: &Ports, ws: &Workspace) -> Result<ApplySummary> {
 
     let current = table.get(&workspace_key()).await?;
     let version = current.as_ref().and_then(|c| c.get("version")).and_then(Value::as_u64);
+    // The guard below compares this same version, so nothing can slip in between.
+    if let Some(expected) = expected
+        && version.unwrap_or(0) != expected
+    {
+        return Err(VersionConflict(format!(
+            "the workspace changed since version {expected} (it is at {}): read it again and retry",
+            version.unwrap_or(0)
+        ))
+        .into());
+    }
     let guard = || match version {
         Some(v) => Cond::Eq("version".into(), json!(v)),
         None => Cond::AttrNotExists("version".into()),
@@ -200,9 +232,9 @@ pub async fn apply(ports: &Ports, ws: &Workspace) -> Result<ApplySummary> {
 
 async fn guarded(f: impl std::future::Future<Output = mailroom_store::error::Result<Item>>) -> Result<Item> {
     f.await.map_err(|e| match e {
-        StoreError::ConditionFailed => {
-            anyhow!("another apply changed the workspace while this one ran: run apply again")
-        }
+        StoreError::ConditionFailed => anyhow::Error::new(VersionConflict(
+            "another apply changed the workspace while this one ran: run apply again".into(),
+        )),
         e => anyhow::Error::new(e),
     })
 }

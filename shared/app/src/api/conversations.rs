@@ -1,0 +1,791 @@
+//! Conversations: the paged list with filters, the detail (messages with sanitised HTML,
+//! attachments by signed short-lived URL, internal comments, the CRM records), and what
+//! agents do to a conversation (assign, close, reopen, move the ticket's stage, comment).
+
+use super::{ApiError, ApiResult, ApiState, Caller, J, P, Q, decode_cursor, encode_cursor};
+use crate::keys::item_str as s;
+use crate::thread::{Threader, conv_key};
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Json, Response};
+use base64::Engine;
+use mailroom_store::{Item, Key, Query, SkCond, Update};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use std::sync::Arc;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+pub fn routes() -> OpenApiRouter<Arc<ApiState>> {
+    OpenApiRouter::new()
+        .routes(routes!(list))
+        .routes(routes!(detail))
+        .routes(routes!(assign))
+        .routes(routes!(close))
+        .routes(routes!(reopen))
+        .routes(routes!(move_stage))
+        .routes(routes!(add_comment))
+        .routes(routes!(attachment_url))
+        .routes(routes!(attachment))
+}
+
+const CONVERSATIONS_INDEX_PK: &str = "conversations";
+/// How many conversations one list call reads at most while filtering: a filter that
+/// matches rarely returns a short page with a cursor rather than scanning everything.
+const SCAN_BUDGET: usize = 2000;
+/// Signed attachment URLs live this long.
+const ATTACHMENT_URL_TTL_SECS: i64 = 300;
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ConversationSummary {
+    pub id: String,
+    pub inbox: String,
+    pub subject: String,
+    /// `open` or `closed`.
+    pub status: String,
+    pub first_date: String,
+    pub contact_email: Option<String>,
+    pub company_domain: Option<String>,
+    pub team: Option<String>,
+    pub assignee: Option<String>,
+    pub priority: Option<String>,
+    pub tags: Vec<String>,
+    /// Since when the customer waits for an answer (RFC 3339), if they do.
+    pub waiting_since: Option<String>,
+    /// SLA status: met, breached, due or paused (absent without a policy).
+    pub sla: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ConversationPage {
+    pub items: Vec<ConversationSummary>,
+    /// Pass as `cursor` for the next page; absent on the last page.
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ListParams {
+    /// Only this inbox.
+    pub inbox: Option<String>,
+    /// `open` or `closed`.
+    pub status: Option<String>,
+    /// A user's email, or `me`.
+    pub assignee: Option<String>,
+    /// A team id.
+    pub team: Option<String>,
+    /// Only conversations nobody is assigned to.
+    pub unassigned: Option<bool>,
+    /// Only open conversations whose customer has waited longer than the workspace's
+    /// `stale_after`.
+    pub stale: Option<bool>,
+    /// Text in the subject or the contact's address or company domain (case-insensitive).
+    pub q: Option<String>,
+    /// Page size, 1 to 100 (default 25).
+    pub limit: Option<u32>,
+    pub cursor: Option<String>,
+}
+
+fn strings(item: &Item, k: &str) -> Vec<String> {
+    item.get(k)
+        .and_then(Value::as_array)
+        .map(|a| a.iter().filter_map(Value::as_str).map(str::to_string).collect())
+        .unwrap_or_default()
+}
+
+fn rfc3339(t: Option<i64>) -> Option<String> {
+    t.and_then(|t| chrono::DateTime::from_timestamp(t, 0)).map(|d| d.to_rfc3339())
+}
+
+async fn summary(ports: &crate::Ports, id: &str, item: &Item) -> ApiResult<ConversationSummary> {
+    let fig = crate::reports::figures(ports, id).await?;
+    Ok(ConversationSummary {
+        id: id.to_string(),
+        inbox: s(item, "inbox").unwrap_or_default(),
+        subject: s(item, "subject").unwrap_or_default(),
+        status: s(item, "status").unwrap_or_else(|| "open".into()),
+        first_date: s(item, "first_date").unwrap_or_default(),
+        contact_email: s(item, "contact_email"),
+        company_domain: s(item, "company_domain"),
+        team: s(item, "team"),
+        assignee: s(item, "assignee"),
+        priority: s(item, "priority"),
+        tags: strings(item, "tags"),
+        waiting_since: rfc3339(fig.as_ref().and_then(|f| f.waiting_since)),
+        sla: fig.and_then(|f| f.sla),
+    })
+}
+
+/// A conversation the caller may see, by any of its ids (a merged conversation's id
+/// leads to the surviving one). Unknown and invisible are the same 404.
+pub(crate) async fn visible_root(st: &ApiState, caller: &Caller, id: &str) -> ApiResult<(String, Item)> {
+    let not_found = || ApiError::NotFound(format!("no conversation {id}"));
+    if id.is_empty() || id.len() > 200 || st.ports.table.get(&conv_key(id)).await?.is_none() {
+        return Err(not_found());
+    }
+    let root = Threader::new(&st.ports).find(id).await?;
+    let inbox = s(&root.item, "inbox").unwrap_or_default();
+    if !caller.can_see(&inbox) {
+        return Err(not_found());
+    }
+    Ok((root.id, root.item))
+}
+
+/// List conversations
+///
+/// Newest first (by the first message's date), only in inboxes the caller may see.
+#[utoipa::path(get, path = "/conversations", tag = "conversations", params(ListParams),
+    responses((status = 200, body = ConversationPage), (status = 400, body = super::Problem), (status = 401, body = super::Problem)))]
+async fn list(
+    State(st): State<Arc<ApiState>>,
+    caller: Caller,
+    Q(p): Q<ListParams>,
+) -> ApiResult<Json<ConversationPage>> {
+    let limit = p.limit.unwrap_or(25);
+    if !(1..=100).contains(&limit) {
+        return Err(ApiError::BadRequest("limit must be between 1 and 100".into()));
+    }
+    if let Some(status) = &p.status
+        && status != "open"
+        && status != "closed"
+    {
+        return Err(ApiError::BadRequest("status must be open or closed".into()));
+    }
+    let assignee =
+        p.assignee.as_deref().map(|a| if a == "me" { caller.email.clone() } else { a.to_lowercase() });
+    let needle = p.q.as_deref().map(str::to_lowercase).filter(|q| !q.is_empty());
+    let now = st.ports.clock.now().timestamp();
+    let stale_after = caller.ws.stale_after_secs();
+    let mut cursor = decode_cursor(p.cursor.as_deref())?;
+    let mut out = Vec::new();
+    let mut scanned = 0usize;
+    let mut next = None;
+    'pages: loop {
+        let sk = match &cursor {
+            Some(c) => SkCond::Lt(c.clone()),
+            None => SkCond::All,
+        };
+        let page = st
+            .ports
+            .table
+            .query(Query::new(CONVERSATIONS_INDEX_PK).index("gsi1").sk(sk).backward().limit(100))
+            .await?;
+        let done = page.next.is_none() || page.items.is_empty();
+        for item in page.items {
+            scanned += 1;
+            cursor = s(&item, "gsi1sk");
+            // Merged conversations live on in their root.
+            if item.contains_key("parent") {
+                continue;
+            }
+            let Some(id) = s(&item, "pk").and_then(|pk| pk.strip_prefix("conv#").map(str::to_string)) else {
+                continue;
+            };
+            let inbox = s(&item, "inbox").unwrap_or_default();
+            let status = s(&item, "status").unwrap_or_else(|| "open".into());
+            let who = s(&item, "assignee");
+            let keep = caller.can_see(&inbox)
+                && p.inbox.as_deref().is_none_or(|i| i.eq_ignore_ascii_case(&inbox))
+                && p.status.as_deref().is_none_or(|want| want == status)
+                && assignee.as_deref().is_none_or(|a| who.as_deref() == Some(a))
+                && p.team.as_deref().is_none_or(|t| s(&item, "team").as_deref() == Some(t))
+                && p.unassigned.is_none_or(|u| u == who.is_none())
+                && needle.as_deref().is_none_or(|n| {
+                    ["subject", "contact_email", "company_domain"]
+                        .iter()
+                        .any(|k| s(&item, k).is_some_and(|v| v.to_lowercase().contains(n)))
+                });
+            if !keep {
+                continue;
+            }
+            let sum = summary(&st.ports, &id, &item).await?;
+            if let Some(want) = p.stale {
+                let waiting = sum
+                    .waiting_since
+                    .as_deref()
+                    .and_then(|w| chrono::DateTime::parse_from_rfc3339(w).ok())
+                    .map(|w| w.timestamp());
+                let stale = status == "open" && waiting.is_some_and(|w| now - w > stale_after);
+                if stale != want {
+                    continue;
+                }
+            }
+            out.push(sum);
+            if out.len() == limit as usize {
+                next = cursor.clone();
+                break 'pages;
+            }
+        }
+        if done {
+            break;
+        }
+        if scanned >= SCAN_BUDGET {
+            next = cursor.clone();
+            break;
+        }
+    }
+    Ok(Json(ConversationPage { items: out, next_cursor: next.as_deref().map(encode_cursor) }))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AttachmentView {
+    pub name: Option<String>,
+    pub content_type: String,
+    pub size: u64,
+    pub sha256: String,
+    pub inline: bool,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MessageDetail {
+    pub message_id: String,
+    /// `inbound` or `outbound`.
+    pub direction: String,
+    /// normal, auto_reply, bounce, list, ...
+    pub kind: String,
+    pub from: Option<String>,
+    pub from_name: Option<String>,
+    pub to: Vec<String>,
+    pub cc: Vec<String>,
+    pub subject: String,
+    pub date: Option<String>,
+    /// The whole plain text.
+    pub text: String,
+    /// The new part of the text (without the quoted history and the signature).
+    pub new_text: String,
+    /// Sanitised HTML (no scripts, event handlers or remote-content tricks).
+    pub html: Option<String>,
+    pub attachments: Vec<AttachmentView>,
+    /// The inboxes holding a copy.
+    pub inboxes: Vec<String>,
+    /// Set when the stored raw message could not be read back.
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct Comment {
+    pub id: String,
+    pub author: String,
+    pub body: String,
+    /// Users mentioned with `@email`.
+    pub mentions: Vec<String>,
+    pub created_at: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TicketRecord {
+    pub id: String,
+    pub pipeline: String,
+    pub stage: String,
+    pub status: String,
+    pub owner: Option<String>,
+    pub team: Option<String>,
+    pub priority: Option<String>,
+    pub created_at: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ConversationDetail {
+    #[serde(flatten)]
+    pub summary: ConversationSummary,
+    /// In arrival order.
+    pub messages: Vec<MessageDetail>,
+    /// Internal comments: never emailed.
+    pub comments: Vec<Comment>,
+    #[schema(value_type = Option<Object>)]
+    pub contact: Option<Value>,
+    #[schema(value_type = Option<Object>)]
+    pub company: Option<Value>,
+    #[schema(value_type = Vec<Object>)]
+    pub deals: Vec<Value>,
+    pub ticket: Option<TicketRecord>,
+    /// What happened (opened, assigned, closed, SLA breached, ...), oldest first.
+    #[schema(value_type = Vec<Object>)]
+    pub events: Vec<Value>,
+}
+
+pub(crate) fn ticket_record(t: &Item) -> TicketRecord {
+    TicketRecord {
+        id: s(t, "id").unwrap_or_default(),
+        pipeline: s(t, "pipeline").unwrap_or_default(),
+        stage: s(t, "stage").unwrap_or_default(),
+        status: s(t, "status").unwrap_or_default(),
+        owner: s(t, "owner"),
+        team: s(t, "team"),
+        priority: s(t, "priority"),
+        created_at: s(t, "created_at"),
+    }
+}
+
+/// Strips the storage keys off an item for display.
+pub(crate) fn record(mut item: Item) -> Value {
+    for k in ["pk", "sk", "gsi1pk", "gsi1sk"] {
+        item.remove(k);
+    }
+    Value::Object(item)
+}
+
+async fn message_detail(st: &ApiState, msg: &Item) -> MessageDetail {
+    let copies = msg.get("copies").and_then(Value::as_array).cloned().unwrap_or_default();
+    let inboxes =
+        copies.iter().filter_map(|c| c.get("inbox").and_then(Value::as_str).map(str::to_string)).collect();
+    let mut d = MessageDetail {
+        message_id: s(msg, "message_id").unwrap_or_default(),
+        direction: s(msg, "direction").unwrap_or_default(),
+        kind: s(msg, "kind").unwrap_or_default(),
+        from: s(msg, "from"),
+        from_name: s(msg, "from_name"),
+        to: strings(msg, "to"),
+        cc: strings(msg, "cc"),
+        subject: s(msg, "subject").unwrap_or_default(),
+        date: s(msg, "date"),
+        text: String::new(),
+        new_text: s(msg, "preview").unwrap_or_default(),
+        html: None,
+        attachments: vec![],
+        inboxes,
+        error: None,
+    };
+    let Some(raw_key) = copies.first().and_then(|c| c.get("key")).and_then(Value::as_str) else {
+        d.error = Some("no stored copy".into());
+        return d;
+    };
+    match st.ports.blobs.get(raw_key).await {
+        Ok(Some(raw)) => match mailroom_core::understand(&raw) {
+            Ok(u) => {
+                let m = u.message;
+                d.text = m.text;
+                d.new_text = m.new_text;
+                d.html = m.html;
+                d.attachments = m
+                    .attachments
+                    .into_iter()
+                    .map(|a| AttachmentView {
+                        name: a.name,
+                        content_type: a.content_type,
+                        size: a.size,
+                        sha256: a.sha256,
+                        inline: a.inline,
+                    })
+                    .collect();
+            }
+            Err(e) => d.error = Some(format!("the raw message cannot be parsed: {e}")),
+        },
+        Ok(None) => d.error = Some(format!("the raw message {raw_key} is missing")),
+        Err(e) => d.error = Some(format!("the raw message cannot be read: {e}")),
+    }
+    d
+}
+
+/// The messages of a conversation (and of those merged into it), in arrival order.
+pub(crate) async fn conversation_messages(ports: &crate::Ports, root: &str) -> ApiResult<Vec<Item>> {
+    let owner = ports.table.get(&crate::reports::conv_owner(root)).await?;
+    let ids: Vec<String> = owner
+        .as_ref()
+        .and_then(|o| o.get("msgs"))
+        .and_then(Value::as_object)
+        .map(|m| m.keys().cloned().collect())
+        .unwrap_or_default();
+    let mut out = Vec::new();
+    for id in ids {
+        if let Some(m) = ports.table.get(&crate::keys::message(&id)).await? {
+            out.push(m);
+        }
+    }
+    out.sort_by_key(|m| (s(m, "arrived").or_else(|| s(m, "date")), s(m, "message_id")));
+    Ok(out)
+}
+
+fn comments_pk(root: &str) -> String {
+    format!("comments#{root}")
+}
+
+/// Get a conversation
+#[utoipa::path(get, path = "/conversations/{id}", tag = "conversations",
+    params(("id" = String, Path, description = "Conversation id")),
+    responses((status = 200, body = ConversationDetail), (status = 404, body = super::Problem)))]
+async fn detail(
+    State(st): State<Arc<ApiState>>,
+    caller: Caller,
+    P(id): P<String>,
+) -> ApiResult<Json<ConversationDetail>> {
+    let (root, item) = visible_root(&st, &caller, &id).await?;
+    let t = &st.ports.table;
+    let mut messages = Vec::new();
+    for m in conversation_messages(&st.ports, &root).await? {
+        messages.push(message_detail(&st, &m).await);
+    }
+    let comments = t
+        .query_all(Query::new(comments_pk(&root)))
+        .await?
+        .into_iter()
+        .filter_map(|c| serde_json::from_value(Value::Object(c)).ok())
+        .collect();
+    let contact = match s(&item, "contact_email") {
+        Some(e) => t.get(&crate::route::contact_key(&e)).await?.map(record),
+        None => None,
+    };
+    let company = match s(&item, "company_domain") {
+        Some(d) => t.get(&crate::route::company_key(&d)).await?.map(record),
+        None => None,
+    };
+    let mut deals = Vec::new();
+    for d in strings(&item, "deal_ids") {
+        if let Some(x) = t.get(&crate::workspace_store::deal(&d)).await? {
+            deals.push(record(x));
+        }
+    }
+    let ticket = t.get(&crate::ticket::ticket_key(&root)).await?.map(|x| ticket_record(&x));
+    let events =
+        crate::reports::conversation_events(&st.ports, &root).await?.into_iter().map(record).collect();
+    Ok(Json(ConversationDetail {
+        summary: summary(&st.ports, &root, &item).await?,
+        messages,
+        comments,
+        contact,
+        company,
+        deals,
+        ticket,
+        events,
+    }))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct AssignBody {
+    /// The user to assign (a member of the inbox), or null to unassign.
+    pub assignee: Option<String>,
+    /// The team, when it changes.
+    pub team: Option<String>,
+}
+
+/// Assign a conversation
+#[utoipa::path(post, path = "/conversations/{id}/assignment", tag = "conversations",
+    params(("id" = String, Path, description = "Conversation id")), request_body = AssignBody,
+    responses((status = 200, body = ConversationSummary), (status = 404, body = super::Problem), (status = 422, body = super::Problem)))]
+async fn assign(
+    State(st): State<Arc<ApiState>>,
+    caller: Caller,
+    P(id): P<String>,
+    J(body): J<AssignBody>,
+) -> ApiResult<Json<ConversationSummary>> {
+    let (root, item) = visible_root(&st, &caller, &id).await?;
+    let inbox = s(&item, "inbox").unwrap_or_default();
+    let ws = &caller.ws;
+    let assignee = match body.assignee.as_deref().map(str::to_lowercase) {
+        None => None,
+        Some(a) => {
+            // The assignee must be someone who can see the conversation.
+            let Some(user) = ws.users.iter().find(|u| u.email.eq_ignore_ascii_case(&a)) else {
+                return Err(ApiError::Invalid(format!("{a} is not a user of this workspace"), vec![]));
+            };
+            let them = Caller {
+                email: user.email.to_lowercase(),
+                name: user.name.clone(),
+                role: user.role,
+                teams: ws.teams_of(&user.email),
+                ws: caller.ws.clone(),
+            };
+            if !them.can_see(&inbox) {
+                return Err(ApiError::Invalid(format!("{a} is not a member of {inbox}"), vec![]));
+            }
+            Some(them.email)
+        }
+    };
+    if let Some(team) = &body.team
+        && !ws.teams.iter().any(|t| &t.id == team)
+    {
+        return Err(ApiError::Invalid(format!("there is no team {team:?}"), vec![]));
+    }
+    let before = s(&item, "assignee");
+    let mut actions = vec![Update::Set("assignee".into(), json!(assignee))];
+    if let Some(team) = &body.team {
+        actions.push(Update::Set("team".into(), json!(team)));
+    }
+    st.ports.table.update(&conv_key(&root), actions, None).await?;
+    // Open conversations per agent, for least-loaded assignment.
+    if before != assignee && s(&item, "status").as_deref().unwrap_or("open") == "open" {
+        if let Some(b) = &before {
+            st.ports
+                .table
+                .update(&Key::new(format!("load#{b}"), "load"), vec![Update::Add("open".into(), -1)], None)
+                .await?;
+        }
+        if let Some(a) = &assignee {
+            st.ports
+                .table
+                .update(&Key::new(format!("load#{a}"), "load"), vec![Update::Add("open".into(), 1)], None)
+                .await?;
+        }
+    }
+    let tkey = crate::ticket::ticket_key(&root);
+    if st.ports.table.get(&tkey).await?.is_some() {
+        let mut t = vec![Update::Set("owner".into(), json!(assignee))];
+        if let Some(team) = &body.team {
+            t.push(Update::Set("team".into(), json!(team)));
+        }
+        st.ports.table.update(&tkey, t, None).await?;
+    }
+    crate::reports::refresh(&st.ports, ws, &root, None).await?;
+    st.ports.flush()?;
+    let item = st.ports.table.get(&conv_key(&root)).await?.unwrap_or(item);
+    Ok(Json(summary(&st.ports, &root, &item).await?))
+}
+
+async fn set_status(
+    st: &ApiState,
+    caller: &Caller,
+    id: &str,
+    close: bool,
+) -> ApiResult<Json<ConversationSummary>> {
+    let (root, _) = visible_root(st, caller, id).await?;
+    let now = st.ports.clock.now();
+    crate::conversations::set_status(&st.ports, &caller.ws, &root, close, Some(&caller.email), now).await?;
+    st.ports.flush()?;
+    let item = st.ports.table.get(&conv_key(&root)).await?.unwrap_or_default();
+    Ok(Json(summary(&st.ports, &root, &item).await?))
+}
+
+/// Close a conversation (and its ticket)
+#[utoipa::path(post, path = "/conversations/{id}/close", tag = "conversations",
+    params(("id" = String, Path, description = "Conversation id")),
+    responses((status = 200, body = ConversationSummary), (status = 404, body = super::Problem)))]
+async fn close(
+    State(st): State<Arc<ApiState>>,
+    caller: Caller,
+    P(id): P<String>,
+) -> ApiResult<Json<ConversationSummary>> {
+    set_status(&st, &caller, &id, true).await
+}
+
+/// Reopen a conversation (and its ticket)
+#[utoipa::path(post, path = "/conversations/{id}/reopen", tag = "conversations",
+    params(("id" = String, Path, description = "Conversation id")),
+    responses((status = 200, body = ConversationSummary), (status = 404, body = super::Problem)))]
+async fn reopen(
+    State(st): State<Arc<ApiState>>,
+    caller: Caller,
+    P(id): P<String>,
+) -> ApiResult<Json<ConversationSummary>> {
+    set_status(&st, &caller, &id, false).await
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct StageBody {
+    /// A stage of the ticket's pipeline.
+    pub stage: String,
+}
+
+/// Move the conversation's ticket to another stage
+///
+/// A closed stage closes the conversation; moving out of one reopens it.
+#[utoipa::path(post, path = "/conversations/{id}/ticket/stage", tag = "conversations",
+    params(("id" = String, Path, description = "Conversation id")), request_body = StageBody,
+    responses((status = 200, body = TicketRecord), (status = 404, body = super::Problem), (status = 409, body = super::Problem), (status = 422, body = super::Problem)))]
+async fn move_stage(
+    State(st): State<Arc<ApiState>>,
+    caller: Caller,
+    P(id): P<String>,
+    J(body): J<StageBody>,
+) -> ApiResult<Json<TicketRecord>> {
+    let (root, _) = visible_root(&st, &caller, &id).await?;
+    let tkey = crate::ticket::ticket_key(&root);
+    let Some(ticket) = st.ports.table.get(&tkey).await? else {
+        return Err(ApiError::Conflict(format!("conversation {root} has no ticket")));
+    };
+    let pipeline_id = s(&ticket, "pipeline").unwrap_or_default();
+    let Some(pipeline) = caller.ws.pipeline(&pipeline_id) else {
+        return Err(ApiError::Conflict(format!("the ticket's pipeline {pipeline_id:?} no longer exists")));
+    };
+    let Some(stage) = pipeline.stage(&body.stage) else {
+        let ids: Vec<&str> = pipeline.stages.iter().map(|x| x.id.as_str()).collect();
+        return Err(ApiError::Invalid(
+            format!(
+                "pipeline {pipeline_id} has no stage {:?}; its stages are {}",
+                body.stage,
+                ids.join(", ")
+            ),
+            vec![],
+        ));
+    };
+    let from = s(&ticket, "stage").unwrap_or_default();
+    if from != stage.id {
+        let now = st.ports.clock.now().to_rfc3339();
+        st.ports
+            .table
+            .update(
+                &tkey,
+                vec![
+                    Update::Set("stage".into(), json!(stage.id)),
+                    Update::Set("stage_changed_at".into(), json!(now)),
+                    Update::Set("stage_changed_by".into(), json!(caller.email)),
+                ],
+                None,
+            )
+            .await?;
+        let was_closed = pipeline.stage(&from).is_some_and(|x| x.closed);
+        let at = st.ports.clock.now();
+        if stage.closed && !was_closed {
+            crate::conversations::set_status(&st.ports, &caller.ws, &root, true, Some(&caller.email), at)
+                .await?;
+        } else if !stage.closed && was_closed {
+            crate::conversations::set_status(&st.ports, &caller.ws, &root, false, Some(&caller.email), at)
+                .await?;
+        } else {
+            crate::reports::refresh(&st.ports, &caller.ws, &root, None).await?;
+        }
+    }
+    st.ports.flush()?;
+    let t = st.ports.table.get(&tkey).await?.unwrap_or(ticket);
+    Ok(Json(ticket_record(&t)))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct CommentBody {
+    /// Markdown-free plain text; `@user@example.com` mentions a user.
+    pub body: String,
+}
+
+/// Add an internal comment
+///
+/// Comments are never emailed to the customer.
+#[utoipa::path(post, path = "/conversations/{id}/comments", tag = "conversations",
+    params(("id" = String, Path, description = "Conversation id")), request_body = CommentBody,
+    responses((status = 201, body = Comment), (status = 400, body = super::Problem), (status = 404, body = super::Problem)))]
+async fn add_comment(
+    State(st): State<Arc<ApiState>>,
+    caller: Caller,
+    P(id): P<String>,
+    J(body): J<CommentBody>,
+) -> ApiResult<(StatusCode, Json<Comment>)> {
+    let (root, item) = visible_root(&st, &caller, &id).await?;
+    let text = body.body.trim();
+    if text.is_empty() || text.len() > 20_000 {
+        return Err(ApiError::BadRequest("a comment is 1 to 20000 characters".into()));
+    }
+    let inbox = s(&item, "inbox").unwrap_or_default();
+    // Mentions: `@address` of a workspace user who may see the conversation.
+    let mut mentions: Vec<String> = Vec::new();
+    for word in text.split_whitespace() {
+        let Some(m) = word.strip_prefix('@') else { continue };
+        let m = m.trim_end_matches(|c: char| !c.is_alphanumeric()).to_lowercase();
+        if let Some(u) = caller.ws.users.iter().find(|u| u.email.eq_ignore_ascii_case(&m)) {
+            let them = Caller {
+                email: u.email.to_lowercase(),
+                name: u.name.clone(),
+                role: u.role,
+                teams: caller.ws.teams_of(&u.email),
+                ws: caller.ws.clone(),
+            };
+            if them.can_see(&inbox) && !mentions.contains(&them.email) {
+                mentions.push(them.email);
+            }
+        }
+    }
+    let now = st.ports.clock.now();
+    let cid = format!("c{}", hex::encode(rand::random::<[u8; 8]>()));
+    let comment = Comment {
+        id: cid.clone(),
+        author: caller.email.clone(),
+        body: text.to_string(),
+        mentions,
+        created_at: now.to_rfc3339(),
+    };
+    let mut it = Key::new(comments_pk(&root), format!("{}#{cid}", now.to_rfc3339())).item();
+    if let Value::Object(m) = serde_json::to_value(&comment)? {
+        it.extend(m);
+    }
+    st.ports.table.put(it, Some(mailroom_store::Cond::NotExists)).await?;
+    st.ports.flush()?;
+    Ok((StatusCode::CREATED, Json(comment)))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SignedUrl {
+    pub url: String,
+    pub expires_at: String,
+}
+
+/// A short-lived signed URL for an attachment of a message in the conversation
+#[utoipa::path(get, path = "/conversations/{id}/attachments/{sha256}", tag = "conversations",
+    params(("id" = String, Path, description = "Conversation id"), ("sha256" = String, Path, description = "The attachment's sha256")),
+    responses((status = 200, body = SignedUrl), (status = 404, body = super::Problem)))]
+async fn attachment_url(
+    State(st): State<Arc<ApiState>>,
+    caller: Caller,
+    P((id, sha)): P<(String, String)>,
+) -> ApiResult<Json<SignedUrl>> {
+    let (root, _) = visible_root(&st, &caller, &id).await?;
+    let not_found = || ApiError::NotFound(format!("conversation {id} has no attachment {sha}"));
+    let att = conversation_messages(&st.ports, &root)
+        .await?
+        .iter()
+        .flat_map(|m| m.get("attachments").and_then(Value::as_array).cloned().unwrap_or_default())
+        .find(|a| a.get("sha256").and_then(Value::as_str) == Some(sha.as_str()))
+        .ok_or_else(not_found)?;
+    let exp = st.ports.clock.now().timestamp() + ATTACHMENT_URL_TTL_SECS;
+    let claims = json!({
+        "k": crate::matcher::attachment_key(&sha),
+        "n": att.get("name").and_then(Value::as_str),
+        "t": att.get("content_type").and_then(Value::as_str).unwrap_or("application/octet-stream"),
+        "e": exp,
+    });
+    let payload = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(claims.to_string());
+    let sig = st.ports.signer.sign("attachment-url", &payload);
+    Ok(Json(SignedUrl {
+        url: format!("{}/attachments/{payload}.{sig}", st.public_url.trim_end_matches('/')),
+        expires_at: rfc3339(Some(exp)).unwrap_or_default(),
+    }))
+}
+
+/// Download an attachment by its signed URL
+///
+/// The URL is the capability: no bearer token, valid for five minutes.
+#[utoipa::path(get, path = "/attachments/{token}", tag = "conversations", security(()),
+    params(("token" = String, Path, description = "From a signed attachment URL")),
+    responses((status = 200, description = "The attachment's bytes"), (status = 403, body = super::Problem), (status = 404, body = super::Problem)))]
+async fn attachment(
+    State(st): State<Arc<ApiState>>,
+    P(token): P<String>,
+    _h: HeaderMap,
+) -> ApiResult<Response> {
+    let forbidden = || {
+        ApiError::Forbidden("this attachment link is not valid (or has expired): ask for a new one".into())
+    };
+    let (payload, sig) = token.rsplit_once('.').ok_or_else(forbidden)?;
+    if !st.ports.signer.verify("attachment-url", payload, sig) {
+        return Err(forbidden());
+    }
+    let claims: Value = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .ok_or_else(forbidden)?;
+    if claims.get("e").and_then(Value::as_i64).is_none_or(|e| e < st.ports.clock.now().timestamp()) {
+        return Err(forbidden());
+    }
+    let key = claims.get("k").and_then(Value::as_str).ok_or_else(forbidden)?;
+    let body =
+        st.ports.blobs.get(key).await?.ok_or_else(|| ApiError::NotFound("the attachment is gone".into()))?;
+    let name: String = claims
+        .get("n")
+        .and_then(Value::as_str)
+        .unwrap_or("attachment")
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || " ._-()".contains(*c))
+        .collect();
+    let ctype = claims.get("t").and_then(Value::as_str).unwrap_or("application/octet-stream");
+    // Served as a download, never rendered in our origin (an HTML attachment is not a page).
+    let ctype =
+        if ctype.parse::<axum::http::HeaderValue>().is_ok() { ctype } else { "application/octet-stream" };
+    Ok((
+        [
+            (header::CONTENT_TYPE, ctype.to_string()),
+            (header::CONTENT_DISPOSITION, format!("attachment; filename=\"{name}\"")),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff".to_string()),
+            (header::CACHE_CONTROL, "private, max-age=300".to_string()),
+        ],
+        body,
+    )
+        .into_response())
+}

@@ -1,0 +1,313 @@
+//! The HTTP API agents and admins use: one axum router for the `api` Lambda (behind API
+//! Gateway) and for `mailroom serve`. See docs/api.md.
+//!
+//! - Every route but `/openapi.json` needs a bearer token ([`auth`]); the caller is a
+//!   workspace user with a role (admin or agent).
+//! - Permissions ([`Caller::can_see`]): admins see every inbox; an agent sees the inboxes
+//!   they are a member of (as a user, through a team, or as the owner of an individual
+//!   inbox). Anything in an inbox an agent cannot see answers 404, exactly like something
+//!   that does not exist, and no list includes it.
+//! - Errors are RFC 9457 problem details; the OpenAPI document is generated from the
+//!   handlers (utoipa) and served at `/openapi.json`.
+
+pub mod admin;
+pub mod auth;
+pub mod conversations;
+pub mod directory;
+
+use crate::ports::Ports;
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use mailroom_core::workspace::{Role, Workspace};
+use serde::Serialize;
+use std::sync::Arc;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+
+/// What every API handler shares.
+pub struct ApiState {
+    pub ports: Ports,
+    pub auth: auth::Authenticator,
+    pub providers: crate::config::ProvidersConfig,
+    /// Where tracking links and signed attachment URLs point (the public base URL).
+    pub public_url: String,
+}
+
+/// An RFC 9457 problem document.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Problem {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub title: String,
+    pub status: u16,
+    pub detail: String,
+    /// Validation errors, one per problem found.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<String>,
+}
+
+/// Every way an API call fails.
+#[derive(Debug)]
+pub enum ApiError {
+    Unauthorized(String),
+    Forbidden(String),
+    NotFound(String),
+    BadRequest(String),
+    Conflict(String),
+    /// The request is well-formed but invalid (a workspace that does not validate).
+    Invalid(String, Vec<String>),
+    Unavailable(String),
+    Internal(anyhow::Error),
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;
+
+impl ApiError {
+    fn status(&self) -> StatusCode {
+        match self {
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::Invalid(..) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+impl<E: Into<anyhow::Error>> From<E> for ApiError {
+    fn from(e: E) -> ApiError {
+        ApiError::Internal(e.into())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let (detail, errors) = match self {
+            ApiError::Internal(e) => {
+                // The cause goes to the logs, not to the caller.
+                tracing::error!(error = %format!("{e:#}"), "API request failed");
+                ("an internal error occurred; the server log has the cause".to_string(), vec![])
+            }
+            ApiError::Invalid(d, errs) => (d, errs),
+            ApiError::Unauthorized(d)
+            | ApiError::Forbidden(d)
+            | ApiError::NotFound(d)
+            | ApiError::BadRequest(d)
+            | ApiError::Conflict(d)
+            | ApiError::Unavailable(d) => (d, vec![]),
+        };
+        let body = Problem {
+            kind: "about:blank".into(),
+            title: status.canonical_reason().unwrap_or("Error").into(),
+            status: status.as_u16(),
+            detail,
+            errors,
+        };
+        let mut resp = (
+            status,
+            [(header::CONTENT_TYPE, "application/problem+json")],
+            serde_json::to_string(&body).unwrap_or_default(),
+        )
+            .into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            resp.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Bearer error=\"invalid_token\""),
+            );
+        }
+        resp
+    }
+}
+
+/// The authenticated caller: a workspace user, with the workspace they were checked
+/// against (one read per request).
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub email: String,
+    pub name: String,
+    pub role: Role,
+    pub teams: Vec<String>,
+    pub ws: Arc<Workspace>,
+}
+
+impl Caller {
+    pub fn is_admin(&self) -> bool {
+        self.role == Role::Admin
+    }
+
+    pub fn require_admin(&self) -> ApiResult<()> {
+        if self.is_admin() { Ok(()) } else { Err(ApiError::Forbidden("this needs the admin role".into())) }
+    }
+
+    /// Whether the caller may see the inbox `address` (and everything in it).
+    pub fn can_see(&self, address: &str) -> bool {
+        if self.is_admin() {
+            return true;
+        }
+        let Some(inbox) = self.ws.inboxes.iter().find(|i| i.address.eq_ignore_ascii_case(address)) else {
+            return false;
+        };
+        inbox.owner.as_deref().is_some_and(|o| o.eq_ignore_ascii_case(&self.email))
+            || inbox.members.users.iter().any(|u| u.eq_ignore_ascii_case(&self.email))
+            || inbox.members.teams.iter().any(|t| self.teams.contains(t))
+    }
+
+    /// The configured inboxes the caller may see.
+    pub fn visible_inboxes(&self) -> Vec<String> {
+        self.ws.inboxes.iter().filter(|i| self.can_see(&i.address)).map(|i| i.address.clone()).collect()
+    }
+}
+
+fn bearer(parts: &Parts) -> Option<&str> {
+    let v = parts.headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = v.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then_some(token.trim())
+}
+
+impl FromRequestParts<Arc<ApiState>> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, st: &Arc<ApiState>) -> ApiResult<Caller> {
+        let token =
+            bearer(parts).ok_or_else(|| ApiError::Unauthorized(auth::AuthError::Missing.to_string()))?;
+        let email = st.auth.verify(token).await.map_err(|e| match e {
+            auth::AuthError::Unavailable(_) => ApiError::Unavailable(e.to_string()),
+            e => ApiError::Unauthorized(e.to_string()),
+        })?;
+        let ws = crate::workspace_store::load(&st.ports).await?.unwrap_or_default();
+        let Some(user) = ws.users.iter().find(|u| u.email.eq_ignore_ascii_case(&email)) else {
+            return Err(ApiError::Forbidden(format!("{email} is not a user of this workspace")));
+        };
+        Ok(Caller {
+            email: user.email.to_lowercase(),
+            name: user.name.clone(),
+            role: user.role,
+            teams: ws.teams_of(&user.email),
+            ws: Arc::new(ws.clone()),
+        })
+    }
+}
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new().scheme(HttpAuthScheme::Bearer).bearer_format("JWT").build(),
+            ),
+        );
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Mailroom API", description = "Shared inboxes, conversations, replies and the CRM records they are logged on. Errors are RFC 9457 problem details."),
+    modifiers(&BearerAuth),
+    security(("bearer" = [])),
+    components(schemas(Problem))
+)]
+struct ApiDoc;
+
+/// The API's routes and its OpenAPI document (served at `/openapi.json`).
+pub fn router(state: Arc<ApiState>) -> axum::Router {
+    let (router, doc) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .merge(conversations::routes())
+        .merge(directory::routes())
+        .merge(admin::routes())
+        .split_for_parts();
+    let doc = Arc::new(doc);
+    router
+        .route(
+            "/openapi.json",
+            axum::routing::get(move || {
+                let doc = doc.clone();
+                async move { axum::Json(doc.as_ref().clone()) }
+            }),
+        )
+        .with_state(state)
+}
+
+/// The document alone (for `mailroom openapi` and the tests).
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    let (_, doc) = OpenApiRouter::<Arc<ApiState>>::with_openapi(ApiDoc::openapi())
+        .merge(conversations::routes())
+        .merge(directory::routes())
+        .merge(admin::routes())
+        .split_for_parts();
+    doc
+}
+
+/// A cursor for paged lists: the sort key to continue after, base64url-encoded so
+/// clients treat it as opaque.
+pub(crate) fn encode_cursor(sk: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sk)
+}
+
+pub(crate) fn decode_cursor(c: Option<&str>) -> ApiResult<Option<String>> {
+    use base64::Engine;
+    match c.filter(|c| !c.is_empty()) {
+        None => Ok(None),
+        Some(c) => base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(c)
+            .ok()
+            .and_then(|b| String::from_utf8(b).ok())
+            .map(Some)
+            .ok_or_else(|| ApiError::BadRequest("cursor is not one this API returned".into())),
+    }
+}
+
+/// Query parameters whose rejection is a problem document (axum's own is plain text).
+pub struct Q<T>(pub T);
+
+impl<T: serde::de::DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Q<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, st: &S) -> ApiResult<Q<T>> {
+        axum::extract::Query::<T>::from_request_parts(parts, st)
+            .await
+            .map(|q| Q(q.0))
+            .map_err(|e| ApiError::BadRequest(e.body_text()))
+    }
+}
+
+/// A JSON body whose rejection is a problem document.
+pub struct J<T>(pub T);
+
+impl<T: serde::de::DeserializeOwned, S: Send + Sync> axum::extract::FromRequest<S> for J<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: axum::extract::Request, st: &S) -> ApiResult<J<T>> {
+        match axum::Json::<T>::from_request(req, st).await {
+            Ok(j) => Ok(J(j.0)),
+            Err(axum::extract::rejection::JsonRejection::MissingJsonContentType(_)) => {
+                Err(ApiError::BadRequest("send the body as JSON with Content-Type: application/json".into()))
+            }
+            Err(e) => Err(ApiError::BadRequest(e.body_text())),
+        }
+    }
+}
+
+/// A path segment whose rejection is a problem document.
+pub struct P<T>(pub T);
+
+impl<T: serde::de::DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for P<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, st: &S) -> ApiResult<P<T>> {
+        axum::extract::Path::<T>::from_request_parts(parts, st)
+            .await
+            .map(|p| P(p.0))
+            .map_err(|e| ApiError::BadRequest(e.body_text()))
+    }
+}

@@ -1,0 +1,58 @@
+//! `mailroom serve` as a child process on a free loopback port, on a data directory the
+//! test prepared; killed on drop. Its stderr goes to `DATA/serve.log`, shown by
+//! [`Serve::log_tail`] when something fails.
+
+use crate::{bin, wait_for_port};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+pub struct Serve {
+    child: Child,
+    pub data: tempfile::TempDir,
+    /// `http://127.0.0.1:PORT`
+    pub base: String,
+    log: PathBuf,
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Serve {
+    /// Starts serve on `data` with extra environment; waits until it listens.
+    pub fn start(data: tempfile::TempDir, env: &[(&str, &str)]) -> Serve {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let log = data.path().join("serve.log");
+        let child = Command::new(bin("mailroom"))
+            .arg("--data")
+            .arg(data.path())
+            .args(["serve", "--port", &port.to_string()])
+            .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        wait_for_port(port, Duration::from_secs(20));
+        Serve { child, data, base: format!("http://127.0.0.1:{port}"), log }
+    }
+
+    pub fn data(&self) -> &Path {
+        self.data.path()
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// The last 40 lines serve logged.
+    pub fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(40)..].join("\n")
+    }
+}

@@ -1,0 +1,515 @@
+//! The HTTP API through the real `mailroom serve`: authentication, the permission matrix
+//! over every endpoint of its own OpenAPI document, and what never leaks to a
+//! non-member.
+//!
+//! Identities: an admin, an agent who is a member of support@ (through a team), an agent
+//! who is only a member of billing@, no token, an expired token, a token from another
+//! issuer, a token signed by another key. The mock Google server is the OIDC issuer
+//! (its JWKS), besides serve's own development tokens.
+
+use mailroom_tests::mock_google::MockGoogle;
+use mailroom_tests::serve::Serve;
+use mailroom_tests::{mailroom_ok, unique};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+
+const ISSUER: &str = "https://idp.mailroom.test";
+const AUDIENCE: &str = "mailroom-api-test";
+const ADMIN: &str = "ann@acme.test";
+const MEMBER: &str = "bob@acme.test";
+const OUTSIDER: &str = "carl@acme.test";
+
+const WORKSPACE: &str = r#"
+name = "API test"
+
+[[users]]
+email = "ann@acme.test"
+name = "Ann Admin"
+role = "admin"
+
+[[users]]
+email = "bob@acme.test"
+name = "Bob Member"
+signature = "Bob\nSupport"
+
+[[users]]
+email = "carl@acme.test"
+name = "Carl Outsider"
+
+[[teams]]
+id = "support"
+members = ["bob@acme.test", "ann@acme.test"]
+
+[[pipelines]]
+id = "support"
+stages = [{ id = "new" }, { id = "waiting" }, { id = "done", closed = true }]
+
+[[inboxes]]
+address = "support@acme.test"
+members = { teams = ["support"] }
+tickets = { enabled = true, pipeline = "support" }
+signature = "Acme Support"
+fallback_team = "support"
+
+[[inboxes]]
+address = "billing@acme.test"
+members = { users = ["carl@acme.test"] }
+
+[[rules]]
+name = "support mail"
+inboxes = ["support@acme.test"]
+actions = { team = "support", assign = "round_robin" }
+"#;
+
+fn eml(to: &str, from: &str, subject: &str, id: &str, attachment: bool) -> String {
+    let body = if attachment {
+        format!(
+            "Content-Type: multipart/mixed; boundary=\"b1\"\r\n\r\n--b1\r\nContent-Type: text/html; charset=utf-8\r\n\r\n<p>Hello from {from}<script>alert(1)</script></p>\r\n--b1\r\nContent-Type: application/pdf\r\nContent-Disposition: attachment; filename=\"invoice.pdf\"\r\nContent-Transfer-Encoding: base64\r\n\r\nJVBERi0xLjQKJcfsj6IK\r\n--b1--\r\n"
+        )
+    } else {
+        format!("Content-Type: text/plain; charset=utf-8\r\n\r\nHello from {from}, about {subject}.\r\n")
+    };
+    format!(
+        "Delivered-To: {to}\r\nFrom: Customer <{from}>\r\nTo: {to}\r\nSubject: {subject}\r\nDate: Tue, 24 Nov 2026 10:00:00 +0000\r\nMessage-ID: <{id}>\r\nMIME-Version: 1.0\r\n{body}"
+    )
+}
+
+struct World {
+    serve: Serve,
+    google: MockGoogle,
+    http: reqwest::Client,
+    tokens: BTreeMap<&'static str, Option<String>>,
+    support_conv: String,
+    billing_conv: String,
+    attachment: String,
+}
+
+async fn world() -> World {
+    let data = tempfile::tempdir().unwrap();
+    let ws = data.path().join("workspace.toml");
+    std::fs::write(&ws, WORKSPACE).unwrap();
+    mailroom_ok(data.path(), &["apply", ws.to_str().unwrap()]);
+    let mail = data.path().join("mail");
+    std::fs::create_dir_all(&mail).unwrap();
+    let tag = unique("api");
+    std::fs::write(
+        mail.join("1.eml"),
+        eml(
+            "support@acme.test",
+            "dana@customer.test",
+            "Printer on fire",
+            &format!("s1-{tag}@customer.test"),
+            true,
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        mail.join("2.eml"),
+        eml(
+            "billing@acme.test",
+            "erin@payer.test",
+            "Invoice 42 wrong",
+            &format!("b1-{tag}@payer.test"),
+            false,
+        ),
+    )
+    .unwrap();
+    mailroom_ok(data.path(), &["import", mail.to_str().unwrap()]);
+
+    let google = MockGoogle::start("nobody@acme.test").await;
+    let serve = Serve::start(
+        data,
+        &[
+            ("MAILROOM_OIDC_ISSUER", ISSUER),
+            ("MAILROOM_OIDC_AUDIENCE", AUDIENCE),
+            ("MAILROOM_OIDC_JWKS_URL", &google.jwks_url()),
+        ],
+    );
+    let now = chrono::Utc::now().timestamp();
+    let oidc = |email: &str, iss: &str, exp: i64, other_key: bool| {
+        google.sign(
+            &json!({"iss": iss, "aud": AUDIENCE, "sub": email, "email": email, "iat": now, "exp": exp}),
+            other_key,
+        )
+    };
+    let dev = |email: &str| {
+        String::from_utf8(mailroom_ok(serve.data(), &["token", email])).unwrap().trim().to_string()
+    };
+    let mut tokens = BTreeMap::new();
+    tokens.insert("admin", Some(oidc(ADMIN, ISSUER, now + 600, false)));
+    tokens.insert("member", Some(dev(MEMBER)));
+    tokens.insert("outsider", Some(oidc(OUTSIDER, ISSUER, now + 600, false)));
+    tokens.insert("none", None);
+    tokens.insert("expired", Some(oidc(ADMIN, ISSUER, now - 3600, false)));
+    tokens.insert("other-issuer", Some(oidc(ADMIN, "https://evil.test", now + 600, false)));
+    tokens.insert("other-key", Some(oidc(ADMIN, ISSUER, now + 600, true)));
+
+    let http = reqwest::Client::new();
+    let mut w = World {
+        serve,
+        google,
+        http,
+        tokens,
+        support_conv: String::new(),
+        billing_conv: String::new(),
+        attachment: String::new(),
+    };
+    let (st, list) = w.call("admin", Method::GET, "/conversations", None).await;
+    assert_eq!(st, StatusCode::OK, "{list}\n{}", w.serve.log_tail());
+    for c in list["items"].as_array().unwrap() {
+        match c["inbox"].as_str().unwrap() {
+            "support@acme.test" => w.support_conv = c["id"].as_str().unwrap().to_string(),
+            "billing@acme.test" => w.billing_conv = c["id"].as_str().unwrap().to_string(),
+            other => panic!("unexpected inbox {other}"),
+        }
+    }
+    assert!(!w.support_conv.is_empty() && !w.billing_conv.is_empty(), "{list}");
+    let (_, d) = w.call("admin", Method::GET, &format!("/conversations/{}", w.support_conv), None).await;
+    w.attachment =
+        d["messages"][0]["attachments"][0]["sha256"].as_str().expect("the PDF attachment").to_string();
+    w
+}
+
+impl World {
+    async fn call(&self, who: &str, method: Method, path: &str, body: Option<&Value>) -> (StatusCode, Value) {
+        let mut rq = self.http.request(method, self.serve.url(path));
+        if let Some(Some(t)) = self.tokens.get(who) {
+            rq = rq.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            rq = rq.json(b);
+        }
+        let resp = rq.send().await.unwrap();
+        let st = resp.status();
+        let text = resp.text().await.unwrap();
+        (st, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    }
+}
+
+/// The concrete path and body for one operation of the document, on the identity's
+/// targets: admin writes go to scratch objects so the matrix can run them all.
+fn concrete(w: &World, method: &str, template: &str, conv: &str) -> (String, Option<Value>) {
+    let path = template
+        .replace(
+            "{id}",
+            if template.starts_with("/admin/teams") || template.starts_with("/admin/pipelines") {
+                "scratch"
+            } else if template.starts_with("/deals") {
+                "no-such-deal"
+            } else {
+                conv
+            },
+        )
+        .replace("{address}", if method == "get" { "support@acme.test" } else { "scratch@acme.test" })
+        .replace(
+            "{email}",
+            if template.starts_with("/admin") { "temp@acme.test" } else { "dana@customer.test" },
+        )
+        .replace("{domain}", "customer.test")
+        .replace("{sha256}", &w.attachment);
+    let body = match (method, template) {
+        ("put", "/admin/workspace") => Some(json!({"__current__": true})),
+        ("put", "/admin/inboxes/{address}") => {
+            Some(json!({"address": "x", "members": {"users": ["bob@acme.test"]}}))
+        }
+        ("put", "/admin/inboxes/{address}/members") => Some(json!({"users": ["bob@acme.test"], "teams": []})),
+        ("put", "/admin/inboxes/{address}/signature") => Some(json!({"signature": "Scratch team"})),
+        ("put", "/admin/inboxes/{address}/tickets") => Some(json!({"enabled": true, "pipeline": "support"})),
+        ("post", "/admin/inboxes/{address}/connect") => Some(json!({"provider": "gmail"})),
+        ("put", "/admin/users/{email}") => Some(json!({"email": "x", "name": "Temp"})),
+        ("put", "/admin/teams/{id}") => Some(json!({"id": "x", "members": []})),
+        ("put", "/admin/pipelines/{id}") => Some(json!({"id": "x", "stages": [{"id": "one"}]})),
+        ("put", "/admin/rules") => Some(
+            json!([{"name": "support mail", "inboxes": ["support@acme.test"], "actions": {"team": "support", "assign": "round_robin"}}]),
+        ),
+        ("put", "/admin/sla") => Some(json!({"sla_policies": [], "calendars": []})),
+        ("post", "/conversations/{id}/assignment") => Some(json!({"assignee": "bob@acme.test"})),
+        ("post", "/conversations/{id}/ticket/stage") => Some(json!({"stage": "waiting"})),
+        ("post", "/conversations/{id}/comments") => Some(json!({"body": "looking into it @bob@acme.test"})),
+        ("get" | "delete", _) | ("post", "/conversations/{id}/close" | "/conversations/{id}/reopen") => None,
+        (m, t) => panic!("the permission matrix has no request body for {m} {t}: add one"),
+    };
+    (path, body)
+}
+
+/// What each identity must get from an operation.
+fn expected(who: &str, method: &str, template: &str) -> &'static [u16] {
+    let admin_only = template.starts_with("/admin");
+    let conv_scoped = template.starts_with("/conversations/{id}");
+    match who {
+        "none" | "expired" | "other-issuer" | "other-key" => &[401],
+        "admin" if template == "/deals/{id}" => &[404],
+        "admin" if template == "/admin/inboxes/{address}/connect" => &[409], // no OAuth client configured
+        "admin" if method == "delete" => &[204],
+        "admin" => &[200, 201],
+        _ if admin_only => &[403],
+        "outsider" if conv_scoped => &[404],
+        _ if template == "/deals/{id}" => &[404],
+        _ => &[200, 201],
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn permission_matrix_over_every_endpoint() {
+    let w = world().await;
+    let (st, doc) = w.call("none", Method::GET, "/openapi.json", None).await;
+    assert_eq!(st, StatusCode::OK);
+    let paths = doc["paths"].as_object().expect("paths");
+    let mut ops: Vec<(String, String)> = Vec::new();
+    for (p, item) in paths {
+        for m in ["get", "put", "post", "delete"] {
+            if item.get(m).is_some() {
+                ops.push((m.to_string(), p.clone()));
+            }
+        }
+    }
+    // Writes before deletes, so each delete has its scratch object.
+    let rank = |m: &str| ["get", "put", "post", "delete"].iter().position(|x| *x == m).unwrap();
+    ops.sort_by_key(|(m, p)| (rank(m), p.clone()));
+    assert!(ops.len() >= 40, "only {} operations in /openapi.json", ops.len());
+    let mut table = Vec::new();
+    let mut failures = Vec::new();
+    for (m, template) in &ops {
+        if template == "/attachments/{token}" {
+            continue; // a capability URL: tested below
+        }
+        // Identities in an order that leaves the member's conversation actions last
+        // (the outsider's must fail on a conversation in the state the member sees).
+        for who in ["none", "expired", "other-issuer", "other-key", "outsider", "member", "admin"] {
+            let (path, mut body) = concrete(&w, m, template, &w.support_conv);
+            if body.as_ref().is_some_and(|b| b.get("__current__").is_some()) {
+                body =
+                    Some(w.call("admin", Method::GET, "/admin/workspace", None).await.1["workspace"].clone());
+            }
+            let method = Method::from_bytes(m.to_uppercase().as_bytes()).unwrap();
+            let (st, resp) = w.call(who, method, &path, body.as_ref()).await;
+            let want = expected(who, m, template);
+            table.push(format!("{:<7} {:<45} {:<13} {}", m, template, who, st.as_u16()));
+            if !want.contains(&st.as_u16()) {
+                failures.push(format!("{m} {path} as {who}: {st} (want {want:?}): {resp}"));
+            }
+            if st.as_u16() >= 400 {
+                assert!(
+                    resp.get("status").is_some() && resp.get("detail").is_some(),
+                    "{m} {path} as {who}: not a problem document: {resp}"
+                );
+            }
+        }
+    }
+    println!("{}", table.join("\n"));
+    println!("{} operations x 7 identities = {} requests", ops.len() - 1, table.len());
+    assert!(
+        failures.is_empty(),
+        "{} unexpected answers:\n{}\n{}",
+        failures.len(),
+        failures.join("\n"),
+        w.serve.log_tail()
+    );
+    drop(w.google);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn non_members_never_see_an_inbox() {
+    let w = world().await;
+    // The outsider's lists: only billing@, never support@, whatever the filter.
+    for path in [
+        "/conversations".to_string(),
+        "/conversations?inbox=support@acme.test".into(),
+        "/conversations?q=printer".into(),
+        "/conversations?status=open&limit=100".into(),
+        "/conversations?unassigned=false".into(),
+        "/conversations?assignee=bob@acme.test".into(),
+    ] {
+        let (st, page) = w.call("outsider", Method::GET, &path, None).await;
+        assert_eq!(st, StatusCode::OK, "{path}: {page}");
+        let text = page.to_string();
+        assert!(
+            !text.contains("support@acme.test") && !text.contains(&w.support_conv),
+            "{path} leaks: {page}"
+        );
+    }
+    let (_, mine) = w.call("outsider", Method::GET, "/conversations", None).await;
+    assert_eq!(mine["items"].as_array().unwrap().len(), 1);
+    assert_eq!(mine["items"][0]["id"], w.billing_conv.as_str());
+    let (_, inboxes) = w.call("outsider", Method::GET, "/inboxes", None).await;
+    assert_eq!(
+        inboxes,
+        json!([{"address": "billing@acme.test", "type": "shared", "provider": "none", "owner": null, "signature": null, "connection": null}])
+    );
+    let (_, me) = w.call("outsider", Method::GET, "/me", None).await;
+    assert_eq!(me["inboxes"], json!(["billing@acme.test"]));
+    // The support conversation and its attachment are 404, like something that does not exist.
+    let (st, body) =
+        w.call("outsider", Method::GET, &format!("/conversations/{}", w.support_conv), None).await;
+    assert_eq!(st, StatusCode::NOT_FOUND);
+    let (st2, body2) = w.call("outsider", Method::GET, "/conversations/c0000000000000000000", None).await;
+    assert_eq!(st2, StatusCode::NOT_FOUND);
+    assert_eq!(body["title"], body2["title"]);
+    // The contact's timeline hides the support message; tickets and the report too.
+    let (_, dana) = w.call("outsider", Method::GET, "/contacts/dana@customer.test", None).await;
+    assert_eq!(dana["timeline"], json!([]), "{dana}");
+    let (_, dana_member) = w.call("member", Method::GET, "/contacts/dana@customer.test", None).await;
+    assert_eq!(dana_member["timeline"].as_array().unwrap().len(), 1, "{dana_member}");
+    let (_, tickets) = w.call("outsider", Method::GET, "/tickets", None).await;
+    assert_eq!(tickets["items"], json!([]), "{tickets}");
+    let (_, tickets) = w.call("member", Method::GET, "/tickets", None).await;
+    assert_eq!(tickets["items"].as_array().unwrap().len(), 1, "{tickets}");
+    let (_, report) = w.call("outsider", Method::GET, "/reports/summary", None).await;
+    assert!(!report.to_string().contains("support@acme.test"), "the report leaks support@: {report}");
+
+    // The member sees it, with sanitised HTML and a working signed attachment link.
+    let (st, d) = w.call("member", Method::GET, &format!("/conversations/{}", w.support_conv), None).await;
+    assert_eq!(st, StatusCode::OK, "{d}");
+    let html = d["messages"][0]["html"].as_str().unwrap();
+    assert!(html.contains("Hello from") && !html.contains("<script"), "{html}");
+    assert_eq!(d["ticket"]["pipeline"], "support");
+    let (st, link) = w
+        .call(
+            "member",
+            Method::GET,
+            &format!("/conversations/{}/attachments/{}", w.support_conv, w.attachment),
+            None,
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{link}");
+    let url = link["url"].as_str().unwrap();
+    let resp = w.http.get(url).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(resp.headers()["content-disposition"], "attachment; filename=\"invoice.pdf\"");
+    assert!(resp.bytes().await.unwrap().starts_with(b"%PDF"));
+    // A tampered link is refused.
+    let mut tampered = url.to_string();
+    let last = tampered.pop().unwrap();
+    tampered.push(if last == 'a' { 'b' } else { 'a' });
+    assert_eq!(w.http.get(&tampered).send().await.unwrap().status(), StatusCode::FORBIDDEN);
+    // The outsider cannot even get a link for it.
+    let (st, _) = w
+        .call(
+            "outsider",
+            Method::GET,
+            &format!("/conversations/{}/attachments/{}", w.support_conv, w.attachment),
+            None,
+        )
+        .await;
+    assert_eq!(st, StatusCode::NOT_FOUND);
+    // Assigning the support conversation to the outsider is refused: not a member.
+    let (st, body) = w
+        .call(
+            "member",
+            Method::POST,
+            &format!("/conversations/{}/assignment", w.support_conv),
+            Some(&json!({"assignee": OUTSIDER})),
+        )
+        .await;
+    assert_eq!(st, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_actions_and_admin_edits() {
+    let w = world().await;
+    let conv = w.support_conv.clone();
+    let path = |s: &str| format!("/conversations/{conv}{s}");
+    // Move the ticket to a closed stage: the conversation closes; back out: it reopens.
+    let (st, t) =
+        w.call("member", Method::POST, &path("/ticket/stage"), Some(&json!({"stage": "done"}))).await;
+    assert_eq!(st, StatusCode::OK, "{t}");
+    assert_eq!(t["status"], "closed");
+    let (_, d) = w.call("member", Method::GET, &path(""), None).await;
+    assert_eq!(d["status"], "closed");
+    let (st, body) =
+        w.call("member", Method::POST, &path("/ticket/stage"), Some(&json!({"stage": "nope"}))).await;
+    assert_eq!(st, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    let (_, t) =
+        w.call("member", Method::POST, &path("/ticket/stage"), Some(&json!({"stage": "waiting"}))).await;
+    assert_eq!(t["status"], "open");
+    // Assign, unassign; filters follow.
+    let (st, s) =
+        w.call("member", Method::POST, &path("/assignment"), Some(&json!({"assignee": null}))).await;
+    assert_eq!(st, StatusCode::OK, "{s}");
+    let (_, un) = w.call("member", Method::GET, "/conversations?unassigned=true", None).await;
+    assert_eq!(un["items"].as_array().unwrap().len(), 1, "{un}");
+    let (st, _) = w
+        .call("member", Method::POST, &path("/assignment"), Some(&json!({"assignee": "me@nowhere.test"})))
+        .await;
+    assert_eq!(st, StatusCode::UNPROCESSABLE_ENTITY);
+    let (_, s) =
+        w.call("member", Method::POST, &path("/assignment"), Some(&json!({"assignee": MEMBER}))).await;
+    assert_eq!(s["assignee"], MEMBER);
+    let (_, mine) = w.call("member", Method::GET, "/conversations?assignee=me", None).await;
+    assert_eq!(mine["items"][0]["id"], conv.as_str());
+    // A comment with a mention; it shows in the detail, never as a message.
+    let (st, c) = w
+        .call(
+            "member",
+            Method::POST,
+            &path("/comments"),
+            Some(&json!({"body": "@bob@acme.test check the PDF"})),
+        )
+        .await;
+    assert_eq!(st, StatusCode::CREATED, "{c}");
+    assert_eq!(c["mentions"], json!([MEMBER]));
+    let (_, d) = w.call("member", Method::GET, &path(""), None).await;
+    assert_eq!(d["comments"].as_array().unwrap().len(), 1);
+    assert_eq!(d["messages"].as_array().unwrap().len(), 1);
+    let kinds: Vec<&str> =
+        d["events"].as_array().unwrap().iter().filter_map(|e| e["type"].as_str()).collect();
+    assert!(kinds.contains(&"conversation_closed") && kinds.contains(&"conversation_reopened"), "{kinds:?}");
+    // Close and reopen directly.
+    let (_, s) = w.call("member", Method::POST, &path("/close"), None).await;
+    assert_eq!(s["status"], "closed");
+    let (_, closed) = w.call("member", Method::GET, "/conversations?status=closed", None).await;
+    assert_eq!(closed["items"].as_array().unwrap().len(), 1);
+    let (_, s) = w.call("member", Method::POST, &path("/reopen"), None).await;
+    assert_eq!(s["status"], "open");
+
+    // Admin: an invalid change is refused with its errors and changes nothing.
+    let (_, before) = w.call("admin", Method::GET, "/admin/workspace", None).await;
+    let (st, body) = w
+        .call(
+            "admin",
+            Method::PUT,
+            "/admin/teams/ghosts",
+            Some(&json!({"id": "ghosts", "members": ["nobody@acme.test"]})),
+        )
+        .await;
+    assert_eq!(st, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert!(body["errors"][0].as_str().unwrap().contains("nobody@acme.test"), "{body}");
+    let (_, after) = w.call("admin", Method::GET, "/admin/workspace", None).await;
+    assert_eq!(before, after);
+    // A stale If-Match is a conflict.
+    let version = before["version"].as_u64().unwrap();
+    let stale = w
+        .http
+        .put(w.serve.url("/admin/workspace"))
+        .bearer_auth(w.tokens["admin"].as_ref().unwrap())
+        .header("If-Match", (version - 1).to_string())
+        .json(&before["workspace"])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stale.status(), StatusCode::CONFLICT);
+    // Membership edits take effect at once: the outsider joins support@ and sees it.
+    let (st, _) = w
+        .call(
+            "admin",
+            Method::PUT,
+            "/admin/inboxes/support@acme.test/members",
+            Some(&json!({"users": [OUTSIDER], "teams": ["support"]})),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK);
+    let (st, _) = w.call("outsider", Method::GET, &path(""), None).await;
+    assert_eq!(st, StatusCode::OK);
+    // Archiving billing@ hides it from its member; a deactivated user's token stops working.
+    let (st, _) = w.call("admin", Method::DELETE, "/admin/inboxes/billing@acme.test", None).await;
+    assert_eq!(st, StatusCode::NO_CONTENT);
+    let (_, inboxes) = w.call("outsider", Method::GET, "/inboxes", None).await;
+    assert_eq!(inboxes.as_array().unwrap().len(), 1, "{inboxes}");
+    let (st, body) = w.call("admin", Method::DELETE, &format!("/admin/users/{MEMBER}"), None).await;
+    assert_eq!(st, StatusCode::NO_CONTENT, "{body}");
+    let (st, body) = w.call("member", Method::GET, "/me", None).await;
+    assert_eq!(st, StatusCode::FORBIDDEN, "{body}");
+    let (st, _) = w.call("admin", Method::DELETE, &format!("/admin/users/{ADMIN}"), None).await;
+    assert_eq!(st, StatusCode::UNPROCESSABLE_ENTITY);
+}
