@@ -637,3 +637,79 @@ async fn scheduler_function_publishes_health_and_queues_fallback_syncs() {
     assert_eq!(again["fallback_syncs"], 1, "{again}");
     assert_eq!(again["reconnect_required"], 1, "{again}");
 }
+
+/// The track function (lambda_http) under cargo lambda against moto: the pixel answers the
+/// GIF (base64 through API Gateway), the click the 302 to the signed link, an altered
+/// token a 403; the hits land in DynamoDB. Then a click burst recorded on DynamoDB is
+/// re-classified by its conditional transactions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn track_function_serves_pixel_and_redirect_under_cargo_lambda() {
+    use mailroom_app::track::{self, Hit, TrackToken, Verdict};
+    const CHROME: &str =
+        "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0 Safari/537.36";
+    let stack = AwsStack::create().await;
+    let ports = stack.ports();
+    let (port, _w, _f) = start("mailroom-track", &stack.function_env());
+    let base = "https://abc.execute-api.eu-west-1.amazonaws.com";
+    let mid = "lambda-track-1@acme-corp.example";
+    let html = r#"<body><a href="https://acme.example/a?x=1&amp;y=2">a</a></body>"#;
+    let tracked = track::add_trackers_at(
+        &ports.signer,
+        base,
+        mid,
+        &["jane@customer.example".into()],
+        html,
+        chrono::Utc::now() - chrono::Duration::hours(1),
+    );
+    let path_of = |prefix: &str| {
+        let i = tracked.find(&format!("{base}{prefix}")).expect("a tracking URL") + base.len();
+        tracked[i..i + tracked[i..].find('"').unwrap()].to_string()
+    };
+    let (pixel, click) = (path_of("/t/o/"), path_of("/t/c/"));
+    let hdrs = serde_json::json!({"user-agent": CHROME, "x-forwarded-for": "203.0.113.5, 198.51.100.1"});
+
+    let resp = invoke_blocking(port, &http_event("GET", &pixel, "", hdrs.clone(), None));
+    assert_eq!(resp["statusCode"], 200, "{resp}");
+    assert_eq!(header(&resp, "cache-control"), Some("no-store, private"), "{resp}");
+    assert_eq!(resp["isBase64Encoded"], true, "{resp}");
+    let gif = base64::engine::general_purpose::STANDARD.decode(resp["body"].as_str().unwrap()).unwrap();
+    assert_eq!(gif, track::PIXEL_GIF);
+
+    let resp = invoke_blocking(port, &http_event("GET", &click, "", hdrs.clone(), None));
+    assert_eq!(resp["statusCode"], 302, "{resp}");
+    assert_eq!(header(&resp, "location"), Some("https://acme.example/a?x=1&y=2"), "{resp}");
+
+    // The signature's last hex digit changed.
+    let last = if click.ends_with('0') { "1" } else { "0" };
+    let tampered = format!("{}{last}", &click[..click.len() - 1]);
+    let resp = invoke_blocking(port, &http_event("GET", &tampered, "", hdrs.clone(), None));
+    assert_eq!(resp["statusCode"], 403, "{resp}");
+    assert_eq!(header(&resp, "location"), None, "{resp}");
+
+    let a = track::activity(&ports, mid).await.unwrap();
+    assert_eq!((a.opens, a.clicks, a.machine_opens, a.machine_clicks), (1, 1, 0, 0), "{a:#?}");
+    assert!(a.events.iter().all(|e| e.ip_prefix.as_deref() == Some("203.0.113.0/24")), "{a:#?}");
+    let tl =
+        ports.table.query_all(mailroom_store::Query::new("timeline#jane@customer.example")).await.unwrap();
+    assert_eq!(tl.len(), 2, "{tl:#?}");
+
+    // Three links within the burst window, recorded as human one by one: DynamoDB's
+    // conditional transactions turn all three into machine clicks, counters included.
+    let burst = "lambda-burst@acme-corp.example";
+    for n in 1..=3 {
+        let tok = TrackToken {
+            message_id: burst.into(),
+            recipients: vec!["jane@customer.example".into()],
+            sent_at: 0,
+            href: Some(format!("https://acme.example/{n}")),
+        };
+        let human = Verdict { machine: false, reason: None, via: None };
+        track::record(&ports, &tok, Hit::Click, &human, CHROME, None).await.unwrap();
+    }
+    let a = track::activity(&ports, burst).await.unwrap();
+    assert_eq!((a.clicks, a.machine_clicks), (0, 3), "{a:#?}");
+    assert!(a.events.iter().all(|e| e.reason.as_deref() == Some("burst")), "{a:#?}");
+    let tl =
+        ports.table.query_all(mailroom_store::Query::new("timeline#jane@customer.example")).await.unwrap();
+    assert_eq!(tl.len(), 2, "the burst's timeline entries were removed: {tl:#?}");
+}

@@ -113,9 +113,11 @@ pub async fn run(data: &Path, bind: &str, port: u16) -> Result<()> {
         .route("/dashboard", get(|| async { axum::response::Html(include_str!("dashboard.html")) }))
         .with_state(state)
         .merge(mailroom_app::web::router(Arc::new(web)))
-        .merge(mailroom_app::api::router(Arc::new(api)));
+        .merge(mailroom_app::api::router(Arc::new(api)))
+        .merge(mailroom_app::track::router(ports.clone()));
     tracing::info!(addr = %listener.local_addr()?, data = %data.display(), "mailroom serve is up");
-    axum::serve(listener, app)
+    // The peer address is the tracking routes' client IP when no proxy sets X-Forwarded-For.
+    axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>())
         .with_graceful_shutdown(async {
             let _ = tokio::signal::ctrl_c().await;
         })

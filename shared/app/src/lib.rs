@@ -24,6 +24,7 @@ pub mod sync;
 pub mod telemetry;
 pub mod thread;
 pub mod ticket;
+pub mod track;
 pub mod web;
 pub mod workspace_store;
 

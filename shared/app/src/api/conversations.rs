@@ -261,6 +261,9 @@ pub struct MessageDetail {
     pub inboxes: Vec<String>,
     /// Set when the stored raw message could not be read back.
     pub error: Option<String>,
+    /// Opens and clicks of a reply sent with tracking (docs/tracking.md).
+    #[schema(value_type = Option<Object>)]
+    pub tracking: Option<Value>,
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -346,6 +349,7 @@ async fn message_detail(st: &ApiState, msg: &Item) -> MessageDetail {
         attachments: vec![],
         inboxes,
         error: None,
+        tracking: None,
     };
     let Some(raw_key) = copies.first().and_then(|c| c.get("key")).and_then(Value::as_str) else {
         d.error = Some("no stored copy".into());
@@ -357,7 +361,13 @@ async fn message_detail(st: &ApiState, msg: &Item) -> MessageDetail {
                 let m = u.message;
                 d.text = m.text;
                 d.new_text = m.new_text;
-                d.html = m.html;
+                // Our own replies carry our pixel and click links: shown without them, so
+                // reading a sent message never counts as the customer's open.
+                d.html = if d.direction == "outbound" {
+                    m.html.map(|h| crate::track::strip_trackers(&st.public_url, &h))
+                } else {
+                    m.html
+                };
                 d.attachments = m
                     .attachments
                     .into_iter()
@@ -374,6 +384,15 @@ async fn message_detail(st: &ApiState, msg: &Item) -> MessageDetail {
         },
         Ok(None) => d.error = Some(format!("the raw message {raw_key} is missing")),
         Err(e) => d.error = Some(format!("the raw message cannot be read: {e}")),
+    }
+    if d.direction == "outbound" {
+        match crate::track::activity(&st.ports, &d.message_id).await {
+            Ok(a) if a.opens + a.clicks + a.machine_opens + a.machine_clicks > 0 => {
+                d.tracking = serde_json::to_value(a).ok();
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %format!("{e:#}"), message = %d.message_id, "tracking activity unreadable"),
+        }
     }
     d
 }

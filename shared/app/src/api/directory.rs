@@ -248,6 +248,9 @@ pub struct TimelineEntry {
     pub direction: Option<String>,
     pub subject: Option<String>,
     pub kind: Option<String>,
+    /// `email_open` or `email_click` for tracking activity; absent for a message.
+    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
+    pub event: Option<String>,
 }
 
 /// A contact's email timeline, newest first, only in conversations the caller may see.
@@ -277,6 +280,7 @@ async fn timeline(st: &ApiState, caller: &Caller, email: &str) -> ApiResult<Vec<
             direction: s(&it, "direction"),
             subject: s(&it, "subject"),
             kind: s(&it, "kind"),
+            event: s(&it, "type"),
         });
     }
     Ok(out)
