@@ -18,11 +18,13 @@ pub mod ports;
 pub mod reports;
 pub mod route;
 pub mod schedule;
+pub mod send;
 pub mod stats;
 pub mod sync;
 pub mod telemetry;
 pub mod thread;
 pub mod ticket;
+pub mod track;
 pub mod web;
 pub mod workspace_store;
 
