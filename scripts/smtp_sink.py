@@ -48,7 +48,8 @@ def main():
         ok = isinstance(auth_data, LoginPassword) and (
             auth_data.login.decode() == a.user and auth_data.password.decode() == a.password
         )
-        return AuthResult(success=ok)
+        # handled=False: aiosmtpd answers 535 itself (handled=True would leave the client waiting).
+        return AuthResult(success=ok, handled=False)
 
     kwargs = {}
     if a.user:
