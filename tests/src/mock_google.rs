@@ -259,7 +259,13 @@ impl MockGoogle {
 
 /// Stores a message in the mailbox (a new thread unless `thread` names one) and records
 /// its history; returns its id.
-fn store_message(s: &mut State_, raw: &[u8], labels: &[&str], internal_date: i64, thread: Option<String>) -> String {
+fn store_message(
+    s: &mut State_,
+    raw: &[u8],
+    labels: &[&str],
+    internal_date: i64,
+    thread: Option<String>,
+) -> String {
     {
         s.next_msg += 0x11;
         let id = format!("{:x}", s.next_msg);
@@ -775,12 +781,17 @@ async fn message_send(State(sh): State<Shared>, headers: HeaderMap, Json(body): 
         return google_error(StatusCode::from_u16(status).unwrap(), &reason, &message);
     }
     let Some(raw) = body.get("raw").and_then(Value::as_str) else {
-        return google_error(StatusCode::BAD_REQUEST, "invalidArgument", "'raw' RFC822 payload message string or uploading message via /upload/* URL required");
+        return google_error(
+            StatusCode::BAD_REQUEST,
+            "invalidArgument",
+            "'raw' RFC822 payload message string or uploading message via /upload/* URL required",
+        );
     };
     let Ok(mime) = URL_SAFE_NO_PAD.decode(raw.trim_end_matches('=')).or_else(|_| URL_SAFE.decode(raw)) else {
         return google_error(StatusCode::BAD_REQUEST, "invalidArgument", "Invalid value for ByteString");
     };
-    let head = String::from_utf8_lossy(&mime).split("\r\n\r\n").next().unwrap_or_default().to_ascii_lowercase();
+    let head =
+        String::from_utf8_lossy(&mime).split("\r\n\r\n").next().unwrap_or_default().to_ascii_lowercase();
     if !head.lines().any(|l| l.starts_with("to:") || l.starts_with("cc:") || l.starts_with("bcc:")) {
         return google_error(StatusCode::BAD_REQUEST, "invalidArgument", "Recipient address required");
     }

@@ -1084,7 +1084,11 @@ async fn send_mail(
     let ct = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default();
     if !ct.starts_with("text/plain") {
         // Graph takes any other content type as a JSON message resource.
-        return graph_error(StatusCode::BAD_REQUEST, "ErrorInvalidRequest", "Cannot read the request body as JSON.");
+        return graph_error(
+            StatusCode::BAD_REQUEST,
+            "ErrorInvalidRequest",
+            "Cannot read the request body as JSON.",
+        );
     }
     use base64::Engine;
     let text: String = String::from_utf8_lossy(&body).split_whitespace().collect();
@@ -1095,8 +1099,15 @@ async fn send_mail(
             "Invalid base64 string for MIME content.",
         );
     };
-    if mime_header(&mime, "to").is_none() && mime_header(&mime, "cc").is_none() && mime_header(&mime, "bcc").is_none() {
-        return graph_error(StatusCode::BAD_REQUEST, "ErrorInvalidRecipients", "At least one recipient is not valid.");
+    if mime_header(&mime, "to").is_none()
+        && mime_header(&mime, "cc").is_none()
+        && mime_header(&mime, "bcc").is_none()
+    {
+        return graph_error(
+            StatusCode::BAD_REQUEST,
+            "ErrorInvalidRecipients",
+            "At least one recipient is not valid.",
+        );
     }
     let mime = Bytes::from(mime);
     let mut g = s.lock();
@@ -1111,7 +1122,10 @@ async fn send_mail(
     };
     let conversation_id = parent
         .and_then(|p| {
-            mb.folders.values().flatten().find(|m| mime_header(&m.mime, "message-id").as_deref() == Some(p.as_str()))
+            mb.folders
+                .values()
+                .flatten()
+                .find(|m| mime_header(&m.mime, "message-id").as_deref() == Some(p.as_str()))
         })
         .map(|m| m.conversation_id.clone())
         .unwrap_or_else(|| format!("AAQkAD-conv-{n}"));

@@ -82,7 +82,9 @@ impl SmtpSink {
     /// Every message received so far, in order, as the client sent it (DATA).
     pub fn messages(&self) -> Vec<Vec<u8>> {
         (1..=self.count())
-            .map(|n| std::fs::read(self.dir.path().join(format!("{n}.eml"))).expect("read a received message"))
+            .map(|n| {
+                std::fs::read(self.dir.path().join(format!("{n}.eml"))).expect("read a received message")
+            })
             .collect()
     }
 
@@ -94,7 +96,8 @@ impl SmtpSink {
                     &std::fs::read(self.dir.path().join(format!("{n}.json"))).expect("read an envelope"),
                 )
                 .expect("envelope JSON");
-                let rcpt = v["rcpt"].as_array().into_iter().flatten().filter_map(|r| r.as_str().map(str::to_string));
+                let rcpt =
+                    v["rcpt"].as_array().into_iter().flatten().filter_map(|r| r.as_str().map(str::to_string));
                 (v["from"].as_str().unwrap_or_default().to_string(), rcpt.collect())
             })
             .collect()
@@ -107,7 +110,11 @@ impl SmtpSink {
             if self.count() >= n {
                 return self.messages();
             }
-            assert!(t.elapsed() < timeout, "the SMTP sink got {} of {n} messages in {timeout:?}", self.count());
+            assert!(
+                t.elapsed() < timeout,
+                "the SMTP sink got {} of {n} messages in {timeout:?}",
+                self.count()
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }

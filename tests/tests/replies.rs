@@ -91,7 +91,10 @@ async fn drain_stages(ports: &Ports) {
 }
 
 fn send_worker(m: &dyn Mailbox) -> Worker {
-    let mut w = Worker::new(m.ports().send_queue.clone(), Arc::new(SendHandler::new(m.ports().clone(), m.providers())));
+    let mut w = Worker::new(
+        m.ports().send_queue.clone(),
+        Arc::new(SendHandler::new(m.ports().clone(), m.providers())),
+    );
     w.retry_base = Duration::from_millis(10);
     w
 }
@@ -103,7 +106,9 @@ fn parse(raw: &[u8]) -> ParsedMessage {
 fn header<'a>(raw: &'a str, name: &str) -> Vec<&'a str> {
     let head = raw.split("\r\n\r\n").next().unwrap();
     head.lines()
-        .filter_map(|l| l.split_once(':').filter(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.trim()))
+        .filter_map(|l| {
+            l.split_once(':').filter(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.trim())
+        })
         .collect()
 }
 
@@ -146,7 +151,9 @@ async fn scenario(m: &dyn Mailbox) {
     assert_eq!(r.failed, 0, "the send worker failed");
     assert_eq!(m.sent().len(), 1, "two queue_reply calls with one request id sent once");
     // A redelivered queue message sends nothing either.
-    let ptr = serde_json::to_string(&SendPointer { conversation: conv.clone(), request_id: "reply-1".into() }).unwrap();
+    let ptr =
+        serde_json::to_string(&SendPointer { conversation: conv.clone(), request_id: "reply-1".into() })
+            .unwrap();
     ports.send_queue.send(&ptr).await.unwrap();
     worker.drain().await.unwrap();
     assert_eq!(m.sent().len(), 1, "a redelivered send pointer sent again");
@@ -165,7 +172,7 @@ async fn scenario(m: &dyn Mailbox) {
     assert_eq!(p.to.iter().map(|a| a.email.as_str()).collect::<Vec<_>>(), [CUSTOMER], "To is the Reply-To");
     assert_eq!(p.cc.iter().map(|a| a.email.as_str()).collect::<Vec<_>>(), [BOSS]);
     assert_eq!(p.subject, "Re: Broken invoice");
-    assert_eq!(p.in_reply_to, [inbound_id.clone()]);
+    assert_eq!(p.in_reply_to, std::slice::from_ref(&inbound_id));
     assert_eq!(p.references, [format!("earlier-{inbound_id}"), inbound_id.clone()]);
     assert_eq!(header(&text, "In-Reply-To"), [format!("<{inbound_id}>")]);
     assert_eq!(p.message_id, queued.message_id);
@@ -194,10 +201,15 @@ async fn scenario(m: &dyn Mailbox) {
         let reply: Vec<_> = msgs.iter().filter(|x| x.message_id == queued.message_id).collect();
         assert_eq!(reply.len(), 1);
         assert_eq!(reply[0].direction, "outbound");
-        let item = ports.table.get(&keys::message(&queued.message_id)).await.unwrap().expect("reply recorded");
+        let item =
+            ports.table.get(&keys::message(&queued.message_id)).await.unwrap().expect("reply recorded");
         assert_eq!(item["author"], json!(AGENT));
         let owner = ports.table.get(&mailroom_app::reports::conv_owner(&convs[0].id)).await.unwrap().unwrap();
-        assert_eq!(owner["msgs"][&queued.message_id]["a"], json!(AGENT), "reports attribute the reply to the agent");
+        assert_eq!(
+            owner["msgs"][&queued.message_id]["a"],
+            json!(AGENT),
+            "reports attribute the reply to the agent"
+        );
         item
     };
     let before = check_conversation().await;
@@ -330,7 +342,11 @@ impl Mailbox for GmailBox {
         // Filed in the customer's Gmail thread.
         let inbound = self.inbound_gmail_id.lock().unwrap().clone().unwrap();
         let sent_id = reply.provider_id.clone().expect("Gmail's message id recorded");
-        assert_eq!(self.mock.thread_of(&sent_id), self.mock.thread_of(&inbound), "sent in the inbound's thread");
+        assert_eq!(
+            self.mock.thread_of(&sent_id),
+            self.mock.thread_of(&inbound),
+            "sent in the inbound's thread"
+        );
         let sends = self.mock.requests().iter().filter(|r| r.path.ends_with("/messages/send")).count();
         assert_eq!(sends, 1, "one messages.send call");
     }
@@ -350,7 +366,8 @@ async fn notification_route(
     body: Bytes,
 ) -> Response {
     let r = graph::handle_notification(&p, q.get("validationToken").map(String::as_str), &body).await;
-    (StatusCode::from_u16(r.status).unwrap(), [(header::CONTENT_TYPE, r.content_type)], r.body).into_response()
+    (StatusCode::from_u16(r.status).unwrap(), [(header::CONTENT_TYPE, r.content_type)], r.body)
+        .into_response()
 }
 
 async fn lifecycle_route(
@@ -359,7 +376,8 @@ async fn lifecycle_route(
     body: Bytes,
 ) -> Response {
     let r = graph::handle_lifecycle(&p, q.get("validationToken").map(String::as_str), &body).await;
-    (StatusCode::from_u16(r.status).unwrap(), [(header::CONTENT_TYPE, r.content_type)], r.body).into_response()
+    (StatusCode::from_u16(r.status).unwrap(), [(header::CONTENT_TYPE, r.content_type)], r.body)
+        .into_response()
 }
 
 struct GraphBox {
@@ -538,7 +556,9 @@ impl ImapBox {
                 append_sent: true,
             }),
         };
-        imap_poll::connect(&ports, &inbox, settings, &dv.password, &PollOptions::default()).await.expect("connect");
+        imap_poll::connect(&ports, &inbox, settings, &dv.password, &PollOptions::default())
+            .await
+            .expect("connect");
         let providers = Arc::new(ProvidersConfig::from_env("http://127.0.0.1:9").unwrap());
         ImapBox { _dir: dir, ports, dv, smtp, inbox, providers }
     }
@@ -568,7 +588,9 @@ impl Mailbox for ImapBox {
     }
     async fn refuse_next_send(&self) -> &'static str {
         // The mailbox password changed: the SMTP server refuses the login for good.
-        connections::put_secret(&self.ports, &self.inbox, imap_poll::SECRET, b"not-the-password").await.unwrap();
+        connections::put_secret(&self.ports, &self.inbox, imap_poll::SECRET, b"not-the-password")
+            .await
+            .unwrap();
         "535"
     }
     async fn check_sent(&self, _reply: &OutboxView, _inbound_id: &str) {

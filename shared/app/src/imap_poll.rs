@@ -16,10 +16,10 @@ use crate::ports::Ports;
 use chrono::{DateTime, Utc};
 use mailroom_core::{EmailAddress, Folder};
 pub use mailroom_providers::imap::Security;
-pub use mailroom_providers::smtp::SmtpSecurity;
 use mailroom_providers::imap::{
     Body, Credentials, Endpoint, FolderStatus, ImapError, ImapSession, MessageMeta,
 };
+pub use mailroom_providers::smtp::SmtpSecurity;
 use mailroom_store::StoreError;
 use serde::{Deserialize, Serialize};
 use serde_json::json;

@@ -178,15 +178,24 @@ async fn reply_target(ports: &Ports, root: &str, inbox: &str) -> anyhow::Result<
     }
     let when = |m: &Item| (s(m, "date").unwrap_or_default(), s(m, "gsi1sk").unwrap_or_default());
     let normal_inbound = |m: &&Item| {
-        s(m, "direction").as_deref() == Some("inbound") && s(m, "kind").as_deref().unwrap_or("normal") == "normal"
+        s(m, "direction").as_deref() == Some("inbound")
+            && s(m, "kind").as_deref().unwrap_or("normal") == "normal"
     };
-    let best = items.iter().filter(normal_inbound).max_by_key(|m| when(m)).or_else(|| items.iter().max_by_key(|m| when(m)));
+    let best = items
+        .iter()
+        .filter(normal_inbound)
+        .max_by_key(|m| when(m))
+        .or_else(|| items.iter().max_by_key(|m| when(m)));
     Ok(best.cloned())
 }
 
 /// The Gmail thread (or Graph conversation) of the message replied to, from the copy of
 /// it in `inbox` (the source's thread hint, see gmail.rs).
-async fn provider_thread(ports: &Ports, target: &Item, inbox: &EmailAddress) -> anyhow::Result<Option<String>> {
+async fn provider_thread(
+    ports: &Ports,
+    target: &Item,
+    inbox: &EmailAddress,
+) -> anyhow::Result<Option<String>> {
     let copies = target.get("copies").and_then(Value::as_array).cloned().unwrap_or_default();
     for c in copies {
         if c.get("inbox").and_then(Value::as_str) != Some(inbox.key().as_str()) {
@@ -199,7 +208,8 @@ async fn provider_thread(ports: &Ports, target: &Item, inbox: &EmailAddress) -> 
             continue;
         };
         if let Some(copy) = ports.table.get(&keys::raw_copy(&sha, inbox, folder)).await?
-            && let Some(p) = copy.get("pointer").and_then(|p| serde_json::from_value::<IngestPointer>(p.clone()).ok())
+            && let Some(p) =
+                copy.get("pointer").and_then(|p| serde_json::from_value::<IngestPointer>(p.clone()).ok())
             && p.thread_hint.is_some()
         {
             return Ok(p.thread_hint);
@@ -219,7 +229,11 @@ fn text_to_html(t: &str) -> String {
 /// `Re: ` once: a subject that already is a reply keeps its prefix.
 pub fn reply_subject(subject: &str) -> String {
     let subject = subject.trim();
-    if mailroom_core::subject::analyse(subject).reply { subject.to_string() } else { format!("Re: {subject}") }
+    if mailroom_core::subject::analyse(subject).reply {
+        subject.to_string()
+    } else {
+        format!("Re: {subject}")
+    }
 }
 
 /// The display name of a shared inbox: its local part, capitalised ("Support").
@@ -278,7 +292,8 @@ fn compose(c: ComposeInput<'_>) -> Result<Composed, SendError> {
     // The marker is the fallback for providers that rewrite Message-IDs: a customer's
     // reply quoting our text still finds its conversation.
     text.push_str(&format!("\n\n{marker}\n"));
-    let body_html = c.html.clone().unwrap_or_else(|| format!("<div>{}</div>", text_to_html(c.text.trim_end())));
+    let body_html =
+        c.html.clone().unwrap_or_else(|| format!("<div>{}</div>", text_to_html(c.text.trim_end())));
     let mut html = format!(
         "<!DOCTYPE html>\n<html><body>\n{body_html}\n<br>\n{sig_html}<div style=\"display:none;font-size:1px;color:#ffffff\">{marker}</div>\n</body></html>\n"
     );
@@ -309,7 +324,8 @@ fn compose(c: ComposeInput<'_>) -> Result<Composed, SendError> {
         b = b.references(c.references.iter().map(|r| format!("<{r}>")).collect::<Vec<_>>().join(" "));
     }
     // Tells our own pipeline that this message came from us if it ever loops back in.
-    let loop_name = HeaderName::new_from_ascii("X-Mailroom-Loop".into()).map_err(|e| anyhow!("header name: {e}"))?;
+    let loop_name =
+        HeaderName::new_from_ascii("X-Mailroom-Loop".into()).map_err(|e| anyhow!("header name: {e}"))?;
     b = b.raw_header(HeaderValue::new(loop_name, c.inbox.key()));
     let msg = b
         .multipart(MultiPart::alternative_plain_html(text, html))
@@ -373,17 +389,21 @@ pub async fn queue_reply(
     }
     let root = Threader::new(ports).find(conversation).await?;
     let inbox_addr = s(&root.item, "inbox").context("conversation has no inbox")?;
-    let inbox = EmailAddress::parse(&inbox_addr).map_err(|e| anyhow!("conversation inbox {inbox_addr}: {e}"))?;
+    let inbox =
+        EmailAddress::parse(&inbox_addr).map_err(|e| anyhow!("conversation inbox {inbox_addr}: {e}"))?;
     let ws_inbox = ws.inboxes.iter().find(|i| i.address.eq_ignore_ascii_case(&inbox.key()));
-    let target = reply_target(ports, &root.id, &inbox.key())
-        .await?
-        .ok_or_else(|| SendError::Invalid(format!("conversation {conversation} has no message to reply to")))?;
+    let target = reply_target(ports, &root.id, &inbox.key()).await?.ok_or_else(|| {
+        SendError::Invalid(format!("conversation {conversation} has no message to reply to"))
+    })?;
     let raw_key = s(&target, "raw_key").context("message has no raw_key")?;
-    let raw = ports.blobs.get(&raw_key).await?.with_context(|| format!("raw message {raw_key} is missing"))?;
+    let raw =
+        ports.blobs.get(&raw_key).await?.with_context(|| format!("raw message {raw_key} is missing"))?;
     let parsed = understand(&raw).with_context(|| format!("raw message {raw_key}"))?.message;
     drop(raw);
 
-    let own = |a: &str| a.eq_ignore_ascii_case(&inbox.key()) || ws.users.iter().any(|u| u.email.eq_ignore_ascii_case(a));
+    let own = |a: &str| {
+        a.eq_ignore_ascii_case(&inbox.key()) || ws.users.iter().any(|u| u.email.eq_ignore_ascii_case(a))
+    };
     let inbound = s(&target, "direction").as_deref() != Some("outbound");
     let people = if !inbound {
         parsed.to.clone()
@@ -419,7 +439,11 @@ pub async fn queue_reply(
     {
         references.push(p.clone());
     }
-    let subject_src = if parsed.subject.trim().is_empty() { s(&root.item, "subject").unwrap_or_default() } else { parsed.subject.clone() };
+    let subject_src = if parsed.subject.trim().is_empty() {
+        s(&root.item, "subject").unwrap_or_default()
+    } else {
+        parsed.subject.clone()
+    };
     let signatures: Vec<String> = [user.signature.clone(), ws_inbox.and_then(|i| i.signature.clone())]
         .into_iter()
         .flatten()
@@ -498,13 +522,21 @@ pub async fn queue_reply(
 }
 
 async fn enqueue(ports: &Ports, conversation: &str, request_id: &str) -> Result<(), SendError> {
-    let body = serde_json::to_string(&SendPointer { conversation: conversation.into(), request_id: request_id.into() })
-        .map_err(|e| anyhow!(e))?;
+    let body = serde_json::to_string(&SendPointer {
+        conversation: conversation.into(),
+        request_id: request_id.into(),
+    })
+    .map_err(|e| anyhow!(e))?;
     ports.send_queue.send(&body).await?;
     Ok(())
 }
 
-async fn same_request(ports: &Ports, existing: Item, fingerprint: &str, request_id: &str) -> Result<OutboxView, SendError> {
+async fn same_request(
+    ports: &Ports,
+    existing: Item,
+    fingerprint: &str,
+    request_id: &str,
+) -> Result<OutboxView, SendError> {
     if s(&existing, "fingerprint").as_deref() != Some(fingerprint) {
         return Err(SendError::Conflict { request_id: request_id.to_string() });
     }
@@ -588,7 +620,10 @@ impl SendHandler {
             "sending" => {
                 let until = s(&item, "sending_until").and_then(|u| DateTime::parse_from_rfc3339(&u).ok());
                 if until.is_some_and(|u| u > now) {
-                    anyhow::bail!("reply {} is being sent by another attempt; retrying later", ptr.request_id);
+                    anyhow::bail!(
+                        "reply {} is being sent by another attempt; retrying later",
+                        ptr.request_id
+                    );
                 }
                 // An attempt died in the middle. If the provider's Sent copy has synced
                 // back meanwhile, it went out: record that instead of sending twice.
@@ -621,7 +656,9 @@ impl SendHandler {
             .await;
         match claim {
             Ok(_) => {}
-            Err(StoreError::ConditionFailed) => anyhow::bail!("reply {} changed while claiming it; retrying", ptr.request_id),
+            Err(StoreError::ConditionFailed) => {
+                anyhow::bail!("reply {} changed while claiming it; retrying", ptr.request_id)
+            }
             Err(e) => return Err(e.into()),
         }
         // Visible to other processes before the provider is called.
@@ -674,7 +711,7 @@ impl SendHandler {
         // The provider has it: make that durable before anything else can fail.
         self.ports.flush()?;
         tracing::info!(message_id = %s(item, "message_id").unwrap_or_default(), "reply sent");
-        Ok(self.ports.table.get(key).await?.context("outbox entry vanished")?)
+        self.ports.table.get(key).await?.context("outbox entry vanished")
     }
 
     /// Hands the sent MIME to the pipeline as the inbox's Sent copy (once; a redelivery
@@ -684,14 +721,17 @@ impl SendHandler {
             return Ok(());
         }
         let blob = s(item, "blob").context("outbox entry has no blob")?;
-        let bytes = self.ports.blobs.get(&blob).await?.with_context(|| format!("sent MIME {blob} is missing"))?;
+        let bytes =
+            self.ports.blobs.get(&blob).await?.with_context(|| format!("sent MIME {blob} is missing"))?;
         let inbox = EmailAddress::parse(&s(item, "inbox").unwrap_or_default())?;
         let mut mail = RawMail::new(bytes, "send");
         mail.inbox = Some(inbox);
         mail.folder = Some(Folder::Sent);
         mail.source_id = s(item, "provider_id");
         mail.thread_hint = s(item, "provider_thread").or_else(|| s(item, "reply_thread"));
-        mail.received_at = s(item, "sent_at").and_then(|t| DateTime::parse_from_rfc3339(&t).ok()).map(|t| t.with_timezone(&Utc));
+        mail.received_at = s(item, "sent_at")
+            .and_then(|t| DateTime::parse_from_rfc3339(&t).ok())
+            .map(|t| t.with_timezone(&Utc));
         self.ingestor.ingest(mail).await?;
         self.ports.table.update(key, vec![Update::Set("logged".into(), json!(true))], None).await?;
         Ok(())
@@ -722,7 +762,8 @@ impl SendHandler {
         };
         let at = now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
         let request_id = s(item, "request_id").unwrap_or_default();
-        let mut ev = Key::new(format!("events#{root}"), format!("{at}#00000000#send_failed#{request_id}")).item();
+        let mut ev =
+            Key::new(format!("events#{root}"), format!("{at}#00000000#send_failed#{request_id}")).item();
         ev.insert("type".into(), json!("send_failed"));
         ev.insert("conversation".into(), json!(root));
         ev.insert("at".into(), json!(at));
@@ -755,9 +796,12 @@ impl SendHandler {
         match conn.provider {
             Provider::Gmail => self.gmail(&inbox, &mime, s(item, "reply_thread").as_deref()).await,
             Provider::Graph => {
-                let user = conn.settings.get("user_id").and_then(Value::as_str).unwrap_or_default().to_string();
+                let user =
+                    conn.settings.get("user_id").and_then(Value::as_str).unwrap_or_default().to_string();
                 if user.is_empty() {
-                    return Err(Failure::Terminal(format!("{inbox}: the Graph connection has no user id: connect it again")));
+                    return Err(Failure::Terminal(format!(
+                        "{inbox}: the Graph connection has no user id: connect it again"
+                    )));
                 }
                 self.graph(&inbox, &user, &mime).await
             }
@@ -772,14 +816,23 @@ impl SendHandler {
         }
     }
 
-    async fn gmail(&self, inbox: &EmailAddress, mime: &[u8], thread: Option<&str>) -> Result<Accepted, Failure> {
+    async fn gmail(
+        &self,
+        inbox: &EmailAddress,
+        mime: &[u8],
+        thread: Option<&str>,
+    ) -> Result<Accepted, Failure> {
         let cfg = &self.cfg.google;
         let client = GmailClient::new(&cfg.api_base).map_err(|e| Failure::Transient(e.to_string()))?;
         for retry in [false, true] {
             let token = oauth::access_token(&self.ports, &cfg.oauth, inbox).await.map_err(token_failure)?;
             match client.send_raw(&token, mime, thread).await {
                 Ok(sent) => {
-                    return Ok(Accepted { provider_id: Some(sent.id), thread_id: sent.thread_id, note: None });
+                    return Ok(Accepted {
+                        provider_id: Some(sent.id),
+                        thread_id: sent.thread_id,
+                        note: None,
+                    });
                 }
                 Err(GmailError::Unauthorized) if !retry => {
                     oauth::expire_access_token(&self.ports, inbox, Some(&token))
@@ -812,20 +865,30 @@ impl SendHandler {
         Err(Failure::Transient("Graph refused a fresh access token; retrying later".into()))
     }
 
-    async fn smtp(&self, inbox: &EmailAddress, settings: Value, to: &[String], mime: &[u8]) -> Result<Accepted, Failure> {
+    async fn smtp(
+        &self,
+        inbox: &EmailAddress,
+        settings: Value,
+        to: &[String],
+        mime: &[u8],
+    ) -> Result<Accepted, Failure> {
         use crate::imap_poll::{ImapSettings, PollOptions, SECRET};
         use mailroom_providers::imap::{Credentials, ImapSession};
         use mailroom_providers::smtp::{self, SmtpEndpoint};
-        let settings: ImapSettings = serde_json::from_value(settings)
-            .map_err(|e| Failure::Terminal(format!("{inbox}: IMAP settings are unreadable ({e}): connect it again")))?;
+        let settings: ImapSettings = serde_json::from_value(settings).map_err(|e| {
+            Failure::Terminal(format!("{inbox}: IMAP settings are unreadable ({e}): connect it again"))
+        })?;
         let Some(smtp_cfg) = settings.smtp.clone() else {
             return Err(Failure::Terminal(format!(
                 "{inbox} is an IMAP inbox without SMTP settings: run `mailroom inbox connect-imap {inbox} ... --smtp-host HOST` to send replies"
             )));
         };
         let password = match connections::get_secret(&self.ports, inbox, SECRET).await {
-            Ok(Some(v)) => String::from_utf8(v.value).map_err(|_| Failure::Terminal("the stored password is not UTF-8".into()))?,
-            Ok(None) => return Err(Failure::Terminal(format!("{inbox} has no stored password: connect it again"))),
+            Ok(Some(v)) => String::from_utf8(v.value)
+                .map_err(|_| Failure::Terminal("the stored password is not UTF-8".into()))?,
+            Ok(None) => {
+                return Err(Failure::Terminal(format!("{inbox} has no stored password: connect it again")));
+            }
             Err(e) => return Err(Failure::Transient(e.to_string())),
         };
         let ep = SmtpEndpoint {
@@ -838,14 +901,19 @@ impl SendHandler {
         };
         let user = smtp_cfg.user.clone().unwrap_or_else(|| settings.user.clone());
         smtp::send(&ep, Some((user, password.clone())), &inbox.key(), to, mime).await.map_err(|e| {
-            if e.is_transient() { Failure::Transient(e.to_string()) } else { Failure::Terminal(e.to_string()) }
+            if e.is_transient() {
+                Failure::Transient(e.to_string())
+            } else {
+                Failure::Terminal(e.to_string())
+            }
         })?;
         let mut acc = Accepted::default();
         if smtp_cfg.append_sent {
             // Sent already: a failed APPEND is recorded, never retried as a send.
             let creds = Credentials::Password { user: settings.user.clone(), password };
             let appended = async {
-                let mut session = ImapSession::connect(&settings.endpoint(&PollOptions::default()), &creds).await?;
+                let mut session =
+                    ImapSession::connect(&settings.endpoint(&PollOptions::default()), &creds).await?;
                 let folders = session.folders().await;
                 let r = match folders.map(|f| f.sent) {
                     Ok(Some(sent)) => session.append(&sent, mime).await.map(|_| true),
@@ -858,7 +926,10 @@ impl SendHandler {
             .await;
             match appended {
                 Ok(true) => {}
-                Ok(false) => acc.note = Some("sent; the IMAP server marks no folder \\Sent, so no copy was filed".into()),
+                Ok(false) => {
+                    acc.note =
+                        Some("sent; the IMAP server marks no folder \\Sent, so no copy was filed".into())
+                }
                 Err(e) => {
                     tracing::warn!(inbox = %inbox, error = %e, "reply sent, but APPEND to Sent failed");
                     acc.note = Some(format!("sent; filing the copy in Sent failed: {e}"));
@@ -879,7 +950,8 @@ fn token_failure(e: SourceError) -> Failure {
 #[async_trait]
 impl MessageHandler for SendHandler {
     async fn handle(&self, body: &str) -> anyhow::Result<()> {
-        let ptr: SendPointer = serde_json::from_str(body).context("send queue message is not a send pointer")?;
+        let ptr: SendPointer =
+            serde_json::from_str(body).context("send queue message is not a send pointer")?;
         self.process(&ptr).await
     }
 }

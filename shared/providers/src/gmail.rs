@@ -334,13 +334,20 @@ impl GmailClient {
     /// messages.send of a finished MIME message, in the Gmail thread `thread_id` when
     /// known (Gmail files it there only if the subject and References agree). Not retried
     /// here, whatever the answer: the caller's queue decides, knowing what was recorded.
-    pub async fn send_raw(&self, token: &str, raw: &[u8], thread_id: Option<&str>) -> Result<SentMessage, GmailError> {
-        let mut body = serde_json::json!({ "raw": base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw) });
+    pub async fn send_raw(
+        &self,
+        token: &str,
+        raw: &[u8],
+        thread_id: Option<&str>,
+    ) -> Result<SentMessage, GmailError> {
+        let mut body =
+            serde_json::json!({ "raw": base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw) });
         if let Some(t) = thread_id {
             body["threadId"] = serde_json::json!(t);
         }
         let once = GmailClient { retry: RetryPolicy { max_retries: 0, ..self.retry }, ..self.clone() };
-        once.json(token, "users.messages.send", || once.http.post(once.url("messages/send")).json(&body)).await
+        once.json(token, "users.messages.send", || once.http.post(once.url("messages/send")).json(&body))
+            .await
     }
 
     async fn json<T: serde::de::DeserializeOwned>(

@@ -76,7 +76,8 @@ pub async fn send(
     let config = |detail: String| SmtpError::Config { host: ep.host.clone(), detail };
     let parse = |a: &str| a.parse::<Address>().map_err(|e| config(format!("address {a:?}: {e}")));
     let to = recipients.iter().map(|r| parse(r)).collect::<Result<Vec<_>, _>>()?;
-    let envelope = lettre::address::Envelope::new(Some(parse(from)?), to).map_err(|e| config(e.to_string()))?;
+    let envelope =
+        lettre::address::Envelope::new(Some(parse(from)?), to).map_err(|e| config(e.to_string()))?;
     let tls = match ep.security {
         SmtpSecurity::None => Tls::None,
         sec => {
@@ -100,7 +101,9 @@ pub async fn send(
     let transport = builder.build();
     match transport.send_raw(&envelope, raw).await {
         Ok(_) => Ok(()),
-        Err(e) if e.is_permanent() => Err(SmtpError::Permanent { host: ep.host.clone(), detail: e.to_string() }),
+        Err(e) if e.is_permanent() => {
+            Err(SmtpError::Permanent { host: ep.host.clone(), detail: e.to_string() })
+        }
         Err(e) => Err(SmtpError::Transient { host: ep.host.clone(), detail: e.to_string() }),
     }
 }
