@@ -8,6 +8,7 @@ pub mod dovecot;
 pub mod mock_google;
 pub mod mock_graph;
 pub mod serve;
+pub mod smtp;
 
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection,
@@ -55,7 +56,7 @@ pub fn unique(prefix: &str) -> String {
     format!("{prefix}-{:08x}", rand::random::<u32>())
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
@@ -150,6 +151,8 @@ pub struct AwsStack {
     pub ticket_dlq_url: String,
     pub sync_url: String,
     pub sync_dlq_url: String,
+    pub send_url: String,
+    pub send_dlq_url: String,
     /// The KMS key that seals mailbox credentials.
     pub kms_key: String,
 }
@@ -238,6 +241,7 @@ impl AwsStack {
         let (route_url, route_dlq_url) = create_queue_pair(&clients, "route").await;
         let (ticket_url, ticket_dlq_url) = create_queue_pair(&clients, "ticket").await;
         let (sync_url, sync_dlq_url) = create_queue_pair(&clients, "sync").await;
+        let (send_url, send_dlq_url) = create_queue_pair(&clients, "send").await;
         let kms_key = clients
             .kms
             .create_key()
@@ -261,6 +265,8 @@ impl AwsStack {
             ticket_dlq_url,
             sync_url,
             sync_dlq_url,
+            send_url,
+            send_dlq_url,
         }
     }
 
@@ -276,6 +282,8 @@ impl AwsStack {
             ticket_dlq: Some(Arc::new(SqsQueue::new(self.clients.sqs.clone(), &self.ticket_dlq_url))),
             sync_queue: Arc::new(SqsQueue::new(self.clients.sqs.clone(), &self.sync_url)),
             sync_dlq: Some(Arc::new(SqsQueue::new(self.clients.sqs.clone(), &self.sync_dlq_url))),
+            send_queue: Arc::new(SqsQueue::new(self.clients.sqs.clone(), &self.send_url)),
+            send_dlq: Some(Arc::new(SqsQueue::new(self.clients.sqs.clone(), &self.send_dlq_url))),
             clock: Arc::new(SystemClock),
             signer: mailroom_core::ThreadSigner::new(TEST_THREAD_KEY.as_bytes().to_vec()),
             secrets: Arc::new(mailroom_store::aws::KmsSecrets::new(self.clients.kms.clone(), &self.kms_key)),
@@ -291,6 +299,7 @@ impl AwsStack {
         env.push(("MAILROOM_ROUTE_QUEUE_URL".into(), self.route_url.clone()));
         env.push(("MAILROOM_TICKET_QUEUE_URL".into(), self.ticket_url.clone()));
         env.push(("MAILROOM_SYNC_QUEUE_URL".into(), self.sync_url.clone()));
+        env.push(("MAILROOM_SEND_QUEUE_URL".into(), self.send_url.clone()));
         env.push(("MAILROOM_THREAD_KEY".into(), TEST_THREAD_KEY.into()));
         env.push(("MAILROOM_KMS_KEY_ID".into(), self.kms_key.clone()));
         env

@@ -4,7 +4,9 @@
 //! (`/certs`, with Cache-Control max-age), a Pub/Sub OIDC signer with forged variants,
 //! and one Gmail mailbox (watch/stop, getProfile, history.list paged with a settable
 //! expiry floor, messages.get?format=raw with unpadded base64url, messages.list with
-//! `newer_than:Nd`, 429 injection). Every request is logged for assertions.
+//! `newer_than:Nd`, messages.send (stored with the SENT label in the given thread, with a
+//! history record; injectable refusals), 429 injection). Every request is logged for
+//! assertions.
 //!
 //! The RSA keys are made at start with the `openssl` CLI: test-only keys that live in a
 //! temp dir for the life of the mock, never committed.
@@ -107,6 +109,10 @@ struct State_ {
     jwks_max_age: u64,
     /// messages.get of this id answers 503 (with Retry-After: 0).
     broken: Option<String>,
+    /// Every message messages.send accepted, as sent (decoded `raw`).
+    sent: Vec<Vec<u8>>,
+    /// The next messages.send answers this (status, reason, message) instead.
+    send_failure: Option<(u16, String, String)>,
 }
 
 #[derive(Clone)]
@@ -186,6 +192,8 @@ impl MockGoogle {
                 log: Vec::new(),
                 jwks_max_age: 3600,
                 broken: None,
+                sent: Vec::new(),
+                send_failure: None,
             })),
             jwks: Arc::new(jwks),
             gets_held: tokio::sync::watch::channel(false).0,
@@ -199,6 +207,7 @@ impl MockGoogle {
             .route("/gmail/v1/users/me/profile", get(profile))
             .route("/gmail/v1/users/me/history", get(history))
             .route("/gmail/v1/users/me/messages", get(messages_list))
+            .route("/gmail/v1/users/me/messages/send", post(message_send))
             .route("/gmail/v1/users/me/messages/{id}", get(message_get))
             .layer(axum::middleware::from_fn_with_state(shared.clone(), log_request))
             .with_state(shared.clone());
@@ -229,6 +238,35 @@ impl MockGoogle {
     /// Adds a message received at `internal_date` (epoch ms).
     pub fn add_message_at(&self, raw: &[u8], labels: &[&str], internal_date: i64) -> String {
         let mut s = self.shared.lock();
+        store_message(&mut s, raw, labels, internal_date, None)
+    }
+
+    /// What messages.send accepted so far, in order (the decoded MIME).
+    pub fn sent(&self) -> Vec<Vec<u8>> {
+        self.shared.lock().sent.clone()
+    }
+
+    /// The threadId Gmail filed a message in.
+    pub fn thread_of(&self, id: &str) -> Option<String> {
+        self.shared.lock().messages.get(id).map(|m| m.thread_id.clone())
+    }
+
+    /// The next messages.send answers `status` with a Google error of `reason`.
+    pub fn fail_next_send(&self, status: u16, reason: &str, message: &str) {
+        self.shared.lock().send_failure = Some((status, reason.into(), message.into()));
+    }
+}
+
+/// Stores a message in the mailbox (a new thread unless `thread` names one) and records
+/// its history; returns its id.
+fn store_message(
+    s: &mut State_,
+    raw: &[u8],
+    labels: &[&str],
+    internal_date: i64,
+    thread: Option<String>,
+) -> String {
+    {
         s.next_msg += 0x11;
         let id = format!("{:x}", s.next_msg);
         s.history_id += 3;
@@ -237,7 +275,7 @@ impl MockGoogle {
             id.clone(),
             Msg {
                 id: id.clone(),
-                thread_id: id.clone(),
+                thread_id: thread.unwrap_or_else(|| id.clone()),
                 labels: labels.iter().map(|l| l.to_string()).collect(),
                 internal_date,
                 raw: raw.to_vec(),
@@ -248,7 +286,9 @@ impl MockGoogle {
         s.history.push(HistoryEntry { id: hid, msg: id.clone() });
         id
     }
+}
 
+impl MockGoogle {
     /// Deletes a message: messages.get answers 404 from now on (history still names it).
     pub fn delete_message(&self, id: &str) {
         let mut s = self.shared.lock();
@@ -736,4 +776,41 @@ async fn message_get(
         .into_response(),
         _ => google_error(StatusCode::NOT_FOUND, "notFound", "Requested entity was not found."),
     }
+}
+
+/// users.messages.send (protocols.md 1.5): `raw` is the base64url MIME; the message is
+/// filed with the SENT label, in `threadId` when that thread exists (404 otherwise, as
+/// Gmail answers an unknown thread), and recorded in history so the next sync sees it.
+async fn message_send(State(sh): State<Shared>, headers: HeaderMap, Json(body): Json<Value>) -> Response {
+    if let Some(r) = gmail_gate(&sh, &headers) {
+        return r;
+    }
+    let mut s = sh.lock();
+    if let Some((status, reason, message)) = s.send_failure.take() {
+        return google_error(StatusCode::from_u16(status).unwrap(), &reason, &message);
+    }
+    let Some(raw) = body.get("raw").and_then(Value::as_str) else {
+        return google_error(
+            StatusCode::BAD_REQUEST,
+            "invalidArgument",
+            "'raw' RFC822 payload message string or uploading message via /upload/* URL required",
+        );
+    };
+    let Ok(mime) = URL_SAFE_NO_PAD.decode(raw.trim_end_matches('=')).or_else(|_| URL_SAFE.decode(raw)) else {
+        return google_error(StatusCode::BAD_REQUEST, "invalidArgument", "Invalid value for ByteString");
+    };
+    let head =
+        String::from_utf8_lossy(&mime).split("\r\n\r\n").next().unwrap_or_default().to_ascii_lowercase();
+    if !head.lines().any(|l| l.starts_with("to:") || l.starts_with("cc:") || l.starts_with("bcc:")) {
+        return google_error(StatusCode::BAD_REQUEST, "invalidArgument", "Recipient address required");
+    }
+    let thread = match body.get("threadId").and_then(Value::as_str) {
+        None => None,
+        Some(t) if s.messages.values().any(|m| m.thread_id == t) => Some(t.to_string()),
+        Some(_) => return google_error(StatusCode::NOT_FOUND, "notFound", "Requested entity was not found."),
+    };
+    let id = store_message(&mut s, &mime, &["SENT"], chrono::Utc::now().timestamp_millis(), thread);
+    s.sent.push(mime);
+    let m = &s.messages[&id];
+    Json(json!({"id": m.id, "threadId": m.thread_id, "labelIds": m.labels})).into_response()
 }

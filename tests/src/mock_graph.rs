@@ -9,7 +9,10 @@
 //! - Graph `/v1.0`: `me`, `subscriptions` (POST performs the real validation POST against
 //!   the notification and lifecycle URLs and answers 400 when the echo is wrong or takes
 //!   over 10 s; PATCH; DELETE), per-folder delta (`nextLink` → `deltaLink`, 410 on a token
-//!   `expire_delta_tokens` killed), `messages/{id}/$value`.
+//!   `expire_delta_tokens` killed), `messages/{id}/$value`, `users/{id}/sendMail` with a
+//!   base64 MIME body (202; the message lands in sentitems with our Message-ID, as
+//!   Exchange stores it: with headers of its own added; `ErrorMimeContentInvalidBase64String`
+//!   on bad base64; injectable refusals).
 //! - Every Graph request is logged, checked for a live bearer token, counted against the
 //!   per-mailbox concurrency gauge (a 5th concurrent request is a violation, answered 429
 //!   like Outlook would), and can be throttled with `429 Retry-After: 2.128`.
@@ -155,6 +158,10 @@ struct Inner {
     validations: Vec<(String, bool)>,
     pushes: Vec<Push>,
     fail_validation: bool,
+    /// Every MIME sendMail accepted, by user, as posted (decoded).
+    sent: Vec<(String, Bytes)>,
+    /// The next sendMail answers (status, code, message) instead.
+    send_failure: Option<(u16, String, String)>,
 }
 
 #[derive(Clone)]
@@ -231,6 +238,7 @@ impl MockGraph {
             .route("/v1.0/subscriptions/{id}", patch(renew_subscription).delete(delete_subscription))
             .route("/v1.0/users/{user}/mailFolders/{folder}/messages/delta", get(delta))
             .route("/v1.0/users/{user}/messages/{id}/{value}", get(message_value))
+            .route("/v1.0/users/{user}/sendMail", post(send_mail))
             .layer(middleware::from_fn_with_state(shared.clone(), graph_gate));
         let app = Router::new()
             .route("/{tenant}/oauth2/v2.0/token", post(token))
@@ -323,6 +331,21 @@ impl MockGraph {
         let mb = g.users.get_mut(user).expect("deliver to a known user");
         mb.folders.get_mut(folder).expect("inbox or sentitems").push(msg.clone());
         msg
+    }
+
+    /// The MIME messages sendMail accepted for `user`, in order.
+    pub fn sent(&self, user: &str) -> Vec<Bytes> {
+        self.lock().sent.iter().filter(|(u, _)| u == user).map(|(_, b)| b.clone()).collect()
+    }
+
+    /// The messages of a folder (`inbox`, `sentitems`), oldest first.
+    pub fn folder(&self, user: &str, folder: &str) -> Vec<MockMessage> {
+        self.lock().users.get(user).and_then(|mb| mb.folders.get(folder).cloned()).unwrap_or_default()
+    }
+
+    /// The next sendMail answers `status` with a Graph error `code`.
+    pub fn fail_next_send(&self, status: u16, code: &str, message: &str) {
+        self.lock().send_failure = Some((status, code.into(), message.into()));
     }
 
     /// Deletes a message (delta then reports it as `@removed`).
@@ -1030,4 +1053,100 @@ async fn message_value(
             "The specified object was not found in the store.",
         ),
     }
+}
+
+/// A header's value in a MIME message's header block (first occurrence, unfolded).
+fn mime_header(mime: &[u8], name: &str) -> Option<String> {
+    let text = String::from_utf8_lossy(mime);
+    let head = text.split("\r\n\r\n").next().unwrap_or_default().replace("\r\n ", " ").replace("\r\n\t", " ");
+    head.lines().find_map(|l| {
+        let (n, v) = l.split_once(':')?;
+        n.trim().eq_ignore_ascii_case(name).then(|| v.trim().to_string())
+    })
+}
+
+/// sendMail with a MIME body (protocols.md 2.6): `Content-Type: text/plain`, the body the
+/// base64 of the MIME. 202 with no body; the message is filed in sentitems keeping our
+/// Message-ID, in the conversation of the message it replies to.
+async fn send_mail(
+    State(s): State<Shared>,
+    Path(path_user): Path<String>,
+    axum::Extension(Caller(user)): axum::Extension<Caller>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if path_user != user {
+        return graph_error(StatusCode::FORBIDDEN, "ErrorAccessDenied", "Access is denied.");
+    }
+    if let Some((status, code, message)) = s.lock().send_failure.take() {
+        return graph_error(StatusCode::from_u16(status).unwrap(), &code, &message);
+    }
+    let ct = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default();
+    if !ct.starts_with("text/plain") {
+        // Graph takes any other content type as a JSON message resource.
+        return graph_error(
+            StatusCode::BAD_REQUEST,
+            "ErrorInvalidRequest",
+            "Cannot read the request body as JSON.",
+        );
+    }
+    use base64::Engine;
+    let text: String = String::from_utf8_lossy(&body).split_whitespace().collect();
+    let Ok(mime) = base64::engine::general_purpose::STANDARD.decode(text.as_bytes()) else {
+        return graph_error(
+            StatusCode::BAD_REQUEST,
+            "ErrorMimeContentInvalidBase64String",
+            "Invalid base64 string for MIME content.",
+        );
+    };
+    if mime_header(&mime, "to").is_none()
+        && mime_header(&mime, "cc").is_none()
+        && mime_header(&mime, "bcc").is_none()
+    {
+        return graph_error(
+            StatusCode::BAD_REQUEST,
+            "ErrorInvalidRecipients",
+            "At least one recipient is not valid.",
+        );
+    }
+    let mime = Bytes::from(mime);
+    let mut g = s.lock();
+    g.sent.push((user.clone(), mime.clone()));
+    g.seq += 1;
+    g.next_id += 1;
+    let (n, seq) = (g.next_id, g.seq);
+    let message_id = mime_header(&mime, "message-id").unwrap_or_else(|| format!("<m{n}@mock.test>"));
+    let parent = mime_header(&mime, "in-reply-to");
+    let Some(mb) = g.users.get_mut(&user) else {
+        return graph_error(StatusCode::NOT_FOUND, "ResourceNotFound", "User not found.");
+    };
+    let conversation_id = parent
+        .and_then(|p| {
+            mb.folders
+                .values()
+                .flatten()
+                .find(|m| mime_header(&m.mime, "message-id").as_deref() == Some(p.as_str()))
+        })
+        .map(|m| m.conversation_id.clone())
+        .unwrap_or_else(|| format!("AAQkAD-conv-{n}"));
+    // Exchange stores the message with transport headers of its own: same Message-ID,
+    // other bytes than we posted.
+    let mut stored = format!(
+        "Received: from mock.prod.outlook.test by mock.prod.outlook.test with HTTPS; {}\r\nX-MS-Exchange-Organization-AuthSource: mock.prod.outlook.test\r\n",
+        Utc::now().to_rfc2822()
+    )
+    .into_bytes();
+    stored.extend_from_slice(&mime);
+    let msg = MockMessage {
+        id: format!("AAMkAD-{n}-sentitems"),
+        immutable_id: format!("AAkALg-{n}"),
+        internet_message_id: message_id,
+        conversation_id,
+        received: Utc::now(),
+        mime: Bytes::from(stored),
+        created_seq: seq,
+        removed_seq: None,
+    };
+    mb.folders.entry("sentitems".into()).or_default().push(msg);
+    StatusCode::ACCEPTED.into_response()
 }

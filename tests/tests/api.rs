@@ -227,6 +227,7 @@ fn concrete(w: &World, method: &str, template: &str, conv: &str) -> (String, Opt
         ("post", "/conversations/{id}/assignment") => Some(json!({"assignee": "bob@acme.test"})),
         ("post", "/conversations/{id}/ticket/stage") => Some(json!({"stage": "waiting"})),
         ("post", "/conversations/{id}/comments") => Some(json!({"body": "looking into it @bob@acme.test"})),
+        ("post", "/conversations/{id}/replies") => Some(json!({"text": "We are on it.", "request_id": "matrix-1"})),
         ("get" | "delete", _) | ("post", "/conversations/{id}/close" | "/conversations/{id}/reopen") => None,
         (m, t) => panic!("the permission matrix has no request body for {m} {t}: add one"),
     };
@@ -242,6 +243,7 @@ fn expected(who: &str, method: &str, template: &str) -> &'static [u16] {
         "admin" if template == "/deals/{id}" => &[404],
         "admin" if template == "/admin/inboxes/{address}/connect" => &[409], // no OAuth client configured
         "admin" if method == "delete" => &[204],
+        _ if template == "/conversations/{id}/replies" && who != "outsider" => &[202],
         "admin" => &[200, 201],
         _ if admin_only => &[403],
         "outsider" if conv_scoped => &[404],
@@ -278,6 +280,10 @@ async fn permission_matrix_over_every_endpoint() {
         // (the outsider's must fail on a conversation in the state the member sees).
         for who in ["none", "expired", "other-issuer", "other-key", "outsider", "member", "admin"] {
             let (path, mut body) = concrete(&w, m, template, &w.support_conv);
+            // One reply per identity: the same request id by another author is a conflict.
+            if let Some(b) = body.as_mut().and_then(|b| b.as_object_mut()).filter(|b| b.contains_key("request_id")) {
+                b.insert("request_id".into(), json!(format!("matrix-{who}")));
+            }
             if body.as_ref().is_some_and(|b| b.get("__current__").is_some()) {
                 body =
                     Some(w.call("admin", Method::GET, "/admin/workspace", None).await.1["workspace"].clone());

@@ -242,6 +242,7 @@ async fn connected(dv: &Dovecot) -> (tempfile::TempDir, Ports, EmailAddress) {
         user: dv.user.clone(),
         backfill_days: 14,
         ca_pem: Some(dv.ca_pem()),
+        smtp: None,
     };
     imap_poll::connect(&ports, &inbox, settings, &dv.password, &PollOptions::default())
         .await

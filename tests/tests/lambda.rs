@@ -233,6 +233,7 @@ async fn imap_poll_function_polls_dovecot_into_moto() {
         user: dv.user.clone(),
         backfill_days: 14,
         ca_pem: Some(dv.ca_pem()),
+        smtp: None,
     };
     imap_poll::connect(&ports, &inbox, settings, &dv.password, &PollOptions::default())
         .await

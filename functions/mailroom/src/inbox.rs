@@ -29,6 +29,7 @@ pub struct ConnectArgs {
     pub password_env: String,
     pub backfill_days: u32,
     pub ca_file: Option<PathBuf>,
+    pub smtp: Option<imap_poll::SmtpSettings>,
     pub json: bool,
 }
 
@@ -58,6 +59,7 @@ pub async fn connect_imap(data: &Path, a: ConnectArgs) -> Result<()> {
         user: a.user,
         backfill_days: a.backfill_days,
         ca_pem,
+        smtp: a.smtp,
     };
     let ports = Ports::embedded(data)?;
     let c = imap_poll::connect(&ports, &inbox, settings, &password, &PollOptions::default())

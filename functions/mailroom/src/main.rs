@@ -234,6 +234,23 @@ enum InboxCmd {
         /// A PEM file with the CA certificate(s) to trust besides the public roots.
         #[arg(long)]
         ca_file: Option<PathBuf>,
+        /// The SMTP server replies are sent through (same password; without it the inbox
+        /// cannot send replies).
+        #[arg(long)]
+        smtp_host: Option<String>,
+        /// Default: 465 with tls, 587 with starttls, 25 with none.
+        #[arg(long, requires = "smtp_host")]
+        smtp_port: Option<u16>,
+        /// tls (implicit), starttls or none (tests, trusted networks).
+        #[arg(long, default_value = "starttls", requires = "smtp_host")]
+        smtp_security: mailroom_app::imap_poll::SmtpSecurity,
+        /// The SMTP login, when it is not the IMAP one.
+        #[arg(long, requires = "smtp_host")]
+        smtp_user: Option<String>,
+        /// Do not APPEND sent replies to the Sent folder (for servers that file submitted
+        /// mail themselves, such as Gmail and Microsoft 365).
+        #[arg(long, requires = "smtp_host")]
+        no_sent_append: bool,
         #[arg(long)]
         json: bool,
     },
@@ -288,9 +305,26 @@ async fn main() -> Result<()> {
                     password_env,
                     backfill_days,
                     ca_file,
+                    smtp_host,
+                    smtp_port,
+                    smtp_security,
+                    smtp_user,
+                    no_sent_append,
                     json,
                 },
         } => {
+            use mailroom_app::imap_poll::{SmtpSecurity, SmtpSettings};
+            let smtp = smtp_host.map(|host| SmtpSettings {
+                host,
+                port: smtp_port.unwrap_or(match smtp_security {
+                    SmtpSecurity::Tls => 465,
+                    SmtpSecurity::Starttls => 587,
+                    SmtpSecurity::None => 25,
+                }),
+                security: smtp_security,
+                user: smtp_user,
+                append_sent: !no_sent_append,
+            });
             let args = inbox::ConnectArgs {
                 address,
                 host,
@@ -300,6 +334,7 @@ async fn main() -> Result<()> {
                 password_env,
                 backfill_days,
                 ca_file,
+                smtp,
                 json,
             };
             inbox::connect_imap(&cli.data, args).await?

@@ -34,6 +34,9 @@ pub async fn run(data: &Path, bind: &str, port: u16) -> Result<()> {
     // The sync queue's consumer (the mailbox-sync function in AWS).
     let sync = SyncHandler { ports: ports.clone(), cfg: Arc::new(providers.clone()) };
     worker.workers.push(Worker::new(ports.sync_queue.clone(), Arc::new(sync)));
+    // The send queue's consumer (the send function in AWS): replies the API queued.
+    let send = mailroom_app::send::SendHandler::new(ports.clone(), Arc::new(providers.clone()));
+    worker.workers.push(Worker::new(ports.send_queue.clone(), Arc::new(send)));
     let bg = tokio::spawn(async move { worker.run(stop_rx).await });
     // The schedule: the SLA sweep and gauges every minute (the `sweep` function in AWS).
     let sched_ports = ports.clone();

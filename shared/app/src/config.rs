@@ -19,6 +19,9 @@ pub struct AwsConfig {
     /// `MAILROOM_SYNC_QUEUE_URL`: webhooks and the scheduler send to it, the sync
     /// function reads it.
     pub sync_queue_url: Option<String>,
+    /// `MAILROOM_SEND_QUEUE_URL`: the API sends queued replies to it, the send function
+    /// reads it.
+    pub send_queue_url: Option<String>,
     /// `MAILROOM_THREAD_KEY`: the secret that signs our thread ids (the template resolves it
     /// from Secrets Manager).
     pub thread_key: Vec<u8>,
@@ -44,6 +47,7 @@ impl AwsConfig {
             route_queue_url: var("MAILROOM_ROUTE_QUEUE_URL").ok(),
             ticket_queue_url: var("MAILROOM_TICKET_QUEUE_URL").ok(),
             sync_queue_url: var("MAILROOM_SYNC_QUEUE_URL").ok(),
+            send_queue_url: var("MAILROOM_SEND_QUEUE_URL").ok(),
             kms_key_id: var("MAILROOM_KMS_KEY_ID").ok(),
         })
     }

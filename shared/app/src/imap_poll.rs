@@ -19,6 +19,7 @@ pub use mailroom_providers::imap::Security;
 use mailroom_providers::imap::{
     Body, Credentials, Endpoint, FolderStatus, ImapError, ImapSession, MessageMeta,
 };
+pub use mailroom_providers::smtp::SmtpSecurity;
 use mailroom_store::StoreError;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -44,6 +45,31 @@ pub struct ImapSettings {
     /// Extra trusted CA certificates (PEM), for a server with a private CA.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca_pem: Option<String>,
+    /// Where replies from this inbox are submitted (docs/replies.md); `None`: the inbox
+    /// cannot send.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub smtp: Option<SmtpSettings>,
+}
+
+/// SMTP submission of an IMAP inbox. The password is the IMAP one (sealed apart); the
+/// CA is the IMAP settings' `ca_pem`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SmtpSettings {
+    pub host: String,
+    pub port: u16,
+    pub security: SmtpSecurity,
+    /// The login; the IMAP user when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// APPEND each sent reply to the `\Sent` folder, as mail clients do. Off for servers
+    /// that file submitted mail in Sent themselves (Gmail, Microsoft 365 over SMTP), where
+    /// it would show twice.
+    #[serde(default = "default_true")]
+    pub append_sent: bool,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 fn default_backfill_days() -> u32 {

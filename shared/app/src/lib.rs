@@ -19,6 +19,7 @@ pub mod ports;
 pub mod reports;
 pub mod route;
 pub mod schedule;
+pub mod send;
 pub mod stats;
 pub mod sync;
 pub mod telemetry;

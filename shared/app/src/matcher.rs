@@ -256,6 +256,12 @@ impl MatchHandler {
         put(&mut item, "attachments", json!(m.attachments));
         put(&mut item, "preview", json!(m.new_text.chars().take(280).collect::<String>()));
         put(&mut item, "copies", json!([copy]));
+        // A reply sent through Mailroom: the agent who wrote it (its From is the inbox).
+        if signer.verify_message_id(&m.message_id).is_some()
+            && let Some(sent) = self.ports.table.get(&crate::send::sent_key(&m.message_id)).await?
+        {
+            put(&mut item, "author", sent.get("author").cloned().unwrap_or(Value::Null));
+        }
         put(&mut item, "created_at", json!(now));
         put(&mut item, "gsi1pk", json!(keys::messages_index_pk(&ptr.inbox)));
         put(&mut item, "gsi1sk", json!(format!("{}#{}", ptr.received_at.to_rfc3339(), m.message_id)));

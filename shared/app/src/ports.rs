@@ -21,6 +21,9 @@ pub struct Ports {
     /// webhooks and schedules -> mailbox sync: which mailbox to sync, and why.
     pub sync_queue: Arc<dyn Queue>,
     pub sync_dlq: Option<Arc<dyn Queue>>,
+    /// API -> send: one pointer per queued reply (an outbox entry).
+    pub send_queue: Arc<dyn Queue>,
+    pub send_dlq: Option<Arc<dyn Queue>>,
     pub clock: Arc<dyn Clock>,
     /// Signs and checks our thread identifiers (the workspace's secret key).
     pub signer: ThreadSigner,
@@ -38,6 +41,8 @@ pub const TICKET_QUEUE: &str = "ticket";
 pub const TICKET_DLQ: &str = "ticket-dlq";
 pub const SYNC_QUEUE: &str = "sync";
 pub const SYNC_DLQ: &str = "sync-dlq";
+pub const SEND_QUEUE: &str = "send";
+pub const SEND_DLQ: &str = "send-dlq";
 pub const MAX_RECEIVES: u32 = 5;
 pub const TABLE: &str = "main";
 
@@ -63,6 +68,8 @@ impl Ports {
             ticket_dlq: Some(Arc::new(e.queue(TICKET_DLQ, None))),
             sync_queue: Arc::new(e.queue(SYNC_QUEUE, Some((SYNC_DLQ, MAX_RECEIVES)))),
             sync_dlq: Some(Arc::new(e.queue(SYNC_DLQ, None))),
+            send_queue: Arc::new(e.queue(SEND_QUEUE, Some((SEND_DLQ, MAX_RECEIVES)))),
+            send_dlq: Some(Arc::new(e.queue(SEND_DLQ, None))),
             clock: Arc::new(SystemClock),
             signer: ThreadSigner::new(local_secret(dir, "secret.key")?),
             secrets: Arc::new(LocalSecrets::new(&local_secret(dir, "secrets.key")?)?),
@@ -85,6 +92,8 @@ impl Ports {
             ticket_dlq: None,
             sync_queue: sqs(&cfg.sync_queue_url),
             sync_dlq: None,
+            send_queue: sqs(&cfg.send_queue_url),
+            send_dlq: None,
             clock: Arc::new(SystemClock),
             signer: ThreadSigner::new(cfg.thread_key.clone()),
             secrets: match &cfg.kms_key_id {

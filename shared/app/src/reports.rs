@@ -445,7 +445,8 @@ pub fn conv_owner(conv: &str) -> Key {
 pub fn fact(ws: &Workspace, msg: &Item, logged: bool) -> Option<MsgFact> {
     let t = message_time(msg)?;
     let out = s(msg, "direction").as_deref() == Some("outbound");
-    let from = s(msg, "from").map(|f| f.to_lowercase());
+    // A reply sent through Mailroom names its author; otherwise the From, when it is a user.
+    let from = s(msg, "author").or_else(|| s(msg, "from")).map(|f| f.to_lowercase());
     let agent = from.filter(|f| out && ws.users.iter().any(|u| u.email.eq_ignore_ascii_case(f)));
     Some(MsgFact { t, out, normal: s(msg, "kind").as_deref().unwrap_or("normal") == "normal", agent, logged })
 }

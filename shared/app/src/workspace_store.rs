@@ -324,6 +324,7 @@ fn inbox_item(ws: &Workspace, i: &Inbox, now: &str) -> Result<(Key, Vec<Update>)
         set("signature", &i.signature),
         set("fallback_team", &i.fallback_team),
         set("create_cc_contacts", i.create_cc_contacts),
+        set("tracking", i.tracking),
         set("configured", true),
         set("archived", false),
         Update::SetIfAbsent("created_at".into(), json!(now)),

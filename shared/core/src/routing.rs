@@ -209,6 +209,7 @@ mod tests {
                 signature: None,
                 fallback_team: Some("sales".into()),
                 create_cc_contacts: false,
+                tracking: false,
             }],
             ..Workspace::default()
         }

@@ -150,6 +150,10 @@ pub struct Inbox {
     /// exist already).
     #[serde(default)]
     pub create_cc_contacts: bool,
+    /// Add an open pixel and click tracking to the HTML of replies sent from this inbox
+    /// (docs/replies.md).
+    #[serde(default)]
+    pub tracking: bool,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

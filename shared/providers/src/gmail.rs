@@ -177,6 +177,17 @@ pub struct MessageListPage {
 }
 
 /// A message in `format=raw`, its RFC 2822 bytes decoded.
+/// What messages.send answers.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct SentMessage {
+    pub id: String,
+    #[serde(default)]
+    pub thread_id: Option<String>,
+    #[serde(default)]
+    pub label_ids: Vec<String>,
+}
+
 #[derive(Debug, Clone)]
 pub struct RawMessage {
     pub id: String,
@@ -318,6 +329,25 @@ impl GmailClient {
             internal_date: w.internal_date,
             raw,
         })
+    }
+
+    /// messages.send of a finished MIME message, in the Gmail thread `thread_id` when
+    /// known (Gmail files it there only if the subject and References agree). Not retried
+    /// here, whatever the answer: the caller's queue decides, knowing what was recorded.
+    pub async fn send_raw(
+        &self,
+        token: &str,
+        raw: &[u8],
+        thread_id: Option<&str>,
+    ) -> Result<SentMessage, GmailError> {
+        let mut body =
+            serde_json::json!({ "raw": base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw) });
+        if let Some(t) = thread_id {
+            body["threadId"] = serde_json::json!(t);
+        }
+        let once = GmailClient { retry: RetryPolicy { max_retries: 0, ..self.retry }, ..self.clone() };
+        once.json(token, "users.messages.send", || once.http.post(once.url("messages/send")).json(&body))
+            .await
     }
 
     async fn json<T: serde::de::DeserializeOwned>(

@@ -8,7 +8,8 @@
 //!   empty line SASL requires;
 //! - finds INBOX and the folder carrying `\Sent` (RFC 6154) from LIST, never by name;
 //! - opens folders with EXAMINE and reads bodies with `BODY.PEEK[]`, so it never sets
-//!   `\Seen`, and it has no command that stores flags, expunges, moves or deletes.
+//!   `\Seen`, and it has no command that stores flags, expunges, moves or deletes; its one
+//!   write is APPEND of a reply Mailroom sent over SMTP to the Sent folder.
 //!
 //! Every network step has a timeout; errors say whether the credentials were refused (the
 //! user must connect again) or the next attempt may work.
@@ -293,6 +294,10 @@ impl std::fmt::Debug for ImapSession {
 }
 
 fn tls_connector(extra_ca_pem: Option<&str>) -> Result<TlsConnector, ImapError> {
+    Ok(TlsConnector::from(Arc::new(tls_config_inner(extra_ca_pem)?)))
+}
+
+fn tls_config_inner(extra_ca_pem: Option<&str>) -> Result<ClientConfig, ImapError> {
     use rustls_pki_types::CertificateDer;
     use rustls_pki_types::pem::PemObject;
     let mut roots = RootCertStore::empty();
@@ -314,7 +319,7 @@ fn tls_connector(extra_ca_pem: Option<&str>) -> Result<TlsConnector, ImapError> 
         .map_err(|e| ImapError::BadCa(e.to_string()))?
         .with_root_certificates(roots)
         .with_no_client_auth();
-    Ok(TlsConnector::from(Arc::new(config)))
+    Ok(config)
 }
 
 async fn within<T>(
@@ -619,6 +624,15 @@ impl ImapSession {
             Err(e) => Some(e),
         };
         (out, alive)
+    }
+
+    /// APPENDs a message we sent to `folder`, marked `\Seen` (what a mail client does after
+    /// an SMTP submission, so the mailbox's Sent folder shows the reply).
+    pub async fn append(&mut self, folder: &str, raw: &[u8]) -> Result<(), ImapError> {
+        let (host, limit) = (self.host.clone(), self.command_timeout);
+        within(&host, "APPEND", limit, self.session.append(folder, Some("(\\Seen)"), None, raw))
+            .await?
+            .map_err(|e| ImapError::protocol("APPEND", e))
     }
 
     /// Says goodbye; errors are of no interest any more.

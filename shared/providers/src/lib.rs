@@ -5,3 +5,4 @@ pub mod gmail;
 pub mod graph;
 pub mod imap;
 pub mod jwt;
+pub mod smtp;

@@ -26,6 +26,7 @@ pub fn routes() -> OpenApiRouter<Arc<ApiState>> {
         .routes(routes!(reopen))
         .routes(routes!(move_stage))
         .routes(routes!(add_comment))
+        .routes(routes!(reply))
         .routes(routes!(attachment_url))
         .routes(routes!(attachment))
 }
@@ -306,6 +307,10 @@ pub struct ConversationDetail {
     /// What happened (opened, assigned, closed, SLA breached, ...), oldest first.
     #[schema(value_type = Vec<Object>)]
     pub events: Vec<Value>,
+    /// Replies sent from Mailroom and their state (queued, sending, sent, failed with the
+    /// provider's error): a failure shows here, never silently.
+    #[schema(value_type = Vec<Object>)]
+    pub outbox: Vec<Value>,
 }
 
 pub(crate) fn ticket_record(t: &Item) -> TicketRecord {
@@ -456,8 +461,12 @@ async fn detail(
         }
     }
     let ticket = t.get(&crate::ticket::ticket_key(&root)).await?.map(|x| ticket_record(&x));
-    let events =
-        crate::reports::conversation_events(&st.ports, &root).await?.into_iter().map(record).collect();
+    let events = crate::reports::conversation_events(&st.ports, &root).await?.into_iter().map(record).collect();
+    let outbox = crate::send::outbox(&st.ports, &root)
+        .await?
+        .into_iter()
+        .map(serde_json::to_value)
+        .collect::<Result<Vec<_>, _>>()?;
     Ok(Json(ConversationDetail {
         summary: summary(&st.ports, &root, &item).await?,
         messages,
@@ -467,7 +476,70 @@ async fn detail(
         deals,
         ticket,
         events,
+        outbox,
     }))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct ReplyBody {
+    /// The reply's plain text (the signatures are added).
+    pub text: String,
+    /// Optional HTML; sanitised before it is sent.
+    pub html: Option<String>,
+    #[serde(default)]
+    pub cc: Vec<String>,
+    /// The client's id for this reply: the same id again never sends twice (also accepted
+    /// as the `Idempotency-Key` header).
+    pub request_id: Option<String>,
+}
+
+/// Reply to the customer from the conversation's inbox
+///
+/// Queues the reply on the send function: threading headers, the user's and the inbox's
+/// signatures, tracking when the inbox has it on, sent through the inbox's provider. The
+/// same request id (body `request_id` or `Idempotency-Key`) sends once; the outbox entry
+/// shows its progress and any failure.
+#[utoipa::path(post, path = "/conversations/{id}/replies", tag = "conversations",
+    params(("id" = String, Path, description = "Conversation id"), ("Idempotency-Key" = Option<String>, Header, description = "The client's request id")),
+    request_body = ReplyBody,
+    responses((status = 202, description = "Queued (or already queued under this request id)", body = Object),
+        (status = 400, body = super::Problem), (status = 404, body = super::Problem), (status = 409, body = super::Problem)))]
+async fn reply(
+    State(st): State<Arc<ApiState>>,
+    caller: Caller,
+    P(id): P<String>,
+    headers: HeaderMap,
+    J(body): J<ReplyBody>,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    use crate::send::{ReplyRequest, SendError};
+    let (root, _) = visible_root(&st, &caller, &id).await?;
+    let request_id = body
+        .request_id
+        .clone()
+        .or_else(|| headers.get("idempotency-key").and_then(|v| v.to_str().ok()).map(str::to_string))
+        .filter(|r| !r.trim().is_empty() && r.len() <= 200)
+        .ok_or_else(|| {
+            ApiError::BadRequest("a reply needs a request id (1-200 characters): `request_id` or `Idempotency-Key`".into())
+        })?;
+    if body.text.trim().is_empty() || body.text.len() > 200_000 {
+        return Err(ApiError::BadRequest("text is 1 to 200000 characters".into()));
+    }
+    let req = ReplyRequest {
+        request_id,
+        author: caller.email.clone(),
+        text: body.text,
+        // The agent's HTML is sanitised like incoming mail before it goes anywhere.
+        html: body.html.map(|h| ammonia::clean(&h)),
+        cc: body.cc,
+    };
+    let out = crate::send::queue_reply(&st.ports, &caller.ws, &root, req, Some(&st.public_url)).await.map_err(|e| match e {
+        SendError::ConversationNotFound(_) => ApiError::NotFound(format!("no conversation {id}")),
+        SendError::Invalid(m) => ApiError::Invalid(m, vec![]),
+        e @ SendError::Conflict { .. } => ApiError::Conflict(e.to_string()),
+        SendError::Other(e) => ApiError::Internal(e),
+    })?;
+    st.ports.flush()?;
+    Ok((StatusCode::ACCEPTED, Json(serde_json::to_value(out)?)))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
