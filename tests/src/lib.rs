@@ -7,6 +7,7 @@
 pub mod dovecot;
 pub mod mock_google;
 pub mod mock_graph;
+pub mod smtp_sink;
 
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection,

@@ -93,6 +93,21 @@ pub async fn run(data: &Path, bind: &str, port: u16) -> Result<()> {
         }
     });
 
+    // The event relay: webhooks and notifications, every MAILROOM_EVENTS_RELAY_SECONDS
+    // (5; the events function in AWS, every minute).
+    let relay = mailroom_app::events::Relay::local_from_env(&ports)?;
+    let relay_every = seconds_env("MAILROOM_EVENTS_RELAY_SECONDS", 5)?;
+    let relay_ports = ports.clone();
+    let events = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(relay_every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            relay.run_once(&relay_ports, chrono::Utc::now()).await;
+            let _ = relay_ports.flush();
+        }
+    });
+
     let admin_token = std::env::var("MAILROOM_ADMIN_TOKEN").ok().filter(|t| t.len() >= 16);
     let web = WebState::new(ports.clone(), providers, admin_token).map_err(anyhow::Error::msg)?;
     let state = AppState { ingestor: Arc::new(Ingestor::new(ports.clone())), ports: ports.clone() };
@@ -102,7 +117,8 @@ pub async fn run(data: &Path, bind: &str, port: u16) -> Result<()> {
         .route("/reports/summary", get(report_summary))
         .route("/dashboard", get(|| async { axum::response::Html(include_str!("dashboard.html")) }))
         .with_state(state)
-        .merge(mailroom_app::web::router(Arc::new(web)));
+        .merge(mailroom_app::web::router(Arc::new(web)))
+        .merge(mailroom_app::forms::router(ports.clone()));
     tracing::info!(addr = %listener.local_addr()?, data = %data.display(), "mailroom serve is up");
     axum::serve(listener, app)
         .with_graceful_shutdown(async {
@@ -113,6 +129,7 @@ pub async fn run(data: &Path, bind: &str, port: u16) -> Result<()> {
     schedule.abort();
     imap.abort();
     connections.abort();
+    events.abort();
     bg.await?;
     ports.flush()?;
     Ok(())
@@ -126,6 +143,16 @@ fn tick_interval() -> Result<std::time::Duration> {
             _ => anyhow::bail!(
                 "MAILROOM_CONNECTIONS_TICK_SECONDS={v:?} must be a whole number of seconds above 0"
             ),
+        },
+    }
+}
+
+fn seconds_env(name: &str, default: u64) -> Result<std::time::Duration> {
+    match std::env::var(name) {
+        Err(_) => Ok(std::time::Duration::from_secs(default)),
+        Ok(v) => match v.trim().parse::<u64>() {
+            Ok(n) if n > 0 => Ok(std::time::Duration::from_secs(n)),
+            _ => anyhow::bail!("{name}={v:?} must be a whole number of seconds above 0"),
         },
     }
 }
