@@ -175,7 +175,7 @@ async fn events_reach_webhooks_and_notifications_reach_the_right_users() {
     let assignee = conv["assignee"].as_str().unwrap().to_string();
     let conv_id = conv["id"].as_str().unwrap().to_string();
     let mails = smtp.wait_for(1, Duration::from_secs(20));
-    assert_eq!(summary(&mails), vec![(format!("<{assignee}>"), "assigned".to_string())]);
+    assert_eq!(summary(&mails), vec![(assignee.clone(), "assigned".to_string())]);
     let first = String::from_utf8_lossy(&mails[0]).to_string();
     assert!(first.contains("Auto-Submitted: auto-generated"), "{first}");
     assert!(first.contains("Printer on fire"), "{first}");
@@ -216,10 +216,10 @@ async fn events_reach_webhooks_and_notifications_reach_the_right_users() {
     tokio::time::sleep(Duration::from_secs(4)).await;
     let mails = smtp.messages();
     let mut want = vec![
-        (format!("<{assignee}>"), "assigned".to_string()),
-        (format!("<{assignee}>"), "customer_reply".to_string()),
-        (format!("<{assignee}>"), "sla_breach".to_string()),
-        ("<sofia.rossi@acme-corp.example>".to_string(), "mention".to_string()),
+        (assignee.clone(), "assigned".to_string()),
+        (assignee.clone(), "customer_reply".to_string()),
+        (assignee.clone(), "sla_breach".to_string()),
+        ("sofia.rossi@acme-corp.example".to_string(), "mention".to_string()),
     ];
     want.sort();
     assert_eq!(summary(&mails), want);
@@ -353,4 +353,117 @@ async fn form_submissions_open_conversations_like_email() {
     assert!(raw.contains("X-Mailroom-Form: contact") && raw.contains("plan: pro"), "{raw}");
     let report = serve.json(&["report", "--json"]);
     assert_eq!(report["volume"]["by_channel"]["form"], 2, "{report}");
+}
+
+/// The AWS sinks against moto: EventBridge `PutEvents` (observed through a rule that
+/// targets an SQS queue; more than 10 events, so more than one call) and SES v2
+/// `SendEmail` from a verified identity (moto refuses an unverified sender).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relay_publishes_to_eventbridge_and_sends_with_ses_on_moto() {
+    use mailroom_app::events::{EventBridgeSink, Relay, Sink};
+    use mailroom_app::notify::SesNotifier;
+    let stack = mailroom_tests::AwsStack::create().await;
+    let ports = stack.ports();
+    let creds = aws_sdk_dynamodb::config::Credentials::new("test", "test", None, None, "moto");
+    let conf = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .endpoint_url(mailroom_tests::moto_endpoint())
+        .region(aws_config::Region::new("us-east-1"))
+        .credentials_provider(creds)
+        .load()
+        .await;
+    let ws = mailroom_tests::acme_workspace();
+    mailroom_app::workspace_store::apply(&ports, &ws).await.unwrap();
+
+    let eb = aws_sdk_eventbridge::Client::new(&conf);
+    let bus = mailroom_tests::unique("bus");
+    eb.create_event_bus().name(&bus).send().await.unwrap();
+    let sqs = aws_sdk_sqs::Client::new(&conf);
+    let q = sqs.create_queue().queue_name(mailroom_tests::unique("events")).send().await.unwrap();
+    let q_url = q.queue_url().unwrap().to_string();
+    let attrs = sqs
+        .get_queue_attributes()
+        .queue_url(&q_url)
+        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .unwrap();
+    let q_arn = attrs.attributes().unwrap()[&aws_sdk_sqs::types::QueueAttributeName::QueueArn].clone();
+    eb.put_rule()
+        .name("all-mailroom")
+        .event_bus_name(&bus)
+        .event_pattern(r#"{"source": ["mailroom"]}"#)
+        .send()
+        .await
+        .unwrap();
+    eb.put_targets()
+        .rule("all-mailroom")
+        .event_bus_name(&bus)
+        .targets(aws_sdk_eventbridge::types::Target::builder().id("q").arn(&q_arn).build().unwrap())
+        .send()
+        .await
+        .unwrap();
+    let ses = aws_sdk_sesv2::Client::new(&conf);
+    ses.create_email_identity().email_identity("mailroom@acme-corp.example").send().await.unwrap();
+
+    // 12 events: a comment mentioning Sofia, then 11 more.
+    for i in 0..12 {
+        let mentions = if i == 0 { json!(["sofia.rossi@acme-corp.example"]) } else { json!([]) };
+        mailroom_app::events::emit(
+            &ports,
+            "conv-1",
+            "comment_added",
+            json!({"author": "maria.keller@acme-corp.example", "comment_id": format!("c{i}"), "mentions": mentions}),
+        )
+        .await
+        .unwrap();
+    }
+    let relay = Relay {
+        sinks: vec![Box::new(EventBridgeSink { client: eb.clone(), bus: bus.clone() }) as Box<dyn Sink>],
+        notifier: Some(Box::new(SesNotifier {
+            from: "mailroom@acme-corp.example".into(),
+            client: ses.clone(),
+        })),
+    };
+    let later = chrono::Utc::now() + chrono::Duration::seconds(3);
+    let out = relay.run_once(&ports, later).await;
+    assert_eq!(out.len(), 2, "{out:?}");
+    for o in &out {
+        assert_eq!((o.delivered, o.error.as_deref()), (12, None), "{o:?}");
+    }
+    let mut got = Vec::new();
+    for _ in 0..10 {
+        let r = sqs.receive_message().queue_url(&q_url).max_number_of_messages(10).send().await.unwrap();
+        for m in r.messages() {
+            got.push(serde_json::from_str::<Value>(m.body().unwrap()).unwrap());
+            sqs.delete_message()
+                .queue_url(&q_url)
+                .receipt_handle(m.receipt_handle().unwrap())
+                .send()
+                .await
+                .unwrap();
+        }
+        if got.len() >= 12 {
+            break;
+        }
+    }
+    assert_eq!(got.len(), 12, "{got:?}");
+    for e in &got {
+        assert_eq!(e["source"], "mailroom");
+        assert_eq!(e["detail-type"], "comment_added");
+        assert!(e["detail"]["id"].as_str().unwrap().starts_with("evt_"), "{e}");
+    }
+    // A wrong sender is refused by SES: the notifier reports it instead of losing it.
+    let bad = SesNotifier { from: "nobody@unverified.example".into(), client: ses.clone() };
+    let n = mailroom_app::notify::Notification {
+        to: "sofia.rossi@acme-corp.example".into(),
+        reason: "mention",
+        subject: "x".into(),
+        text: "x".into(),
+        event_id: "evt_x".into(),
+    };
+    use mailroom_app::notify::Notifier;
+    assert!(bad.send(&n).await.is_err(), "moto accepted an unverified sender: the SES check proves nothing");
+    // A second run delivers nothing more.
+    let again = relay.run_once(&ports, later + chrono::Duration::seconds(1)).await;
+    assert!(again.iter().all(|o| o.delivered == 0 && o.error.is_none()), "{again:?}");
 }

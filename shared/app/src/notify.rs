@@ -150,10 +150,13 @@ fn marker_key(event_id: &str, user: &str) -> Key {
 impl NotifySink<'_> {
     /// Who an event notifies, and why.
     async fn recipients(&self, ws: &Workspace, e: &Event) -> anyhow::Result<Vec<(String, &'static str)>> {
-        let conv = match &e.conversation {
-            Some(c) => Some(Threader::new(self.ports).find(c).await?.item),
-            None => None,
-        };
+        if !matches!(
+            e.kind.as_str(),
+            "assigned" | "reassigned" | "message_logged" | "comment_added" | "sla_breached"
+        ) {
+            return Ok(Vec::new());
+        }
+        let conv = self.conversation(e).await?;
         let assignee = conv.as_ref().and_then(|c| s(c, "assignee"));
         let str_of = |k: &str| e.data.get(k).and_then(Value::as_str).map(str::to_lowercase);
         let mut out: Vec<(String, &'static str)> = Vec::new();
@@ -206,6 +209,17 @@ impl NotifySink<'_> {
         Ok(out)
     }
 
+    /// The event's conversation (its root after merges); `None` when it is gone or was
+    /// never there, so that one odd event cannot hold the notifications back.
+    async fn conversation(&self, e: &Event) -> anyhow::Result<Option<mailroom_store::Item>> {
+        let Some(c) = &e.conversation else { return Ok(None) };
+        if self.ports.table.get(&crate::thread::conv_key(c)).await?.is_none() {
+            tracing::warn!(conversation = %c, event = %e.id, "event of an unknown conversation");
+            return Ok(None);
+        }
+        Ok(Some(Threader::new(self.ports).find(c).await?.item))
+    }
+
     /// A message recorded long after it arrived (a history import) is old news.
     async fn fresh_message(&self, e: &Event) -> anyhow::Result<bool> {
         let Some(mid) = e.data.get("message_id").and_then(Value::as_str) else { return Ok(false) };
@@ -242,10 +256,7 @@ impl NotifySink<'_> {
     }
 
     async fn compose(&self, e: &Event, to: &str, reason: &'static str) -> anyhow::Result<Notification> {
-        let conv = match &e.conversation {
-            Some(c) => Some(Threader::new(self.ports).find(c).await?.item),
-            None => None,
-        };
+        let conv = self.conversation(e).await?;
         let subject = conv.as_ref().and_then(|c| s(c, "subject")).unwrap_or_else(|| "(no subject)".into());
         let inbox = conv.as_ref().and_then(|c| s(c, "inbox")).unwrap_or_default();
         let id = conv.as_ref().and_then(|c| s(c, "id")).unwrap_or_default();
