@@ -39,9 +39,8 @@ fn stamp(now: DateTime<Utc>) -> String {
 pub async fn emit(ports: &Ports, conversation: &str, kind: &str, data: Value) -> anyhow::Result<()> {
     let now = ports.clock.now();
     let unique = hex::encode(rand::random::<[u8; 6]>());
-    let op = event_item(conversation, kind, &format!("e{unique}"), data, now);
-    let TransactOp::Put { item, cond } = op else { unreachable!("event_item builds a put") };
-    ports.table.put(item, cond).await.with_context(|| format!("recording event {kind} of {conversation}"))?;
+    let item = event_item(conversation, kind, &format!("e{unique}"), data, now);
+    ports.table.put(item, Some(Cond::NotExists)).await.with_context(|| format!("recording event {kind} of {conversation}"))?;
     Ok(())
 }
 
@@ -60,10 +59,10 @@ pub fn message_logged_put(conversation: &str, msg: &Item, now: DateTime<Utc>) ->
         "subject": msg.get("subject"),
         "channel": msg.get("channel"),
     });
-    event_item(conversation, "message_logged", &tag, data, now)
+    TransactOp::Put { item: event_item(conversation, "message_logged", &tag, data, now), cond: Some(Cond::NotExists) }
 }
 
-fn event_item(conv: &str, kind: &str, tag: &str, data: Value, now: DateTime<Utc>) -> TransactOp {
+fn event_item(conv: &str, kind: &str, tag: &str, data: Value, now: DateTime<Utc>) -> Item {
     let at = stamp(now);
     let mut item = Key::new(format!("events#{conv}"), format!("{at}#{tag}#{kind}")).item();
     item.insert("type".into(), json!(kind));
@@ -72,7 +71,7 @@ fn event_item(conv: &str, kind: &str, tag: &str, data: Value, now: DateTime<Utc>
     item.insert("data".into(), data);
     item.insert("gsi1pk".into(), json!(EVENTS_INDEX_PK));
     item.insert("gsi1sk".into(), json!(format!("{at}#{conv}#{tag}#{kind}")));
-    TransactOp::Put { item, cond: Some(Cond::NotExists) }
+    item
 }
 
 /// One event as consumers see it (the webhook body, EventBridge's `detail`).
