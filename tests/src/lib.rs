@@ -9,6 +9,7 @@ pub mod mock_google;
 pub mod mock_graph;
 pub mod serve;
 pub mod smtp;
+pub mod smtp_sink;
 
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection,

@@ -78,10 +78,24 @@ pub async fn run(sizes: &[u32], keep: Option<&std::path::Path>, json_out: bool) 
             }
             item.insert("priority".into(), json!(if rng.below(5) == 0 { "high" } else { "normal" }));
             ports.table.put(item, None).await?;
-            let mut msgs = vec![MsgFact { t: open, out: false, normal: true, agent: None, logged: true }];
+            let mut msgs = vec![MsgFact {
+                t: open,
+                out: false,
+                normal: true,
+                agent: None,
+                logged: true,
+                channel: "email".into(),
+            }];
             if rng.below(10) < 8 {
                 let t = open + 300 + rng.below(3 * 86_400) as i64;
-                msgs.push(MsgFact { t, out: true, normal: true, agent: Some(agent.clone()), logged: true });
+                msgs.push(MsgFact {
+                    t,
+                    out: true,
+                    normal: true,
+                    agent: Some(agent.clone()),
+                    logged: true,
+                    channel: "email".into(),
+                });
                 if rng.below(2) == 0 {
                     msgs.push(MsgFact {
                         t: t + 600 + rng.below(86_400) as i64,
@@ -89,6 +103,7 @@ pub async fn run(sizes: &[u32], keep: Option<&std::path::Path>, json_out: bool) 
                         normal: true,
                         agent: None,
                         logged: true,
+                        channel: "email".into(),
                     });
                 }
             }

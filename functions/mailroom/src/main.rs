@@ -204,6 +204,32 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Web forms: `mailroom form secret FORM_ID` makes a new secret (shown once).
+    Form {
+        #[command(subcommand)]
+        cmd: FormCmd,
+    },
+    /// The event feed: `secret` prints the webhook signing key, `relay` runs the
+    /// webhooks and notifications once (docs/events.md).
+    Events {
+        #[command(subcommand)]
+        cmd: EventsCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum FormCmd {
+    /// Make a new secret for a form of the workspace and print it (the old one stops
+    /// working).
+    Secret { form_id: String },
+}
+
+#[derive(Subcommand)]
+enum EventsCmd {
+    /// Print the key that signs event webhooks (X-Mailroom-Signature).
+    Secret,
+    /// Deliver pending events to MAILROOM_EVENT_WEBHOOKS and send notifications once.
+    Relay,
 }
 
 #[derive(Subcommand)]
@@ -404,6 +430,21 @@ async fn main() -> Result<()> {
         Cmd::Sweep { now } => {
             let ports = mailroom_app::Ports::embedded(&cli.data)?;
             let out = mailroom_app::reports::scheduled(&ports, now.unwrap_or_else(Utc::now)).await?;
+            ports.flush()?;
+            println!("{}", serde_json::to_string_pretty(&out)?);
+        }
+        Cmd::Form { cmd: FormCmd::Secret { form_id } } => {
+            let ports = mailroom_app::Ports::embedded(&cli.data)?;
+            println!("{}", mailroom_app::forms::rotate_form_secret(&ports, &form_id).await?);
+        }
+        Cmd::Events { cmd: EventsCmd::Secret } => {
+            let ports = mailroom_app::Ports::embedded(&cli.data)?;
+            println!("{}", mailroom_app::events::webhook_key(&ports));
+        }
+        Cmd::Events { cmd: EventsCmd::Relay } => {
+            let ports = mailroom_app::Ports::embedded(&cli.data)?;
+            let relay = mailroom_app::events::Relay::local_from_env(&ports)?;
+            let out = relay.run_once(&ports, Utc::now()).await;
             ports.flush()?;
             println!("{}", serde_json::to_string_pretty(&out)?);
         }

@@ -96,6 +96,21 @@ pub async fn run(data: &Path, bind: &str, port: u16) -> Result<()> {
         }
     });
 
+    // The event relay: webhooks and notifications, every MAILROOM_EVENTS_RELAY_SECONDS
+    // (5; the events function in AWS, every minute).
+    let relay = mailroom_app::events::Relay::local_from_env(&ports)?;
+    let relay_every = seconds_env("MAILROOM_EVENTS_RELAY_SECONDS", 5)?;
+    let relay_ports = ports.clone();
+    let events = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(relay_every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            relay.run_once(&relay_ports, chrono::Utc::now()).await;
+            let _ = relay_ports.flush();
+        }
+    });
+
     let admin_token = std::env::var("MAILROOM_ADMIN_TOKEN").ok().filter(|t| t.len() >= 16);
     // The API: development tokens (`mailroom token USER`) and, when configured, an OIDC issuer.
     let auth = mailroom_app::api::auth::Authenticator::new(
@@ -117,7 +132,8 @@ pub async fn run(data: &Path, bind: &str, port: u16) -> Result<()> {
         .with_state(state)
         .merge(mailroom_app::web::router(Arc::new(web)))
         .merge(mailroom_app::api::router(Arc::new(api)))
-        .merge(mailroom_app::track::router(ports.clone()));
+        .merge(mailroom_app::track::router(ports.clone()))
+        .merge(mailroom_app::forms::router(ports.clone()));
     tracing::info!(addr = %listener.local_addr()?, data = %data.display(), "mailroom serve is up");
     // The peer address is the tracking routes' client IP when no proxy sets X-Forwarded-For.
     axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>())
@@ -129,6 +145,7 @@ pub async fn run(data: &Path, bind: &str, port: u16) -> Result<()> {
     schedule.abort();
     imap.abort();
     connections.abort();
+    events.abort();
     bg.await?;
     ports.flush()?;
     Ok(())
@@ -142,6 +159,16 @@ fn tick_interval() -> Result<std::time::Duration> {
             _ => anyhow::bail!(
                 "MAILROOM_CONNECTIONS_TICK_SECONDS={v:?} must be a whole number of seconds above 0"
             ),
+        },
+    }
+}
+
+fn seconds_env(name: &str, default: u64) -> Result<std::time::Duration> {
+    match std::env::var(name) {
+        Err(_) => Ok(std::time::Duration::from_secs(default)),
+        Ok(v) => match v.trim().parse::<u64>() {
+            Ok(n) if n > 0 => Ok(std::time::Duration::from_secs(n)),
+            _ => anyhow::bail!("{name}={v:?} must be a whole number of seconds above 0"),
         },
     }
 }

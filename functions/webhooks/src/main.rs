@@ -11,7 +11,8 @@ use std::sync::Arc;
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     telemetry::init(true, "info");
-    let cfg = AwsConfig::from_env(false)?;
+    // The ingest queue: form submissions are ingested like mail.
+    let cfg = AwsConfig::from_env(true)?;
     if cfg.sync_queue_url.is_none() {
         return Err("MAILROOM_SYNC_QUEUE_URL is not set (the SAM template sets it)".into());
     }
@@ -22,5 +23,6 @@ async fn main() -> Result<(), Error> {
     let ports = Ports::aws(&clients, &cfg);
     let admin_token = std::env::var("MAILROOM_ADMIN_TOKEN").ok().filter(|t| t.len() >= 16);
     let state = Arc::new(web::WebState::new(ports, providers, admin_token)?);
-    lambda_http::run(web::router(state)).await
+    let ports = state.ports.clone();
+    lambda_http::run(web::router(state).merge(mailroom_app::forms::router(ports))).await
 }

@@ -121,18 +121,22 @@ impl MatchHandler {
                 && existing
                     .as_ref()
                     .is_some_and(|e| e.get("direction").and_then(Value::as_str) != Some("outbound"));
-            let msg_op = if !first_copy {
+            let mut ops = vec![mark];
+            if !first_copy {
                 let mut actions = vec![Update::Append("copies".into(), vec![copy.clone()])];
                 // A Sent copy tells the truth about direction whichever copy came first.
                 if ptr.folder == Folder::Sent {
                     actions.push(Update::Set("direction".into(), json!("outbound")));
                 }
-                TransactOp::Update { key: msg_key.clone(), actions, cond: Some(Cond::Exists) }
+                ops.push(TransactOp::Update { key: msg_key.clone(), actions, cond: Some(Cond::Exists) });
             } else {
                 let item = self.new_message_item(ptr, &m, &copy, &now).await?;
-                TransactOp::Put { item, cond: Some(Cond::NotExists) }
-            };
-            match table.transact_write(vec![mark, msg_op]).await {
+                // The domain event, in the same transaction: written once per message.
+                let conv = keys::item_str(&item, "conversation").unwrap_or_default();
+                ops.push(crate::events::message_logged_put(&conv, &item, self.ports.clock.now()));
+                ops.push(TransactOp::Put { item, cond: Some(Cond::NotExists) });
+            }
+            match table.transact_write(ops).await {
                 Ok(()) => {
                     tracing::info!(inbox = %ptr.inbox, message_id = %m.message_id, key = %ptr.key, kind = ?m.kind, "message recorded");
                     if first_copy {
@@ -251,6 +255,8 @@ impl MatchHandler {
         put(&mut item, "bounce", json!(m.bounce));
         put(&mut item, "loop", json!(looped));
         put(&mut item, "direction", json!(if outbound { "outbound" } else { "inbound" }));
+        // The reports' channel: told by the source, never by a header anyone can write.
+        put(&mut item, "channel", json!(if ptr.source == crate::forms::SOURCE { "form" } else { "email" }));
         put(&mut item, "parents", json!(parents));
         put(&mut item, "conversation", json!(conversation));
         put(&mut item, "attachments", json!(m.attachments));

@@ -60,6 +60,16 @@ pub struct MsgFact {
     pub agent: Option<String>,
     #[serde(default, rename = "l")]
     pub logged: bool,
+    /// `email`, or `form` for a form submission.
+    #[serde(default = "email_channel", rename = "c", skip_serializing_if = "is_email")]
+    pub channel: String,
+}
+
+fn email_channel() -> String {
+    CHANNEL_EMAIL.into()
+}
+fn is_email(c: &String) -> bool {
+    c == CHANNEL_EMAIL
 }
 
 fn bucket(t: i64, inbox: &str, channel: &str) -> (String, String) {
@@ -161,7 +171,8 @@ fn conversation_contrib(
     let assignee = s(conv, "assignee");
     let closed = s(conv, "status").as_deref() == Some("closed");
     let closed_at = ts(conv.get("closed_at")).filter(|_| closed);
-    let ch = CHANNEL_EMAIL;
+    // A conversation counts in the channel of its first message.
+    let ch = first.channel.as_str();
     let b_open = bucket(open_t, &inbox, ch);
     add(&mut c, &b_open, "opened", 1);
     add(&mut c, &b_open, format!("opened|t:{team}"), 1);
@@ -314,7 +325,7 @@ fn business(cal: &Calendar, from: i64, to: i64) -> i64 {
 /// A message's counts, in its arrival hour.
 fn message_counts(c: &mut Contrib, conv: &Item, f: &MsgFact) {
     let inbox = s(conv, "inbox").unwrap_or_default().to_lowercase();
-    let b = bucket(f.t, &inbox, CHANNEL_EMAIL);
+    let b = bucket(f.t, &inbox, &f.channel);
     if f.normal {
         add(c, &b, if f.out { "msg_out" } else { "msg_in" }, 1);
         if let Some(a) = f.agent.as_ref().filter(|_| f.out) {
@@ -448,7 +459,15 @@ pub fn fact(ws: &Workspace, msg: &Item, logged: bool) -> Option<MsgFact> {
     // A reply sent through Mailroom names its author; otherwise the From, when it is a user.
     let from = s(msg, "author").or_else(|| s(msg, "from")).map(|f| f.to_lowercase());
     let agent = from.filter(|f| out && ws.users.iter().any(|u| u.email.eq_ignore_ascii_case(f)));
-    Some(MsgFact { t, out, normal: s(msg, "kind").as_deref().unwrap_or("normal") == "normal", agent, logged })
+    let channel = s(msg, "channel").unwrap_or_else(email_channel);
+    Some(MsgFact {
+        t,
+        out,
+        normal: s(msg, "kind").as_deref().unwrap_or("normal") == "normal",
+        agent,
+        logged,
+        channel,
+    })
 }
 
 /// Records one processed message in its conversation's figures. Idempotent; call it
@@ -1245,7 +1264,7 @@ mod tests {
     }
 
     fn inbound(at: &str) -> MsgFact {
-        MsgFact { t: t(at), out: false, normal: true, agent: None, logged: true }
+        MsgFact { t: t(at), out: false, normal: true, agent: None, logged: true, channel: "email".into() }
     }
     fn reply(at: &str) -> MsgFact {
         MsgFact {
@@ -1254,6 +1273,7 @@ mod tests {
             normal: true,
             agent: Some("maria.keller@acme-corp.example".into()),
             logged: true,
+            channel: "email".into(),
         }
     }
 

@@ -41,6 +41,9 @@ pub struct Workspace {
     pub sla_policies: Vec<SlaPolicy>,
     #[serde(default)]
     pub reports: ReportSettings,
+    /// Web forms that open conversations in an inbox (their secrets are not here).
+    #[serde(default)]
+    pub forms: Vec<Form>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -63,10 +66,50 @@ pub struct User {
     pub available: bool,
     #[serde(default)]
     pub signature: Option<String>,
+    /// How the user hears of what concerns them (default: email for everything).
+    #[serde(default)]
+    pub notifications: NotificationSettings,
 }
 
 fn yes() -> bool {
     true
+}
+
+/// How one kind of notification reaches a user.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NotifyBy {
+    #[default]
+    Email,
+    None,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NotificationSettings {
+    /// A conversation was assigned to the user.
+    #[serde(default)]
+    pub assigned: NotifyBy,
+    /// A customer wrote in a conversation assigned to the user.
+    #[serde(default)]
+    pub customer_reply: NotifyBy,
+    /// Someone mentioned the user in a comment.
+    #[serde(default)]
+    pub mention: NotifyBy,
+    /// A conversation assigned to the user (or, unassigned, to their team) breached its SLA.
+    #[serde(default)]
+    pub sla_breach: NotifyBy,
+}
+
+/// A web form feeding an inbox (`POST /forms/{id}/submissions`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Form {
+    pub id: String,
+    /// The inbox its submissions arrive in, like an email to that address.
+    pub inbox: String,
+    #[serde(default)]
+    pub name: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -631,6 +674,17 @@ impl Workspace {
         for p in &mut self.sla_policies {
             p.inboxes.iter_mut().for_each(email);
         }
+        for f in &mut self.forms {
+            email(&mut f.inbox);
+        }
+    }
+
+    pub fn form(&self, id: &str) -> Option<&Form> {
+        self.forms.iter().find(|f| f.id == id)
+    }
+
+    pub fn user(&self, email: &str) -> Option<&User> {
+        self.users.iter().find(|u| u.email.eq_ignore_ascii_case(email))
     }
 
     /// The ids of the teams a user (by address, any case) is a member of, in file order.
@@ -982,6 +1036,16 @@ pub fn validate(ws: &Workspace) -> Vec<ConfigError> {
         }
     }
     validate_sla(&mut v);
+    let mut forms: HashMap<&str, usize> = HashMap::new();
+    for (i, f) in ws.forms.iter().enumerate() {
+        let p = format!("forms[{i}]");
+        if v.id(&format!("{p}.id"), "form", &f.id)
+            && let Some(j) = forms.insert(&f.id, i)
+        {
+            v.err(format!("{p}.id"), format!("duplicate form {:?} (also forms[{j}])", f.id));
+        }
+        v.inbox(&format!("{p}.inbox"), &f.inbox);
+    }
     v.errs
 }
 

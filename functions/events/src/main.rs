@@ -1,0 +1,30 @@
+//! `mailroom-events` (every minute in the template): follows the event feed, publishes
+//! each event to the EventBridge bus `MAILROOM_EVENT_BUS` and sends the notification
+//! emails through SES from `MAILROOM_NOTIFY_FROM` (docs/events.md).
+
+use lambda_runtime::{Error, LambdaEvent, service_fn};
+use mailroom_app::config::AwsConfig;
+use mailroom_app::events::Relay;
+use mailroom_app::{Ports, telemetry};
+use mailroom_store::aws::AwsClients;
+use std::sync::Arc;
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    telemetry::init(true, "info");
+    let cfg = AwsConfig::from_env(false)?;
+    let conf = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+    let clients = AwsClients::from_env().await;
+    let ports = Ports::aws(&clients, &cfg);
+    let relay = Arc::new(Relay::aws_from_env(&conf));
+    lambda_runtime::run(service_fn(move |_ev: LambdaEvent<serde_json::Value>| {
+        let (ports, relay) = (ports.clone(), relay.clone());
+        async move {
+            let out = relay.run_once(&ports, chrono::Utc::now()).await;
+            // A consumer that stopped short is retried next minute from its cursor; the
+            // error in the output (and the log) is what an alarm on Errors would miss.
+            Ok::<_, Error>(serde_json::to_value(out)?)
+        }
+    }))
+    .await
+}
