@@ -17,7 +17,7 @@ root=$(pwd)
 
 # The function crates: package name = bin name = lambda/<bin>/ directory.
 functions=(mailroom-ingest mailroom-match mailroom-route mailroom-ticket mailroom-sweep
-    mailroom-webhooks mailroom-mailbox-sync mailroom-imap-poll mailroom-scheduler)
+    mailroom-webhooks mailroom-mailbox-sync mailroom-imap-poll mailroom-scheduler mailroom-api)
 # The zipped size each function should stay under (MiB).
 zip_target_mib=10
 
