@@ -227,7 +227,9 @@ fn concrete(w: &World, method: &str, template: &str, conv: &str) -> (String, Opt
         ("post", "/conversations/{id}/assignment") => Some(json!({"assignee": "bob@acme.test"})),
         ("post", "/conversations/{id}/ticket/stage") => Some(json!({"stage": "waiting"})),
         ("post", "/conversations/{id}/comments") => Some(json!({"body": "looking into it @bob@acme.test"})),
-        ("post", "/conversations/{id}/replies") => Some(json!({"text": "We are on it.", "request_id": "matrix-1"})),
+        ("post", "/conversations/{id}/replies") => {
+            Some(json!({"text": "We are on it.", "request_id": "matrix-1"}))
+        }
         ("get" | "delete", _) | ("post", "/conversations/{id}/close" | "/conversations/{id}/reopen") => None,
         (m, t) => panic!("the permission matrix has no request body for {m} {t}: add one"),
     };
@@ -281,7 +283,9 @@ async fn permission_matrix_over_every_endpoint() {
         for who in ["none", "expired", "other-issuer", "other-key", "outsider", "member", "admin"] {
             let (path, mut body) = concrete(&w, m, template, &w.support_conv);
             // One reply per identity: the same request id by another author is a conflict.
-            if let Some(b) = body.as_mut().and_then(|b| b.as_object_mut()).filter(|b| b.contains_key("request_id")) {
+            if let Some(b) =
+                body.as_mut().and_then(|b| b.as_object_mut()).filter(|b| b.contains_key("request_id"))
+            {
                 b.insert("request_id".into(), json!(format!("matrix-{who}")));
             }
             if body.as_ref().is_some_and(|b| b.get("__current__").is_some()) {

@@ -714,3 +714,153 @@ async fn track_function_serves_pixel_and_redirect_under_cargo_lambda() {
         ports.table.query_all(mailroom_store::Query::new("timeline#jane@customer.example")).await.unwrap();
     assert_eq!(tl.len(), 2, "the burst's timeline entries were removed: {tl:#?}");
 }
+
+// ---- The HTTP API ----
+
+const API_ISSUER: &str = "https://idp.mailroom.test";
+const API_AUDIENCE: &str = "mailroom-api-lambda-test";
+
+const API_WORKSPACE: &str = r#"
+name = "API Lambda test"
+
+[[users]]
+email = "ann@acme.test"
+name = "Ann Admin"
+role = "admin"
+
+[[users]]
+email = "bob@acme.test"
+name = "Bob Member"
+
+[[users]]
+email = "carl@acme.test"
+name = "Carl Outsider"
+
+[[teams]]
+id = "support"
+members = ["bob@acme.test"]
+
+[[inboxes]]
+address = "support@acme.test"
+members = { teams = ["support"] }
+
+[[inboxes]]
+address = "billing@acme.test"
+members = { users = ["carl@acme.test"] }
+"#;
+
+/// The api function (lambda_http) under cargo lambda against moto, with the mock Google
+/// server as the OIDC issuer (its JWKS): a valid ID token gets the user, missing, expired
+/// and foreign tokens get 401, a member sees a support@ conversation that a non-member
+/// gets 404 for, and the OpenAPI document needs no token. Without an issuer configured
+/// the function refuses to start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_function_checks_oidc_tokens_and_inbox_membership_under_cargo_lambda() {
+    let stack = AwsStack::create().await;
+    let ports = stack.ports();
+    let ws = mailroom_core::workspace::parse_toml(API_WORKSPACE).expect("the test workspace is valid");
+    mailroom_app::workspace_store::apply(&ports, &ws).await.unwrap();
+    // One customer message to support@, through the pipeline (S3, SQS, DynamoDB on moto).
+    let mut mail = mailroom_app::RawMail::new(
+        format!(
+            "Delivered-To: support@acme.test\r\nFrom: Dana <dana@customer.test>\r\nTo: support@acme.test\r\nSubject: Printer on fire\r\nMessage-ID: <{}@customer.test>\r\nDate: {}\r\n\r\nPlease help.\r\n",
+            mailroom_tests::unique("api-lambda"),
+            chrono::Utc::now().to_rfc2822()
+        )
+        .into_bytes(),
+        "test",
+    );
+    mail.inbox = Some(mailroom_core::EmailAddress::parse("support@acme.test").unwrap());
+    mailroom_app::Ingestor::new(ports.clone()).ingest(mail).await.expect("ingest");
+    let done = mailroom_app::Stages::new(&ports).process_visible().await.expect("pipeline");
+    assert_eq!(done.failed, 0, "a pipeline stage failed");
+    let convs = mailroom_app::conversations::list(&ports).await.unwrap();
+    assert_eq!(convs.len(), 1, "{convs:?}");
+    let conv = convs[0].id.clone();
+
+    let google = MockGoogle::start("nobody@acme.test").await;
+    let mut env = stack.function_env();
+    env.push(("MAILROOM_PUBLIC_URL".into(), PUBLIC_URL.into()));
+
+    // No issuer: the function refuses to start, saying what is missing.
+    let out = tokio::task::block_in_place(|| {
+        Command::new(bin("mailroom-api"))
+            .envs(env.iter().cloned())
+            .env_remove("MAILROOM_OIDC_ISSUER")
+            .env("AWS_LAMBDA_RUNTIME_API", "127.0.0.1:9")
+            .output()
+            .expect("running mailroom-api")
+    });
+    assert!(!out.status.success(), "started without an OIDC issuer");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("MAILROOM_OIDC_ISSUER"), "{err}");
+
+    env.push(("MAILROOM_OIDC_ISSUER".into(), API_ISSUER.into()));
+    env.push(("MAILROOM_OIDC_AUDIENCE".into(), API_AUDIENCE.into()));
+    env.push(("MAILROOM_OIDC_JWKS_URL".into(), google.jwks_url()));
+    let (port, _w, _f) = start("mailroom-api", &env);
+
+    let now = chrono::Utc::now().timestamp();
+    let token = |email: &str, iss: &str, exp: i64| {
+        google.sign(
+            &serde_json::json!({"iss": iss, "aud": API_AUDIENCE, "sub": email, "email": email, "iat": now, "exp": exp}),
+            false,
+        )
+    };
+    let get = |path: &str, token: Option<String>| {
+        let headers = match token {
+            Some(t) => serde_json::json!({"authorization": format!("Bearer {t}")}),
+            None => serde_json::json!({}),
+        };
+        let resp = invoke_blocking(port, &http_event("GET", path, "", headers, None));
+        let status = resp["statusCode"].as_u64().unwrap_or_else(|| panic!("no status: {resp}"));
+        let body = resp["body"].as_str().map(|b| serde_json::from_str(b).unwrap_or(serde_json::json!(b)));
+        (status, body.unwrap_or_default(), resp)
+    };
+
+    // A valid ID token: the user, their role and inboxes.
+    let (status, me, resp) = get("/me", Some(token("ann@acme.test", API_ISSUER, now + 600)));
+    assert_eq!(status, 200, "{resp}");
+    assert_eq!(me["email"], "ann@acme.test", "{me}");
+    assert_eq!(me["role"], "admin", "{me}");
+    let (status, me, resp) = get("/me", Some(token("bob@acme.test", API_ISSUER, now + 600)));
+    assert_eq!(status, 200, "{resp}");
+    assert_eq!(me["inboxes"], serde_json::json!(["support@acme.test"]), "{me}");
+
+    // No token, an expired one, another issuer's, another key's: 401, a problem document.
+    let forged = google.sign(
+        &serde_json::json!({"iss": API_ISSUER, "aud": API_AUDIENCE, "email": "ann@acme.test", "exp": now + 600}),
+        true,
+    );
+    for (what, t) in [
+        ("no token", None),
+        ("expired", Some(token("ann@acme.test", API_ISSUER, now - 3600))),
+        ("another issuer", Some(token("ann@acme.test", "https://evil.test", now + 600))),
+        ("another key", Some(forged)),
+    ] {
+        let (status, body, resp) = get("/me", t);
+        assert_eq!(status, 401, "{what}: {resp}");
+        assert_eq!(header(&resp, "content-type"), Some("application/problem+json"), "{what}: {resp}");
+        assert_eq!(body["status"], 401, "{what}: {body}");
+    }
+
+    // The conversation is support@'s: its member sees it, a non-member gets 404 (as for
+    // one that does not exist).
+    let path = format!("/conversations/{conv}");
+    let (status, detail, resp) = get(&path, Some(token("bob@acme.test", API_ISSUER, now + 600)));
+    assert_eq!(status, 200, "{resp}");
+    assert_eq!(detail["inbox"], "support@acme.test", "{detail}");
+    let (status, _, resp) = get(&path, Some(token("carl@acme.test", API_ISSUER, now + 600)));
+    assert_eq!(status, 404, "{resp}");
+    let (status, _, resp) =
+        get("/conversations/no-such-conversation", Some(token("carl@acme.test", API_ISSUER, now + 600)));
+    assert_eq!(status, 404, "{resp}");
+    let (status, list, resp) = get("/conversations", Some(token("carl@acme.test", API_ISSUER, now + 600)));
+    assert_eq!(status, 200, "{resp}");
+    assert_eq!(list["items"], serde_json::json!([]), "{list}");
+
+    // The OpenAPI document needs no token.
+    let (status, doc, resp) = get("/openapi.json", None);
+    assert_eq!(status, 200, "{resp}");
+    assert!(doc["paths"]["/me"].is_object(), "{doc}");
+}

@@ -64,10 +64,15 @@ fn no_generated_request_causes_a_server_error() {
     mailroom_ok(data.path(), &["import", mail.to_str().unwrap()]);
     let serve = Serve::start(data, &[]);
     for (user, examples) in [("ann@acme.test", 25), ("bob@acme.test", 10)] {
-        let token = String::from_utf8(mailroom_ok(serve.data(), &["token", user])).unwrap().trim().to_string();
+        let token =
+            String::from_utf8(mailroom_ok(serve.data(), &["token", user])).unwrap().trim().to_string();
         let (ok, report) = schemathesis(&serve, &token, examples);
         let tail: Vec<&str> = report.lines().rev().take(60).collect::<Vec<_>>().into_iter().rev().collect();
         println!("schemathesis as {user}:\n{}", tail.join("\n"));
-        assert!(ok, "schemathesis found server errors as {user}:\n{report}\nserve log:\n{}", serve.log_tail());
+        assert!(
+            ok,
+            "schemathesis found server errors as {user}:\n{report}\nserve log:\n{}",
+            serve.log_tail()
+        );
     }
 }

@@ -40,7 +40,11 @@ pub async fn emit(ports: &Ports, conversation: &str, kind: &str, data: Value) ->
     let now = ports.clock.now();
     let unique = hex::encode(rand::random::<[u8; 6]>());
     let item = event_item(conversation, kind, &format!("e{unique}"), data, now);
-    ports.table.put(item, Some(Cond::NotExists)).await.with_context(|| format!("recording event {kind} of {conversation}"))?;
+    ports
+        .table
+        .put(item, Some(Cond::NotExists))
+        .await
+        .with_context(|| format!("recording event {kind} of {conversation}"))?;
     Ok(())
 }
 
@@ -59,7 +63,10 @@ pub fn message_logged_put(conversation: &str, msg: &Item, now: DateTime<Utc>) ->
         "subject": msg.get("subject"),
         "channel": msg.get("channel"),
     });
-    TransactOp::Put { item: event_item(conversation, "message_logged", &tag, data, now), cond: Some(Cond::NotExists) }
+    TransactOp::Put {
+        item: event_item(conversation, "message_logged", &tag, data, now),
+        cond: Some(Cond::NotExists),
+    }
 }
 
 fn event_item(conv: &str, kind: &str, tag: &str, data: Value, now: DateTime<Utc>) -> Item {

@@ -396,7 +396,9 @@ async fn message_detail(st: &ApiState, msg: &Item) -> MessageDetail {
                 d.tracking = serde_json::to_value(a).ok();
             }
             Ok(_) => {}
-            Err(e) => tracing::warn!(error = %format!("{e:#}"), message = %d.message_id, "tracking activity unreadable"),
+            Err(e) => {
+                tracing::warn!(error = %format!("{e:#}"), message = %d.message_id, "tracking activity unreadable")
+            }
         }
     }
     d
@@ -461,7 +463,8 @@ async fn detail(
         }
     }
     let ticket = t.get(&crate::ticket::ticket_key(&root)).await?.map(|x| ticket_record(&x));
-    let events = crate::reports::conversation_events(&st.ports, &root).await?.into_iter().map(record).collect();
+    let events =
+        crate::reports::conversation_events(&st.ports, &root).await?.into_iter().map(record).collect();
     let outbox = crate::send::outbox(&st.ports, &root)
         .await?
         .into_iter()
@@ -519,7 +522,9 @@ async fn reply(
         .or_else(|| headers.get("idempotency-key").and_then(|v| v.to_str().ok()).map(str::to_string))
         .filter(|r| !r.trim().is_empty() && r.len() <= 200)
         .ok_or_else(|| {
-            ApiError::BadRequest("a reply needs a request id (1-200 characters): `request_id` or `Idempotency-Key`".into())
+            ApiError::BadRequest(
+                "a reply needs a request id (1-200 characters): `request_id` or `Idempotency-Key`".into(),
+            )
         })?;
     if body.text.trim().is_empty() || body.text.len() > 200_000 {
         return Err(ApiError::BadRequest("text is 1 to 200000 characters".into()));
@@ -532,14 +537,17 @@ async fn reply(
         html: body.html.map(|h| ammonia::clean(&h)),
         cc: body.cc,
     };
-    let out = crate::send::queue_reply(&st.ports, &caller.ws, &root, req, Some(&st.public_url)).await.map_err(|e| match e {
-        SendError::ConversationNotFound(_) => ApiError::NotFound(format!("no conversation {id}")),
-        SendError::Invalid(m) => ApiError::Invalid(m, vec![]),
-        e @ SendError::Conflict { .. } => ApiError::Conflict(e.to_string()),
-        SendError::Other(e) => ApiError::Internal(e),
-    })?;
+    let out = crate::send::queue_reply(&st.ports, &caller.ws, &root, req, Some(&st.public_url))
+        .await
+        .map_err(|e| match e {
+            SendError::ConversationNotFound(_) => ApiError::NotFound(format!("no conversation {id}")),
+            SendError::Invalid(m) => ApiError::Invalid(m, vec![]),
+            e @ SendError::Conflict { .. } => ApiError::Conflict(e.to_string()),
+            SendError::Other(e) => ApiError::Internal(e),
+        })?;
+    let out = serde_json::to_value(out)?;
     st.ports.flush()?;
-    Ok((StatusCode::ACCEPTED, Json(serde_json::to_value(out)?)))
+    Ok((StatusCode::ACCEPTED, Json(out)))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -714,6 +722,13 @@ async fn move_stage(
                 None,
             )
             .await?;
+        crate::events::emit(
+            &st.ports,
+            &root,
+            "ticket_moved",
+            json!({"from": from, "to": stage.id, "by": caller.email}),
+        )
+        .await?;
         let was_closed = pipeline.stage(&from).is_some_and(|x| x.closed);
         let at = st.ports.clock.now();
         if stage.closed && !was_closed {
@@ -787,6 +802,14 @@ async fn add_comment(
         it.extend(m);
     }
     st.ports.table.put(it, Some(mailroom_store::Cond::NotExists)).await?;
+    // Mentioned users are notified from this event (docs/events.md).
+    crate::events::emit(
+        &st.ports,
+        &root,
+        "comment_added",
+        json!({"author": comment.author, "comment_id": comment.id, "mentions": comment.mentions}),
+    )
+    .await?;
     st.ports.flush()?;
     Ok((StatusCode::CREATED, Json(comment)))
 }

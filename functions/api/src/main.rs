@@ -1,0 +1,33 @@
+//! `mailroom-api`: the HTTP API (`mailroom_app::api::router`) behind API Gateway's HTTP
+//! API. API Gateway's JWT authorizer checks the bearer token first; the router checks it
+//! again with the same rules (issuer, audience, signature from the JWKS), so a route
+//! left without the authorizer by mistake is still protected. No development tokens here:
+//! only the OIDC issuer the template configures.
+
+use lambda_http::Error;
+use mailroom_app::api::{ApiState, auth};
+use mailroom_app::config::{AwsConfig, ProvidersConfig};
+use mailroom_app::{Ports, telemetry};
+use mailroom_store::aws::AwsClients;
+use std::sync::Arc;
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    telemetry::init(true, "info");
+    let cfg = AwsConfig::from_env(false)?;
+    let Some(oidc) = auth::OidcSettings::from_env()? else {
+        return Err(
+            "MAILROOM_OIDC_ISSUER is not set: the API would accept no token at all. The SAM template \
+             sets it (the stack's Cognito user pool, or the OidcIssuer parameter)"
+                .into(),
+        );
+    };
+    let public_url = std::env::var("MAILROOM_PUBLIC_URL")
+        .map_err(|_| "MAILROOM_PUBLIC_URL is not set (the SAM template sets it to the HTTP API's URL)")?;
+    let providers = ProvidersConfig::from_env(&public_url)?;
+    let clients = AwsClients::from_env().await;
+    let ports = Ports::aws(&clients, &cfg);
+    let auth = auth::Authenticator::new(None, Some(oidc))?;
+    let state = Arc::new(ApiState { ports, auth, providers, public_url });
+    lambda_http::run(mailroom_app::api::router(state)).await
+}
