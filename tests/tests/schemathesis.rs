@@ -63,7 +63,8 @@ fn no_generated_request_causes_a_server_error() {
     .unwrap();
     mailroom_ok(data.path(), &["import", mail.to_str().unwrap()]);
     let serve = Serve::start(data, &[]);
-    for (user, examples) in [("ann@acme.test", 25), ("bob@acme.test", 10)] {
+    // The agent first: the admin's run edits the workspace at random (it may delete users).
+    for (user, examples) in [("bob@acme.test", 10), ("ann@acme.test", 25)] {
         let token =
             String::from_utf8(mailroom_ok(serve.data(), &["token", user])).unwrap().trim().to_string();
         let (ok, report) = schemathesis(&serve, &token, examples);

@@ -87,9 +87,20 @@ fn apply_error(e: anyhow::Error) -> ApiError {
     ApiError::Internal(e)
 }
 
-/// Validates and applies `ws` on top of `version`.
-async fn commit(st: &ApiState, mut ws: Workspace, version: u64) -> ApiResult<ApplySummary> {
+/// Validates and applies `ws` on top of `version`. An edit that would leave the caller
+/// without the admin role is refused: no admin can lock themselves (and maybe everyone)
+/// out through the API; `mailroom apply` remains the way to do it on purpose.
+async fn commit(st: &ApiState, caller: &Caller, mut ws: Workspace, version: u64) -> ApiResult<ApplySummary> {
     ws.normalize();
+    let still_admin = ws.users.iter().any(|u| {
+        u.email.eq_ignore_ascii_case(&caller.email) && u.role == mailroom_core::workspace::Role::Admin
+    });
+    if !still_admin {
+        return Err(ApiError::Invalid(
+            format!("the change would take the admin role from {}, who makes it: refused", caller.email),
+            vec![],
+        ));
+    }
     let errors = validate(&ws);
     if !errors.is_empty() {
         return Err(ApiError::Invalid(
@@ -113,7 +124,7 @@ async fn edit<T>(
     let version = workspace_store::version(&st.ports).await?;
     let mut ws = workspace_store::load(&st.ports).await?.unwrap_or_default();
     let out = f(&mut ws)?;
-    commit(st, ws, version).await?;
+    commit(st, caller, ws, version).await?;
     Ok(out)
 }
 
@@ -151,7 +162,7 @@ async fn put_workspace(
             .and_then(|v| v.parse::<u64>().ok())
             .ok_or_else(|| ApiError::BadRequest("If-Match must be a workspace version number".into()))?,
     };
-    Ok(Json(commit(&st, ws, version).await?.into()))
+    Ok(Json(commit(&st, &caller, ws, version).await?.into()))
 }
 
 fn find_inbox<'a>(ws: &'a mut Workspace, address: &str) -> ApiResult<&'a mut Inbox> {
