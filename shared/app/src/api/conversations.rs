@@ -578,13 +578,7 @@ async fn assign(
             let Some(user) = ws.users.iter().find(|u| u.email.eq_ignore_ascii_case(&a)) else {
                 return Err(ApiError::Invalid(format!("{a} is not a user of this workspace"), vec![]));
             };
-            let them = Caller {
-                email: user.email.to_lowercase(),
-                name: user.name.clone(),
-                role: user.role,
-                teams: ws.teams_of(&user.email),
-                ws: caller.ws.clone(),
-            };
+            let them = Caller::of(user, &caller.ws);
             if !them.can_see(&inbox) {
                 return Err(ApiError::Invalid(format!("{a} is not a member of {inbox}"), vec![]));
             }
@@ -776,13 +770,7 @@ async fn add_comment(
         let Some(m) = word.strip_prefix('@') else { continue };
         let m = m.trim_end_matches(|c: char| !c.is_alphanumeric()).to_lowercase();
         if let Some(u) = caller.ws.users.iter().find(|u| u.email.eq_ignore_ascii_case(&m)) {
-            let them = Caller {
-                email: u.email.to_lowercase(),
-                name: u.name.clone(),
-                role: u.role,
-                teams: caller.ws.teams_of(&u.email),
-                ws: caller.ws.clone(),
-            };
+            let them = Caller::of(u, &caller.ws);
             if them.can_see(&inbox) && !mentions.contains(&them.email) {
                 mentions.push(them.email);
             }

@@ -138,6 +138,17 @@ pub struct Caller {
 }
 
 impl Caller {
+    /// A workspace user as a caller (the token's user, or someone the caller names).
+    pub fn of(user: &mailroom_core::workspace::User, ws: &Arc<Workspace>) -> Caller {
+        Caller {
+            email: user.email.to_lowercase(),
+            name: user.name.clone(),
+            role: user.role,
+            teams: ws.teams_of(&user.email),
+            ws: ws.clone(),
+        }
+    }
+
     pub fn is_admin(&self) -> bool {
         self.role == Role::Admin
     }
@@ -185,13 +196,7 @@ impl FromRequestParts<Arc<ApiState>> for Caller {
         let Some(user) = ws.users.iter().find(|u| u.email.eq_ignore_ascii_case(&email)) else {
             return Err(ApiError::Forbidden(format!("{email} is not a user of this workspace")));
         };
-        Ok(Caller {
-            email: user.email.to_lowercase(),
-            name: user.name.clone(),
-            role: user.role,
-            teams: ws.teams_of(&user.email),
-            ws: Arc::new(ws.clone()),
-        })
+        Ok(Caller::of(user, &Arc::new(ws.clone())))
     }
 }
 
