@@ -469,6 +469,7 @@ impl ImapSession {
             .await?
             .map_err(|e| ImapError::protocol("LIST", e))?;
         let names = collect(&host, "LIST", limit, stream).await?;
+        self.confirm("LIST").await?;
         let selectable = |n: &&async_imap::types::Name| !n.attributes().contains(&NameAttribute::NoSelect);
         let inbox = names
             .iter()
@@ -507,6 +508,7 @@ impl ImapSession {
         let set = within(&host, "UID SEARCH", limit, self.session.uid_search(&query))
             .await?
             .map_err(|e| ImapError::protocol("UID SEARCH", e))?;
+        self.confirm("UID SEARCH").await?;
         let mut uids: Vec<u32> = set.into_iter().collect();
         uids.sort_unstable();
         Ok(uids)
@@ -518,7 +520,9 @@ impl ImapSession {
         let stream = within(&host, "FETCH *", limit, self.session.fetch("*", "(UID)"))
             .await?
             .map_err(|e| ImapError::protocol("FETCH *", e))?;
-        Ok(collect(&host, "FETCH *", limit, stream).await?.iter().filter_map(|f| f.uid).max())
+        let max = collect(&host, "FETCH *", limit, stream).await?.iter().filter_map(|f| f.uid).max();
+        self.confirm("FETCH *").await?;
+        Ok(max)
     }
 
     /// Messages with a UID above `last_uid`, ascending. `UID FETCH n:*` always returns the
@@ -537,6 +541,7 @@ impl ImapSession {
         .await?
         .map_err(|e| ImapError::protocol(what, e))?;
         let fetches = collect(&host, what, limit, stream).await?;
+        self.confirm(what).await?;
         let mut by_uid = BTreeMap::new();
         for f in &fetches {
             if let Some(uid) = f.uid.filter(|u| *u > last_uid) {
@@ -618,12 +623,50 @@ impl ImapSession {
             }
         }
         drop(stream);
-        let alive = match within(&host, "NOOP", limit, self.session.noop()).await {
-            Ok(Ok(())) => None,
-            Ok(Err(e)) => Some(ImapError::ConnectionLost { what: format!("{what} ({e})") }),
-            Err(e) => Some(e),
-        };
+        let alive = self.confirm(what).await.err();
         (out, alive)
+    }
+
+    /// Fails unless the connection still answers: async-imap ends a SEARCH or FETCH
+    /// answer quietly at end of file, so an empty or short answer is only believed once a
+    /// NOOP after it comes back (an empty backfill taken from a dropped connection would
+    /// otherwise move the cursor past mail we never read).
+    async fn confirm(&mut self, what: &str) -> Result<(), ImapError> {
+        let (host, limit) = (self.host.clone(), self.command_timeout);
+        within(&host, "NOOP", limit, self.noop_answered())
+            .await?
+            .map_err(|e| ImapError::ConnectionLost { what: format!("{what} ({e})") })
+    }
+
+    /// A NOOP that counts only when its own tagged OK arrives. async-imap's `noop` returns
+    /// `Ok` at end of file (it reads until the stream ends or the tag appears), so after a
+    /// `* BYE` the server's close could pass for a live connection when the close won the
+    /// race against our NOOP; this reads the answer itself.
+    async fn noop_answered(&mut self) -> Result<(), String> {
+        use async_imap::imap_proto::{Response, Status};
+        let id = self.session.run_command("NOOP").await.map_err(|e| e.to_string())?;
+        loop {
+            let resp = match self.session.read_response().await {
+                Ok(Some(r)) => r,
+                Ok(None) => return Err("the server closed the connection".into()),
+                Err(e) => return Err(e.to_string()),
+            };
+            match resp.parsed() {
+                Response::Done { tag, status, outcome } if *tag == id => {
+                    return match status {
+                        Status::Ok => Ok(()),
+                        other => Err(format!(
+                            "NOOP answered {other:?}: {}",
+                            outcome.information.as_deref().unwrap_or("")
+                        )),
+                    };
+                }
+                Response::Data { status: Status::Bye, outcome } => {
+                    return Err(format!("BYE {}", outcome.information.as_deref().unwrap_or("")));
+                }
+                _ => {}
+            }
+        }
     }
 
     /// APPENDs a message we sent to `folder`, marked `\Seen` (what a mail client does after
@@ -678,6 +721,66 @@ mod tests {
         let e = auth_error("u", Error::No("[PRIVACYREQUIRED] Plaintext authentication disallowed".into()));
         assert!(matches!(e, ImapError::EncryptionRequired { .. }) && e.is_terminal());
         assert!(!auth_error("u", Error::ConnectionLost).is_terminal());
+    }
+
+    /// A server that logs in and opens INBOX, then answers the next command with
+    /// `* BYE` (or nothing) and closes its side, the way dovecot does on a message it
+    /// cannot read.
+    async fn server_that_drops_after_examine(bye: bool) -> u16 {
+        use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            let (sock, _) = listener.accept().await.unwrap();
+            let (r, mut w) = sock.into_split();
+            let mut lines = BufReader::new(r).lines();
+            w.write_all(b"* OK [CAPABILITY IMAP4rev1] ready\r\n").await.unwrap();
+            while let Ok(Some(line)) = lines.next_line().await {
+                let (tag, cmd) = line.split_once(' ').unwrap();
+                let reply = if cmd.starts_with("LOGIN") {
+                    format!("{tag} OK logged in\r\n")
+                } else if cmd.starts_with("EXAMINE") {
+                    format!(
+                        "* 3 EXISTS\r\n* OK [UIDVALIDITY 7] ok\r\n* OK [UIDNEXT 4] ok\r\n{tag} OK [READ-ONLY] done\r\n"
+                    )
+                } else {
+                    if bye {
+                        w.write_all(b"* BYE FETCH failed\r\n").await.unwrap();
+                    }
+                    // Half-close: the client sees end of file, and whatever it writes
+                    // next is still read here, so no reset tells it anything sooner.
+                    w.shutdown().await.unwrap();
+                    while let Ok(Some(_)) = lines.next_line().await {}
+                    return;
+                };
+                w.write_all(reply.as_bytes()).await.unwrap();
+            }
+        });
+        port
+    }
+
+    #[tokio::test]
+    async fn an_answer_cut_off_by_a_closed_connection_is_an_error_not_an_empty_result() {
+        let creds = Credentials::Password { user: "u".into(), password: "p".into() };
+        for bye in [true, false] {
+            let ep = Endpoint::new("127.0.0.1", server_that_drops_after_examine(bye).await, Security::None);
+            let mut s = ImapSession::connect(&ep, &creds).await.unwrap();
+            assert_eq!(s.examine("INBOX").await.unwrap().uid_validity, 7);
+            let day = NaiveDate::from_ymd_opt(2026, 1, 1).unwrap();
+            let e = s.uids_since(day).await.expect_err("an empty SEARCH from a dead connection");
+            assert!(matches!(e, ImapError::ConnectionLost { .. }), "{e:?}");
+
+            let ep = Endpoint::new("127.0.0.1", server_that_drops_after_examine(bye).await, Security::None);
+            let mut s = ImapSession::connect(&ep, &creds).await.unwrap();
+            s.examine("INBOX").await.unwrap();
+            assert!(s.messages_after(0).await.is_err(), "bye={bye}");
+
+            let ep = Endpoint::new("127.0.0.1", server_that_drops_after_examine(bye).await, Security::None);
+            let mut s = ImapSession::connect(&ep, &creds).await.unwrap();
+            s.examine("INBOX").await.unwrap();
+            let b = s.bodies(&[1, 2]).await;
+            assert!(b.got.is_empty() && b.broken.is_some(), "bye={bye}: {:?}", b.broken);
+        }
     }
 
     #[test]
