@@ -217,6 +217,10 @@ fn concrete(w: &World, method: &str, template: &str, conv: &str) -> (String, Opt
         ("put", "/admin/inboxes/{address}/signature") => Some(json!({"signature": "Scratch team"})),
         ("put", "/admin/inboxes/{address}/tickets") => Some(json!({"enabled": true, "pipeline": "support"})),
         ("post", "/admin/inboxes/{address}/connect") => Some(json!({"provider": "gmail"})),
+        // Nothing listens on port 1: the login check fails, and nothing is stored.
+        ("post", "/admin/inboxes/{address}/imap") => {
+            Some(json!({"host": "127.0.0.1", "port": 1, "security": "none", "user": "x", "password": "y"}))
+        }
         ("put", "/admin/users/{email}") => Some(json!({"email": "x", "name": "Temp"})),
         ("put", "/admin/teams/{id}") => Some(json!({"id": "x", "members": []})),
         ("put", "/admin/pipelines/{id}") => Some(json!({"id": "x", "stages": [{"id": "one"}]})),
@@ -226,6 +230,8 @@ fn concrete(w: &World, method: &str, template: &str, conv: &str) -> (String, Opt
         ("put", "/admin/sla") => Some(json!({"sla_policies": [], "calendars": []})),
         ("post", "/conversations/{id}/assignment") => Some(json!({"assignee": "bob@acme.test"})),
         ("post", "/conversations/{id}/ticket/stage") => Some(json!({"stage": "waiting"})),
+        ("post", "/conversations/{id}/ticket") => Some(json!({})),
+        ("patch", "/me/settings") => Some(json!({"available": true})),
         ("post", "/conversations/{id}/comments") => Some(json!({"body": "looking into it @bob@acme.test"})),
         ("post", "/conversations/{id}/replies") => {
             Some(json!({"text": "We are on it.", "request_id": "matrix-1"}))
@@ -244,8 +250,11 @@ fn expected(who: &str, method: &str, template: &str) -> &'static [u16] {
         "none" | "expired" | "other-issuer" | "other-key" => &[401],
         "admin" if template == "/deals/{id}" => &[404],
         "admin" if template == "/admin/inboxes/{address}/connect" => &[409], // no OAuth client configured
+        "admin" if template == "/admin/inboxes/{address}/imap" => &[422],    // no IMAP server there
         "admin" if method == "delete" => &[204],
         _ if template == "/conversations/{id}/replies" && who != "outsider" => &[202],
+        // Ticket automation already made the support conversation's ticket.
+        _ if template == "/conversations/{id}/ticket" && who != "outsider" => &[409],
         "admin" => &[200, 201],
         _ if admin_only => &[403],
         "outsider" if conv_scoped => &[404],
@@ -262,14 +271,14 @@ async fn permission_matrix_over_every_endpoint() {
     let paths = doc["paths"].as_object().expect("paths");
     let mut ops: Vec<(String, String)> = Vec::new();
     for (p, item) in paths {
-        for m in ["get", "put", "post", "delete"] {
+        for m in ["get", "put", "patch", "post", "delete"] {
             if item.get(m).is_some() {
                 ops.push((m.to_string(), p.clone()));
             }
         }
     }
     // Writes before deletes, so each delete has its scratch object.
-    let rank = |m: &str| ["get", "put", "post", "delete"].iter().position(|x| *x == m).unwrap();
+    let rank = |m: &str| ["get", "put", "patch", "post", "delete"].iter().position(|x| *x == m).unwrap();
     ops.sort_by_key(|(m, p)| (rank(m), p.clone()));
     assert!(ops.len() >= 40, "only {} operations in /openapi.json", ops.len());
     let mut table = Vec::new();
@@ -522,4 +531,174 @@ async fn agent_actions_and_admin_edits() {
     assert_eq!(st, StatusCode::FORBIDDEN, "{body}");
     let (st, _) = w.call("admin", Method::DELETE, &format!("/admin/users/{ADMIN}"), None).await;
     assert_eq!(st, StatusCode::UNPROCESSABLE_ENTITY);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tickets_by_hand_for_conversations_automation_left_without_one() {
+    let w = world().await;
+    // billing@ has no ticket automation: its conversation has no ticket. Carl is its member.
+    let path = |p: &str| format!("/conversations/{}{p}", w.billing_conv);
+    let (st, d) = w.call("outsider", Method::GET, &path(""), None).await;
+    assert_eq!((st, &d["ticket"]), (StatusCode::OK, &Value::Null), "{d}");
+
+    for (body, why) in [
+        (json!({"stage": "nope"}), "no such stage"),
+        (json!({"pipeline": "sales"}), "no such pipeline"),
+        (json!({"owner": "x"}), "unknown field"),
+    ] {
+        let (st, p) = w.call("outsider", Method::POST, &path("/ticket"), Some(&body)).await;
+        assert!(st == StatusCode::UNPROCESSABLE_ENTITY || st == StatusCode::BAD_REQUEST, "{why}: {st} {p}");
+        assert!(p["detail"].is_string(), "{why}: {p}");
+    }
+    let (_, d) = w.call("outsider", Method::GET, &path(""), None).await;
+    assert_eq!(d["ticket"], Value::Null, "a refused request created a ticket: {d}");
+    // Bob cannot see billing@: 404, as if it did not exist.
+    let (st, _) = w.call("member", Method::POST, &path("/ticket"), Some(&json!({}))).await;
+    assert_eq!(st, StatusCode::NOT_FOUND);
+
+    // Defaults: the only pipeline, its first stage.
+    let (st, t) = w.call("outsider", Method::POST, &path("/ticket"), Some(&json!({}))).await;
+    assert_eq!(st, StatusCode::CREATED, "{t}");
+    assert_eq!(
+        (t["pipeline"].as_str(), t["stage"].as_str(), t["status"].as_str()),
+        (Some("support"), Some("new"), Some("open")),
+        "{t}"
+    );
+    let (st, p) =
+        w.call("outsider", Method::POST, &path("/ticket"), Some(&json!({"stage": "waiting"}))).await;
+    assert_eq!(st, StatusCode::CONFLICT, "one ticket per conversation: {p}");
+
+    let (_, d) = w.call("outsider", Method::GET, &path(""), None).await;
+    assert_eq!(d["ticket"]["id"], t["id"], "{d}");
+    let events = d["events"].as_array().expect("events");
+    let created: Vec<_> = events.iter().filter(|e| e["type"] == "ticket_created").collect();
+    assert_eq!(created.len(), 1, "{events:?}");
+    let (_, list) = w.call("outsider", Method::GET, "/tickets", None).await;
+    assert!(list.to_string().contains(t["id"].as_str().unwrap()), "{list}");
+    let (_, list) = w.call("member", Method::GET, "/tickets", None).await;
+    assert!(!list.to_string().contains(t["id"].as_str().unwrap()), "bob sees billing's ticket: {list}");
+
+    // It behaves like an automatic one: a closed stage closes the conversation.
+    let (st, _) =
+        w.call("outsider", Method::POST, &path("/ticket/stage"), Some(&json!({"stage": "done"}))).await;
+    assert_eq!(st, StatusCode::OK);
+    let (_, d) = w.call("outsider", Method::GET, &path(""), None).await;
+    assert_eq!(
+        (d["status"].as_str(), d["ticket"]["status"].as_str()),
+        (Some("closed"), Some("closed")),
+        "{d}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_user_changes_their_own_settings_and_nothing_else() {
+    let w = world().await;
+    let (st, mine) = w.call("member", Method::GET, "/me/settings", None).await;
+    assert_eq!(st, StatusCode::OK, "{mine}");
+    assert_eq!(mine["signature"], "Bob\nSupport");
+    assert_eq!(
+        (mine["available"].as_bool(), mine["notifications"]["mention"].as_str()),
+        (Some(true), Some("email"))
+    );
+
+    let change = json!({"available": false, "signature": null, "notifications": {"mention": "none"}});
+    let (st, after) = w.call("member", Method::PATCH, "/me/settings", Some(&change)).await;
+    assert_eq!(st, StatusCode::OK, "{after}");
+    let (_, mine) = w.call("member", Method::GET, "/me/settings", None).await;
+    assert_eq!(mine, after);
+    assert_eq!((mine["available"].as_bool(), &mine["signature"]), (Some(false), &Value::Null), "{mine}");
+    assert_eq!(mine["notifications"]["mention"], "none");
+    assert_eq!(mine["notifications"]["assigned"], "email", "a kind left out keeps its value");
+    assert_eq!(mine["name"], "Bob Member", "a field left out keeps its value");
+
+    // The workspace model the admin reads is what changed, for Bob only.
+    let (_, ws) = w.call("admin", Method::GET, "/admin/workspace", None).await;
+    let users = ws["workspace"]["users"].as_array().expect("users");
+    let bob = users.iter().find(|u| u["email"] == MEMBER).expect("bob");
+    assert_eq!(
+        (bob["available"].as_bool(), bob["notifications"]["mention"].as_str()),
+        (Some(false), Some("none")),
+        "{bob}"
+    );
+    assert!(bob.get("signature").is_none_or(Value::is_null), "{bob}");
+    assert_eq!(bob["role"], "agent");
+    let carl = users.iter().find(|u| u["email"] == OUTSIDER).expect("carl");
+    assert_eq!(carl["available"], true, "{carl}");
+
+    // Nothing but those fields: no role, no teams; an empty name is refused.
+    for (body, why) in [
+        (json!({"role": "admin"}), "role"),
+        (json!({"teams": ["support"]}), "teams"),
+        (json!({"name": " "}), "empty name"),
+    ] {
+        let (st, p) = w.call("member", Method::PATCH, "/me/settings", Some(&body)).await;
+        assert!(st == StatusCode::UNPROCESSABLE_ENTITY || st == StatusCode::BAD_REQUEST, "{why}: {st} {p}");
+    }
+    let (st, _) = w.call("member", Method::GET, "/admin/workspace", None).await;
+    assert_eq!(st, StatusCode::FORBIDDEN, "bob is still an agent");
+    // An admin changing their own settings keeps the admin role.
+    let (st, p) = w.call("admin", Method::PATCH, "/me/settings", Some(&json!({"available": false}))).await;
+    assert_eq!(st, StatusCode::OK, "{p}");
+    let (st, _) = w.call("admin", Method::GET, "/admin/workspace", None).await;
+    assert_eq!(st, StatusCode::OK);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cors_only_for_the_configured_origins() {
+    let data = tempfile::tempdir().unwrap();
+    let ws = data.path().join("workspace.toml");
+    std::fs::write(&ws, WORKSPACE).unwrap();
+    mailroom_ok(data.path(), &["apply", ws.to_str().unwrap()]);
+    let serve =
+        Serve::start(data, &[("MAILROOM_CORS_ORIGINS", "https://app.acme.test, http://localhost:5173")]);
+    let token = String::from_utf8(mailroom_ok(serve.data(), &["token", MEMBER])).unwrap().trim().to_string();
+    let http = reqwest::Client::new();
+    let preflight = |origin: &str| {
+        http.request(Method::OPTIONS, serve.url("/conversations"))
+            .header("Origin", origin)
+            .header("Access-Control-Request-Method", "PATCH")
+            .header("Access-Control-Request-Headers", "authorization, content-type, idempotency-key")
+            .send()
+    };
+    let r = preflight("https://app.acme.test").await.unwrap();
+    assert!(r.status().is_success(), "{}\n{}", r.status(), serve.log_tail());
+    let h = r.headers();
+    assert_eq!(h["access-control-allow-origin"], "https://app.acme.test");
+    let methods = h["access-control-allow-methods"].to_str().unwrap().to_string();
+    assert!(methods.contains("PATCH") && methods.contains("DELETE"), "{methods}");
+    let headers = h["access-control-allow-headers"].to_str().unwrap().to_lowercase();
+    assert!(headers.contains("authorization") && headers.contains("idempotency-key"), "{headers}");
+
+    // Another origin gets no permission; the server still answers same-origin callers.
+    let r = preflight("https://evil.test").await.unwrap();
+    assert!(r.headers().get("access-control-allow-origin").is_none(), "{:?}", r.headers());
+    let r = http
+        .get(serve.url("/me"))
+        .header("Origin", "http://localhost:5173")
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.headers()["access-control-allow-origin"], "http://localhost:5173");
+    let r = http
+        .get(serve.url("/me"))
+        .header("Origin", "https://evil.test")
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK, "CORS is the browser's check, not an authorisation");
+    assert!(r.headers().get("access-control-allow-origin").is_none());
+
+    // A malformed setting stops serve with a clear message instead of running without CORS.
+    let data = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(mailroom_tests::bin("mailroom"))
+        .args(["--data", data.path().to_str().unwrap(), "serve", "--port", "0"])
+        .env("MAILROOM_CORS_ORIGINS", "https://app.acme.test/path")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("MAILROOM_CORS_ORIGINS") && err.contains("is not an origin"), "{err}");
 }

@@ -620,3 +620,88 @@ fn serve_polls_on_its_schedule() {
     }
     assert_eq!(status(data.path())["state"], "connected");
 }
+
+/// An admin connects an inbox over IMAP through the HTTP API; serve's poll then brings its
+/// mail in. Refused logins store nothing, and only admins may.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_connects_imap_through_the_api() {
+    let dv = Dovecot::start();
+    let (id, raw) = customer_mail(1);
+    dv.save("INBOX", &raw);
+    let data = tempfile::tempdir().unwrap();
+    let ws = data.path().join("workspace.toml");
+    std::fs::write(
+        &ws,
+        format!(
+            "name = \"IMAP API\"\n[[users]]\nemail = \"ann@acme.test\"\nname = \"Ann\"\nrole = \"admin\"\n\n\
+             [[users]]\nemail = \"bob@acme.test\"\nname = \"Bob\"\n\n\
+             [[inboxes]]\naddress = \"{INBOX}\"\nmembers = {{ users = [\"bob@acme.test\"] }}\n"
+        ),
+    )
+    .unwrap();
+    mailroom_ok(data.path(), &["apply", ws.to_str().unwrap()]);
+    let serve = mailroom_tests::serve::Serve::start(data, &[("MAILROOM_IMAP_POLL_SECONDS", "1")]);
+    let token =
+        |u: &str| String::from_utf8(mailroom_ok(serve.data(), &["token", u])).unwrap().trim().to_string();
+    let (admin, agent) = (token("ann@acme.test"), token("bob@acme.test"));
+    let http = reqwest::Client::new();
+    let url = serve.url(&format!("/admin/inboxes/{INBOX}/imap"));
+    let body = |password: &str| {
+        serde_json::json!({
+            "host": "127.0.0.1", "port": dv.port_tls, "security": "tls", "user": dv.user,
+            "password": password, "ca_pem": dv.ca_pem(),
+            "smtp": {"host": "127.0.0.1", "port": 2525, "security": "none"}
+        })
+    };
+    let post = |tok: &str, b: Value| http.post(&url).bearer_auth(tok.to_string()).json(&b).send();
+    let get_json = |tok: &str, path: &str| {
+        let rq = http.get(serve.url(path)).bearer_auth(tok.to_string());
+        async move { rq.send().await.unwrap().json::<Value>().await.unwrap() }
+    };
+
+    let r = post(&agent, body(&dv.password)).await.unwrap();
+    assert_eq!(r.status(), reqwest::StatusCode::FORBIDDEN);
+    let r = post(&admin, body("wrong password")).await.unwrap();
+    assert_eq!(r.status(), reqwest::StatusCode::UNPROCESSABLE_ENTITY);
+    let p: Value = r.json().await.unwrap();
+    assert!(p["detail"].as_str().unwrap().contains("cannot connect"), "{p}");
+    assert!(!p.to_string().contains("wrong password"), "the password is echoed: {p}");
+    let conns = get_json(&admin, "/admin/connections").await;
+    assert_eq!(conns.as_array().map(Vec::len), Some(0), "a refused login stored a connection: {conns}");
+    let r = post(&admin, body(&dv.password)).await.unwrap();
+    assert_eq!(r.status(), reqwest::StatusCode::OK, "{}", serve.log_tail());
+    let c: Value = r.json().await.unwrap();
+    assert_eq!((c["inbox_folder"].as_str(), c["sent_folder"].as_str()), (Some("INBOX"), Some("Sent")), "{c}");
+
+    // The connection is listed, healthy; the password appears nowhere.
+    let conns = get_json(&admin, "/admin/connections").await;
+    let text = conns.to_string();
+    assert!(text.contains("\"imap\"") && !text.contains(&dv.password), "{conns}");
+    assert_eq!(conns[0]["state"], "connected", "{conns}");
+
+    // serve's scheduled poll brings the message in.
+    let t = Instant::now();
+    loop {
+        let list = get_json(&agent, "/conversations").await;
+        let mut ids = Vec::new();
+        for c in list["items"].as_array().unwrap() {
+            let d = get_json(&agent, &format!("/conversations/{}", c["id"].as_str().unwrap())).await;
+            ids.extend(
+                d["messages"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|m| m["message_id"].as_str().unwrap().to_string()),
+            );
+        }
+        if ids.contains(&id) {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "serve never polled the message in: {ids:?}\n{}",
+            serve.log_tail()
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}

@@ -48,10 +48,7 @@ pub async fn connect_imap(data: &Path, a: ConnectArgs) -> Result<()> {
         ),
         None => None,
     };
-    let port = a.port.unwrap_or(match a.security {
-        Security::Tls => 993,
-        Security::Starttls | Security::None => 143,
-    });
+    let port = a.port.unwrap_or(a.security.default_port());
     let settings = ImapSettings {
         host: a.host,
         port,

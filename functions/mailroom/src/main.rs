@@ -339,14 +339,10 @@ async fn main() -> Result<()> {
                     json,
                 },
         } => {
-            use mailroom_app::imap_poll::{SmtpSecurity, SmtpSettings};
+            use mailroom_app::imap_poll::SmtpSettings;
             let smtp = smtp_host.map(|host| SmtpSettings {
                 host,
-                port: smtp_port.unwrap_or(match smtp_security {
-                    SmtpSecurity::Tls => 465,
-                    SmtpSecurity::Starttls => 587,
-                    SmtpSecurity::None => 25,
-                }),
+                port: smtp_port.unwrap_or(smtp_security.default_port()),
                 security: smtp_security,
                 user: smtp_user,
                 append_sent: !no_sent_append,

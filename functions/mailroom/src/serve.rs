@@ -24,6 +24,8 @@ struct AppState {
 }
 
 pub async fn run(data: &Path, bind: &str, port: u16) -> Result<()> {
+    // Settings first, so a bad one stops serve before anything starts.
+    let cors = mailroom_app::api::cors_from_env()?;
     let ports = Ports::embedded(data)?;
     let listener = tokio::net::TcpListener::bind((bind, port))
         .await
@@ -134,6 +136,10 @@ pub async fn run(data: &Path, bind: &str, port: u16) -> Result<()> {
         .merge(mailroom_app::api::router(Arc::new(api)))
         .merge(mailroom_app::track::router(ports.clone()))
         .merge(mailroom_app::forms::router(ports.clone()));
+    let app = match cors {
+        Some(cors) => app.layer(cors),
+        None => app,
+    };
     tracing::info!(addr = %listener.local_addr()?, data = %data.display(), "mailroom serve is up");
     // The peer address is the tracking routes' client IP when no proxy sets X-Forwarded-For.
     axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>())

@@ -21,6 +21,33 @@ pub fn ticket_key(conversation: &str) -> Key {
 }
 pub const TICKETS_INDEX_PK: &str = "tickets";
 
+/// A new open ticket of conversation `root` (its item `conv`) in `pipeline` at `stage`,
+/// owned like the conversation; the caller adds what created it and puts it with
+/// `Cond::NotExists` (one ticket per conversation).
+pub fn new_ticket(
+    root: &str,
+    conv: &mailroom_store::Item,
+    pipeline: &str,
+    stage: &str,
+    now: &str,
+) -> mailroom_store::Item {
+    let mut item = ticket_key(root).item();
+    item.insert("id".into(), json!(format!("t{}", root.get(1..).unwrap_or_default())));
+    item.insert("conversation".into(), json!(root));
+    item.insert("pipeline".into(), json!(pipeline));
+    item.insert("stage".into(), json!(stage));
+    item.insert("status".into(), json!("open"));
+    for (field, from) in
+        [("owner", "assignee"), ("team", "team"), ("priority", "priority"), ("inbox", "inbox")]
+    {
+        item.insert(field.into(), conv.get(from).cloned().unwrap_or(Value::Null));
+    }
+    item.insert("created_at".into(), json!(now));
+    item.insert("gsi1pk".into(), json!(TICKETS_INDEX_PK));
+    item.insert("gsi1sk".into(), json!(format!("{now}#{root}")));
+    item
+}
+
 pub struct TicketHandler {
     ports: Ports,
     config: WorkspaceCache,
@@ -107,20 +134,8 @@ impl TicketHandler {
         match table.get(&key).await? {
             None => {
                 let now = self.ports.clock.now().to_rfc3339();
-                let mut item = key.item();
-                item.insert("id".into(), json!(format!("t{}", &root.id[1..])));
-                item.insert("conversation".into(), json!(root.id));
-                item.insert("pipeline".into(), json!(pipeline.id));
-                item.insert("stage".into(), json!(stage));
-                item.insert("status".into(), json!("open"));
-                item.insert("owner".into(), root.item.get("assignee").cloned().unwrap_or(Value::Null));
-                item.insert("team".into(), root.item.get("team").cloned().unwrap_or(Value::Null));
-                item.insert("priority".into(), root.item.get("priority").cloned().unwrap_or(Value::Null));
-                item.insert("inbox".into(), json!(inbox));
+                let mut item = new_ticket(&root.id, &root.item, &pipeline.id, &stage, &now);
                 item.insert("created_by_message".into(), json!(ptr.message_id));
-                item.insert("created_at".into(), json!(now));
-                item.insert("gsi1pk".into(), json!(TICKETS_INDEX_PK));
-                item.insert("gsi1sk".into(), json!(format!("{now}#{}", root.id)));
                 match table.put(item, Some(Cond::NotExists)).await {
                     Ok(()) => {
                         tracing::info!(conversation = %root.id, pipeline = %pipeline.id, stage, "ticket created")

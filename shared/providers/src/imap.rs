@@ -43,6 +43,14 @@ pub enum Security {
 }
 
 impl Security {
+    /// 993 for implicit TLS, 143 otherwise.
+    pub fn default_port(self) -> u16 {
+        match self {
+            Security::Tls => 993,
+            Security::Starttls | Security::None => 143,
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Security::Tls => "tls",

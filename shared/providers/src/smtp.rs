@@ -21,6 +21,17 @@ pub enum SmtpSecurity {
     None,
 }
 
+impl SmtpSecurity {
+    /// 465 for implicit TLS, 587 (submission) with STARTTLS, 25 without.
+    pub fn default_port(self) -> u16 {
+        match self {
+            SmtpSecurity::Tls => 465,
+            SmtpSecurity::Starttls => 587,
+            SmtpSecurity::None => 25,
+        }
+    }
+}
+
 impl std::str::FromStr for SmtpSecurity {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {

@@ -43,6 +43,7 @@ pub fn routes() -> OpenApiRouter<Arc<ApiState>> {
         .routes(routes!(get_sla, put_sla))
         .routes(routes!(list_connections))
         .routes(routes!(connect_inbox))
+        .routes(routes!(connect_imap))
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -90,12 +91,17 @@ fn apply_error(e: anyhow::Error) -> ApiError {
 /// Validates and applies `ws` on top of `version`. An edit that would leave the caller
 /// without the admin role is refused: no admin can lock themselves (and maybe everyone)
 /// out through the API; `mailroom apply` remains the way to do it on purpose.
-async fn commit(st: &ApiState, caller: &Caller, mut ws: Workspace, version: u64) -> ApiResult<ApplySummary> {
+pub(super) async fn commit(
+    st: &ApiState,
+    caller: &Caller,
+    mut ws: Workspace,
+    version: u64,
+) -> ApiResult<ApplySummary> {
     ws.normalize();
     let still_admin = ws.users.iter().any(|u| {
         u.email.eq_ignore_ascii_case(&caller.email) && u.role == mailroom_core::workspace::Role::Admin
     });
-    if !still_admin {
+    if caller.is_admin() && !still_admin {
         return Err(ApiError::Invalid(
             format!("the change would take the admin role from {}, who makes it: refused", caller.email),
             vec![],
@@ -547,6 +553,15 @@ pub struct ConnectBody {
     pub provider: String,
 }
 
+/// The workspace inbox an admin connects.
+fn inbox_to_connect(caller: &Caller, address: &str) -> ApiResult<mailroom_core::EmailAddress> {
+    caller.require_admin()?;
+    if !caller.ws.inboxes.iter().any(|i| i.address.eq_ignore_ascii_case(address)) {
+        return Err(ApiError::NotFound(format!("no inbox {address}")));
+    }
+    mailroom_core::EmailAddress::parse(address).map_err(|e| ApiError::BadRequest(format!("{address}: {e}")))
+}
+
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ConnectStart {
     /// Send the mailbox owner's browser here; the provider returns to `/oauth/callback`.
@@ -564,23 +579,121 @@ async fn connect_inbox(
     J(body): J<ConnectBody>,
 ) -> ApiResult<Json<ConnectStart>> {
     use crate::connections::Provider;
-    caller.require_admin()?;
+    let inbox = inbox_to_connect(&caller, &address)?;
     let provider = match body.provider.as_str() {
         "gmail" => Provider::Gmail,
         "graph" | "microsoft" => Provider::Graph,
         other => return Err(ApiError::BadRequest(format!("provider {other:?}: use gmail or graph"))),
     };
-    if !caller.ws.inboxes.iter().any(|i| i.address.eq_ignore_ascii_case(&address)) {
-        return Err(ApiError::NotFound(format!("no inbox {address}")));
-    }
-    let inbox = mailroom_core::EmailAddress::parse(&address)
-        .map_err(|e| ApiError::BadRequest(format!("{address}: {e}")))?;
     match crate::oauth::start(&st.ports, &st.providers, provider, &inbox).await {
         Ok(url) => {
             st.ports.flush()?;
             Ok(Json(ConnectStart { authorize_url: url }))
         }
         Err(e @ crate::oauth::OAuthError::NotConfigured(..)) => Err(ApiError::Conflict(e.to_string())),
+        Err(e) => Err(ApiError::Internal(e.into())),
+    }
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ImapConnectBody {
+    pub host: String,
+    /// Default: 993 with `tls`, 143 otherwise.
+    pub port: Option<u16>,
+    /// `tls` (default), `starttls` or `none` (trusted networks only).
+    #[schema(value_type = Option<String>)]
+    pub security: Option<crate::imap_poll::Security>,
+    pub user: String,
+    /// Checked by logging in, then sealed; never shown again.
+    pub password: String,
+    /// How many days back the first poll reads (default 14).
+    pub backfill_days: Option<u32>,
+    /// PEM certificates to trust besides the public roots (a private CA).
+    pub ca_pem: Option<String>,
+    /// Where replies are submitted; without it the inbox cannot send.
+    pub smtp: Option<SmtpBody>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SmtpBody {
+    pub host: String,
+    /// Default: 465 with `tls`, 587 with `starttls`, 25 with `none`.
+    pub port: Option<u16>,
+    /// `starttls` (default), `tls` or `none`.
+    #[schema(value_type = Option<String>)]
+    pub security: Option<crate::imap_poll::SmtpSecurity>,
+    /// The SMTP login, when it is not the IMAP one.
+    pub user: Option<String>,
+    /// APPEND sent replies to the Sent folder (default true; false for servers that file
+    /// submitted mail themselves, such as Gmail and Microsoft 365).
+    pub append_sent: Option<bool>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ImapConnected {
+    pub inbox: String,
+    pub inbox_folder: String,
+    /// Absent: the server marks no folder `\Sent`, so Sent copies are not read.
+    pub sent_folder: Option<String>,
+    /// Same server and user as before: polling resumes where it stopped.
+    pub cursors_kept: bool,
+}
+
+/// Connect an inbox over IMAP (and SMTP for replies)
+///
+/// Logs in first: refused credentials, an unreachable server or a certificate problem
+/// answer 422 with the server's reason, and nothing is stored. Then the settings and the
+/// sealed password are stored and the scheduled poll picks the inbox up. Connecting again
+/// with a new password keeps the sync position when the server and user are the same.
+#[utoipa::path(post, path = "/admin/inboxes/{address}/imap", tag = "admin", params(("address" = String, Path, description = "Inbox address")),
+    request_body = ImapConnectBody,
+    responses((status = 200, body = ImapConnected), (status = 404, body = super::Problem), (status = 422, body = super::Problem)))]
+async fn connect_imap(
+    State(st): State<Arc<ApiState>>,
+    caller: Caller,
+    P(address): P<String>,
+    J(body): J<ImapConnectBody>,
+) -> ApiResult<Json<ImapConnected>> {
+    use crate::imap_poll::{
+        self, ImapSettings, PollError, PollOptions, Security, SmtpSecurity, SmtpSettings,
+    };
+    let inbox = inbox_to_connect(&caller, &address)?;
+    if body.host.trim().is_empty() || body.user.trim().is_empty() || body.password.is_empty() {
+        return Err(ApiError::Invalid("host, user and password are required".into(), vec![]));
+    }
+    let security = body.security.unwrap_or(Security::Tls);
+    let smtp = body.smtp.map(|m| {
+        let security = m.security.unwrap_or(SmtpSecurity::Starttls);
+        SmtpSettings {
+            host: m.host,
+            port: m.port.unwrap_or(security.default_port()),
+            security,
+            user: m.user,
+            append_sent: m.append_sent.unwrap_or(true),
+        }
+    });
+    let settings = ImapSettings {
+        host: body.host,
+        port: body.port.unwrap_or(security.default_port()),
+        security,
+        user: body.user,
+        backfill_days: body.backfill_days.unwrap_or(imap_poll::DEFAULT_BACKFILL_DAYS),
+        ca_pem: body.ca_pem,
+        smtp,
+    };
+    match imap_poll::connect(&st.ports, &inbox, settings, &body.password, &PollOptions::default()).await {
+        Ok(c) => Ok(Json(ImapConnected {
+            inbox: c.inbox,
+            inbox_folder: c.inbox_folder,
+            sent_folder: c.sent_folder,
+            cursors_kept: c.cursors_kept,
+        })),
+        // What the mail server said is for the admin to act on.
+        Err(e @ PollError::Imap(_)) => {
+            Err(ApiError::Invalid(format!("cannot connect {address} over IMAP: {e}"), vec![]))
+        }
         Err(e) => Err(ApiError::Internal(e.into())),
     }
 }

@@ -24,6 +24,7 @@ pub fn routes() -> OpenApiRouter<Arc<ApiState>> {
         .routes(routes!(assign))
         .routes(routes!(close))
         .routes(routes!(reopen))
+        .routes(routes!(create_ticket))
         .routes(routes!(move_stage))
         .routes(routes!(add_comment))
         .routes(routes!(reply))
@@ -664,6 +665,101 @@ async fn reopen(
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewTicketBody {
+    /// Default: the pipeline the routing rule or the inbox's ticket automation names, or
+    /// the workspace's only pipeline.
+    pub pipeline: Option<String>,
+    /// Default: the pipeline's first stage.
+    pub stage: Option<String>,
+}
+
+/// Create the conversation's ticket by hand
+///
+/// For a conversation automation left without one (an inbox without ticket automation,
+/// a rule that said no ticket, mail between colleagues). One ticket per conversation: 409
+/// if it has one. A ticket in a closed stage closes the conversation; one in an open
+/// stage reopens a closed conversation.
+#[utoipa::path(post, path = "/conversations/{id}/ticket", tag = "conversations",
+    params(("id" = String, Path, description = "Conversation id")), request_body = NewTicketBody,
+    responses((status = 201, body = TicketRecord), (status = 404, body = super::Problem), (status = 409, body = super::Problem), (status = 422, body = super::Problem)))]
+async fn create_ticket(
+    State(st): State<Arc<ApiState>>,
+    caller: Caller,
+    P(id): P<String>,
+    J(body): J<NewTicketBody>,
+) -> ApiResult<(StatusCode, Json<TicketRecord>)> {
+    let (root, item) = visible_root(&st, &caller, &id).await?;
+    let ws = &caller.ws;
+    let inbox = s(&item, "inbox").unwrap_or_default();
+    let automation = ws.inboxes.iter().find(|i| i.address.eq_ignore_ascii_case(&inbox)).map(|i| &i.tickets);
+    let Some(pipeline_id) = body
+        .pipeline
+        .clone()
+        .or_else(|| s(&item, "rule_pipeline"))
+        .or_else(|| automation.and_then(|t| t.pipeline.clone()))
+        .or_else(|| match ws.pipelines.as_slice() {
+            [only] => Some(only.id.clone()),
+            _ => None,
+        })
+    else {
+        return Err(ApiError::Invalid("name a pipeline: this conversation's inbox has none".into(), vec![]));
+    };
+    let Some(pipeline) = ws.pipeline(&pipeline_id) else {
+        let ids: Vec<&str> = ws.pipelines.iter().map(|p| p.id.as_str()).collect();
+        return Err(ApiError::Invalid(
+            format!("there is no pipeline {pipeline_id:?}; the pipelines are {}", ids.join(", ")),
+            vec![],
+        ));
+    };
+    let stage = match &body.stage {
+        Some(wanted) => stage_of(pipeline, wanted)?,
+        None => pipeline
+            .initial_stage()
+            .ok_or_else(|| ApiError::Invalid(format!("pipeline {} has no stages", pipeline.id), vec![]))?,
+    };
+    let now = st.ports.clock.now();
+    let mut t = crate::ticket::new_ticket(&root, &item, &pipeline.id, &stage.id, &now.to_rfc3339());
+    t.insert("created_by".into(), json!(caller.email));
+    if stage.closed {
+        t.insert("status".into(), json!("closed"));
+        t.insert("closed_at".into(), json!(now.to_rfc3339()));
+    }
+    match st.ports.table.put(t, Some(mailroom_store::Cond::NotExists)).await {
+        Ok(()) => {}
+        Err(mailroom_store::StoreError::ConditionFailed) => {
+            return Err(ApiError::Conflict(format!("conversation {root} already has a ticket")));
+        }
+        Err(e) => return Err(e.into()),
+    }
+    // The report refresh records `ticket_created`, as for an automatic ticket.
+    let closed = s(&item, "status").as_deref() == Some("closed");
+    if stage.closed != closed {
+        crate::conversations::set_status(&st.ports, ws, &root, stage.closed, Some(&caller.email), now)
+            .await?;
+    } else {
+        crate::reports::refresh(&st.ports, ws, &root, None).await?;
+    }
+    st.ports.flush()?;
+    let t = st.ports.table.get(&crate::ticket::ticket_key(&root)).await?.unwrap_or_default();
+    Ok((StatusCode::CREATED, Json(ticket_record(&t))))
+}
+
+/// The stage `wanted` of `pipeline`, or 422 naming the stages it has.
+fn stage_of<'p>(
+    pipeline: &'p mailroom_core::workspace::Pipeline,
+    wanted: &str,
+) -> ApiResult<&'p mailroom_core::workspace::Stage> {
+    pipeline.stage(wanted).ok_or_else(|| {
+        let ids: Vec<&str> = pipeline.stages.iter().map(|x| x.id.as_str()).collect();
+        ApiError::Invalid(
+            format!("pipeline {} has no stage {wanted:?}; its stages are {}", pipeline.id, ids.join(", ")),
+            vec![],
+        )
+    })
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
 pub struct StageBody {
     /// A stage of the ticket's pipeline.
     pub stage: String,
@@ -690,17 +786,7 @@ async fn move_stage(
     let Some(pipeline) = caller.ws.pipeline(&pipeline_id) else {
         return Err(ApiError::Conflict(format!("the ticket's pipeline {pipeline_id:?} no longer exists")));
     };
-    let Some(stage) = pipeline.stage(&body.stage) else {
-        let ids: Vec<&str> = pipeline.stages.iter().map(|x| x.id.as_str()).collect();
-        return Err(ApiError::Invalid(
-            format!(
-                "pipeline {pipeline_id} has no stage {:?}; its stages are {}",
-                body.stage,
-                ids.join(", ")
-            ),
-            vec![],
-        ));
-    };
+    let stage = stage_of(pipeline, &body.stage)?;
     let from = s(&ticket, "stage").unwrap_or_default();
     if from != stage.id {
         let now = st.ports.clock.now().to_rfc3339();

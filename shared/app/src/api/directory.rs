@@ -6,7 +6,7 @@
 //! conversations in inboxes the caller may see, tickets only those of such inboxes.
 
 use super::conversations::{TicketRecord, ticket_record};
-use super::{ApiError, ApiResult, ApiState, Caller, P, Q, decode_cursor, encode_cursor};
+use super::{ApiError, ApiResult, ApiState, Caller, J, P, Q, decode_cursor, encode_cursor};
 use crate::keys::item_str as s;
 use axum::extract::State;
 use axum::response::Json;
@@ -22,6 +22,7 @@ use utoipa_axum::routes;
 pub fn routes() -> OpenApiRouter<Arc<ApiState>> {
     OpenApiRouter::new()
         .routes(routes!(me))
+        .routes(routes!(my_settings, change_my_settings))
         .routes(routes!(inboxes))
         .routes(routes!(users))
         .routes(routes!(contacts))
@@ -61,6 +62,137 @@ async fn me(caller: Caller) -> Json<Me> {
         role: role(caller.role),
         teams: caller.teams.clone(),
     })
+}
+
+/// How one kind of notification reaches me.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum NotifyBy {
+    Email,
+    None,
+}
+
+impl From<mailroom_core::workspace::NotifyBy> for NotifyBy {
+    fn from(n: mailroom_core::workspace::NotifyBy) -> NotifyBy {
+        match n {
+            mailroom_core::workspace::NotifyBy::Email => NotifyBy::Email,
+            mailroom_core::workspace::NotifyBy::None => NotifyBy::None,
+        }
+    }
+}
+
+impl From<NotifyBy> for mailroom_core::workspace::NotifyBy {
+    fn from(n: NotifyBy) -> mailroom_core::workspace::NotifyBy {
+        match n {
+            NotifyBy::Email => mailroom_core::workspace::NotifyBy::Email,
+            NotifyBy::None => mailroom_core::workspace::NotifyBy::None,
+        }
+    }
+}
+
+/// My notification choices, one per kind (docs/events.md).
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MyNotifications {
+    pub assigned: Option<NotifyBy>,
+    pub customer_reply: Option<NotifyBy>,
+    pub mention: Option<NotifyBy>,
+    pub sla_breach: Option<NotifyBy>,
+}
+
+/// What every user may change about themselves. In a change, a field left out keeps
+/// its value; `signature: null` removes the signature.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MySettings {
+    pub name: Option<String>,
+    /// Unavailable agents get no new conversations from round-robin or least-loaded
+    /// assignment (out of office).
+    pub available: Option<bool>,
+    /// Added under my replies, above the inbox's signature.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>)]
+    pub signature: Option<Option<String>>,
+    pub notifications: Option<MyNotifications>,
+}
+
+/// Tells `"signature": null` (remove it) from a missing field (keep it).
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<String>>, D::Error> {
+    Option::<String>::deserialize(d).map(Some)
+}
+
+fn settings_of(u: &mailroom_core::workspace::User) -> MySettings {
+    let n = u.notifications;
+    MySettings {
+        name: Some(u.name.clone()),
+        available: Some(u.available),
+        signature: Some(u.signature.clone()),
+        notifications: Some(MyNotifications {
+            assigned: Some(n.assigned.into()),
+            customer_reply: Some(n.customer_reply.into()),
+            mention: Some(n.mention.into()),
+            sla_breach: Some(n.sla_breach.into()),
+        }),
+    }
+}
+
+fn me_in(ws: &mailroom_core::workspace::Workspace, email: &str) -> ApiResult<usize> {
+    ws.users
+        .iter()
+        .position(|u| u.email.eq_ignore_ascii_case(email))
+        .ok_or_else(|| ApiError::Forbidden(format!("{email} is no longer a user of this workspace")))
+}
+
+/// My settings
+#[utoipa::path(get, path = "/me/settings", tag = "directory", responses((status = 200, body = MySettings), (status = 401, body = super::Problem)))]
+async fn my_settings(caller: Caller) -> ApiResult<Json<MySettings>> {
+    let i = me_in(&caller.ws, &caller.email)?;
+    Ok(Json(settings_of(&caller.ws.users[i])))
+}
+
+/// Change my name, availability, signature or notifications
+///
+/// Any user may; nothing else about them (role, teams, inboxes) changes here. Applied on
+/// top of the workspace version it read, like an admin edit (409 if another edit won).
+#[utoipa::path(patch, path = "/me/settings", tag = "directory", request_body = MySettings,
+    responses((status = 200, body = MySettings), (status = 409, body = super::Problem), (status = 422, body = super::Problem)))]
+async fn change_my_settings(
+    State(st): State<Arc<ApiState>>,
+    caller: Caller,
+    J(change): J<MySettings>,
+) -> ApiResult<Json<MySettings>> {
+    let version = crate::workspace_store::version(&st.ports).await?;
+    let mut ws = crate::workspace_store::load(&st.ports).await?.unwrap_or_default();
+    let i = me_in(&ws, &caller.email)?;
+    let u = &mut ws.users[i];
+    if let Some(name) = change.name {
+        if name.trim().is_empty() {
+            return Err(ApiError::Invalid("name must not be empty".into(), vec![]));
+        }
+        u.name = name;
+    }
+    if let Some(a) = change.available {
+        u.available = a;
+    }
+    if let Some(sig) = change.signature {
+        u.signature = sig.filter(|s| !s.trim().is_empty());
+    }
+    if let Some(n) = change.notifications {
+        let cur = &mut u.notifications;
+        for (slot, new) in [
+            (&mut cur.assigned, n.assigned),
+            (&mut cur.customer_reply, n.customer_reply),
+            (&mut cur.mention, n.mention),
+            (&mut cur.sla_breach, n.sla_breach),
+        ] {
+            if let Some(v) = new {
+                *slot = v.into();
+            }
+        }
+    }
+    let out = settings_of(u);
+    super::admin::commit(&st, &caller, ws, version).await?;
+    Ok(Json(out))
 }
 
 #[derive(Debug, Serialize, ToSchema)]

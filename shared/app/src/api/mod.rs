@@ -242,6 +242,50 @@ pub fn router(state: Arc<ApiState>) -> axum::Router {
         .with_state(state)
 }
 
+/// CORS for a web client served from another origin: `MAILROOM_CORS_ORIGINS`, exact
+/// origins separated by commas (`https://app.example.com`), or `*`. Unset: no CORS
+/// headers, so browsers allow only same-origin calls. Tokens travel in the
+/// `Authorization` header, never in cookies, so no credentials mode is needed. In AWS,
+/// API Gateway answers CORS itself (the template's `ApiAllowedOrigins`).
+pub fn cors_from_env() -> anyhow::Result<Option<tower_http::cors::CorsLayer>> {
+    use axum::http::{HeaderName, HeaderValue, Method};
+    use tower_http::cors::{AllowOrigin, CorsLayer};
+    let Some(raw) = std::env::var("MAILROOM_CORS_ORIGINS").ok().filter(|v| !v.trim().is_empty()) else {
+        return Ok(None);
+    };
+    let origins: Vec<&str> = raw.split(',').map(str::trim).filter(|o| !o.is_empty()).collect();
+    let allow = if origins == ["*"] {
+        AllowOrigin::any()
+    } else {
+        let mut list = Vec::new();
+        for o in origins {
+            let ok = (o.starts_with("https://") || o.starts_with("http://"))
+                && !o.trim_end_matches('/').contains(|c: char| c == '*' || c.is_whitespace())
+                && o.matches('/').count() == 2;
+            if !ok {
+                anyhow::bail!(
+                    "MAILROOM_CORS_ORIGINS: {o:?} is not an origin (scheme://host[:port], no path), nor *"
+                );
+            }
+            list.push(HeaderValue::from_str(o)?);
+        }
+        AllowOrigin::list(list)
+    };
+    Ok(Some(
+        CorsLayer::new()
+            .allow_origin(allow)
+            .allow_methods([Method::GET, Method::PUT, Method::PATCH, Method::POST, Method::DELETE])
+            .allow_headers([
+                header::AUTHORIZATION,
+                header::CONTENT_TYPE,
+                header::IF_MATCH,
+                HeaderName::from_static("idempotency-key"),
+            ])
+            .expose_headers([header::ETAG, header::LOCATION])
+            .max_age(std::time::Duration::from_secs(600)),
+    ))
+}
+
 /// The document alone (for `mailroom openapi` and the tests).
 pub fn openapi() -> utoipa::openapi::OpenApi {
     let (_, doc) = OpenApiRouter::<Arc<ApiState>>::with_openapi(ApiDoc::openapi())
