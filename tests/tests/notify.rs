@@ -261,6 +261,59 @@ async fn events_reach_webhooks_and_notifications_reach_the_right_users() {
     assert_ne!(mailroom_app::events::webhook_signature("wrong", &got[0].1), got[0].0["x-mailroom-signature"]);
 }
 
+/// Importing old mail notifies nobody: not the assignees routing picked, not the SLA
+/// deadlines that passed days ago. A person's assignment of the same conversation does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_imports_notify_nobody_but_a_manual_assignment_does() {
+    let smtp = SmtpSink::start();
+    let serve = Serve::start(&[
+        ("MAILROOM_NOTIFY_SMTP_URL", format!("smtp://127.0.0.1:{}", smtp.port())),
+        ("MAILROOM_NOTIFY_FROM", "mailroom@acme-corp.example".into()),
+    ]);
+    let old = (chrono::Utc::now() - chrono::Duration::days(5)).to_rfc2822();
+    for (n, subject) in [(1, "Printer on fire"), (2, "Invoice question")] {
+        serve
+            .ingest(&format!(
+                "From: Carla Customer <carla{n}@customer.example>\r\nTo: {SUPPORT}\r\nSubject: {subject}\r\n\
+                 Message-ID: <old{n}@customer.example>\r\nDate: {old}\r\n\r\nFrom last week.\r\n"
+            ))
+            .await;
+    }
+    let convs = serve
+        .wait("two assigned conversations", Duration::from_secs(30), || {
+            let c: Vec<Value> =
+                serve.conversations().into_iter().filter(|c| c["assignee"].is_string()).collect();
+            (c.len() == 2).then_some(c)
+        })
+        .await;
+    // Their 2-second first-response deadlines passed five days ago.
+    let sweep = serve.json(&["sweep"]);
+    assert_eq!(sweep["breached"].as_array().map(Vec::len), Some(2), "{sweep}");
+    // Several relay runs (every second): nothing is sent.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(summary(&smtp.messages()), vec![], "history notified someone");
+
+    // An admin gives one of them to another support agent through the API: they hear of it.
+    let conv = convs[0]["id"].as_str().unwrap();
+    let to = ["tom.becker@acme-corp.example", "priya.raman@acme-corp.example"]
+        .into_iter()
+        .find(|u| convs[0]["assignee"] != *u)
+        .unwrap();
+    let token = serve.cli(&["token", "maria.keller@acme-corp.example"]).trim().to_string();
+    let r = reqwest::Client::new()
+        .post(format!("{}/conversations/{conv}/assignment", serve.base))
+        .bearer_auth(token)
+        .json(&json!({"assignee": to}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200, "{}", r.text().await.unwrap());
+    let mails = smtp.wait_for(1, Duration::from_secs(20));
+    assert_eq!(summary(&mails), vec![(to.to_string(), "assigned".to_string())]);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(smtp.messages().len(), 1, "{:?}", summary(&smtp.messages()));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn form_submissions_open_conversations_like_email() {
     let serve = Serve::start(&[]);

@@ -25,7 +25,8 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 /// A customer message older than this when it is recorded (a history import) notifies
-/// nobody.
+/// nobody, nor does routing's assignment of it, nor an SLA deadline that passed longer
+/// ago than this when the sweep found it.
 pub const REPLY_MAX_AGE: chrono::Duration = chrono::Duration::hours(24);
 
 /// One email to one user.
@@ -162,7 +163,15 @@ impl NotifySink<'_> {
         let mut out: Vec<(String, &'static str)> = Vec::new();
         match e.kind.as_str() {
             "assigned" | "reassigned" => {
-                if let Some(a) = str_of("assignee") {
+                // A person's assignment always notifies; routing's only for fresh mail
+                // (importing last year's mail must not email every assignee).
+                let manual = conv.as_ref().and_then(|c| s(c, "assigned_by")).is_some();
+                let routed_by = conv.as_ref().and_then(|c| s(c, "routed_by"));
+                let fresh = match (manual, routed_by) {
+                    (false, Some(mid)) => self.fresh(&mid, e).await?,
+                    _ => true,
+                };
+                if let (Some(a), true) = (str_of("assignee"), fresh) {
                     out.push((a, "assigned"));
                 }
             }
@@ -172,7 +181,10 @@ impl NotifySink<'_> {
                     && e.data.get("loop").and_then(Value::as_bool) != Some(true);
                 let first = conv.as_ref().and_then(|c| s(c, "first_message_id")) == str_of("message_id")
                     && conv.as_ref().and_then(|c| s(c, "first_message_id")).is_some();
-                let fresh = self.fresh_message(e).await?;
+                let fresh = match str_of("message_id") {
+                    Some(mid) => self.fresh(&mid, e).await?,
+                    None => false,
+                };
                 if let (true, false, true, Some(a)) = (customer, first, fresh, assignee) {
                     out.push((a, "customer_reply"));
                 }
@@ -187,6 +199,9 @@ impl NotifySink<'_> {
                     }
                 }
             }
+            // A deadline that passed long before anyone could know (imported history, a
+            // sweep that did not run for a day) is old news too.
+            "sla_breached" if !Self::recent(e, e.data.get("due")) => {}
             "sla_breached" => {
                 let team = conv.as_ref().and_then(|c| s(c, "team"));
                 let members =
@@ -220,15 +235,25 @@ impl NotifySink<'_> {
         Ok(Some(Threader::new(self.ports).find(c).await?.item))
     }
 
-    /// A message recorded long after it arrived (a history import) is old news.
-    async fn fresh_message(&self, e: &Event) -> anyhow::Result<bool> {
-        let Some(mid) = e.data.get("message_id").and_then(Value::as_str) else { return Ok(false) };
+    /// Whether message `mid` arrived at most [`REPLY_MAX_AGE`] before event `e`: a
+    /// message recorded long after it arrived (a history import) is old news.
+    async fn fresh(&self, mid: &str, e: &Event) -> anyhow::Result<bool> {
         let Some(msg) = self.ports.table.get(&crate::keys::message(mid)).await? else { return Ok(false) };
+        let arrived = crate::reports::message_time(&msg).map(|t| json!(t));
+        Ok(Self::recent(e, arrived.as_ref()))
+    }
+
+    /// Whether `when` (RFC 3339 or Unix seconds) is at most [`REPLY_MAX_AGE`] before
+    /// event `e`; an unknown time counts as recent.
+    fn recent(e: &Event, when: Option<&Value>) -> bool {
         let at =
             DateTime::parse_from_rfc3339(&e.at).map(|t| t.with_timezone(&Utc)).unwrap_or_else(|_| Utc::now());
-        Ok(crate::reports::message_time(&msg)
-            .and_then(|t| DateTime::from_timestamp(t, 0))
-            .is_none_or(|t| at - t <= REPLY_MAX_AGE))
+        let when = match when {
+            Some(Value::String(t)) => DateTime::parse_from_rfc3339(t).ok().map(|t| t.with_timezone(&Utc)),
+            Some(v) => v.as_i64().and_then(|t| DateTime::from_timestamp(t, 0)),
+            None => None,
+        };
+        when.is_none_or(|t| at - t <= REPLY_MAX_AGE)
     }
 
     async fn notify_one(&self, ws: &Workspace, e: &Event) -> anyhow::Result<()> {

@@ -592,7 +592,11 @@ async fn assign(
         return Err(ApiError::Invalid(format!("there is no team {team:?}"), vec![]));
     }
     let before = s(&item, "assignee");
-    let mut actions = vec![Update::Set("assignee".into(), json!(assignee))];
+    // `assigned_by`: a person's assignment notifies even on old mail (routing's does not).
+    let mut actions = vec![
+        Update::Set("assignee".into(), json!(assignee)),
+        Update::Set("assigned_by".into(), json!(caller.email)),
+    ];
     if let Some(team) = &body.team {
         actions.push(Update::Set("team".into(), json!(team)));
     }
