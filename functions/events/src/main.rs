@@ -21,8 +21,14 @@ async fn main() -> Result<(), Error> {
         let (ports, relay) = (ports.clone(), relay.clone());
         async move {
             let out = relay.run_once(&ports, chrono::Utc::now()).await;
-            // A consumer that stopped short is retried next minute from its cursor; the
-            // error in the output (and the log) is what an alarm on Errors would miss.
+            // A consumer that stopped short is retried next minute from its cursor (what
+            // the others delivered stays delivered). The run still counts as failed, so
+            // the EventsErrorsAlarm sees a webhook, EventBridge or SES that keeps failing.
+            let failed: Vec<String> =
+                out.iter().filter_map(|o| o.error.as_ref().map(|e| format!("{}: {e}", o.consumer))).collect();
+            if !failed.is_empty() {
+                return Err(Error::from(format!("event consumers stopped short: {}", failed.join("; "))));
+            }
             Ok::<_, Error>(serde_json::to_value(out)?)
         }
     }))
