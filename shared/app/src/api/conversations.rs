@@ -2,14 +2,14 @@
 //! attachments by signed short-lived URL, internal comments, the CRM records), and what
 //! agents do to a conversation (assign, close, reopen, move the ticket's stage, comment).
 
-use super::{ApiError, ApiResult, ApiState, Caller, J, P, Q, decode_cursor, encode_cursor};
+use super::{ApiError, ApiResult, ApiState, Caller, J, P, Q};
 use crate::keys::item_str as s;
 use crate::thread::{Threader, conv_key};
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Json, Response};
 use base64::Engine;
-use mailroom_store::{Item, Key, Query, SkCond, Update};
+use mailroom_store::{Item, Key, Query, Update};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use std::sync::Arc;
@@ -144,10 +144,7 @@ async fn list(
     caller: Caller,
     Q(p): Q<ListParams>,
 ) -> ApiResult<Json<ConversationPage>> {
-    let limit = p.limit.unwrap_or(25);
-    if !(1..=100).contains(&limit) {
-        return Err(ApiError::BadRequest("limit must be between 1 and 100".into()));
-    }
+    let limit = super::page_limit(p.limit, 25)?;
     if let Some(status) = &p.status
         && status != "open"
         && status != "closed"
@@ -159,75 +156,59 @@ async fn list(
     let needle = p.q.as_deref().map(str::to_lowercase).filter(|q| !q.is_empty());
     let now = st.ports.clock.now().timestamp();
     let stale_after = caller.ws.stale_after_secs();
-    let mut cursor = decode_cursor(p.cursor.as_deref())?;
+    let mut scan = super::IndexScan::new(
+        &st.ports,
+        CONVERSATIONS_INDEX_PK,
+        p.cursor.as_deref(),
+        true,
+        100,
+        SCAN_BUDGET,
+    )?;
     let mut out = Vec::new();
-    let mut scanned = 0usize;
-    let mut next = None;
-    'pages: loop {
-        let sk = match &cursor {
-            Some(c) => SkCond::Lt(c.clone()),
-            None => SkCond::All,
+    while let Some(item) = scan.next().await? {
+        // Merged conversations live on in their root.
+        if item.contains_key("parent") {
+            continue;
+        }
+        let Some(id) = s(&item, "pk").and_then(|pk| pk.strip_prefix("conv#").map(str::to_string)) else {
+            continue;
         };
-        let page = st
-            .ports
-            .table
-            .query(Query::new(CONVERSATIONS_INDEX_PK).index("gsi1").sk(sk).backward().limit(100))
-            .await?;
-        let done = page.next.is_none() || page.items.is_empty();
-        for item in page.items {
-            scanned += 1;
-            cursor = s(&item, "gsi1sk");
-            // Merged conversations live on in their root.
-            if item.contains_key("parent") {
+        let inbox = s(&item, "inbox").unwrap_or_default();
+        let status = s(&item, "status").unwrap_or_else(|| "open".into());
+        let who = s(&item, "assignee");
+        let keep = caller.can_see(&inbox)
+            && p.inbox.as_deref().is_none_or(|i| i.eq_ignore_ascii_case(&inbox))
+            && p.status.as_deref().is_none_or(|want| want == status)
+            && assignee.as_deref().is_none_or(|a| who.as_deref() == Some(a))
+            && p.team.as_deref().is_none_or(|t| s(&item, "team").as_deref() == Some(t))
+            && p.unassigned.is_none_or(|u| u == who.is_none())
+            && needle.as_deref().is_none_or(|n| {
+                ["subject", "contact_email", "company_domain"]
+                    .iter()
+                    .any(|k| s(&item, k).is_some_and(|v| v.to_lowercase().contains(n)))
+            });
+        if !keep {
+            continue;
+        }
+        let sum = summary(&st.ports, &id, &item).await?;
+        if let Some(want) = p.stale {
+            let waiting = sum
+                .waiting_since
+                .as_deref()
+                .and_then(|w| chrono::DateTime::parse_from_rfc3339(w).ok())
+                .map(|w| w.timestamp());
+            let stale = status == "open" && waiting.is_some_and(|w| now - w > stale_after);
+            if stale != want {
                 continue;
-            }
-            let Some(id) = s(&item, "pk").and_then(|pk| pk.strip_prefix("conv#").map(str::to_string)) else {
-                continue;
-            };
-            let inbox = s(&item, "inbox").unwrap_or_default();
-            let status = s(&item, "status").unwrap_or_else(|| "open".into());
-            let who = s(&item, "assignee");
-            let keep = caller.can_see(&inbox)
-                && p.inbox.as_deref().is_none_or(|i| i.eq_ignore_ascii_case(&inbox))
-                && p.status.as_deref().is_none_or(|want| want == status)
-                && assignee.as_deref().is_none_or(|a| who.as_deref() == Some(a))
-                && p.team.as_deref().is_none_or(|t| s(&item, "team").as_deref() == Some(t))
-                && p.unassigned.is_none_or(|u| u == who.is_none())
-                && needle.as_deref().is_none_or(|n| {
-                    ["subject", "contact_email", "company_domain"]
-                        .iter()
-                        .any(|k| s(&item, k).is_some_and(|v| v.to_lowercase().contains(n)))
-                });
-            if !keep {
-                continue;
-            }
-            let sum = summary(&st.ports, &id, &item).await?;
-            if let Some(want) = p.stale {
-                let waiting = sum
-                    .waiting_since
-                    .as_deref()
-                    .and_then(|w| chrono::DateTime::parse_from_rfc3339(w).ok())
-                    .map(|w| w.timestamp());
-                let stale = status == "open" && waiting.is_some_and(|w| now - w > stale_after);
-                if stale != want {
-                    continue;
-                }
-            }
-            out.push(sum);
-            if out.len() == limit as usize {
-                next = cursor.clone();
-                break 'pages;
             }
         }
-        if done {
-            break;
-        }
-        if scanned >= SCAN_BUDGET {
-            next = cursor.clone();
+        out.push(sum);
+        if out.len() == limit {
             break;
         }
     }
-    Ok(Json(ConversationPage { items: out, next_cursor: next.as_deref().map(encode_cursor) }))
+    let next_cursor = scan.next_cursor(out.len() == limit);
+    Ok(Json(ConversationPage { items: out, next_cursor }))
 }
 
 #[derive(Debug, Serialize, ToSchema)]

@@ -6,11 +6,11 @@
 //! conversations in inboxes the caller may see, tickets only those of such inboxes.
 
 use super::conversations::{TicketRecord, ticket_record};
-use super::{ApiError, ApiResult, ApiState, Caller, J, P, Q, decode_cursor, encode_cursor};
+use super::{ApiError, ApiResult, ApiState, Caller, IndexScan, J, P, Q};
 use crate::keys::item_str as s;
 use axum::extract::State;
 use axum::response::Json;
-use mailroom_store::{Item, Query, SkCond};
+use mailroom_store::{Item, Query};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::HashMap;
@@ -278,6 +278,9 @@ pub struct PageParams {
     pub cursor: Option<String>,
 }
 
+/// How many index items a record or ticket list reads at most per call.
+const SCAN_BUDGET: usize = 5000;
+
 #[derive(Debug, Serialize, ToSchema)]
 pub struct RecordPage {
     #[schema(value_type = Vec<Object>)]
@@ -293,45 +296,22 @@ async fn page(
     fields: &[&str],
     keep: &[&str],
 ) -> ApiResult<RecordPage> {
-    let limit = p.limit.unwrap_or(50);
-    if !(1..=100).contains(&limit) {
-        return Err(ApiError::BadRequest("limit must be between 1 and 100".into()));
-    }
+    let limit = super::page_limit(p.limit, 50)?;
     let needle = p.q.as_deref().map(str::to_lowercase).filter(|q| !q.is_empty());
-    let mut cursor = decode_cursor(p.cursor.as_deref())?;
+    let mut scan = IndexScan::new(&st.ports, index_pk, p.cursor.as_deref(), false, 200, SCAN_BUDGET)?;
     let mut out = Vec::new();
-    let mut next = None;
-    let mut scanned = 0usize;
-    'pages: loop {
-        let sk = match &cursor {
-            Some(c) => SkCond::Gt(c.clone()),
-            None => SkCond::All,
-        };
-        let page = st.ports.table.query(Query::new(index_pk).index("gsi1").sk(sk).limit(200)).await?;
-        let done = page.next.is_none() || page.items.is_empty();
-        for item in page.items {
-            scanned += 1;
-            cursor = s(&item, "gsi1sk");
-            if needle.as_deref().is_some_and(|n| {
-                !fields.iter().any(|k| s(&item, k).is_some_and(|v| v.to_lowercase().contains(n)))
-            }) {
-                continue;
-            }
-            out.push(pick(&item, keep));
-            if out.len() == limit as usize {
-                next = cursor.clone();
-                break 'pages;
-            }
+    while let Some(item) = scan.next().await? {
+        if needle.as_deref().is_some_and(|n| {
+            !fields.iter().any(|k| s(&item, k).is_some_and(|v| v.to_lowercase().contains(n)))
+        }) {
+            continue;
         }
-        if done {
-            break;
-        }
-        if scanned >= 5000 {
-            next = cursor.clone();
+        out.push(pick(&item, keep));
+        if out.len() == limit {
             break;
         }
     }
-    Ok(RecordPage { items: out, next_cursor: next.as_deref().map(encode_cursor) })
+    Ok(RecordPage { next_cursor: scan.next_cursor(out.len() == limit), items: out })
 }
 
 /// Only the named attributes of an item.
@@ -562,55 +542,30 @@ async fn tickets(
     caller: Caller,
     Q(p): Q<TicketParams>,
 ) -> ApiResult<Json<TicketPage>> {
-    let limit = p.limit.unwrap_or(50);
-    if !(1..=100).contains(&limit) {
-        return Err(ApiError::BadRequest("limit must be between 1 and 100".into()));
-    }
-    let mut cursor = decode_cursor(p.cursor.as_deref())?;
-    let (mut out, mut next, mut scanned) = (Vec::new(), None, 0usize);
-    'pages: loop {
-        let sk = match &cursor {
-            Some(c) => SkCond::Lt(c.clone()),
-            None => SkCond::All,
-        };
-        let page = st
-            .ports
-            .table
-            .query(Query::new(crate::ticket::TICKETS_INDEX_PK).index("gsi1").sk(sk).backward().limit(200))
-            .await?;
-        let done = page.next.is_none() || page.items.is_empty();
-        for t in page.items {
-            scanned += 1;
-            cursor = s(&t, "gsi1sk");
-            let inbox = s(&t, "inbox").unwrap_or_default();
-            let want =
-                |k: &str, v: &Option<String>| v.as_deref().is_none_or(|v| s(&t, k).as_deref() == Some(v));
-            if !caller.can_see(&inbox)
-                || !want("status", &p.status)
-                || !want("pipeline", &p.pipeline)
-                || !want("stage", &p.stage)
-            {
-                continue;
-            }
-            out.push(TicketListItem {
-                ticket: ticket_record(&t),
-                conversation: s(&t, "conversation").unwrap_or_default(),
-                inbox,
-            });
-            if out.len() == limit as usize {
-                next = cursor.clone();
-                break 'pages;
-            }
+    let limit = super::page_limit(p.limit, 50)?;
+    let pk = crate::ticket::TICKETS_INDEX_PK;
+    let mut scan = IndexScan::new(&st.ports, pk, p.cursor.as_deref(), true, 200, SCAN_BUDGET)?;
+    let mut out = Vec::new();
+    while let Some(t) = scan.next().await? {
+        let inbox = s(&t, "inbox").unwrap_or_default();
+        let want = |k: &str, v: &Option<String>| v.as_deref().is_none_or(|v| s(&t, k).as_deref() == Some(v));
+        if !caller.can_see(&inbox)
+            || !want("status", &p.status)
+            || !want("pipeline", &p.pipeline)
+            || !want("stage", &p.stage)
+        {
+            continue;
         }
-        if done {
-            break;
-        }
-        if scanned >= 5000 {
-            next = cursor.clone();
+        out.push(TicketListItem {
+            ticket: ticket_record(&t),
+            conversation: s(&t, "conversation").unwrap_or_default(),
+            inbox,
+        });
+        if out.len() == limit {
             break;
         }
     }
-    Ok(Json(TicketPage { items: out, next_cursor: next.as_deref().map(encode_cursor) }))
+    Ok(Json(TicketPage { next_cursor: scan.next_cursor(out.len() == limit), items: out }))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]

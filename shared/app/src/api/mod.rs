@@ -303,6 +303,95 @@ pub(crate) fn encode_cursor(sk: &str) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sk)
 }
 
+/// A page size from `limit`: 1 to 100, `default` when absent.
+pub(crate) fn page_limit(limit: Option<u32>, default: u32) -> ApiResult<usize> {
+    let limit = limit.unwrap_or(default);
+    if !(1..=100).contains(&limit) {
+        return Err(ApiError::BadRequest("limit must be between 1 and 100".into()));
+    }
+    Ok(limit as usize)
+}
+
+/// Walks one `gsi1` partition an index page at a time, from a list call's cursor, for a
+/// list that filters as it goes. It stops at the end of the partition or, at a page
+/// boundary, once `budget` items were read: a rare filter then returns a short page with
+/// a cursor rather than reading the whole table.
+pub(crate) struct IndexScan<'a> {
+    ports: &'a Ports,
+    pk: &'a str,
+    newest_first: bool,
+    page_size: u32,
+    budget: usize,
+    /// The sort key of the last item handed out (or the cursor it started from).
+    position: Option<String>,
+    buffered: std::collections::VecDeque<mailroom_store::Item>,
+    done: bool,
+    scanned: usize,
+    over_budget: bool,
+}
+
+impl<'a> IndexScan<'a> {
+    pub(crate) fn new(
+        ports: &'a Ports,
+        pk: &'a str,
+        cursor: Option<&str>,
+        newest_first: bool,
+        page_size: u32,
+        budget: usize,
+    ) -> ApiResult<IndexScan<'a>> {
+        Ok(IndexScan {
+            ports,
+            pk,
+            newest_first,
+            page_size,
+            budget,
+            position: decode_cursor(cursor)?,
+            buffered: Default::default(),
+            done: false,
+            scanned: 0,
+            over_budget: false,
+        })
+    }
+
+    /// The next item, or `None` at the end of the partition or of the budget.
+    pub(crate) async fn next(&mut self) -> ApiResult<Option<mailroom_store::Item>> {
+        use mailroom_store::{Query, SkCond};
+        while self.buffered.is_empty() {
+            if self.done {
+                return Ok(None);
+            }
+            if self.scanned >= self.budget {
+                self.over_budget = true;
+                return Ok(None);
+            }
+            let sk = match (&self.position, self.newest_first) {
+                (Some(c), true) => SkCond::Lt(c.clone()),
+                (Some(c), false) => SkCond::Gt(c.clone()),
+                (None, _) => SkCond::All,
+            };
+            let mut q = Query::new(self.pk).index("gsi1").sk(sk).limit(self.page_size);
+            if self.newest_first {
+                q = q.backward();
+            }
+            let page = self.ports.table.query(q).await?;
+            self.done = page.next.is_none() || page.items.is_empty();
+            self.buffered.extend(page.items);
+        }
+        let item = self.buffered.pop_front();
+        if let Some(i) = &item {
+            self.scanned += 1;
+            self.position = crate::keys::item_str(i, "gsi1sk");
+        }
+        Ok(item)
+    }
+
+    /// The cursor of the next page: after the last item handed out when the caller's page
+    /// is full (`full`) or the budget ran out; `None` when the partition is exhausted.
+    pub(crate) fn next_cursor(&self, full: bool) -> Option<String> {
+        (full || self.over_budget).then(|| self.position.as_deref().map(encode_cursor)).flatten()
+    }
+}
+
 pub(crate) fn decode_cursor(c: Option<&str>) -> ApiResult<Option<String>> {
     use base64::Engine;
     match c.filter(|c| !c.is_empty()) {
