@@ -11,7 +11,26 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
 
-step() { printf '\n== %s (%s)\n' "$*" "$(date +%T)"; }
+# Each phase's time is printed at the end (docs/architecture.md, "The test loop").
+phases=()
+phase_name=""
+phase_start=$(date +%s)
+run_start=$phase_start
+step() {
+    local now
+    now=$(date +%s)
+    if [ -n "$phase_name" ]; then phases+=("$(printf '%-44s %4ds' "$phase_name" $((now - phase_start)))"); fi
+    phase_name="$*"
+    phase_start=$now
+    printf '\n== %s (%s)\n' "$*" "$(date +%T)"
+}
+summary() {
+    local now
+    now=$(date +%s)
+    printf '\n== time per phase\n'
+    printf '%s\n' "${phases[@]}"
+    printf '%-44s %4ds\n' "total" $((now - run_start))
+}
 
 step "Python tools into .venv"
 if [ ! -x .venv/bin/python ]; then
@@ -73,9 +92,12 @@ step "clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
 step "tests"
+status=0
 if cargo nextest --version >/dev/null 2>&1; then
-    cargo nextest run --workspace --locked --no-fail-fast
+    cargo nextest run --workspace --locked --no-fail-fast || status=$?
 else
-    cargo test --workspace --locked --no-fail-fast
+    cargo test --workspace --locked --no-fail-fast || status=$?
 fi
 step "done"
+summary
+exit $status

@@ -1,0 +1,8 @@
+//! The core crate's integration tests in one binary.
+
+mod classify_synthetic;
+mod corpus_bounces;
+mod corpus_other;
+mod corpus_understand;
+mod fuzz_regressions;
+mod routing_synthetic;

@@ -1,0 +1,22 @@
+//! Every integration test of the workspace in one binary: one link instead of one per
+//! file (docs/architecture.md, "The test loop").
+
+mod api;
+mod apply;
+mod connections;
+mod contract;
+mod crm;
+mod demo;
+mod gmail;
+mod graph;
+mod imap;
+mod import;
+mod lambda;
+mod notify;
+mod parse;
+mod replies;
+mod reports;
+mod schemathesis;
+mod template;
+mod threading;
+mod tracking;
