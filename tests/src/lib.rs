@@ -308,6 +308,9 @@ impl AwsStack {
 }
 
 /// The thread-signing key the moto-backed tests give the functions.
+/// `MAILROOM_INGEST_TOKEN` of the serve instances the tests start: `POST /ingest` needs it.
+pub const INGEST_TOKEN: &str = "test-ingest-token-0123456789";
+
 pub const TEST_THREAD_KEY: &str = "test-thread-key-0123456789abcdef0123";
 
 /// Runs gen_corpus.py into `out`.

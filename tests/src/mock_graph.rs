@@ -237,6 +237,7 @@ impl MockGraph {
             .route("/v1.0/subscriptions", post(create_subscription))
             .route("/v1.0/subscriptions/{id}", patch(renew_subscription).delete(delete_subscription))
             .route("/v1.0/users/{user}/mailFolders/{folder}/messages/delta", get(delta))
+            .route("/v1.0/users/{user}/messages/{id}", get(message_get))
             .route("/v1.0/users/{user}/messages/{id}/{value}", get(message_value))
             .route("/v1.0/users/{user}/sendMail", post(send_mail))
             .layer(middleware::from_fn_with_state(shared.clone(), graph_gate));
@@ -1053,6 +1054,41 @@ async fn message_value(
             "The specified object was not found in the store.",
         ),
     }
+}
+
+/// `GET /users/{id}/messages/{id}?$select=internetMessageHeaders`: the message resource
+/// with its internet headers (name/value pairs, unfolded, in order), as Graph gives them.
+async fn message_get(
+    State(s): State<Shared>,
+    Path((path_user, id)): Path<(String, String)>,
+    axum::Extension(Caller(user)): axum::Extension<Caller>,
+) -> Response {
+    if path_user != user {
+        return graph_error(StatusCode::FORBIDDEN, "ErrorAccessDenied", "Access is denied.");
+    }
+    let g = s.lock();
+    let found = g.users.get(&user).and_then(|mb| {
+        mb.folders
+            .values()
+            .flatten()
+            .find(|m| (m.immutable_id == id || m.id == id) && m.removed_seq.is_none())
+    });
+    let Some(m) = found else {
+        return graph_error(
+            StatusCode::NOT_FOUND,
+            "ErrorItemNotFound",
+            "The specified object was not found in the store.",
+        );
+    };
+    let text = String::from_utf8_lossy(&m.mime);
+    let head = text.split("\r\n\r\n").next().unwrap_or_default().replace("\r\n ", " ").replace("\r\n\t", " ");
+    let headers: Vec<Value> = head
+        .lines()
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| json!({"name": n.trim(), "value": v.trim()}))
+        .collect();
+    Json(json!({"id": id, "internetMessageId": m.internet_message_id, "internetMessageHeaders": headers}))
+        .into_response()
 }
 
 /// A header's value in a MIME message's header block (first occurrence, unfolded).

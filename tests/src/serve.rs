@@ -32,6 +32,7 @@ impl Serve {
             .arg(data.path())
             .args(["serve", "--port", &port.to_string()])
             .env("RUST_LOG", "info")
+            .env("MAILROOM_INGEST_TOKEN", crate::INGEST_TOKEN)
             .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())

@@ -96,7 +96,7 @@ pub async fn import(
             }
         };
         s.read += 1;
-        let mut mail = RawMail::new(bytes, "import");
+        let mut mail = RawMail::new(bytes, mailroom_app::ingest::IMPORT_SOURCE);
         mail.inbox = inbox.clone();
         mail.folder = folder;
         // One at a time, in the source's order: the route stage routes a conversation on

@@ -30,6 +30,7 @@ pub struct ConnectArgs {
     pub backfill_days: u32,
     pub ca_file: Option<PathBuf>,
     pub smtp: Option<imap_poll::SmtpSettings>,
+    pub allow_private_host: bool,
     pub json: bool,
 }
 
@@ -49,6 +50,8 @@ pub async fn connect_imap(data: &Path, a: ConnectArgs) -> Result<()> {
         None => None,
     };
     let port = a.port.unwrap_or(a.security.default_port());
+    let ports = Ports::embedded(data)?;
+    let ws = mailroom_app::workspace_store::load(&ports).await?.unwrap_or_default();
     let settings = ImapSettings {
         host: a.host,
         port,
@@ -57,8 +60,8 @@ pub async fn connect_imap(data: &Path, a: ConnectArgs) -> Result<()> {
         backfill_days: a.backfill_days,
         ca_pem,
         smtp: a.smtp,
+        allow_private_host: a.allow_private_host || ws.security.allow_private_mail_hosts,
     };
-    let ports = Ports::embedded(data)?;
     let c = imap_poll::connect(&ports, &inbox, settings, &password, &PollOptions::default())
         .await
         .with_context(|| format!("cannot connect {inbox}"))?;

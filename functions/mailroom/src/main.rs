@@ -277,6 +277,11 @@ enum InboxCmd {
         /// mail themselves, such as Gmail and Microsoft 365).
         #[arg(long, requires = "smtp_host")]
         no_sent_append: bool,
+        /// Allow a server on a loopback, link-local or private address (a mail server on
+        /// this machine or its network; the API allows it only with the workspace's
+        /// `[security] allow_private_mail_hosts`).
+        #[arg(long)]
+        allow_private_host: bool,
         #[arg(long)]
         json: bool,
     },
@@ -336,6 +341,7 @@ async fn main() -> Result<()> {
                     smtp_security,
                     smtp_user,
                     no_sent_append,
+                    allow_private_host,
                     json,
                 },
         } => {
@@ -357,6 +363,7 @@ async fn main() -> Result<()> {
                 backfill_days,
                 ca_file,
                 smtp,
+                allow_private_host,
                 json,
             };
             inbox::connect_imap(&cli.data, args).await?

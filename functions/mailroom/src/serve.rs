@@ -4,7 +4,7 @@ use anyhow::{Context, Result};
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Query, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Json};
 use axum::routing::{get, post};
 use mailroom_app::config::ProvidersConfig;
@@ -21,6 +21,10 @@ use std::sync::Arc;
 struct AppState {
     ingestor: Arc<Ingestor>,
     ports: Ports,
+    api: Arc<mailroom_app::api::ApiState>,
+    /// `MAILROOM_INGEST_TOKEN`: a bearer token for scripts and mail servers that hand
+    /// mail to `POST /ingest` (an admin's API token works too).
+    ingest_token: Option<String>,
 }
 
 pub async fn run(data: &Path, bind: &str, port: u16) -> Result<()> {
@@ -126,14 +130,25 @@ pub async fn run(data: &Path, bind: &str, port: u16) -> Result<()> {
         providers: providers.clone(),
     };
     let web = WebState::new(ports.clone(), providers, admin_token).map_err(anyhow::Error::msg)?;
-    let state = AppState { ingestor: Arc::new(Ingestor::new(ports.clone())), ports: ports.clone() };
+    let ingest_token = match std::env::var("MAILROOM_INGEST_TOKEN") {
+        Ok(t) if t.len() >= 16 => Some(t),
+        Ok(_) => anyhow::bail!("MAILROOM_INGEST_TOKEN must be at least 16 characters"),
+        Err(_) => None,
+    };
+    let api = Arc::new(api);
+    let state = AppState {
+        ingestor: Arc::new(Ingestor::new(ports.clone())),
+        ports: ports.clone(),
+        api: api.clone(),
+        ingest_token,
+    };
     let app = Router::new()
         .route("/health", get(|| async { Json(serde_json::json!({"status": "ok"})) }))
         .route("/ingest", post(ingest))
         .route("/dashboard", get(|| async { axum::response::Html(include_str!("dashboard.html")) }))
         .with_state(state)
         .merge(mailroom_app::web::router(Arc::new(web)))
-        .merge(mailroom_app::api::router(Arc::new(api)))
+        .merge(mailroom_app::api::router(api))
         .merge(mailroom_app::track::router(ports.clone()))
         .merge(mailroom_app::forms::router(ports.clone()));
     let app = match cors {
@@ -185,9 +200,44 @@ struct IngestParams {
     folder: Option<Folder>,
 }
 
+/// Whether a request may hand mail to `POST /ingest`: it carries `MAILROOM_INGEST_TOKEN`
+/// or an admin's API token. A web page cannot: browsers send no `Authorization` header
+/// cross-site without a CORS preflight, which serve answers for configured origins only,
+/// and then still without the token.
+async fn may_ingest(st: &AppState, headers: &HeaderMap) -> Result<(), (StatusCode, String)> {
+    use subtle::ConstantTimeEq;
+    let Some(token) = mailroom_app::api::bearer(headers) else {
+        return Err((
+            StatusCode::UNAUTHORIZED,
+            "POST /ingest needs `Authorization: Bearer` with MAILROOM_INGEST_TOKEN or an admin's API token"
+                .into(),
+        ));
+    };
+    if let Some(want) = &st.ingest_token
+        && bool::from(want.as_bytes().ct_eq(token.as_bytes()))
+    {
+        return Ok(());
+    }
+    match mailroom_app::api::caller_from_headers(&st.api, headers).await {
+        Ok(c) if c.is_admin() => Ok(()),
+        Ok(c) => {
+            Err((StatusCode::FORBIDDEN, format!("{} is not an admin: only admins may ingest mail", c.email)))
+        }
+        Err(_) => Err((StatusCode::UNAUTHORIZED, "the bearer token is not valid for POST /ingest".into())),
+    }
+}
+
 /// `POST /ingest?inbox=...&folder=inbox|sent` with the raw message as the body: the local
 /// twin of the ingest function.
-async fn ingest(State(st): State<AppState>, Query(p): Query<IngestParams>, body: Bytes) -> impl IntoResponse {
+async fn ingest(
+    State(st): State<AppState>,
+    Query(p): Query<IngestParams>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> axum::response::Response {
+    if let Err((status, detail)) = may_ingest(&st, &headers).await {
+        return (status, Json(serde_json::json!({"error": detail}))).into_response();
+    }
     let mut mail = RawMail::new(body, "api");
     mail.folder = p.folder;
     let res = match p.inbox.as_deref().map(EmailAddress::parse).transpose() {

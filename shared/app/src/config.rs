@@ -169,3 +169,22 @@ impl ProvidersConfig {
         })
     }
 }
+
+/// The largest message any source fetches whole: `MAILROOM_MAX_MESSAGE_MB` (default 40,
+/// above Gmail's 25 MB attachment limit once encoded). A larger one is stored as a
+/// placeholder that says so (`mailroom_core::placeholder`). A bad value is reported and
+/// the default used: a typo must not stop mail.
+pub fn max_message_bytes() -> u64 {
+    const DEFAULT_MB: u64 = 40;
+    let mb = match std::env::var("MAILROOM_MAX_MESSAGE_MB") {
+        Err(_) => DEFAULT_MB,
+        Ok(v) => match v.trim().parse::<u64>() {
+            Ok(n) if n > 0 => n,
+            _ => {
+                tracing::error!(value = %v, "MAILROOM_MAX_MESSAGE_MB must be a whole number of megabytes above 0; using 40");
+                DEFAULT_MB
+            }
+        },
+    };
+    mb * 1_000_000
+}

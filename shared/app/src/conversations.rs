@@ -171,5 +171,6 @@ pub async fn set_status(
         ports.table.update(&tkey, t, None).await?;
     }
     crate::reports::refresh(ports, ws, &root.id, None).await?;
+    crate::load::settle(ports, &root.id).await?;
     Ok(root.id)
 }

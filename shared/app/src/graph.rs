@@ -362,7 +362,23 @@ impl<'a> Mailbox<'a> {
 
     async fn fetch<'m>(&self, m: &'m DeltaMessage) -> (&'m DeltaMessage, Result<Bytes, CallError>) {
         let id = m.id.as_str();
-        (m, self.call(|t| async move { self.client.message_mime(&t, &self.user_id, id).await }).await)
+        let limit = usize::try_from(crate::config::max_message_bytes()).unwrap_or(usize::MAX);
+        let got =
+            self.call(|t| async move { self.client.message_mime(&t, &self.user_id, id, limit).await }).await;
+        let got = match got {
+            // Over the size cap: its headers, and a note where the original is.
+            Err(CallError::Graph(GraphError::TooLarge)) => {
+                tracing::warn!(inbox = %self.inbox, id, "message over the size cap: stored as a placeholder");
+                self.call(|t| async move { self.client.message_headers(&t, &self.user_id, id).await })
+                    .await
+                    .map(|h| {
+                        let place = format!("Microsoft 365 message {id}");
+                        Bytes::from(mailroom_core::placeholder::too_large(&h, None, limit as u64, &place))
+                    })
+            }
+            other => other,
+        };
+        (m, got)
     }
 
     async fn ingest_page(
@@ -385,8 +401,8 @@ impl<'a> Mailbox<'a> {
             let Some((m, fetched)) = fetches.next().await else { break };
             let bytes = match fetched {
                 Ok(b) => b,
-                Err(CallError::Graph(e @ (GraphError::NotFound { .. } | GraphError::TooLarge))) => {
-                    // Deleted since the delta listed it, or over the size limit: skip it.
+                Err(CallError::Graph(e @ GraphError::NotFound { .. })) => {
+                    // Deleted since the delta listed it: skip it.
                     tracing::warn!(inbox = %self.inbox, id = %m.id, error = %e, "skipping a Graph message");
                     report.skipped += 1;
                     continue;

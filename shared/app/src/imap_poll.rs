@@ -17,7 +17,7 @@ use chrono::{DateTime, Utc};
 use mailroom_core::{EmailAddress, Folder};
 pub use mailroom_providers::imap::Security;
 use mailroom_providers::imap::{
-    Body, Credentials, Endpoint, FolderStatus, ImapError, ImapSession, MessageMeta,
+    Bodies, Body, Credentials, Endpoint, FolderStatus, ImapError, ImapSession, MessageMeta,
 };
 pub use mailroom_providers::smtp::SmtpSecurity;
 use mailroom_store::StoreError;
@@ -49,6 +49,11 @@ pub struct ImapSettings {
     /// cannot send.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub smtp: Option<SmtpSettings>,
+    /// The server may be on a loopback, link-local or private address: set when the
+    /// connection was made with the workspace's (or the CLI operator's) leave, checked
+    /// again on every connection (`mailroom_providers::net`).
+    #[serde(default)]
+    pub allow_private_host: bool,
 }
 
 /// SMTP submission of an IMAP inbox. The password is the IMAP one (sealed apart); the
@@ -82,6 +87,7 @@ impl ImapSettings {
         ep.extra_ca_pem = self.ca_pem.clone();
         ep.connect_timeout = opts.connect_timeout;
         ep.command_timeout = opts.command_timeout;
+        ep.allow_private = self.allow_private_host;
         ep
     }
 }
@@ -154,6 +160,8 @@ pub struct PollOptions {
     pub batch_bytes: u64,
     pub connect_timeout: Duration,
     pub command_timeout: Duration,
+    /// Messages larger than this (RFC822.SIZE) are stored as a placeholder, not fetched.
+    pub max_message_bytes: u64,
 }
 
 impl Default for PollOptions {
@@ -166,6 +174,7 @@ impl Default for PollOptions {
             batch_bytes: 16 << 20,
             connect_timeout: Duration::from_secs(15),
             command_timeout: Duration::from_secs(60),
+            max_message_bytes: crate::config::max_message_bytes(),
         }
     }
 }
@@ -632,9 +641,28 @@ impl Run<'_> {
             let count = if cursor.suspect.is_some() { 1 } else { self.opts.batch_size.min(room) };
             let batch = next_batch(rest, count, self.opts.batch_bytes);
             rest = &rest[batch.len()..];
-            let uids: Vec<u32> = batch.iter().map(|m| m.uid).collect();
-            let mut fetched = session.bodies(&uids).await;
+            // Over the size cap: not fetched whole (memory, time), kept as a placeholder.
+            let cap = self.opts.max_message_bytes;
+            let uids: Vec<u32> =
+                batch.iter().filter(|m| m.size.is_none_or(|s| u64::from(s) <= cap)).map(|m| m.uid).collect();
+            let mut fetched = if uids.is_empty() { Bodies::default() } else { session.bodies(&uids).await };
             for meta in batch {
+                if meta.size.is_some_and(|s| u64::from(s) > cap) {
+                    let headers = session.header(meta.uid).await?;
+                    let place = format!("IMAP folder {}, UID {}", cursor.mailbox, meta.uid);
+                    let raw = mailroom_core::placeholder::too_large(
+                        &headers,
+                        meta.size.map(u64::from),
+                        cap,
+                        &place,
+                    );
+                    tracing::warn!(inbox = %self.inbox, uid = meta.uid, size = ?meta.size, cap, "message over the size cap: stored as a placeholder");
+                    self.hand_over(role, &cursor, meta, Body::Raw(raw)).await?;
+                    cursor.last_uid = meta.uid;
+                    cursor.suspect = None;
+                    version = self.checkpoint(role, &cursor, Some(version)).await?;
+                    continue;
+                }
                 let Some(body) = fetched.got.remove(&meta.uid) else {
                     // Unanswered: the connection broke at this message.
                     let err = fetched

@@ -14,6 +14,9 @@ use std::collections::HashSet;
 use std::sync::Mutex;
 use thiserror::Error;
 
+/// The source name of `mailroom import` (files from a mailbox export).
+pub const IMPORT_SOURCE: &str = "import";
+
 /// A raw message as a source hands it over.
 #[derive(Debug, Clone)]
 pub struct RawMail {
@@ -181,7 +184,11 @@ impl Ingestor {
         }
 
         let now = self.ports.clock.now();
-        let received_at = mail.received_at.unwrap_or(now);
+        // When the mailbox received it: the source's word (IMAP INTERNALDATE, Gmail
+        // internalDate, Graph receivedDateTime); for a mailbox export (`import`), the
+        // topmost Received header, which the receiving server wrote; else now.
+        let from_export = if mail.source == IMPORT_SOURCE { env.received } else { None };
+        let received_at = mail.received_at.or(from_export).unwrap_or(now);
         let key = raw_key(&inbox, env.date.unwrap_or(received_at), &sha);
         // Raw bytes first, before anything else looks at them.
         self.ports.blobs.put_if_absent(&key, mail.bytes.clone(), "message/rfc822").await?;

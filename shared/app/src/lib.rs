@@ -15,6 +15,7 @@ pub mod graph;
 pub mod imap_poll;
 pub mod ingest;
 pub mod keys;
+pub mod load;
 pub mod matcher;
 pub mod notify;
 pub mod oauth;

@@ -28,6 +28,8 @@ pub struct MatchHandler {
     ports: Ports,
     /// Own addresses (inboxes and users) seen so far; negatives expire.
     own: Mutex<HashMap<String, (bool, Instant)>>,
+    /// The workspace's trusted receiving hosts (`[security] trusted_receivers`).
+    config: crate::route::WorkspaceCache,
 }
 
 /// Blob key of an attachment body: content-addressed, shared by every message carrying it.
@@ -35,9 +37,22 @@ pub fn attachment_key(sha256: &str) -> String {
     format!("att/{}/{sha256}", &sha256[..2.min(sha256.len())])
 }
 
+/// See [`MatchHandler::direction`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Direction {
+    Inbound,
+    Outbound,
+    /// Inbound, claiming one of our addresses without proof.
+    Spoofed,
+}
+
 impl MatchHandler {
     pub fn new(ports: Ports) -> MatchHandler {
-        MatchHandler { ports, own: Mutex::new(HashMap::new()) }
+        MatchHandler {
+            config: crate::route::WorkspaceCache::new(ports.clone()),
+            ports,
+            own: Mutex::new(HashMap::new()),
+        }
     }
 
     /// An address is ours when it is a known inbox or user, or in the domain of the
@@ -163,6 +178,48 @@ impl MatchHandler {
         Ok(())
     }
 
+    /// Which way a message went, told by where its copy came from and never by a header
+    /// anyone can write (docs/security.md, "Direction"):
+    /// - a Sent-folder copy (IMAP `\Sent`, Gmail's SENT label, Graph's sentitems, our own
+    ///   send path, an import with `--folder sent`) is ours;
+    /// - an inbound copy whose Message-ID we signed and whose outbox record exists is ours
+    ///   coming back (a loop, or a copy to another of our inboxes);
+    /// - an inbound copy whose From is one of our addresses is ours only when the receiving
+    ///   host the workspace trusts saw DMARC pass for that domain; otherwise it is a
+    ///   customer's message flagged as spoofed;
+    /// - a form submission is always a customer's message, whatever address was typed.
+    async fn direction(
+        &self,
+        ptr: &IngestPointer,
+        m: &ParsedMessage,
+        from: Option<&str>,
+        from_own: bool,
+    ) -> anyhow::Result<Direction> {
+        if ptr.source == crate::forms::SOURCE {
+            return Ok(Direction::Inbound);
+        }
+        if ptr.folder == Folder::Sent {
+            return Ok(Direction::Outbound);
+        }
+        if self.ports.signer.verify_message_id(&m.message_id).is_some()
+            && self.ports.table.get(&crate::send::sent_key(&m.message_id)).await?.is_some()
+        {
+            return Ok(Direction::Outbound);
+        }
+        if !from_own {
+            return Ok(Direction::Inbound);
+        }
+        let domain = from.and_then(|f| f.rsplit_once('@')).map(|(_, d)| d).unwrap_or_default();
+        let cfg = self.config.get().await?;
+        let trusted = &cfg.0.security.trusted_receivers;
+        if m.auth_results.as_ref().is_some_and(|a| a.dmarc_pass_for(domain, trusted)) {
+            Ok(Direction::Outbound)
+        } else {
+            tracing::warn!(inbox = %ptr.inbox, message_id = %m.message_id, from = ?from, "our own address in From without proof: taken as a customer's message");
+            Ok(Direction::Spoofed)
+        }
+    }
+
     /// Threads a first-seen message and builds its record.
     async fn new_message_item(
         &self,
@@ -176,7 +233,8 @@ impl MatchHandler {
             Some(f) => self.is_own(f, &ptr.inbox).await?,
             None => false,
         };
-        let outbound = ptr.folder == Folder::Sent || from_own;
+        let direction = self.direction(ptr, m, from.as_deref(), from_own).await?;
+        let outbound = direction == Direction::Outbound;
         // Primary external parties: the sender of inbound mail, the To of outbound mail.
         let mut parties: Vec<String> = Vec::new();
         let primary: Vec<&mailroom_core::Mailbox> =
@@ -221,6 +279,7 @@ impl MatchHandler {
             subject: m.subject.clone(),
             subject_key: m.subject_key.clone(),
             date,
+            received: ptr.received_at,
             parties,
             cc_parties,
             outbound,
@@ -255,6 +314,9 @@ impl MatchHandler {
         put(&mut item, "bounce", json!(m.bounce));
         put(&mut item, "loop", json!(looped));
         put(&mut item, "direction", json!(if outbound { "outbound" } else { "inbound" }));
+        if direction == Direction::Spoofed {
+            put(&mut item, "spoofed", json!(true));
+        }
         // The reports' channel: told by the source, never by a header anyone can write.
         put(&mut item, "channel", json!(if ptr.source == crate::forms::SOURCE { "form" } else { "email" }));
         put(&mut item, "parents", json!(parents));

@@ -54,6 +54,10 @@ pub enum OAuthError {
     Unreachable(String),
     #[error("bad OAuth endpoint URL: {0}")]
     Url(String),
+    #[error(
+        "you signed in as {account}, but the inbox being connected is {inbox}: sign in with the account of {inbox} (nothing was stored; to connect {account}, create an inbox for it)"
+    )]
+    WrongAccount { inbox: String, account: String },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -217,6 +221,14 @@ pub async fn callback(
             "no refresh token was granted (Google: revoke Mailroom's access in the account and connect again; Microsoft: the offline_access scope is required)".into(),
         ));
     }
+    // The mailbox the user consented with must be the inbox being connected: support@
+    // connected with someone's personal account would sync the wrong mail.
+    let account = account_address(cfg, provider, &tokens.access_token).await?;
+    if !account.iter().any(|a| a.eq_ignore_ascii_case(&inbox.key())) {
+        let account = account.first().cloned().unwrap_or_else(|| "an account without an address".into());
+        tracing::warn!(inbox = %inbox, %account, "OAuth consent from another mailbox refused");
+        return Err(OAuthError::WrongAccount { inbox: inbox.key(), account });
+    }
     store_tokens(ports, &inbox, &tokens).await?;
     let conn = match connections::get(ports, &inbox).await? {
         Some(mut c) if c.provider == provider => {
@@ -242,6 +254,36 @@ pub async fn callback(
     crate::ingest::Ingestor::new(ports.clone()).register_inbox(&inbox).await?;
     connections::event(ports, &inbox, "inbox_connected", json!(provider.as_str())).await?;
     Ok(conn)
+}
+
+/// The addresses of the mailbox an access token opens: Gmail's `users.getProfile`
+/// address; Graph's `/me` mail and user principal name.
+async fn account_address(
+    cfg: &ProvidersConfig,
+    provider: Provider,
+    access_token: &str,
+) -> Result<Vec<String>, OAuthError> {
+    match provider {
+        Provider::Gmail => {
+            let client = mailroom_providers::gmail::GmailClient::new(&cfg.google.api_base)
+                .map_err(|e| OAuthError::Unreachable(e.to_string()))?;
+            let p = client
+                .profile(access_token)
+                .await
+                .map_err(|e| OAuthError::Unreachable(format!("Gmail profile: {e}")))?;
+            Ok(vec![p.email_address])
+        }
+        Provider::Graph => {
+            let client = mailroom_providers::graph::GraphClient::new(&cfg.microsoft.api_base)
+                .map_err(|e| OAuthError::Unreachable(e.to_string()))?;
+            let me = client
+                .me(access_token)
+                .await
+                .map_err(|e| OAuthError::Unreachable(format!("Graph /me: {e}")))?;
+            Ok(me.mail.into_iter().chain(me.user_principal_name).collect())
+        }
+        Provider::Imap => Ok(vec![]),
+    }
 }
 
 /// Stores an inbox's tokens (a new connection, or a test).

@@ -247,10 +247,13 @@ fn conversation_contrib(
             states.push(("slafr", Target::judge(done, due, false)));
         }
         if let Some(target) = p.time_to_close.as_deref().and_then(|d| parse_duration(d).ok()) {
-            let due = cal.add_business_seconds(at(open_t), target).map(|d| d.timestamp());
-            let stage = ticket.and_then(|t| s(t, "stage"));
-            let in_pause = stage.is_some_and(|st| p.pause_stages.contains(&st));
-            states.push(("slattc", Target::judge(closed_at, due, in_pause)));
+            // The clock stops while the ticket waits in a pause stage: its deadline moves
+            // by the business time spent there.
+            let st = match close_clock(&cal, open_t, target, &pauses(ticket, &p.pause_stages)) {
+                Clock::Due(due) => Target::judge(closed_at, due, false),
+                Clock::Paused => Target::judge(closed_at, None, true),
+            };
+            states.push(("slattc", st));
         }
         for (name, st) in &states {
             match st {
@@ -306,6 +309,68 @@ impl Target {
             (None, None) => Target::Paused,
         }
     }
+}
+
+/// The intervals a ticket spent in one of `pause_stages`, oldest first: (entered, left or
+/// `None` while it is still there), epoch seconds. Read from the ticket's `stage_log`
+/// (`[[stage, RFC 3339], ...]`, one entry per stage it entered); a ticket without one
+/// (written before the log was kept) counts its current stage from its last change.
+fn pauses(ticket: Option<&Item>, pause_stages: &[String]) -> Vec<(i64, Option<i64>)> {
+    let Some(t) = ticket else { return vec![] };
+    let mut log: Vec<(String, i64)> = t
+        .get("stage_log")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|e| Some((e.get(0)?.as_str()?.to_string(), ts(e.get(1))?)))
+        .collect();
+    if log.is_empty()
+        && let Some(stage) = s(t, "stage")
+    {
+        // Since its last change; with no time at all, since the beginning.
+        log.push((stage, ts(t.get("stage_changed_at")).or(ts(t.get("created_at"))).unwrap_or(0)));
+    }
+    log.sort_by_key(|e| e.1);
+    let mut out: Vec<(i64, Option<i64>)> = Vec::new();
+    for (stage, when) in log {
+        let paused = pause_stages.contains(&stage);
+        match out.last_mut() {
+            Some((_, end @ None)) if !paused => *end = Some(when),
+            Some((_, None)) => {}
+            _ if paused => out.push((when, None)),
+            _ => {}
+        }
+    }
+    out
+}
+
+/// Where a time-to-close clock stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Clock {
+    /// Due at this instant (`None`: the calendar never opens).
+    Due(Option<i64>),
+    /// Stopped now, in a pause that began before the target was reached.
+    Paused,
+}
+
+/// The instant `target` business seconds of running clock have passed since `open`, the
+/// clock stopped during `pauses`.
+fn close_clock(cal: &Calendar, open: i64, target: i64, pauses: &[(i64, Option<i64>)]) -> Clock {
+    let (mut cur, mut left) = (open, target);
+    for &(start, end) in pauses {
+        if start > cur {
+            let run = business(cal, cur, start);
+            if run >= left {
+                break;
+            }
+            left -= run;
+        }
+        match end {
+            Some(e) => cur = cur.max(e),
+            None => return Clock::Paused,
+        }
+    }
+    Clock::Due(cal.add_business_seconds(at(cur), left).map(|d| d.timestamp()))
 }
 
 fn at(t: i64) -> DateTime<Utc> {
@@ -553,6 +618,12 @@ pub async fn refresh(
             }
             absorbed.push(id.clone());
         }
+        if let Some(n) = &new_msg
+            && !msgs.contains_key(n.id)
+            && msgs.len() >= MAX_FACTS
+        {
+            return record_overflow(ports, &root.item, &root.id, n).await;
+        }
         if let Some(n) = &new_msg {
             let mut f = n.fact.clone();
             if n.keep_logged {
@@ -605,6 +676,36 @@ pub async fn refresh(
         }
     }
     anyhow::bail!("report update of conversation {conv}: too many concurrent changes")
+}
+
+/// The most messages a conversation's report state keeps one by one. The state is one
+/// item, and DynamoDB's items stop at 400 KB: a fact and its share of the contribution
+/// take about 200 bytes, so 1,000 stay near 200 KB. A longer conversation (a mail loop,
+/// a years-long thread) counts its further messages straight into the volume buckets,
+/// once each (an `rpt-over#{conversation}` marker per message), and leaves its figures
+/// (first response, waits, SLA) as its first 1,000 messages made them (docs/metrics.md).
+pub const MAX_FACTS: usize = if cfg!(test) { 100 } else { 1000 };
+
+/// Counts a message past [`MAX_FACTS`] in the volume buckets, once.
+async fn record_overflow(ports: &Ports, conv: &Item, id: &str, n: &NewMessage<'_>) -> anyhow::Result<()> {
+    let mut c = Contrib::new();
+    message_counts(&mut c, conv, &n.fact);
+    let marker = Key::new(format!("rpt-over#{id}"), n.id.to_string());
+    let mut ops = vec![TransactOp::Put { item: marker.item(), cond: Some(Cond::NotExists) }];
+    for day in days_of(&c) {
+        ops.push(TransactOp::Update {
+            key: Key::new(DAYS_PK, day.clone()),
+            actions: vec![Update::SetIfAbsent("day".into(), json!(day))],
+            cond: None,
+        });
+    }
+    bucket_ops(&c, &mut ops);
+    match ports.table.transact_write(ops).await {
+        Ok(()) => Ok(()),
+        // Counted before (a redelivery).
+        Err(e) if is_conflict(&e) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
 }
 
 pub const SLA_DUE_INDEX_PK: &str = "sla-due";
@@ -1264,7 +1365,20 @@ mod tests {
     }
 
     fn inbound(at: &str) -> MsgFact {
-        MsgFact { t: t(at), out: false, normal: true, agent: None, logged: true, channel: "email".into() }
+        inbound_at(t(at))
+    }
+    fn inbound_at(t: i64) -> MsgFact {
+        MsgFact { t, out: false, normal: true, agent: None, logged: true, channel: "email".into() }
+    }
+    fn reply_at(t: i64) -> MsgFact {
+        MsgFact {
+            t,
+            out: true,
+            normal: true,
+            agent: Some("maria.keller@acme-corp.example".into()),
+            logged: true,
+            channel: "email".into(),
+        }
     }
     fn reply(at: &str) -> MsgFact {
         MsgFact {
@@ -1286,6 +1400,97 @@ mod tests {
         assert_eq!(fig.first_response_s, Some(64 * 3600));
         assert_eq!(fig.first_response_business_s, Some(2 * 3600));
         assert_eq!(fig.waiting_since, None);
+    }
+
+    /// Issue 17, item 17: the time a ticket waits in a pause stage is taken off its
+    /// time-to-close clock. By hand, in the standard policy (time to close "5d" = 120
+    /// business hours; Berlin, weekdays 08:00-18:00, CET): opened Monday 4 March 09:00;
+    /// without a pause due twelve business days later, Wednesday 20 March 09:00. Paused
+    /// ("waiting on contact") Monday 11:00 to Wednesday 6 March 11:00: 7 + 10 + 3 = 20
+    /// business hours, so due Friday 22 March 09:00. Closed Thursday 21 March at noon it
+    /// is met (on 4490ca9 breached: the pause was not subtracted).
+    #[test]
+    fn sla_pause_time_is_not_counted() {
+        let ws = acme();
+        let open = "2024-03-04T08:00:00Z";
+        let mut ticket = Item::new();
+        ticket.insert("stage".into(), json!("closed"));
+        ticket.insert(
+            "stage_log".into(),
+            json!([
+                ["new", open],
+                ["waiting_on_contact", "2024-03-04T10:00:00Z"],
+                ["waiting_on_us", "2024-03-06T10:00:00Z"],
+                ["closed", "2024-03-21T11:00:00Z"]
+            ]),
+        );
+        let p = ws.sla_policy("support@acme-corp.example", None).unwrap();
+        let cal = ws.calendar(p.calendar.as_deref());
+        let ps = pauses(Some(&ticket), &p.pause_stages);
+        assert_eq!(ps, vec![(t("2024-03-04T10:00:00Z"), Some(t("2024-03-06T10:00:00Z")))]);
+        let target = parse_duration(p.time_to_close.as_deref().unwrap()).unwrap();
+        assert_eq!(close_clock(&cal, t(open), target, &ps), Clock::Due(Some(t("2024-03-22T08:00:00Z"))));
+        assert_eq!(close_clock(&cal, t(open), target, &[]), Clock::Due(Some(t("2024-03-20T08:00:00Z"))));
+        // Still waiting on the contact: paused.
+        assert_eq!(close_clock(&cal, t(open), target, &[(t("2024-03-04T10:00:00Z"), None)]), Clock::Paused);
+        let closed = conv(&[("status", json!("closed")), ("closed_at", json!("2024-03-21T11:00:00Z"))]);
+        let msgs = [inbound(open), reply("2024-03-04T09:00:00Z")];
+        let (_, fig) = conversation_contrib(&ws, &closed, Some(&ticket), &msgs);
+        assert_eq!(fig.sla.as_deref(), Some("met"), "{fig:?}");
+    }
+
+    /// Issue 17, item 9, the bound: a conversation's state at the cap, in the worst case
+    /// (long Message-IDs, every message in an hour and a day of its own, every one a
+    /// first response or a wait), stays under DynamoDB's 400 KB item limit. On 4490ca9
+    /// the state grew without limit (past 400 KB near 2,000 such messages).
+    #[test]
+    fn report_state_at_the_cap_fits_an_item() {
+        let ws = acme();
+        let mut msgs = BTreeMap::new();
+        for i in 0..1000usize {
+            let at = t("2024-03-04T08:00:00Z") + i as i64 * 86_400 + (i as i64 % 24) * 3600;
+            let f = if i.is_multiple_of(2) { inbound_at(at) } else { reply_at(at) };
+            msgs.insert(format!("CAF{i:05}+a-rather-long-message-id-of-a-big-provider@mail.gmail.com"), f);
+        }
+        let facts: Vec<MsgFact> = msgs.values().cloned().collect();
+        let (contrib, fig) = conversation_contrib(&ws, &conv(&[]), None, &facts);
+        let state =
+            json!({"msgs": msgs, "contrib": encode(&contrib), "figures": fig, "absorbed": [], "version": 1});
+        let size = serde_json::to_vec(&state).unwrap().len();
+        assert!(size < 350_000, "the report state at the cap is {size} bytes");
+    }
+
+    /// Issue 17, item 9, the counting: past the cap (100 in tests), messages are counted
+    /// once each, straight into the buckets, and the state stops growing.
+    #[tokio::test]
+    async fn messages_past_the_cap_are_counted_once_and_the_state_stops_growing() {
+        let dir = tempfile::tempdir().unwrap();
+        let ports = Ports::embedded(dir.path()).unwrap();
+        let ws = acme();
+        let mut c = conv(&[]);
+        c.extend(conv_key("cbig").item());
+        ports.table.put(c, None).await.unwrap();
+        let msg = |i: usize| {
+            let mut m = Item::new();
+            m.insert("message_id".into(), json!(format!("loop-{i:05}@mailer.customer.example")));
+            m.insert("conversation".into(), json!("cbig"));
+            m.insert("direction".into(), json!(if i.is_multiple_of(2) { "inbound" } else { "outbound" }));
+            m.insert("kind".into(), json!("normal"));
+            let at = t("2024-03-04T08:00:00Z") + i as i64 * 3600 * 5;
+            m.insert("arrived".into(), json!(DateTime::from_timestamp(at, 0).unwrap().to_rfc3339()));
+            m
+        };
+        for i in 0..150 {
+            record_message(&ports, &ws, &msg(i), Some(true)).await.unwrap();
+        }
+        let before = ports.table.get(&conv_owner("cbig")).await.unwrap().unwrap();
+        record_message(&ports, &ws, &msg(140), Some(true)).await.unwrap();
+        record_message(&ports, &ws, &msg(10), Some(true)).await.unwrap();
+        let state = ports.table.get(&conv_owner("cbig")).await.unwrap().unwrap();
+        assert_eq!(state.get("msgs").and_then(Value::as_object).map(|m| m.len()), Some(MAX_FACTS));
+        assert_eq!(state.get("version"), before.get("version"), "a redelivery changed the state");
+        let r = report(&ports, &ws, &Filter::default(), Utc::now()).await.unwrap();
+        assert_eq!((r.messages.inbound, r.messages.outbound), (75, 75), "{:?}", r.messages);
     }
 
     #[test]

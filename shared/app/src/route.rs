@@ -336,17 +336,13 @@ impl RouteHandler {
         match res {
             Ok(_) => {
                 tracing::info!(conversation = conv, team = ?d.team, assignee = ?assignee, "conversation routed");
-                if let Some(a) = &assignee {
-                    // Open conversations per agent, for least-loaded assignment.
-                    let key = Key::new(format!("load#{a}"), "load");
-                    self.ports.table.update(&key, vec![Update::Add("open".into(), 1)], None).await?;
-                }
-                Ok(())
             }
             // Another delivery routed it first: its decision stands.
-            Err(StoreError::ConditionFailed) => Ok(()),
-            Err(e) => Err(e.into()),
+            Err(StoreError::ConditionFailed) => {}
+            Err(e) => return Err(e.into()),
         }
+        // Open conversations per agent, for least-loaded assignment.
+        crate::load::settle(&self.ports, conv).await
     }
 
     /// The user a decision assigns: explicit, or by strategy among the team's available
@@ -407,18 +403,8 @@ impl RouteHandler {
                 Ok(Some(members[i].to_lowercase()))
             }
             Some(Assign::LeastLoaded) => {
-                let mut best: Option<(i64, &String)> = None;
-                for m in &members {
-                    let load = table
-                        .get(&Key::new(format!("load#{}", m.to_lowercase()), "load"))
-                        .await?
-                        .and_then(|i| i.get("open").and_then(Value::as_i64))
-                        .unwrap_or(0);
-                    if best.is_none_or(|(b, _)| load < b) {
-                        best = Some((load, m));
-                    }
-                }
-                Ok(best.map(|(_, m)| m.to_lowercase()))
+                let members: Vec<String> = members.into_iter().cloned().collect();
+                crate::load::pick_least_loaded(&self.ports, conv, &members).await
             }
         }
     }

@@ -49,6 +49,22 @@ pub struct ReplyRequest {
     pub html: Option<String>,
     #[serde(default)]
     pub cc: Vec<String>,
+    /// The recipients as the agent confirmed them; `None`: the default ones
+    /// ([`reply_recipients`]), which must then all be people already in the conversation.
+    #[serde(default)]
+    pub to: Option<Vec<String>>,
+}
+
+/// Who a reply goes to by default, and who of them is new to the conversation.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Recipients {
+    pub to: Vec<String>,
+    /// Addresses of `to` that were not in the conversation before the message replied to
+    /// (a third party who joined the thread, a Reply-To elsewhere): a reply goes to them
+    /// only when the agent names them.
+    pub new: Vec<String>,
+    /// The message replied to.
+    pub in_reply_to: Option<String>,
 }
 
 /// An outbox entry, for the conversation view.
@@ -146,9 +162,9 @@ fn valid_request_id(id: &str) -> bool {
         && id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':'))
 }
 
-/// The message a reply answers: the newest normal inbound message of the conversation,
-/// else its newest message of any kind.
-async fn reply_target(ports: &Ports, root: &str, inbox: &str) -> anyhow::Result<Option<Item>> {
+/// A conversation's messages in the order we received them (the `gsi1sk` of a message is
+/// its receipt time, then its id: written by us, never by the sender).
+async fn messages_by_receipt(ports: &Ports, root: &str, inbox: &str) -> anyhow::Result<Vec<Item>> {
     let t = &ports.table;
     let mut ids: Vec<String> = t
         .get(&crate::reports::conv_owner(root))
@@ -176,17 +192,76 @@ async fn reply_target(ports: &Ports, root: &str, inbox: &str) -> anyhow::Result<
             }
         }
     }
-    let when = |m: &Item| (s(m, "date").unwrap_or_default(), s(m, "gsi1sk").unwrap_or_default());
+    items.sort_by_key(|m| s(m, "gsi1sk").unwrap_or_default());
+    Ok(items)
+}
+
+/// The message a reply answers: the normal inbound message we received last, else the
+/// last message of any kind. By receipt, never by the Date header: a message with a
+/// forged Date must not take the agent's reply.
+fn reply_target(items: &[Item]) -> Option<&Item> {
     let normal_inbound = |m: &&Item| {
         s(m, "direction").as_deref() == Some("inbound")
             && s(m, "kind").as_deref().unwrap_or("normal") == "normal"
     };
-    let best = items
-        .iter()
-        .filter(normal_inbound)
-        .max_by_key(|m| when(m))
-        .or_else(|| items.iter().max_by_key(|m| when(m)));
-    Ok(best.cloned())
+    items.iter().rev().find(normal_inbound).or_else(|| items.last())
+}
+
+/// Every address in the From, To and Cc of these messages (lower case).
+fn participants(items: &[Item]) -> std::collections::BTreeSet<String> {
+    let mut out = std::collections::BTreeSet::new();
+    for m in items {
+        out.extend(s(m, "from").map(|f| f.to_lowercase()));
+        for k in ["to", "cc"] {
+            let list = m.get(k).and_then(Value::as_array).cloned().unwrap_or_default();
+            out.extend(list.iter().filter_map(Value::as_str).map(str::to_lowercase));
+        }
+    }
+    out
+}
+
+/// Who a reply to `conversation` goes to by default: the sender (or Reply-To) of the
+/// message replied to, or the recipients of our own message when the last one is ours;
+/// our own addresses left out. Addresses that were in none of the messages received
+/// before that one are listed in `new` (for the first message, its sender is the
+/// customer: nothing is new).
+pub async fn reply_recipients(
+    ports: &Ports,
+    ws: &Workspace,
+    conversation: &str,
+) -> anyhow::Result<Recipients> {
+    let root = Threader::new(ports).find(conversation).await?;
+    let inbox = s(&root.item, "inbox").context("conversation has no inbox")?;
+    let items = messages_by_receipt(ports, &root.id, &inbox).await?;
+    let Some(target) = reply_target(&items) else { return Ok(Recipients::default()) };
+    let raw_key = s(target, "raw_key").context("message has no raw_key")?;
+    let raw =
+        ports.blobs.get(&raw_key).await?.with_context(|| format!("raw message {raw_key} is missing"))?;
+    let parsed = understand(&raw).with_context(|| format!("raw message {raw_key}"))?.message;
+    let own =
+        |a: &str| a.eq_ignore_ascii_case(&inbox) || ws.users.iter().any(|u| u.email.eq_ignore_ascii_case(a));
+    let inbound = s(target, "direction").as_deref() != Some("outbound");
+    let people = if !inbound {
+        parsed.to.clone()
+    } else if !parsed.reply_to.is_empty() {
+        parsed.reply_to.clone()
+    } else {
+        parsed.from.clone().into_iter().collect()
+    };
+    let mut to: Vec<String> = Vec::new();
+    for p in people {
+        if let Ok(a) = EmailAddress::parse(&p.email)
+            && !own(&a.key())
+            && !to.contains(&a.key())
+        {
+            to.push(a.key());
+        }
+    }
+    let position = items.iter().position(|m| std::ptr::eq(m, target)).unwrap_or(0);
+    let before = participants(&items[..position]);
+    let new =
+        if position == 0 { vec![] } else { to.iter().filter(|a| !before.contains(*a)).cloned().collect() };
+    Ok(Recipients { to, new, in_reply_to: Some(parsed.message_id).filter(|_| !parsed.synthetic_id) })
 }
 
 /// The Gmail thread (or Graph conversation) of the message replied to, from the copy of
@@ -374,7 +449,7 @@ pub async fn queue_reply(
         }
     }
     let fingerprint = sha256(
-        serde_json::to_string(&json!([user.email.to_lowercase(), req.text, req.html, cc]))
+        serde_json::to_string(&json!([user.email.to_lowercase(), req.text, req.html, cc, req.to]))
             .map_err(|e| anyhow!(e))?
             .as_bytes(),
     )
@@ -392,7 +467,8 @@ pub async fn queue_reply(
     let inbox =
         EmailAddress::parse(&inbox_addr).map_err(|e| anyhow!("conversation inbox {inbox_addr}: {e}"))?;
     let ws_inbox = ws.inboxes.iter().find(|i| i.address.eq_ignore_ascii_case(&inbox.key()));
-    let target = reply_target(ports, &root.id, &inbox.key()).await?.ok_or_else(|| {
+    let items = messages_by_receipt(ports, &root.id, &inbox.key()).await?;
+    let target = reply_target(&items).cloned().ok_or_else(|| {
         SendError::Invalid(format!("conversation {conversation} has no message to reply to"))
     })?;
     let raw_key = s(&target, "raw_key").context("message has no raw_key")?;
@@ -404,23 +480,33 @@ pub async fn queue_reply(
     let own = |a: &str| {
         a.eq_ignore_ascii_case(&inbox.key()) || ws.users.iter().any(|u| u.email.eq_ignore_ascii_case(a))
     };
-    let inbound = s(&target, "direction").as_deref() != Some("outbound");
-    let people = if !inbound {
-        parsed.to.clone()
-    } else if !parsed.reply_to.is_empty() {
-        parsed.reply_to.clone()
-    } else {
-        parsed.from.clone().into_iter().collect()
-    };
-    let mut to: Vec<String> = Vec::new();
-    for p in people {
-        if let Ok(a) = EmailAddress::parse(&p.email)
-            && !own(&a.key())
-            && !to.contains(&a.key())
-        {
-            to.push(a.key());
+    let to: Vec<String> = match &req.to {
+        // The agent named the recipients: they saw them.
+        Some(list) => {
+            let mut to = Vec::new();
+            for t in list {
+                let a = EmailAddress::parse(t).map_err(|e| SendError::Invalid(format!("to {t:?}: {e}")))?;
+                if own(&a.key()) {
+                    return Err(SendError::Invalid(format!("{} is one of our own addresses", a.key())));
+                }
+                if !to.contains(&a.key()) {
+                    to.push(a.key());
+                }
+            }
+            to
         }
-    }
+        None => {
+            let r = reply_recipients(ports, ws, &root.id).await?;
+            if !r.new.is_empty() {
+                return Err(SendError::Invalid(format!(
+                    "the message replied to asks for a reply to {}, who {} not in this conversation before: name the recipients (`to`) to confirm",
+                    r.new.join(", "),
+                    if r.new.len() == 1 { "was" } else { "were" }
+                )));
+            }
+            r.to
+        }
+    };
     if to.is_empty() {
         return Err(SendError::Invalid(format!(
             "the message replied to ({}) has no external sender or recipient to answer",
@@ -898,6 +984,7 @@ impl SendHandler {
             extra_ca_pem: settings.ca_pem.clone(),
             hello_name: inbox.domain().to_string(),
             timeout: std::time::Duration::from_secs(60),
+            allow_private: settings.allow_private_host,
         };
         let user = smtp_cfg.user.clone().unwrap_or_else(|| settings.user.clone());
         smtp::send(&ep, Some((user, password.clone())), &inbox.key(), to, mime).await.map_err(|e| {

@@ -12,8 +12,8 @@
 //! concurrent Lambda invocations agree:
 //! - `ref#{message-id}` claims an id (the message's own and every parent) for a
 //!   conversation; a failed claim means another conversation holds it, and the two merge;
-//! - merging sets `parent` on the root that started later (`first_date`, then id), so the
-//!   surviving root is the conversation of the oldest message;
+//! - merging sets `parent` on the root that started later (`first_received`, then id), so
+//!   the surviving root is the conversation of the message we received first;
 //! - subject links use two index partitions keyed by (subject key, external party):
 //!   `subj#` for every message, `subjwait#` for header-less replies, queried from both
 //!   sides within [`SUBJECT_WINDOW_DAYS`].
@@ -52,7 +52,14 @@ pub struct ThreadInput {
     pub inbox: String,
     pub subject: String,
     pub subject_key: String,
+    /// The Date header (or the receipt time when it has none): what the sender says. It
+    /// places subject links (header-less replies within a window of their parent) and is
+    /// shown; it never decides which inbox owns a conversation.
     pub date: DateTime<Utc>,
+    /// When we received the message (the mailbox's own time: IMAP INTERNALDATE, Gmail
+    /// internalDate, Graph receivedDateTime, else when it was ingested). Decides the
+    /// conversation's owner and order: a customer cannot write it.
+    pub received: DateTime<Utc>,
     /// The message's primary external parties (lower-cased): the sender of an inbound
     /// message, the external To recipients of an outbound one. Cc'd people are not
     /// parties: a colleague on Cc who later writes about the same subject is not joined
@@ -89,6 +96,11 @@ pub struct Threader<'a> {
 
 fn ts(d: DateTime<Utc>) -> String {
     d.format("%Y-%m-%dT%H:%M:%SZ").to_string()
+}
+
+/// Receipt times to the millisecond: messages ingested within one second keep their order.
+fn ts_ms(d: DateTime<Utc>) -> String {
+    d.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
 }
 
 fn short_hash(s: &str) -> String {
@@ -287,11 +299,12 @@ impl<'a> Threader<'a> {
         item.insert("inbox".into(), json!(m.inbox));
         item.insert("subject".into(), json!(m.subject));
         item.insert("first_date".into(), json!(ts(m.date)));
+        item.insert("first_received".into(), json!(ts_ms(m.received)));
         item.insert("first_message_id".into(), json!(m.message_id));
         item.insert("status".into(), json!("open"));
         item.insert("created_at".into(), json!(self.ports.clock.now().to_rfc3339()));
         item.insert("gsi1pk".into(), json!(CONVERSATIONS_INDEX_PK));
-        item.insert("gsi1sk".into(), json!(format!("{}#{id}", ts(m.date))));
+        item.insert("gsi1sk".into(), json!(format!("{}#{id}", ts_ms(m.received))));
         match self.ports.table.put(item, Some(Cond::NotExists)).await {
             Ok(()) | Err(StoreError::ConditionFailed) => Ok(()),
             Err(e) => Err(e.into()),
@@ -324,12 +337,7 @@ impl<'a> Threader<'a> {
             if ra.id == rb.id {
                 return Ok(ra.id);
             }
-            let order = |r: &ConversationRoot| {
-                (
-                    r.item.get("first_date").and_then(Value::as_str).unwrap_or_default().to_string(),
-                    r.id.clone(),
-                )
-            };
+            let order = |r: &ConversationRoot| (first_received(&r.item), r.id.clone());
             let (winner, loser) = if order(&ra) <= order(&rb) { (ra, rb) } else { (rb, ra) };
             // The winner lists what it absorbed, so reports can take over the loser's
             // counts (reports::refresh).
@@ -361,30 +369,37 @@ impl<'a> Threader<'a> {
         bail!("merging conversations {a} and {b}: too many concurrent changes")
     }
 
-    /// Keeps the root's first message (and with it its inbox and subject) the oldest one.
+    /// Keeps the root's first message (and with it its inbox and subject) the one we
+    /// received first. Received time, not the Date header: a reply with a forged old Date
+    /// must not move a conversation into another inbox, where another team sees it.
     async fn note_first_message(&self, base: &str, m: &ThreadInput) -> anyhow::Result<()> {
         for _ in 0..16 {
             let root = self.find(base).await?;
-            let first = root.item.get("first_date").and_then(Value::as_str).unwrap_or_default().to_string();
+            let first = first_received(&root.item);
             let first_id = root.item.get("first_message_id").and_then(Value::as_str).unwrap_or_default();
-            let mine = ts(m.date);
+            let mine = ts_ms(m.received);
             if (first.as_str(), first_id) <= (mine.as_str(), m.message_id.as_str()) {
                 return Ok(());
             }
+            let stored = root.item.get("first_received").cloned();
             let res = self
                 .ports
                 .table
                 .update(
                     &conv_key(&root.id),
                     vec![
-                        Update::Set("first_date".into(), json!(mine)),
+                        Update::Set("first_date".into(), json!(ts(m.date))),
+                        Update::Set("first_received".into(), json!(mine)),
                         Update::Set("first_message_id".into(), json!(m.message_id)),
                         Update::Set("inbox".into(), json!(m.inbox)),
                         Update::Set("subject".into(), json!(m.subject)),
                         Update::Set("gsi1sk".into(), json!(format!("{mine}#{}", root.id))),
                     ],
                     Some(Cond::And(vec![
-                        Cond::Eq("first_date".into(), json!(first)),
+                        match stored {
+                            Some(v) => Cond::Eq("first_received".into(), v),
+                            None => Cond::AttrNotExists("first_received".into()),
+                        },
                         Cond::AttrNotExists("parent".into()),
                     ])),
                 )
@@ -397,6 +412,16 @@ impl<'a> Threader<'a> {
         }
         bail!("conversation {base}: too many concurrent changes")
     }
+}
+
+/// When a conversation's first message was received (RFC 3339, UTC); a conversation
+/// stored before receipt times were kept falls back to its first Date.
+fn first_received(item: &Item) -> String {
+    item.get("first_received")
+        .or_else(|| item.get("first_date"))
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string()
 }
 
 /// Resolves conversation roots with a cache, for listings.

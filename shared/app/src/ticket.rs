@@ -43,6 +43,8 @@ pub fn new_ticket(
         item.insert(field.into(), conv.get(from).cloned().unwrap_or(Value::Null));
     }
     item.insert("created_at".into(), json!(now));
+    // Every stage the ticket enters, with when: SLA pauses are measured on it.
+    item.insert("stage_log".into(), json!([[stage, now]]));
     item.insert("gsi1pk".into(), json!(TICKETS_INDEX_PK));
     item.insert("gsi1sk".into(), json!(format!("{now}#{root}")));
     item

@@ -101,13 +101,6 @@ pub fn verify_token(signer: &ThreadSigner, purpose: &str, token: &str) -> Option
     serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).ok()?).ok()
 }
 
-/// Decodes a token without checking it: only for `strip_trackers`, which rewrites our own
-/// HTML back and follows nothing.
-fn peek_token(token: &str) -> Option<TrackToken> {
-    let (payload, _) = token.rsplit_once('.')?;
-    serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).ok()?).ok()
-}
-
 fn settings<'h>() -> lol_html::RewriteStrSettings<'h, 'static> {
     // Mail HTML is often sloppy; strict mode would refuse some of it.
     lol_html::RewriteStrSettings::new().with_strict(false).with_enable_esi_tags(false)
@@ -197,12 +190,18 @@ pub fn add_trackers_at(
 }
 
 /// Removes our pixel and restores the original links, for showing a message we sent in
-/// our own UI (the sender must never trigger their own pixel). The result equals the HTML
-/// given to `add_trackers` when its tags are written plainly (double-quoted attributes,
-/// one space between them); otherwise it differs only in that spacing and quoting.
-pub fn strip_trackers(base_url: &str, html: &str) -> String {
+/// our own UI (the sender must never trigger their own pixel). Only a click link whose
+/// token carries our signature *for this message* (`message_id`) is restored: anyone can
+/// write a `/t/c/...` link into a mail, and what it claims to point at is believed only
+/// when we signed it. The caller shows the result through the sanitiser like any other
+/// mail HTML (`mailroom_core::html::sanitize`). The result equals the HTML given to
+/// `add_trackers` when its tags are written plainly (double-quoted attributes, one space
+/// between them); otherwise it differs only in that spacing and quoting.
+pub fn strip_trackers(signer: &ThreadSigner, base_url: &str, message_id: &str, html: &str) -> String {
     let base = base_url.trim_end_matches('/');
     let (open, click) = (format!("{base}/t/o/"), format!("{base}/t/c/"));
+    let ours =
+        |token: &str| verify_token(signer, CLICK_PURPOSE, token).filter(|t| t.message_id == message_id);
     let settings = settings()
         .append_element_content_handler(lol_html::element!("img[src]", |el| {
             if el.get_attribute("src").is_some_and(|s| s.starts_with(&open)) {
@@ -213,7 +212,7 @@ pub fn strip_trackers(base_url: &str, html: &str) -> String {
         .append_element_content_handler(lol_html::element!("a[href]", |el| {
             let original = el
                 .get_attribute("href")
-                .and_then(|h| h.strip_prefix(&click).and_then(peek_token))
+                .and_then(|h| h.strip_prefix(&click).and_then(ours))
                 .and_then(|t| t.href);
             if let Some(h) = original {
                 el.set_attribute("href", &h)?;
@@ -749,8 +748,36 @@ mod tests {
             let tracked = add_trackers(&signer(), BASE, "m1@acme.example", &rcpt(), html);
             assert_ne!(tracked, html, "no pixel added to {html}");
             assert_eq!(tracked.matches("/t/o/").count(), 1, "{tracked}");
-            assert_eq!(strip_trackers(BASE, &tracked), html);
+            assert_eq!(strip_trackers(&signer(), BASE, "m1@acme.example", &tracked), html);
         }
+    }
+
+    /// Issue 17, item 1: a `/t/c/` link is restored only from a token we signed for this
+    /// very message; a forged one (any payload, a bad or missing signature) or one of ours
+    /// copied from another message stays as it is.
+    #[test]
+    fn strip_restores_only_our_signed_links_of_this_message() {
+        let evil = TrackToken {
+            message_id: "m1@acme.example".into(),
+            recipients: vec![],
+            sent_at: 0,
+            href: Some("javascript:alert(1)".into()),
+        };
+        let payload = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&evil).unwrap());
+        for token in [format!("{payload}.00"), payload.clone(), format!("{payload}.{}", "a".repeat(64))] {
+            let html = format!(r#"<a href="{BASE}t/c/{token}">x</a>"#);
+            let out = strip_trackers(&signer(), BASE, "m1@acme.example", &html);
+            assert!(!out.contains("javascript"), "{out}");
+        }
+        let other = add_trackers(
+            &signer(),
+            BASE,
+            "other@acme.example",
+            &rcpt(),
+            r#"<a href="https://a.example/">a</a>"#,
+        );
+        let out = strip_trackers(&signer(), BASE, "m1@acme.example", &other);
+        assert!(!out.contains(r#"href="https://a.example/""#), "another message's link was restored: {out}");
     }
 
     #[test]

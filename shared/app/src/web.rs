@@ -141,7 +141,7 @@ async fn callback(State(st): State<Arc<WebState>>, Query(p): Query<CallbackParam
     };
     let conn = match oauth::callback(&st.ports, &st.cfg, &code, &state).await {
         Ok(c) => c,
-        Err(e @ (OAuthError::BadState | OAuthError::Refused(_))) => {
+        Err(e @ (OAuthError::BadState | OAuthError::Refused(_) | OAuthError::WrongAccount { .. })) => {
             return page(StatusCode::BAD_REQUEST, "Connection failed", &e.to_string());
         }
         Err(e) => {

@@ -15,6 +15,10 @@ pub struct Envelope {
     /// In-Reply-To then References (newest last), without angle brackets.
     pub parents: Vec<String>,
     pub date: Option<DateTime<Utc>>,
+    /// The date of the topmost `Received` header: when the last hop (the receiving server
+    /// of the mailbox the copy comes from) took it. Headers below it come with the
+    /// message and prove nothing; the topmost one was written by the receiving side.
+    pub received: Option<DateTime<Utc>>,
 }
 
 impl Envelope {
@@ -61,6 +65,12 @@ impl Envelope {
             .date()
             .and_then(|d| DateTime::from_timestamp(d.to_timestamp(), 0))
             // A date before 1990 or far in the future is a broken header, not a real date.
+            .filter(|d| d.timestamp() > 631_152_000 && *d < Utc::now() + chrono::Duration::days(2));
+        env.received = msg
+            .received_all()
+            .next()
+            .and_then(|r| r.date.as_ref())
+            .and_then(|d| DateTime::from_timestamp(d.to_timestamp(), 0))
             .filter(|d| d.timestamp() > 631_152_000 && *d < Utc::now() + chrono::Duration::days(2));
         env
     }

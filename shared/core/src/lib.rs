@@ -1,13 +1,16 @@
 //! Mailroom's domain types and pure logic: no I/O, no AWS crates.
 
+pub mod auth_results;
 pub mod calendar;
 pub mod classify;
 pub mod crm;
 pub mod envelope;
+pub mod html;
 pub mod ids;
 pub mod ingest;
 pub mod mbox;
 pub mod message;
+pub mod placeholder;
 pub mod quote;
 pub mod routing;
 pub mod signed;

@@ -54,7 +54,8 @@ pub struct ParsedMessage {
     pub in_reply_to: Vec<String>,
     pub references: Vec<String>,
     pub text: String,
-    /// Sanitised with ammonia: no scripts, no event handlers, no remote-content tricks.
+    /// Sanitised (`html::sanitize`): no scripts, event handlers or remote-content tricks;
+    /// remote images kept (the API and the web inbox block them until asked).
     pub html: Option<String>,
     pub new_text: String,
     pub quoted_text: Option<String>,
@@ -69,6 +70,9 @@ pub struct ParsedMessage {
     pub original_message_ids: Vec<String>,
     /// `X-Mailroom-Loop`: set on everything Mailroom sends.
     pub loop_header: Option<String>,
+    /// The topmost `Authentication-Results` header (the last receiving host's checks).
+    #[serde(default)]
+    pub auth_results: Option<crate::auth_results::AuthResults>,
     /// Raw sha256 of the whole message.
     pub sha256: String,
     pub size: u64,
@@ -148,7 +152,10 @@ pub fn understand(raw: &[u8]) -> Result<Understood, ParseError> {
         .and_then(|d| DateTime::from_timestamp(d.to_timestamp(), 0))
         .filter(|d| d.timestamp() > 631_152_000 && *d < Utc::now() + chrono::Duration::days(2));
     let text = body_text(&msg);
-    let html = msg.body_html(0).filter(|_| msg.html_body_count() > 0).map(|h| ammonia::clean(&h));
+    let html = msg
+        .body_html(0)
+        .filter(|_| msg.html_body_count() > 0)
+        .map(|h| crate::html::sanitize(&h, crate::html::RemoteImages::Allow).html);
     let split = quote::split(&text);
     let class = classify::classify(&msg);
     let original_message_ids =
@@ -159,6 +166,8 @@ pub fn understand(raw: &[u8]) -> Result<Understood, ParseError> {
     let (to, cc, reply_to) = (mailboxes(msg.to()), mailboxes(msg.cc()), mailboxes(msg.reply_to()));
     let (in_reply_to, references) = (ids(msg.in_reply_to()), ids(msg.references()));
     let loop_header = msg.header_raw("X-Mailroom-Loop").map(|s| s.trim().to_string());
+    let auth_results =
+        first_header_raw(&msg, "Authentication-Results").and_then(crate::auth_results::AuthResults::parse);
     let (attachments, bodies) = take_attachments(&mut msg);
     let message = ParsedMessage {
         message_id,
@@ -186,11 +195,20 @@ pub fn understand(raw: &[u8]) -> Result<Understood, ParseError> {
         list_id: class.list_id,
         original_message_ids,
         loop_header,
+        auth_results,
         sha256: digest,
         size: raw.len() as u64,
         defects,
     };
     Ok(Understood { message, bodies })
+}
+
+/// The raw value of the *first* (topmost) header called `name`: mail-parser's
+/// `header_raw` gives the last one.
+fn first_header_raw<'m>(msg: &'m Message<'_>, name: &str) -> Option<&'m str> {
+    let h = msg.headers().iter().find(|h| h.name.as_str().eq_ignore_ascii_case(name))?;
+    let raw = msg.raw_message();
+    std::str::from_utf8(raw.get(h.offset_start as usize..h.offset_end as usize)?).ok()
 }
 
 fn mailboxes(a: Option<&Address<'_>>) -> Vec<Mailbox> {

@@ -44,6 +44,24 @@ pub struct Workspace {
     /// Web forms that open conversations in an inbox (their secrets are not here).
     #[serde(default)]
     pub forms: Vec<Form>,
+    #[serde(default)]
+    pub security: SecuritySettings,
+}
+
+/// `[security]`: what the workspace trusts (docs/security.md).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecuritySettings {
+    /// Receiving hosts (the authserv-id of their `Authentication-Results` header, such as
+    /// `mx.google.com`) whose DMARC verdict is believed: an inbound message claiming one
+    /// of our addresses in From is ours only when one of them saw DMARC pass for it.
+    #[serde(default)]
+    pub trusted_receivers: Vec<String>,
+    /// Whether IMAP and SMTP servers on loopback, link-local or private addresses may be
+    /// connected (off: such a host is refused, so the API cannot be used to probe the
+    /// network it runs in).
+    #[serde(default)]
+    pub allow_private_mail_hosts: bool,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -495,17 +495,39 @@ impl GraphClient {
     }
 
     /// The raw MIME of a message, as bytes (the response's Content-Type is not to be
-    /// trusted).
-    pub async fn message_mime(&self, token: &str, user_id: &str, id: &str) -> Result<Bytes, GraphError> {
+    /// trusted); `TooLarge` past `limit` bytes (at most [`MAX_MIME_BYTES`]), read no further.
+    pub async fn message_mime(
+        &self,
+        token: &str,
+        user_id: &str,
+        id: &str,
+        limit: usize,
+    ) -> Result<Bytes, GraphError> {
         let url = self.url(&["users", user_id, "messages", id, "$value"])?;
         let reply = self
             .send(
                 user_id,
                 token,
-                Call::new(Method::GET, url).prefer(&[PREFER_IMMUTABLE_ID]).limit(MAX_MIME_BYTES),
+                Call::new(Method::GET, url).prefer(&[PREFER_IMMUTABLE_ID]).limit(limit.min(MAX_MIME_BYTES)),
             )
             .await?;
         Ok(reply.body)
+    }
+
+    /// A message's internet headers, as a header block (`internetMessageHeaders`): what is
+    /// kept of a message too large to fetch.
+    pub async fn message_headers(&self, token: &str, user_id: &str, id: &str) -> Result<Vec<u8>, GraphError> {
+        let mut url = self.url(&["users", user_id, "messages", id])?;
+        url.set_query(Some("$select=internetMessageHeaders"));
+        let v: Value =
+            self.json(user_id, token, Call::new(Method::GET, url).prefer(&[PREFER_IMMUTABLE_ID])).await?;
+        let mut out = String::new();
+        for h in v["internetMessageHeaders"].as_array().into_iter().flatten() {
+            if let (Some(n), Some(val)) = (h["name"].as_str(), h["value"].as_str()) {
+                out.push_str(&format!("{n}: {val}\r\n"));
+            }
+        }
+        Ok(out.into_bytes())
     }
 }
 

@@ -91,6 +91,8 @@ pub struct Endpoint {
     pub connect_timeout: Duration,
     /// One command, or one response of a command that streams (a FETCH).
     pub command_timeout: Duration,
+    /// Whether the host may be loopback, link-local or private (`net::resolve`).
+    pub allow_private: bool,
 }
 
 impl Endpoint {
@@ -102,6 +104,7 @@ impl Endpoint {
             extra_ca_pem: None,
             connect_timeout: Duration::from_secs(15),
             command_timeout: Duration::from_secs(60),
+            allow_private: false,
         }
     }
 }
@@ -280,7 +283,7 @@ pub enum Body {
 }
 
 /// What a body fetch returned.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct Bodies {
     pub got: BTreeMap<u32, Body>,
     /// The connection broke (or a command timed out) before every UID was answered; the
@@ -393,14 +396,18 @@ fn auth_error(user: &str, e: async_imap::error::Error) -> ImapError {
 impl ImapSession {
     /// Connects, reads the greeting, upgrades with STARTTLS when asked, and logs in.
     pub async fn connect(ep: &Endpoint, creds: &Credentials) -> Result<ImapSession, ImapError> {
-        let tcp = within(
+        let addrs = within(
             &ep.host,
-            "the connection",
+            "the name lookup",
             ep.connect_timeout,
-            TcpStream::connect((ep.host.as_str(), ep.port)),
+            crate::net::resolve(&ep.host, ep.port, ep.allow_private),
         )
         .await?
-        .map_err(|source| ImapError::Connect { host: ep.host.clone(), port: ep.port, source })?;
+        .map_err(|detail| ImapError::Refused { what: "the connection".into(), detail })?;
+        let tcp =
+            within(&ep.host, "the connection", ep.connect_timeout, TcpStream::connect(addrs.as_slice()))
+                .await?
+                .map_err(|source| ImapError::Connect { host: ep.host.clone(), port: ep.port, source })?;
         let _ = tcp.set_nodelay(true);
         let tls = match ep.security {
             Security::None => None,
@@ -603,6 +610,29 @@ impl ImapSession {
         Bodies { got, broken: None }
     }
 
+    /// The header block of one message (`BODY.PEEK[HEADER]`, never sets `\Seen`): what
+    /// is kept of a message too large to fetch whole. Empty when the server gives none.
+    pub async fn header(&mut self, uid: u32) -> Result<Vec<u8>, ImapError> {
+        let (host, limit) = (self.host.clone(), self.command_timeout);
+        let what = "UID FETCH (UID BODY.PEEK[HEADER])";
+        let mut out = Vec::new();
+        let mut stream =
+            within(&host, what, limit, self.session.uid_fetch(uid.to_string(), "(UID BODY.PEEK[HEADER])"))
+                .await?
+                .map_err(|e| ImapError::protocol(what, e))?;
+        while let Some(f) = within(&host, what, limit, stream.next()).await? {
+            let f = f.map_err(|e| ImapError::protocol(what, e))?;
+            if f.uid == Some(uid)
+                && let Some(h) = f.header()
+            {
+                out = h.to_vec();
+            }
+        }
+        drop(stream);
+        self.confirm(what).await?;
+        Ok(out)
+    }
+
     /// One `UID FETCH … (UID BODY.PEEK[])`: the bodies it returned, and the error if the
     /// connection broke. async-imap ends the stream at the tagged reply whatever its
     /// status, and at end of file too, so a NOOP afterwards tells a complete answer from a
@@ -771,19 +801,25 @@ mod tests {
     async fn an_answer_cut_off_by_a_closed_connection_is_an_error_not_an_empty_result() {
         let creds = Credentials::Password { user: "u".into(), password: "p".into() };
         for bye in [true, false] {
-            let ep = Endpoint::new("127.0.0.1", server_that_drops_after_examine(bye).await, Security::None);
+            let mut ep =
+                Endpoint::new("127.0.0.1", server_that_drops_after_examine(bye).await, Security::None);
+            ep.allow_private = true;
             let mut s = ImapSession::connect(&ep, &creds).await.unwrap();
             assert_eq!(s.examine("INBOX").await.unwrap().uid_validity, 7);
             let day = NaiveDate::from_ymd_opt(2026, 1, 1).unwrap();
             let e = s.uids_since(day).await.expect_err("an empty SEARCH from a dead connection");
             assert!(matches!(e, ImapError::ConnectionLost { .. }), "{e:?}");
 
-            let ep = Endpoint::new("127.0.0.1", server_that_drops_after_examine(bye).await, Security::None);
+            let mut ep =
+                Endpoint::new("127.0.0.1", server_that_drops_after_examine(bye).await, Security::None);
+            ep.allow_private = true;
             let mut s = ImapSession::connect(&ep, &creds).await.unwrap();
             s.examine("INBOX").await.unwrap();
             assert!(s.messages_after(0).await.is_err(), "bye={bye}");
 
-            let ep = Endpoint::new("127.0.0.1", server_that_drops_after_examine(bye).await, Security::None);
+            let mut ep =
+                Endpoint::new("127.0.0.1", server_that_drops_after_examine(bye).await, Security::None);
+            ep.allow_private = true;
             let mut s = ImapSession::connect(&ep, &creds).await.unwrap();
             s.examine("INBOX").await.unwrap();
             let b = s.bodies(&[1, 2]).await;

@@ -5,4 +5,5 @@ pub mod gmail;
 pub mod graph;
 pub mod imap;
 pub mod jwt;
+pub mod net;
 pub mod smtp;

@@ -55,6 +55,8 @@ pub struct SmtpEndpoint {
     /// The EHLO name (the inbox's domain).
     pub hello_name: String,
     pub timeout: Duration,
+    /// Whether the host may be loopback, link-local or private (`net::resolve`).
+    pub allow_private: bool,
 }
 
 #[derive(Debug, Error)]
@@ -85,6 +87,9 @@ pub async fn send(
     raw: &[u8],
 ) -> Result<(), SmtpError> {
     let config = |detail: String| SmtpError::Config { host: ep.host.clone(), detail };
+    // The SSRF guard: lettre looks the name up again, so a DNS answer that changes in
+    // between is not covered; the IMAP client connects to the checked address itself.
+    crate::net::resolve(&ep.host, ep.port, ep.allow_private).await.map_err(config)?;
     let parse = |a: &str| a.parse::<Address>().map_err(|e| config(format!("address {a:?}: {e}")));
     let to = recipients.iter().map(|r| parse(r)).collect::<Result<Vec<_>, _>>()?;
     let envelope =

@@ -45,6 +45,7 @@ fn connect_cli(data: &Path, dv: &Dovecot, password: &str, port: u16, security: &
         .arg("--data")
         .arg(data)
         .args(["inbox", "connect-imap", INBOX, "--host", "127.0.0.1", "--port", &port.to_string()])
+        .arg("--allow-private-host")
         .args(["--security", security, "--user", &dv.user, "--password-env", "MAILROOM_TEST_IMAP_PASSWORD"])
         .arg("--ca-file")
         .arg(dv.ca_file())
@@ -189,7 +190,9 @@ fn cli_ingests_inbox_and_sent_once_and_leaves_flags_alone() {
 
 async fn session(dv: &Dovecot, port: u16, security: Security) -> ImapSession {
     let mut ep = Endpoint::new("127.0.0.1", port, security);
+    ep.allow_private = true;
     ep.extra_ca_pem = Some(dv.ca_pem());
+    ep.allow_private = true;
     ImapSession::connect(&ep, &Credentials::Password { user: dv.user.clone(), password: dv.password.clone() })
         .await
         .expect("IMAP login")
@@ -221,6 +224,7 @@ async fn the_n_star_quirk_is_real_and_filtered_and_starttls_works() {
 
     // A wrong password is an authentication failure (terminal), over implicit TLS too.
     let mut ep = Endpoint::new("127.0.0.1", dv.port_tls, Security::Tls);
+    ep.allow_private = true;
     ep.extra_ca_pem = Some(dv.ca_pem());
     let wrong = Credentials::Password { user: dv.user.clone(), password: "nope".into() };
     let e = ImapSession::connect(&ep, &wrong).await.expect_err("a wrong password logs in");
@@ -243,6 +247,7 @@ async fn connected(dv: &Dovecot) -> (tempfile::TempDir, Ports, EmailAddress) {
         backfill_days: 14,
         ca_pem: Some(dv.ca_pem()),
         smtp: None,
+        allow_private_host: true,
     };
     imap_poll::connect(&ports, &inbox, settings, &dv.password, &PollOptions::default())
         .await
@@ -635,7 +640,8 @@ async fn an_admin_connects_imap_through_the_api() {
         format!(
             "name = \"IMAP API\"\n[[users]]\nemail = \"ann@acme.test\"\nname = \"Ann\"\nrole = \"admin\"\n\n\
              [[users]]\nemail = \"bob@acme.test\"\nname = \"Bob\"\n\n\
-             [[inboxes]]\naddress = \"{INBOX}\"\nmembers = {{ users = [\"bob@acme.test\"] }}\n"
+             [[inboxes]]\naddress = \"{INBOX}\"\nmembers = {{ users = [\"bob@acme.test\"] }}\n\n\
+             [security]\nallow_private_mail_hosts = true\n"
         ),
     )
     .unwrap();

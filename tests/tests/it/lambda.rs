@@ -234,6 +234,7 @@ async fn imap_poll_function_polls_dovecot_into_moto() {
         backfill_days: 14,
         ca_pem: Some(dv.ca_pem()),
         smtp: None,
+        allow_private_host: true,
     };
     imap_poll::connect(&ports, &inbox, settings, &dv.password, &PollOptions::default())
         .await
@@ -803,7 +804,7 @@ async fn api_function_checks_oidc_tokens_and_inbox_membership_under_cargo_lambda
     let now = chrono::Utc::now().timestamp();
     let token = |email: &str, iss: &str, exp: i64| {
         google.sign(
-            &serde_json::json!({"iss": iss, "aud": API_AUDIENCE, "sub": email, "email": email, "iat": now, "exp": exp}),
+            &serde_json::json!({"iss": iss, "aud": API_AUDIENCE, "sub": email, "email": email, "email_verified": true, "iat": now, "exp": exp}),
             false,
         )
     };

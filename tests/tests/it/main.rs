@@ -17,6 +17,7 @@ mod parse;
 mod replies;
 mod reports;
 mod schemathesis;
+mod security;
 mod template;
 mod threading;
 mod tracking;

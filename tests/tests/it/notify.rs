@@ -56,6 +56,7 @@ impl Serve {
             .arg(data.path())
             .args(["serve", "--port", &port.to_string()])
             .env("MAILROOM_EVENTS_RELAY_SECONDS", "1")
+            .env("MAILROOM_INGEST_TOKEN", mailroom_tests::INGEST_TOKEN)
             .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(data.path().join("serve.log")).unwrap())
@@ -81,6 +82,7 @@ impl Serve {
     async fn ingest(&self, raw: &str) {
         let r = reqwest::Client::new()
             .post(format!("{}/ingest?inbox={SUPPORT}", self.base))
+            .bearer_auth(mailroom_tests::INGEST_TOKEN)
             .body(raw.to_string())
             .send()
             .await

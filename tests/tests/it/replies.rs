@@ -130,6 +130,7 @@ async fn scenario(m: &dyn Mailbox) {
         text: "Thanks Carla, we are fixing invoice 42.".into(),
         html: None,
         cc: vec![BOSS.into()],
+        to: None,
     };
     let queued = send::queue_reply(ports, &ws, &conv, req.clone(), None).await.unwrap();
     assert_eq!(queued.status, "queued");
@@ -555,6 +556,7 @@ impl ImapBox {
                 user: None,
                 append_sent: true,
             }),
+            allow_private_host: true,
         };
         imap_poll::connect(&ports, &inbox, settings, &dv.password, &PollOptions::default())
             .await

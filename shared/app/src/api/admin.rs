@@ -682,6 +682,7 @@ async fn connect_imap(
         backfill_days: body.backfill_days.unwrap_or(imap_poll::DEFAULT_BACKFILL_DAYS),
         ca_pem: body.ca_pem,
         smtp,
+        allow_private_host: caller.ws.security.allow_private_mail_hosts,
     };
     match imap_poll::connect(&st.ports, &inbox, settings, &body.password, &PollOptions::default()).await {
         Ok(c) => Ok(Json(ImapConnected {

@@ -144,6 +144,17 @@ impl OidcSettings {
     }
 }
 
+/// Who a valid token speaks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Identity {
+    /// A development token `mailroom token` issued on this machine: the email is ours.
+    Local { email: String },
+    /// An OIDC ID token: the issuer's stable subject, and what the token says of the email.
+    /// The user is found by the subject once it is bound (see `api::identity`); the email
+    /// is used only to bind it the first time, and only when the issuer verified it.
+    Oidc { issuer: String, subject: String, email: Option<String>, email_verified: bool },
+}
+
 /// Checks bearer tokens; built once per process (the OIDC verifier caches the JWKS).
 pub struct Authenticator {
     local: Option<LocalIssuer>,
@@ -176,13 +187,13 @@ impl Authenticator {
         self.local.is_some() || self.oidc.is_some()
     }
 
-    /// The caller's email (lower case) from a valid token.
-    pub async fn verify(&self, token: &str) -> Result<String, AuthError> {
+    /// Who a valid token speaks for.
+    pub async fn verify(&self, token: &str) -> Result<Identity, AuthError> {
         let iss = peek_issuer(token)?;
         if iss == LOCAL_ISSUER
             && let Some(local) = &self.local
         {
-            return local.verify(token);
+            return local.verify(token).map(|email| Identity::Local { email });
         }
         if let Some((v, s)) = &self.oidc
             && iss.trim_end_matches('/') == s.issuer
@@ -201,9 +212,20 @@ impl Authenticator {
             } else {
                 claims.extra.get(&s.email_claim).and_then(|v| v.as_str()).map(str::to_string)
             };
-            return email
-                .map(|e| e.to_lowercase())
-                .ok_or_else(|| AuthError::NoIdentity(s.email_claim.clone()));
+            let subject = claims
+                .sub
+                .clone()
+                .filter(|x| !x.is_empty())
+                .ok_or_else(|| AuthError::NoIdentity("sub".into()))?;
+            if email.is_none() {
+                return Err(AuthError::NoIdentity(s.email_claim.clone()));
+            }
+            return Ok(Identity::Oidc {
+                issuer: s.issuer.clone(),
+                subject,
+                email: email.map(|e| e.to_lowercase()),
+                email_verified: claims.email_verified == Some(true),
+            });
         }
         Err(AuthError::UntrustedIssuer(iss))
     }
@@ -241,7 +263,7 @@ mod tests {
         let auth = Authenticator::new(Some(local()), None).unwrap();
         let now = chrono::Utc::now();
         let t = local().issue("Ann@Acme.example", now, Duration::from_secs(60)).unwrap();
-        assert_eq!(auth.verify(&t).await.unwrap(), "ann@acme.example");
+        assert_eq!(auth.verify(&t).await.unwrap(), Identity::Local { email: "ann@acme.example".into() });
         let old = local()
             .issue("ann@acme.example", now - chrono::Duration::hours(2), Duration::from_secs(60))
             .unwrap();

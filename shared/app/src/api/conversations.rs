@@ -9,6 +9,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Json, Response};
 use base64::Engine;
+use mailroom_core::html::RemoteImages;
 use mailroom_store::{Item, Key, Query, Update};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -247,6 +248,11 @@ pub struct MessageDetail {
     /// Opens and clicks of a reply sent with tracking (docs/tracking.md).
     #[schema(value_type = Option<Object>)]
     pub tracking: Option<Value>,
+    /// The message arrived in an inbox claiming one of our own addresses in From without
+    /// proof (no DMARC pass from a trusted receiving host): a customer message, flagged.
+    pub spoofed: bool,
+    /// Remote images left out of `html` (ask again with `images=show` to keep them).
+    pub blocked_images: usize,
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -293,6 +299,16 @@ pub struct ConversationDetail {
     /// provider's error): a failure shows here, never silently.
     #[schema(value_type = Vec<Object>)]
     pub outbox: Vec<Value>,
+    /// Who a reply goes to by default; `new` lists those who were not in the conversation
+    /// before the message replied to (a reply to them must name them in `to`).
+    pub reply_recipients: ReplyRecipients,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ReplyRecipients {
+    pub to: Vec<String>,
+    pub new: Vec<String>,
+    pub in_reply_to: Option<String>,
 }
 
 pub(crate) fn ticket_record(t: &Item) -> TicketRecord {
@@ -316,7 +332,7 @@ pub(crate) fn record(mut item: Item) -> Value {
     Value::Object(item)
 }
 
-async fn message_detail(st: &ApiState, msg: &Item) -> MessageDetail {
+async fn message_detail(st: &ApiState, msg: &Item, images: RemoteImages) -> MessageDetail {
     let copies = msg.get("copies").and_then(Value::as_array).cloned().unwrap_or_default();
     let inboxes =
         copies.iter().filter_map(|c| c.get("inbox").and_then(Value::as_str).map(str::to_string)).collect();
@@ -337,6 +353,8 @@ async fn message_detail(st: &ApiState, msg: &Item) -> MessageDetail {
         inboxes,
         error: None,
         tracking: None,
+        spoofed: msg.get("spoofed").and_then(Value::as_bool).unwrap_or(false),
+        blocked_images: 0,
     };
     let Some(raw_key) = copies.first().and_then(|c| c.get("key")).and_then(Value::as_str) else {
         d.error = Some("no stored copy".into());
@@ -349,12 +367,26 @@ async fn message_detail(st: &ApiState, msg: &Item) -> MessageDetail {
                 d.text = m.text;
                 d.new_text = m.new_text;
                 // Our own replies carry our pixel and click links: shown without them, so
-                // reading a sent message never counts as the customer's open.
-                d.html = if d.direction == "outbound" {
-                    m.html.map(|h| crate::track::strip_trackers(&st.public_url, &h))
-                } else {
-                    m.html
+                // reading a sent message never counts as the customer's open. Only a
+                // message we sent (its Message-ID signed by us) has links to restore, and
+                // only links signed for it are restored; whatever comes out goes through
+                // the sanitiser again.
+                let ours =
+                    d.direction == "outbound" && st.ports.signer.verify_message_id(&d.message_id).is_some();
+                let html = match m.html {
+                    Some(h) if ours => Some(crate::track::strip_trackers(
+                        &st.ports.signer,
+                        &st.public_url,
+                        &d.message_id,
+                        &h,
+                    )),
+                    other => other,
                 };
+                if let Some(h) = html {
+                    let safe = mailroom_core::html::sanitize(&h, images);
+                    d.html = Some(safe.html);
+                    d.blocked_images = safe.blocked_images;
+                }
                 d.attachments = m
                     .attachments
                     .into_iter()
@@ -409,20 +441,36 @@ fn comments_pk(root: &str) -> String {
     format!("comments#{root}")
 }
 
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct DetailParams {
+    /// `block` (default): remote images are left out of the HTML, so reading a mail does
+    /// not tell its sender; `show`: they are kept.
+    pub images: Option<String>,
+}
+
 /// Get a conversation
 #[utoipa::path(get, path = "/conversations/{id}", tag = "conversations",
-    params(("id" = String, Path, description = "Conversation id")),
+    params(("id" = String, Path, description = "Conversation id"), DetailParams),
     responses((status = 200, body = ConversationDetail), (status = 404, body = super::Problem)))]
 async fn detail(
     State(st): State<Arc<ApiState>>,
     caller: Caller,
     P(id): P<String>,
+    Q(p): Q<DetailParams>,
 ) -> ApiResult<Json<ConversationDetail>> {
     let (root, item) = visible_root(&st, &caller, &id).await?;
+    let images = match p.images.as_deref() {
+        None | Some("block") => RemoteImages::Block,
+        Some("show") => RemoteImages::Allow,
+        Some(other) => {
+            return Err(ApiError::BadRequest(format!("images must be block or show, not {other:?}")));
+        }
+    };
     let t = &st.ports.table;
     let mut messages = Vec::new();
     for m in conversation_messages(&st.ports, &root).await? {
-        messages.push(message_detail(&st, &m).await);
+        messages.push(message_detail(&st, &m, images).await);
     }
     let comments = t
         .query_all(Query::new(comments_pk(&root)))
@@ -452,7 +500,13 @@ async fn detail(
         .into_iter()
         .map(serde_json::to_value)
         .collect::<Result<Vec<_>, _>>()?;
+    // An unreadable message shows as an error on that message, never as a failed request.
+    let r = crate::send::reply_recipients(&st.ports, &caller.ws, &root).await.unwrap_or_else(|e| {
+        tracing::warn!(conversation = %root, error = %format!("{e:#}"), "no default reply recipients");
+        crate::send::Recipients::default()
+    });
     Ok(Json(ConversationDetail {
+        reply_recipients: ReplyRecipients { to: r.to, new: r.new, in_reply_to: r.in_reply_to },
         summary: summary(&st.ports, &root, &item).await?,
         messages,
         comments,
@@ -473,6 +527,9 @@ pub struct ReplyBody {
     pub html: Option<String>,
     #[serde(default)]
     pub cc: Vec<String>,
+    /// The recipients, as the agent saw and confirmed them. Left out: the conversation's
+    /// `reply_recipients.to`, refused (422) when one of them is new to the conversation.
+    pub to: Option<Vec<String>>,
     /// The client's id for this reply: the same id again never sends twice (also accepted
     /// as the `Idempotency-Key` header).
     pub request_id: Option<String>,
@@ -516,8 +573,9 @@ async fn reply(
         author: caller.email.clone(),
         text: body.text,
         // The agent's HTML is sanitised like incoming mail before it goes anywhere.
-        html: body.html.map(|h| ammonia::clean(&h)),
+        html: body.html.map(|h| mailroom_core::html::sanitize(&h, RemoteImages::Allow).html),
         cc: body.cc,
+        to: body.to,
     };
     let out = crate::send::queue_reply(&st.ports, &caller.ws, &root, req, Some(&st.public_url))
         .await
@@ -572,7 +630,6 @@ async fn assign(
     {
         return Err(ApiError::Invalid(format!("there is no team {team:?}"), vec![]));
     }
-    let before = s(&item, "assignee");
     // `assigned_by`: a person's assignment notifies even on old mail (routing's does not).
     let mut actions = vec![
         Update::Set("assignee".into(), json!(assignee)),
@@ -583,20 +640,7 @@ async fn assign(
     }
     st.ports.table.update(&conv_key(&root), actions, None).await?;
     // Open conversations per agent, for least-loaded assignment.
-    if before != assignee && s(&item, "status").as_deref().unwrap_or("open") == "open" {
-        if let Some(b) = &before {
-            st.ports
-                .table
-                .update(&Key::new(format!("load#{b}"), "load"), vec![Update::Add("open".into(), -1)], None)
-                .await?;
-        }
-        if let Some(a) = &assignee {
-            st.ports
-                .table
-                .update(&Key::new(format!("load#{a}"), "load"), vec![Update::Add("open".into(), 1)], None)
-                .await?;
-        }
-    }
+    crate::load::settle(&st.ports, &root).await?;
     let tkey = crate::ticket::ticket_key(&root);
     if st.ports.table.get(&tkey).await?.is_some() {
         let mut t = vec![Update::Set("owner".into(), json!(assignee))];
@@ -783,6 +827,7 @@ async fn move_stage(
                     Update::Set("stage".into(), json!(stage.id)),
                     Update::Set("stage_changed_at".into(), json!(now)),
                     Update::Set("stage_changed_by".into(), json!(caller.email)),
+                    Update::Append("stage_log".into(), vec![json!([stage.id, now])]),
                 ],
                 None,
             )

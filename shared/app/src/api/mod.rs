@@ -14,6 +14,7 @@ pub mod admin;
 pub mod auth;
 pub mod conversations;
 pub mod directory;
+pub mod identity;
 
 use crate::ports::Ports;
 use axum::extract::FromRequestParts;
@@ -176,8 +177,9 @@ impl Caller {
     }
 }
 
-fn bearer(parts: &Parts) -> Option<&str> {
-    let v = parts.headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+/// The token of an `Authorization: Bearer` header.
+pub fn bearer(headers: &axum::http::HeaderMap) -> Option<&str> {
+    let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = v.split_once(' ')?;
     scheme.eq_ignore_ascii_case("bearer").then_some(token.trim())
 }
@@ -186,18 +188,25 @@ impl FromRequestParts<Arc<ApiState>> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, st: &Arc<ApiState>) -> ApiResult<Caller> {
-        let token =
-            bearer(parts).ok_or_else(|| ApiError::Unauthorized(auth::AuthError::Missing.to_string()))?;
-        let email = st.auth.verify(token).await.map_err(|e| match e {
-            auth::AuthError::Unavailable(_) => ApiError::Unavailable(e.to_string()),
-            e => ApiError::Unauthorized(e.to_string()),
-        })?;
-        let ws = crate::workspace_store::load(&st.ports).await?.unwrap_or_default();
-        let Some(user) = ws.users.iter().find(|u| u.email.eq_ignore_ascii_case(&email)) else {
-            return Err(ApiError::Forbidden(format!("{email} is not a user of this workspace")));
-        };
-        Ok(Caller::of(user, &Arc::new(ws.clone())))
+        caller_from_headers(st, &parts.headers).await
     }
+}
+
+/// The caller a request's bearer token names: verified, mapped to a workspace user
+/// ([`identity`]), with that user's role and teams.
+pub async fn caller_from_headers(st: &ApiState, headers: &axum::http::HeaderMap) -> ApiResult<Caller> {
+    let token =
+        bearer(headers).ok_or_else(|| ApiError::Unauthorized(auth::AuthError::Missing.to_string()))?;
+    let id = st.auth.verify(token).await.map_err(|e| match e {
+        auth::AuthError::Unavailable(_) => ApiError::Unavailable(e.to_string()),
+        e => ApiError::Unauthorized(e.to_string()),
+    })?;
+    let email = identity::user_of(&st.ports, &id).await?;
+    let ws = crate::workspace_store::load(&st.ports).await?.unwrap_or_default();
+    let Some(user) = ws.users.iter().find(|u| u.email.eq_ignore_ascii_case(&email)) else {
+        return Err(ApiError::Forbidden(format!("{email} is not a user of this workspace")));
+    };
+    Ok(Caller::of(user, &Arc::new(ws.clone())))
 }
 
 struct BearerAuth;

@@ -46,7 +46,7 @@ fn put_file(path: &Path, body: &[u8], sync: bool) -> Result<PutOutcome> {
     // The directory usually exists: create it only when the temporary file cannot be.
     let mut tmp = match tempfile_in(dir) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            std::fs::create_dir_all(dir)?;
+            super::private_dir(dir)?;
             tempfile_in(dir)?
         }
         other => other?,
@@ -92,7 +92,12 @@ fn tempfile_in(dir: &Path) -> std::io::Result<(PathBuf, std::fs::File)> {
     for _ in 0..16 {
         let name = format!(".tmp-{:016x}", rand::random::<u64>());
         let p = dir.join(name);
-        match std::fs::OpenOptions::new().write(true).create_new(true).open(&p) {
+        let mut opts = std::fs::OpenOptions::new();
+        opts.write(true).create_new(true);
+        // Customers' mail: the owner's only (0600).
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+        match opts.open(&p) {
             Ok(f) => return Ok((p, f)),
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
             Err(e) => return Err(e),

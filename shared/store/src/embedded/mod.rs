@@ -74,9 +74,12 @@ impl Drop for Shared {
 impl Db {
     pub fn open(path: &Path, durability: Durability) -> Result<Db> {
         if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)?;
+            private_dir(dir)?;
         }
         let conn = Connection::open(path)?;
+        // Mail, tokens and keys: the owner's only. SQLite gives the -wal and -shm files
+        // the database file's mode.
+        private_file(path)?;
         // Another process's group transaction holds the write lock for at most
         // GROUP_COMMIT: poll for it every millisecond (SQLite's default handler backs off
         // to 100 ms sleeps and could keep missing the gaps), for up to 30 s.
@@ -252,7 +255,7 @@ pub struct Embedded {
 impl Embedded {
     /// Opens (creating) a data directory, with the durability `MAILROOM_DURABILITY` asks for.
     pub fn open(dir: &Path) -> Result<Embedded> {
-        std::fs::create_dir_all(dir)?;
+        private_dir(dir)?;
         let durability = Durability::from_env()?;
         let db = Db::open(&dir.join("mailroom.db"), durability)?;
         Ok(Embedded { dir: dir.to_path_buf(), db, durability })
@@ -267,4 +270,34 @@ impl Embedded {
     pub fn queue(&self, name: &str, dlq: Option<(&str, u32)>) -> SqliteQueue {
         SqliteQueue::new(self.db.clone(), name, dlq.map(|(n, m)| (n.to_string(), m)))
     }
+}
+
+/// Creates `dir` (and its parents) readable by its owner only (0700), and takes the group
+/// and others' access away from an existing one: the data directory holds customers'
+/// mail, sealed tokens and the workspace keys.
+pub fn private_dir(dir: &Path) -> std::io::Result<()> {
+    let mut b = std::fs::DirBuilder::new();
+    b.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut b, 0o700);
+    b.create(dir)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir)?.permissions().mode();
+        if mode & 0o077 != 0 {
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode & 0o700))?;
+        }
+    }
+    Ok(())
+}
+
+/// Makes an existing file readable and writable by its owner only (0600).
+pub fn private_file(path: &Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    }
+    Ok(())
 }
