@@ -156,6 +156,9 @@ pub struct AwsStack {
     pub send_dlq_url: String,
     /// The KMS key that seals mailbox credentials.
     pub kms_key: String,
+    /// The Secrets Manager secret holding [`TEST_THREAD_KEY`] (the template's
+    /// `ThreadKeySecret`): functions get its ARN, never the key, in their environment.
+    pub thread_key_secret: String,
 }
 
 /// A queue with a dead-letter queue after 5 receives (the template's redrive policy).
@@ -253,8 +256,20 @@ impl AwsStack {
             .key_metadata
             .map(|m| m.key_id)
             .expect("KMS key id");
+        let thread_key_secret = clients
+            .secretsmanager
+            .create_secret()
+            .name(unique("thread-key"))
+            .secret_string(TEST_THREAD_KEY)
+            .send()
+            .await
+            .expect("creating the thread key secret on moto")
+            .arn()
+            .expect("secret ARN")
+            .to_string();
         AwsStack {
             kms_key,
+            thread_key_secret,
             clients,
             bucket,
             table,
@@ -301,16 +316,17 @@ impl AwsStack {
         env.push(("MAILROOM_TICKET_QUEUE_URL".into(), self.ticket_url.clone()));
         env.push(("MAILROOM_SYNC_QUEUE_URL".into(), self.sync_url.clone()));
         env.push(("MAILROOM_SEND_QUEUE_URL".into(), self.send_url.clone()));
-        env.push(("MAILROOM_THREAD_KEY".into(), TEST_THREAD_KEY.into()));
+        // As the template does it: the secret's ARN, read by the function at start.
+        env.push(("MAILROOM_THREAD_KEY_SECRET_ARN".into(), self.thread_key_secret.clone()));
         env.push(("MAILROOM_KMS_KEY_ID".into(), self.kms_key.clone()));
         env
     }
 }
 
-/// The thread-signing key the moto-backed tests give the functions.
 /// `MAILROOM_INGEST_TOKEN` of the serve instances the tests start: `POST /ingest` needs it.
 pub const INGEST_TOKEN: &str = "test-ingest-token-0123456789";
 
+/// The thread-signing key the moto-backed tests give the functions.
 pub const TEST_THREAD_KEY: &str = "test-thread-key-0123456789abcdef0123";
 
 /// Runs gen_corpus.py into `out`.

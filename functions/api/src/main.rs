@@ -14,6 +14,8 @@ use std::sync::Arc;
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     telemetry::init(true, "info");
+    let clients = AwsClients::from_env().await;
+    mailroom_app::config::load_secrets(&clients).await?;
     let cfg = AwsConfig::from_env(false)?;
     let Some(oidc) = auth::OidcSettings::from_env()? else {
         return Err(
@@ -25,7 +27,6 @@ async fn main() -> Result<(), Error> {
     let public_url = std::env::var("MAILROOM_PUBLIC_URL")
         .map_err(|_| "MAILROOM_PUBLIC_URL is not set (the SAM template sets it to the HTTP API's URL)")?;
     let providers = ProvidersConfig::from_env(&public_url)?;
-    let clients = AwsClients::from_env().await;
     let ports = Ports::aws(&clients, &cfg);
     let auth = auth::Authenticator::new(None, Some(oidc))?;
     let state = Arc::new(ApiState { ports, auth, providers, public_url });

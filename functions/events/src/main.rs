@@ -12,9 +12,10 @@ use std::sync::Arc;
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     telemetry::init(true, "info");
+    let clients = AwsClients::from_env().await;
+    mailroom_app::config::load_secrets(&clients).await?;
     let cfg = AwsConfig::from_env(false)?;
     let conf = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-    let clients = AwsClients::from_env().await;
     let ports = Ports::aws(&clients, &cfg);
     let relay = Arc::new(Relay::aws_from_env(&conf));
     lambda_runtime::run(service_fn(move |_ev: LambdaEvent<serde_json::Value>| {

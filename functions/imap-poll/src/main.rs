@@ -17,6 +17,8 @@ async fn main() -> Result<(), Error> {
     telemetry::init(true, "info");
     // It stores raw mail and queues pointers (the ingest queue), and opens the sealed
     // passwords (the KMS key).
+    let clients = AwsClients::from_env().await;
+    mailroom_app::config::load_secrets(&clients).await?;
     let cfg = AwsConfig::from_env(true)?;
     if cfg.kms_key_id.is_none() {
         return Err(
@@ -24,7 +26,6 @@ async fn main() -> Result<(), Error> {
                 .into(),
         );
     }
-    let clients = AwsClients::from_env().await;
     let ports = Ports::aws(&clients, &cfg);
     lambda_runtime::run(service_fn(move |ev: LambdaEvent<serde_json::Value>| {
         let ports = ports.clone();

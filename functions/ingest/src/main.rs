@@ -11,8 +11,9 @@ use std::sync::Arc;
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     telemetry::init(true, "info");
-    let cfg = AwsConfig::from_env(true)?;
     let clients = AwsClients::from_env().await;
+    mailroom_app::config::load_secrets(&clients).await?;
+    let cfg = AwsConfig::from_env(true)?;
     let ingestor = Arc::new(Ingestor::new(Ports::aws(&clients, &cfg)));
     lambda_runtime::run(service_fn(move |ev: LambdaEvent<IngestRequest>| {
         let ingestor = ingestor.clone();

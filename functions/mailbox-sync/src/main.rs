@@ -15,10 +15,11 @@ use std::sync::Arc;
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     telemetry::init(true, "info");
+    let clients = AwsClients::from_env().await;
+    mailroom_app::config::load_secrets(&clients).await?;
     let cfg = AwsConfig::from_env(true)?;
     let public_url = std::env::var("MAILROOM_PUBLIC_URL").unwrap_or_default();
     let providers = Arc::new(ProvidersConfig::from_env(&public_url)?);
-    let clients = AwsClients::from_env().await;
     let handler = Arc::new(SyncHandler { ports: Ports::aws(&clients, &cfg), cfg: providers });
     lambda_runtime::run(service_fn(move |ev: LambdaEvent<SqsEvent>| {
         let handler = handler.clone();

@@ -117,7 +117,7 @@ pub async fn run(data: &Path, bind: &str, port: u16) -> Result<()> {
         }
     });
 
-    let admin_token = std::env::var("MAILROOM_ADMIN_TOKEN").ok().filter(|t| t.len() >= 16);
+    let admin_token = mailroom_app::config::secret("MAILROOM_ADMIN_TOKEN").filter(|t| t.len() >= 16);
     // The API: development tokens (`mailroom token USER`) and, when configured, an OIDC issuer.
     let auth = mailroom_app::api::auth::Authenticator::new(
         Some(mailroom_app::api::auth::LocalIssuer::new(&ports.signer)),

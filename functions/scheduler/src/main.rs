@@ -11,10 +11,11 @@ use std::sync::Arc;
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     telemetry::init(true, "info");
+    let clients = AwsClients::from_env().await;
+    mailroom_app::config::load_secrets(&clients).await?;
     let cfg = AwsConfig::from_env(false)?;
     let public_url = std::env::var("MAILROOM_PUBLIC_URL").unwrap_or_default();
     let providers = Arc::new(ProvidersConfig::from_env(&public_url)?);
-    let clients = AwsClients::from_env().await;
     let ports = Ports::aws(&clients, &cfg);
     lambda_runtime::run(service_fn(move |_ev: LambdaEvent<serde_json::Value>| {
         let (ports, providers) = (ports.clone(), providers.clone());

@@ -9,8 +9,9 @@ use mailroom_store::aws::AwsClients;
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     telemetry::init(true, "info");
-    let cfg = AwsConfig::from_env(false)?;
     let clients = AwsClients::from_env().await;
+    mailroom_app::config::load_secrets(&clients).await?;
+    let cfg = AwsConfig::from_env(false)?;
     let ports = Ports::aws(&clients, &cfg);
     lambda_runtime::run(service_fn(move |_ev: LambdaEvent<serde_json::Value>| {
         let ports = ports.clone();

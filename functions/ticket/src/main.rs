@@ -10,8 +10,9 @@ use std::sync::Arc;
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     telemetry::init(true, "info");
-    let cfg = AwsConfig::from_env(false)?;
     let clients = AwsClients::from_env().await;
+    mailroom_app::config::load_secrets(&clients).await?;
+    let cfg = AwsConfig::from_env(false)?;
     let handler = Arc::new(TicketHandler::new(Ports::aws(&clients, &cfg)));
     lambda_runtime::run(service_fn(move |ev: LambdaEvent<SqsEvent>| {
         let handler = handler.clone();

@@ -10,7 +10,8 @@ use mailroom_store::aws::AwsClients;
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     telemetry::init(true, "info");
-    let cfg = AwsConfig::from_env(false)?;
     let clients = AwsClients::from_env().await;
+    mailroom_app::config::load_secrets(&clients).await?;
+    let cfg = AwsConfig::from_env(false)?;
     lambda_http::run(track::router(Ports::aws(&clients, &cfg))).await
 }

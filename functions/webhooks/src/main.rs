@@ -12,6 +12,8 @@ use std::sync::Arc;
 async fn main() -> Result<(), Error> {
     telemetry::init(true, "info");
     // The ingest queue: form submissions are ingested like mail.
+    let clients = AwsClients::from_env().await;
+    mailroom_app::config::load_secrets(&clients).await?;
     let cfg = AwsConfig::from_env(true)?;
     if cfg.sync_queue_url.is_none() {
         return Err("MAILROOM_SYNC_QUEUE_URL is not set (the SAM template sets it)".into());
@@ -19,9 +21,8 @@ async fn main() -> Result<(), Error> {
     let public_url = std::env::var("MAILROOM_PUBLIC_URL")
         .map_err(|_| "MAILROOM_PUBLIC_URL is not set (the SAM template sets it to the HTTP API's URL)")?;
     let providers = ProvidersConfig::from_env(&public_url)?;
-    let clients = AwsClients::from_env().await;
     let ports = Ports::aws(&clients, &cfg);
-    let admin_token = std::env::var("MAILROOM_ADMIN_TOKEN").ok().filter(|t| t.len() >= 16);
+    let admin_token = mailroom_app::config::secret("MAILROOM_ADMIN_TOKEN").filter(|t| t.len() >= 16);
     let state = Arc::new(web::WebState::new(ports, providers, admin_token)?);
     let ports = state.ports.clone();
     lambda_http::run(web::router(state).merge(mailroom_app::forms::router(ports))).await

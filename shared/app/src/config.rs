@@ -22,12 +22,49 @@ pub struct AwsConfig {
     /// `MAILROOM_SEND_QUEUE_URL`: the API sends queued replies to it, the send function
     /// reads it.
     pub send_queue_url: Option<String>,
-    /// `MAILROOM_THREAD_KEY`: the secret that signs our thread ids (the template resolves it
-    /// from Secrets Manager).
+    /// `MAILROOM_THREAD_KEY`: the secret that signs our thread ids ([`secret`]: in AWS read
+    /// from Secrets Manager at start).
     pub thread_key: Vec<u8>,
     /// `MAILROOM_KMS_KEY_ID`: the stack's key that encrypts mailbox credentials; only the
     /// functions that read or store them have it.
     pub kms_key_id: Option<String>,
+}
+
+/// The configuration secrets: never in a Lambda's environment in plain text. The
+/// template sets `{NAME}_SECRET_ARN`, and [`load_secrets`] reads each from Secrets Manager
+/// once at start; locally (`mailroom serve`, tests) `{NAME}` itself may be set.
+pub const SECRET_NAMES: [&str; 4] = [
+    "MAILROOM_THREAD_KEY",
+    "MAILROOM_GOOGLE_CLIENT_SECRET",
+    "MAILROOM_MS_CLIENT_SECRET",
+    "MAILROOM_ADMIN_TOKEN",
+];
+
+static SECRETS: std::sync::OnceLock<std::collections::HashMap<&'static str, String>> =
+    std::sync::OnceLock::new();
+
+/// Reads every `{NAME}_SECRET_ARN` of [`SECRET_NAMES`] from Secrets Manager, once per
+/// process (a Lambda's init). A secret that is named but cannot be read stops the start:
+/// a function without its keys must not run.
+pub async fn load_secrets(clients: &mailroom_store::aws::AwsClients) -> Result<(), ConfigError> {
+    let mut found = std::collections::HashMap::new();
+    for name in SECRET_NAMES {
+        if var(name).is_ok() {
+            continue;
+        }
+        let Ok(arn) = var(&format!("{name}_SECRET_ARN")) else { continue };
+        let value = clients.secret_string(&arn).await.map_err(|e| ConfigError(format!("{name}: {e}")))?;
+        found.insert(name, value);
+    }
+    let _ = SECRETS.set(found);
+    Ok(())
+}
+
+/// A configuration secret: `{NAME}` from the environment, else what [`load_secrets`] read.
+pub fn secret(name: &str) -> Option<String> {
+    var(name)
+        .ok()
+        .or_else(|| SECRETS.get().and_then(|m| m.get(name)).cloned().filter(|v| !v.trim().is_empty()))
 }
 
 fn var(name: &str) -> Result<String, ConfigError> {
@@ -43,7 +80,13 @@ impl AwsConfig {
             bucket: var("MAILROOM_BUCKET")?,
             table: var("MAILROOM_TABLE")?,
             ingest_queue_url: if needs_ingest_queue { Some(var("MAILROOM_INGEST_QUEUE_URL")?) } else { None },
-            thread_key: var("MAILROOM_THREAD_KEY")?.into_bytes(),
+            thread_key: secret("MAILROOM_THREAD_KEY")
+                .ok_or_else(|| {
+                    ConfigError(
+                        "MAILROOM_THREAD_KEY (or MAILROOM_THREAD_KEY_SECRET_ARN) is not set (the SAM template sets it for every function)".into(),
+                    )
+                })?
+                .into_bytes(),
             route_queue_url: var("MAILROOM_ROUTE_QUEUE_URL").ok(),
             ticket_queue_url: var("MAILROOM_TICKET_QUEUE_URL").ok(),
             sync_queue_url: var("MAILROOM_SYNC_QUEUE_URL").ok(),
@@ -129,7 +172,7 @@ impl ProvidersConfig {
             google: GoogleConfig {
                 oauth: OAuthConfig {
                     client_id: var_or("MAILROOM_GOOGLE_CLIENT_ID", ""),
-                    client_secret: var("MAILROOM_GOOGLE_CLIENT_SECRET").ok(),
+                    client_secret: secret("MAILROOM_GOOGLE_CLIENT_SECRET"),
                     auth_url: var_or(
                         "MAILROOM_GOOGLE_AUTH_URL",
                         "https://accounts.google.com/o/oauth2/v2/auth",
@@ -151,7 +194,7 @@ impl ProvidersConfig {
             microsoft: MicrosoftConfig {
                 oauth: OAuthConfig {
                     client_id: var_or("MAILROOM_MS_CLIENT_ID", ""),
-                    client_secret: var("MAILROOM_MS_CLIENT_SECRET").ok(),
+                    client_secret: secret("MAILROOM_MS_CLIENT_SECRET"),
                     auth_url: format!("{ms_authority}/{tenant}/oauth2/v2.0/authorize"),
                     token_url: format!("{ms_authority}/{tenant}/oauth2/v2.0/token"),
                     scopes: scopes(

@@ -307,8 +307,10 @@ impl MatchHandler {
         put(&mut item, "cc", json!(m.cc.iter().map(|a| &a.email).collect::<Vec<_>>()));
         put(&mut item, "subject", json!(m.subject));
         put(&mut item, "date", json!(m.date.map(|d| d.to_rfc3339())));
-        // Arrival in the mailbox, for reports: the delivering hop's time, else the Date.
-        put(&mut item, "arrived", json!(m.received.or(m.date).map(|d| d.to_rfc3339())));
+        // Arrival in the mailbox, for reports: the delivering hop's time, else the Date,
+        // else when we received it (a message with neither must still be counted and
+        // shown: it used to be left out of the conversation).
+        put(&mut item, "arrived", json!(m.received.or(m.date).unwrap_or(ptr.received_at).to_rfc3339()));
         put(&mut item, "synthetic_id", json!(m.synthetic_id));
         put(&mut item, "kind", json!(m.kind));
         put(&mut item, "bounce", json!(m.bounce));

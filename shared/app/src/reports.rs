@@ -652,6 +652,30 @@ pub async fn refresh(
             }
             None => {}
         }
+        // What a conversation list shows (waiting since, SLA) goes on the conversation
+        // item too, when it changes: a list then reads the index alone, never this state
+        // (which holds every message's facts).
+        let shown = [
+            ("waiting_since", json!(fig.waiting_since)),
+            ("sla", json!(fig.sla)),
+            ("sla_due_at", json!(fig.sla_due_at)),
+        ];
+        let stale: Vec<Update> = shown
+            .into_iter()
+            .filter(|(k, v)| {
+                root.item.get(*k).unwrap_or(&Value::Null) != v || !root.item.contains_key("figures_v")
+            })
+            .map(|(k, v)| Update::Set(k.into(), v))
+            .collect();
+        if !stale.is_empty() {
+            let mut actions = stale;
+            actions.push(Update::Set("figures_v".into(), json!(1)));
+            more.push(TransactOp::Update {
+                key: conv_key(&root.id),
+                actions,
+                cond: Some(Cond::AttrNotExists("parent".into())),
+            });
+        }
         let d = delta(&counted, &contrib);
         // Days that get their first buckets, for the report's day list.
         let known = days_of(&counted);

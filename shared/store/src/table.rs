@@ -196,11 +196,28 @@ pub struct Query {
     pub limit: Option<u32>,
     /// The `next` cursor of the previous page.
     pub cursor: Option<String>,
+    /// Only these attributes of each item (and its keys); `None`: every attribute. A list
+    /// reads what it shows. (DynamoDB still bills the read by the whole item's size: the
+    /// saving is in what crosses the network and is parsed.)
+    pub attrs: Option<Vec<String>>,
 }
 
 impl Query {
     pub fn new(pk: impl Into<String>) -> Self {
-        Query { index: None, pk: pk.into(), sk: SkCond::All, forward: true, limit: None, cursor: None }
+        Query {
+            index: None,
+            pk: pk.into(),
+            sk: SkCond::All,
+            forward: true,
+            limit: None,
+            cursor: None,
+            attrs: None,
+        }
+    }
+    /// Only these attributes (the item's keys always come too).
+    pub fn project(mut self, attrs: &[&str]) -> Self {
+        self.attrs = Some(attrs.iter().map(|a| a.to_string()).collect());
+        self
     }
     pub fn index(mut self, name: &str) -> Self {
         self.index = Some(name.into());
@@ -270,6 +287,11 @@ pub trait Table: Send + Sync {
             }
         }
     }
+}
+
+/// Keeps only `attrs` and the key attributes of `item` (a projection).
+pub fn project(item: &mut Item, attrs: &[String]) {
+    item.retain(|k, _| [PK, SK, GSI1PK, GSI1SK].contains(&k.as_str()) || attrs.iter().any(|a| a == k));
 }
 
 /// Checks an item has a string `pk` and `sk`.

@@ -109,9 +109,8 @@ impl World {
             let (st, list) = self.get(token, "/conversations").await;
             assert_eq!(st, StatusCode::OK, "{list}");
             if let Some(c) = list["items"].as_array().unwrap().iter().find(|c| c["subject"] == subject) {
-                let (st, d) = self.get(token, &format!("/conversations/{}", c["id"].as_str().unwrap())).await;
-                assert_eq!(st, StatusCode::OK, "{d}");
-                return d;
+                // Listed once threaded; its messages show once the pipeline is through.
+                return self.with_messages(token, c["id"].as_str().unwrap(), 1).await;
             }
             assert!(
                 t.elapsed() < Duration::from_secs(30),
@@ -615,4 +614,83 @@ fn mail_to(to: &str, from: &str, subject: &str) -> String {
         "Delivered-To: {to}\r\nFrom: {from}\r\nTo: {to}\r\nSubject: {subject}\r\nDate: Tue, 24 Nov 2026 10:00:00 +0000\r\nMessage-ID: <{}@customer.test>\r\n\r\nHello.\r\n",
         unique("ll")
     )
+}
+
+/// Item 11: remote images are left out of a message's HTML until the reader asks for them
+/// (`images=show`), so opening a mail does not tell its sender (on 4490ca9 they were
+/// served as written, tracking pixels included).
+#[tokio::test]
+async fn item_11_remote_images_wait_until_the_reader_asks() {
+    let w = world().await;
+    let admin = w.dev_token("ann@acme.test");
+    let raw = format!(
+        "Delivered-To: {SUPPORT}\r\nFrom: News <news@sender.test>\r\nTo: {SUPPORT}\r\nSubject: Newsletter with pixel\r\nMessage-ID: <{}@sender.test>\r\nMIME-Version: 1.0\r\nContent-Type: text/html\r\n\r\n<p>Hi<img src=\"https://tracker.sender.test/open.gif?u=42\" alt=\"\"><img src=\"cid:logo\"></p>\r\n",
+        unique("img")
+    );
+    assert_eq!(w.ingest(&raw, Some(INGEST_TOKEN)).await, StatusCode::ACCEPTED);
+    let d = w.conversation_of(&admin, "Newsletter with pixel").await;
+    let m = &d["messages"][0];
+    assert!(!m["html"].as_str().unwrap().contains("tracker.sender.test"), "{m}");
+    assert_eq!(m["blocked_images"], 1, "{m}");
+    let (_, shown) =
+        w.get(&admin, &format!("/conversations/{}?images=show", d["id"].as_str().unwrap())).await;
+    let m = &shown["messages"][0];
+    assert!(m["html"].as_str().unwrap().contains("https://tracker.sender.test/open.gif"), "{m}");
+    assert_eq!(m["blocked_images"], 0, "{m}");
+    let (st, _) = w.get(&admin, &format!("/conversations/{}?images=maybe", d["id"].as_str().unwrap())).await;
+    assert_eq!(st, StatusCode::BAD_REQUEST);
+}
+
+/// Item 16: a page of the conversation list reads the index and nothing per row (on
+/// 4490ca9 it read each listed conversation's report state too, an item that holds every
+/// message's facts: 25 extra reads for a page of 25).
+#[tokio::test]
+async fn item_16_the_conversation_list_reads_the_index_only() {
+    use mailroom_app::api::{ApiState, auth};
+    let data = tempfile::tempdir().unwrap();
+    let ws = data.path().join("workspace.toml");
+    std::fs::write(&ws, WORKSPACE).unwrap();
+    mailroom_ok(data.path(), &["apply", ws.to_str().unwrap()]);
+    let mail = data.path().join("mail");
+    std::fs::create_dir_all(&mail).unwrap();
+    for i in 0..40 {
+        std::fs::write(
+            mail.join(format!("{i}.eml")),
+            mail_to(SUPPORT, &format!("c{i}@customer.test"), &format!("Row {i}")),
+        )
+        .unwrap();
+    }
+    mailroom_ok(data.path(), &["import", mail.to_str().unwrap()]);
+    let ports = mailroom_app::Ports::embedded(data.path()).unwrap();
+    let token = auth::LocalIssuer::new(&ports.signer)
+        .issue("ann@acme.test", chrono::Utc::now(), Duration::from_secs(600))
+        .unwrap();
+    let st = ApiState {
+        auth: auth::Authenticator::new(Some(auth::LocalIssuer::new(&ports.signer)), None).unwrap(),
+        providers: mailroom_app::config::ProvidersConfig::from_env("http://127.0.0.1:9").unwrap(),
+        public_url: "http://127.0.0.1:9".into(),
+        ports,
+    };
+    let app = mailroom_app::api::router(std::sync::Arc::new(st));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let http = reqwest::Client::new();
+    let list = |cursor: Option<String>| {
+        let mut url = format!("{base}/conversations?limit=25");
+        if let Some(c) = cursor {
+            url.push_str(&format!("&cursor={c}"));
+        }
+        http.get(url).bearer_auth(&token).send()
+    };
+    mailroom_store::meter::reset();
+    let page: Value = list(None).await.unwrap().json().await.unwrap();
+    let counts = mailroom_store::meter::snapshot();
+    let table = &counts["embedded-table"];
+    assert_eq!(page["items"].as_array().unwrap().len(), 25, "{page}");
+    assert!(page["items"][0]["waiting_since"].is_string(), "the list lost what it shows: {page}");
+    let gets = table.get("GetItem").map_or(0, |c| c.requests);
+    // The workspace, and nothing per listed conversation.
+    assert!(gets <= 2, "{gets} item reads for one page: {counts:?}");
+    assert_eq!(table.get("Query").map_or(0, |c| c.requests), 1, "{counts:?}");
 }

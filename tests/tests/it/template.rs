@@ -33,3 +33,28 @@ fn every_function_in_the_template_is_a_workspace_binary() {
         );
     }
 }
+
+/// Issue 17, items 8, 12 and 15: every function has the permissions its code paths use
+/// (sending to a KMS-encrypted queue needs kms:GenerateDataKey and kms:Decrypt; on
+/// 4490ca9 the API function lacked them, so replies could not be queued on AWS), no
+/// environment variable holds a secret value, and the key policy grants use of the key
+/// only under conditions. The rules are in scripts/check_template.py, which reads the
+/// template with cfn-lint's own parser.
+#[test]
+fn every_function_has_the_permissions_its_code_uses_and_no_plaintext_secret() {
+    let python = repo_root().join(".venv/bin/python");
+    assert!(
+        python.is_file(),
+        "the test venv is missing: {} does not exist. Run scripts/test.sh (it installs cfn-lint into .venv)",
+        python.display()
+    );
+    let out = Command::new(python)
+        .arg("scripts/check_template.py")
+        .arg("infra/template.yaml")
+        .current_dir(repo_root())
+        .output()
+        .unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "the template's permissions are wrong:\n{text}");
+    assert!(text.contains("functions checked"), "{text}");
+}

@@ -101,8 +101,16 @@ fn rfc3339(t: Option<i64>) -> Option<String> {
     t.and_then(|t| chrono::DateTime::from_timestamp(t, 0)).map(|d| d.to_rfc3339())
 }
 
+/// What a list shows of a conversation, from its item alone (the report stage keeps
+/// `waiting_since` and `sla` on it); a conversation written before that reads its report
+/// state once.
 async fn summary(ports: &crate::Ports, id: &str, item: &Item) -> ApiResult<ConversationSummary> {
-    let fig = crate::reports::figures(ports, id).await?;
+    let (waiting, sla) = if item.contains_key("figures_v") {
+        (item.get("waiting_since").and_then(Value::as_i64), s(item, "sla"))
+    } else {
+        let fig = crate::reports::figures(ports, id).await?;
+        (fig.as_ref().and_then(|f| f.waiting_since), fig.and_then(|f| f.sla))
+    };
     Ok(ConversationSummary {
         id: id.to_string(),
         inbox: s(item, "inbox").unwrap_or_default(),
@@ -115,10 +123,28 @@ async fn summary(ports: &crate::Ports, id: &str, item: &Item) -> ApiResult<Conve
         assignee: s(item, "assignee"),
         priority: s(item, "priority"),
         tags: strings(item, "tags"),
-        waiting_since: rfc3339(fig.as_ref().and_then(|f| f.waiting_since)),
-        sla: fig.and_then(|f| f.sla),
+        waiting_since: rfc3339(waiting),
+        sla,
     })
 }
+
+/// The attributes a list reads of each conversation item (see [`summary`]).
+pub(crate) const SUMMARY_ATTRS: &[&str] = &[
+    "parent",
+    "inbox",
+    "subject",
+    "status",
+    "first_date",
+    "contact_email",
+    "company_domain",
+    "team",
+    "assignee",
+    "priority",
+    "tags",
+    "waiting_since",
+    "sla",
+    "figures_v",
+];
 
 /// A conversation the caller may see, by any of its ids (a merged conversation's id
 /// leads to the surviving one). Unknown and invisible are the same 404.
@@ -164,7 +190,8 @@ async fn list(
         true,
         100,
         SCAN_BUDGET,
-    )?;
+    )?
+    .project(SUMMARY_ATTRS);
     let mut out = Vec::new();
     while let Some(item) = scan.next().await? {
         // Merged conversations live on in their root.

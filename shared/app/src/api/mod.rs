@@ -337,6 +337,8 @@ pub(crate) struct IndexScan<'a> {
     done: bool,
     scanned: usize,
     over_budget: bool,
+    /// Read only these attributes of each item.
+    attrs: Option<&'static [&'static str]>,
 }
 
 impl<'a> IndexScan<'a> {
@@ -359,7 +361,14 @@ impl<'a> IndexScan<'a> {
             done: false,
             scanned: 0,
             over_budget: false,
+            attrs: None,
         })
+    }
+
+    /// Reads only `attrs` of each item (and its keys).
+    pub(crate) fn project(mut self, attrs: &'static [&'static str]) -> IndexScan<'a> {
+        self.attrs = Some(attrs);
+        self
     }
 
     /// The next item, or `None` at the end of the partition or of the budget.
@@ -379,6 +388,9 @@ impl<'a> IndexScan<'a> {
                 (None, _) => SkCond::All,
             };
             let mut q = Query::new(self.pk).index("gsi1").sk(sk).limit(self.page_size);
+            if let Some(a) = self.attrs {
+                q = q.project(a);
+            }
             if self.newest_first {
                 q = q.backward();
             }

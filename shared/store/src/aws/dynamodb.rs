@@ -301,6 +301,11 @@ impl Table for DynamoTable {
             }
         };
         kce.push_str(&skc);
+        let projection = q.attrs.as_ref().map(|attrs| {
+            let mut all: Vec<&str> = vec![PK, SK, GSI1PK, GSI1SK];
+            all.extend(attrs.iter().map(String::as_str));
+            all.into_iter().map(|a| ex.name(a)).collect::<Vec<_>>().join(", ")
+        });
         let start = match &q.cursor {
             Some(c) => {
                 let m: Item =
@@ -315,6 +320,7 @@ impl Table for DynamoTable {
             .table_name(&self.name)
             .set_index_name(q.index.clone())
             .key_condition_expression(kce)
+            .set_projection_expression(projection)
             .set_expression_attribute_names(ex.names())
             .set_expression_attribute_values(ex.values())
             .scan_index_forward(q.forward)

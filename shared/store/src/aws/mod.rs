@@ -18,6 +18,7 @@ pub struct AwsClients {
     pub sqs: aws_sdk_sqs::Client,
     pub dynamodb: aws_sdk_dynamodb::Client,
     pub kms: aws_sdk_kms::Client,
+    pub secretsmanager: aws_sdk_secretsmanager::Client,
 }
 
 impl AwsClients {
@@ -38,7 +39,23 @@ impl AwsClients {
             sqs: aws_sdk_sqs::Client::new(conf),
             dynamodb: aws_sdk_dynamodb::Client::new(conf),
             kms: aws_sdk_kms::Client::new(conf),
+            secretsmanager: aws_sdk_secretsmanager::Client::new(conf),
         }
+    }
+
+    /// The `SecretString` of a Secrets Manager secret (by ARN or name): configuration
+    /// secrets are read once at start, never kept in the environment (docs/security.md).
+    pub async fn secret_string(&self, id: &str) -> Result<String, crate::StoreError> {
+        let out = self
+            .secretsmanager
+            .get_secret_value()
+            .secret_id(id)
+            .send()
+            .await
+            .map_err(|e| crate::StoreError::Backend(format!("secret {id}: {}", describe(&e))))?;
+        out.secret_string()
+            .map(str::to_string)
+            .ok_or_else(|| crate::StoreError::Backend(format!("secret {id} has no SecretString")))
     }
 }
 

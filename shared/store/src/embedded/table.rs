@@ -176,10 +176,12 @@ impl Table for SqliteTable {
                     break;
                 }
                 let data: String = r.get(0)?;
-                items.push(
-                    serde_json::from_str(&data)
-                        .map_err(|e| StoreError::Backend(format!("corrupt item: {e}")))?,
-                );
+                let mut item: Item = serde_json::from_str(&data)
+                    .map_err(|e| StoreError::Backend(format!("corrupt item: {e}")))?;
+                if let Some(attrs) = &q.attrs {
+                    crate::table::project(&mut item, attrs);
+                }
+                items.push(item);
                 last = Some((skv, r.get::<_, String>(2)?, r.get::<_, String>(3)?));
             }
             let next = if more { last.map(|l| serde_json::to_string(&l).unwrap_or_default()) } else { None };
