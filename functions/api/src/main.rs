@@ -6,8 +6,8 @@
 
 use lambda_http::Error;
 use mailroom_app::api::{ApiState, auth};
-use mailroom_app::config::{AwsConfig, ProvidersConfig};
-use mailroom_app::{Ports, telemetry};
+use mailroom_app::runtime::config::{AwsConfig, ProvidersConfig};
+use mailroom_app::{Ports, runtime::telemetry};
 use mailroom_store::aws::AwsClients;
 use std::sync::Arc;
 
@@ -15,7 +15,7 @@ use std::sync::Arc;
 async fn main() -> Result<(), Error> {
     telemetry::init(true, "info");
     let clients = AwsClients::from_env().await;
-    mailroom_app::config::load_secrets(&clients).await?;
+    mailroom_app::runtime::config::load_secrets(&clients).await?;
     let cfg = AwsConfig::from_env(false)?;
     let Some(oidc) = auth::OidcSettings::from_env()? else {
         return Err(

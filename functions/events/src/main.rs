@@ -3,9 +3,9 @@
 //! emails through SES from `MAILROOM_NOTIFY_FROM` (docs/events.md).
 
 use lambda_runtime::{Error, LambdaEvent, service_fn};
-use mailroom_app::config::AwsConfig;
-use mailroom_app::events::Relay;
-use mailroom_app::{Ports, telemetry};
+use mailroom_app::outbound::relay::Relay;
+use mailroom_app::runtime::config::AwsConfig;
+use mailroom_app::{Ports, runtime::telemetry};
 use mailroom_store::aws::AwsClients;
 use std::sync::Arc;
 
@@ -13,7 +13,7 @@ use std::sync::Arc;
 async fn main() -> Result<(), Error> {
     telemetry::init(true, "info");
     let clients = AwsClients::from_env().await;
-    mailroom_app::config::load_secrets(&clients).await?;
+    mailroom_app::runtime::config::load_secrets(&clients).await?;
     let cfg = AwsConfig::from_env(false)?;
     let conf = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
     let ports = Ports::aws(&clients, &cfg);

@@ -4,8 +4,8 @@
 //! timeout never loses work: every message's cursor is saved as it is stored.
 
 use lambda_runtime::{Error, LambdaEvent, service_fn};
-use mailroom_app::imap_poll::{self, PollOptions};
-use mailroom_app::{Ports, config::AwsConfig, telemetry};
+use mailroom_app::mailbox::imap::{self, PollOptions};
+use mailroom_app::{Ports, runtime::config::AwsConfig, runtime::telemetry};
 use mailroom_store::aws::AwsClients;
 use std::time::{Duration, SystemTime};
 
@@ -18,7 +18,7 @@ async fn main() -> Result<(), Error> {
     // It stores raw mail and queues pointers (the ingest queue), and opens the sealed
     // passwords (the KMS key).
     let clients = AwsClients::from_env().await;
-    mailroom_app::config::load_secrets(&clients).await?;
+    mailroom_app::runtime::config::load_secrets(&clients).await?;
     let cfg = AwsConfig::from_env(true)?;
     if cfg.kms_key_id.is_none() {
         return Err(
@@ -39,7 +39,7 @@ async fn main() -> Result<(), Error> {
                     FALLBACK_REMAINING
                 }
             };
-            let report = imap_poll::scheduled(&ports, &ev.payload, &PollOptions::within(remaining)).await?;
+            let report = imap::scheduled(&ports, &ev.payload, &PollOptions::within(remaining)).await?;
             for i in &report.inboxes {
                 tracing::info!(inbox = %i.inbox, outcome = ?i.outcome, fetched = i.fetched, stored = i.stored, skipped = i.skipped.len(), error = ?i.error, "IMAP poll");
             }

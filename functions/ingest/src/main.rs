@@ -3,8 +3,8 @@
 //! `{"raw_base64": "...", "inbox": "support@example.com", "folder": "inbox"}`.
 
 use lambda_runtime::{Error, LambdaEvent, service_fn};
-use mailroom_app::ingest::{IngestRequest, ingest_request};
-use mailroom_app::{Ingestor, Ports, config::AwsConfig, telemetry};
+use mailroom_app::pipeline::ingest::{IngestRequest, ingest_request};
+use mailroom_app::{Ingestor, Ports, runtime::config::AwsConfig, runtime::telemetry};
 use mailroom_store::aws::AwsClients;
 use std::sync::Arc;
 
@@ -12,7 +12,7 @@ use std::sync::Arc;
 async fn main() -> Result<(), Error> {
     telemetry::init(true, "info");
     let clients = AwsClients::from_env().await;
-    mailroom_app::config::load_secrets(&clients).await?;
+    mailroom_app::runtime::config::load_secrets(&clients).await?;
     let cfg = AwsConfig::from_env(true)?;
     let ingestor = Arc::new(Ingestor::new(Ports::aws(&clients, &cfg)));
     lambda_runtime::run(service_fn(move |ev: LambdaEvent<IngestRequest>| {

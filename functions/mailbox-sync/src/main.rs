@@ -6,9 +6,9 @@
 
 use aws_lambda_events::sqs::SqsEvent;
 use lambda_runtime::{Error, LambdaEvent, service_fn};
-use mailroom_app::config::{AwsConfig, ProvidersConfig};
-use mailroom_app::sync::SyncHandler;
-use mailroom_app::{Ports, handle_sqs_event, telemetry};
+use mailroom_app::mailbox::sync::SyncHandler;
+use mailroom_app::runtime::config::{AwsConfig, ProvidersConfig};
+use mailroom_app::{Ports, handle_sqs_event, runtime::telemetry};
 use mailroom_store::aws::AwsClients;
 use std::sync::Arc;
 
@@ -16,7 +16,7 @@ use std::sync::Arc;
 async fn main() -> Result<(), Error> {
     telemetry::init(true, "info");
     let clients = AwsClients::from_env().await;
-    mailroom_app::config::load_secrets(&clients).await?;
+    mailroom_app::runtime::config::load_secrets(&clients).await?;
     let cfg = AwsConfig::from_env(true)?;
     let public_url = std::env::var("MAILROOM_PUBLIC_URL").unwrap_or_default();
     let providers = Arc::new(ProvidersConfig::from_env(&public_url)?);

@@ -4,7 +4,7 @@
 
 use anyhow::Result;
 use mailroom_app::Ports;
-use mailroom_app::workspace_store::{self, ApplySummary};
+use mailroom_app::workspace::{self, ApplySummary};
 use std::path::Path;
 
 /// Exit status for a file that cannot be applied.
@@ -38,7 +38,7 @@ pub async fn run(data: &Path, file: &Path, json: bool) -> Result<()> {
         }
     };
     let ports = Ports::embedded(data)?;
-    let s = workspace_store::apply(&ports, &ws).await?;
+    let s = workspace::apply(&ports, &ws).await?;
     ports.flush()?;
     if json {
         println!("{}", serde_json::to_string_pretty(&s)?);

@@ -107,7 +107,7 @@ pub async fn run(o: Options) -> Result<()> {
 
     let data = work.join("throughput");
     let ports = Ports::embedded(&data)?;
-    mailroom_app::workspace_store::apply(&ports, &ws).await?;
+    mailroom_app::workspace::apply(&ports, &ws).await?;
     reset_peak_rss();
     mailroom_store::meter::reset();
     let pipeline = throughput(&ports, &dir, count).await?;
@@ -121,7 +121,7 @@ pub async fn run(o: Options) -> Result<()> {
 
     let data = work.join("latency");
     let ports = Ports::embedded(&data)?;
-    mailroom_app::workspace_store::apply(&ports, &ws).await?;
+    mailroom_app::workspace::apply(&ports, &ws).await?;
     let latency = latency(&ports, &load(&dir)?).await?;
 
     let report = Report {

@@ -57,7 +57,7 @@ pub async fn run(sizes: &[u32], keep: Option<&std::path::Path>, json_out: bool) 
             None => tmp.path().to_path_buf(),
         };
         let ports = Ports::embedded(&dir)?;
-        mailroom_app::workspace_store::apply(&ports, &ws).await?;
+        mailroom_app::workspace::apply(&ports, &ws).await?;
         let mut rng = Rng(u64::from(n));
         let t0 = Instant::now();
         let mut tasks = tokio::task::JoinSet::new();

@@ -70,7 +70,7 @@ pub async fn run(data: &Path) -> Result<()> {
     let ws = mailroom_core::workspace::parse_toml(WORKSPACE)
         .map_err(|e| anyhow::anyhow!("the built-in demo workspace is invalid: {e:?}"))?;
     let ports = mailroom_app::Ports::embedded(&store)?;
-    mailroom_app::workspace_store::apply(&ports, &ws).await?;
+    mailroom_app::workspace::apply(&ports, &ws).await?;
     println!(
         "Mailroom demo: {} ({} shared inboxes, ticket creation on, routing by subject keywords)",
         ws.name.as_deref().unwrap_or("demo"),
@@ -136,7 +136,7 @@ async fn report(ports: &mailroom_app::Ports) -> Result<()> {
     }
     println!("Not ticketed (auto-replies, bounces, list mail): {not_ticketed}");
     println!("Unassigned tickets: {unassigned}");
-    let contacts = mailroom_app::crm::contacts(ports).await?;
+    let contacts = mailroom_app::views::crm::contacts(ports).await?;
     println!("Contacts created: {}", contacts.len());
     for c in &contacts {
         println!(
@@ -146,12 +146,12 @@ async fn report(ports: &mailroom_app::Ports) -> Result<()> {
             c.company_domain.as_deref().unwrap_or("(freemail: no company)")
         );
     }
-    let companies = mailroom_app::crm::companies(ports).await?;
+    let companies = mailroom_app::views::crm::companies(ports).await?;
     println!("Companies created: {}", companies.len());
     for c in &companies {
         println!("  {:<24} {:<16} {} contact(s)", c.domain, c.name, c.contacts);
     }
-    let ws = mailroom_app::workspace_store::load(ports).await?.unwrap_or_default();
+    let ws = mailroom_app::workspace::load(ports).await?.unwrap_or_default();
     let r = mailroom_app::reports::report(ports, &ws, &Default::default(), chrono::Utc::now()).await?;
     let median =
         r.first_response.median_s.map(|m| format!("{:.0} min", m / 60.0)).unwrap_or_else(|| "-".into());

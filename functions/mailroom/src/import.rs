@@ -63,7 +63,7 @@ pub async fn import(
     let ingestor = Ingestor::new(ports.clone());
     // Locally a failed message is retried quickly; five receives then move it to the DLQ.
     let worker = Stages::new(ports).retry_base(Duration::from_millis(200));
-    let dlq_before = mailroom_app::stats::collect(ports).await?.dead_lettered();
+    let dlq_before = mailroom_app::views::stats::collect(ports).await?.dead_lettered();
 
     // The consumer runs while the import goes on, as the Lambda functions would.
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -96,7 +96,7 @@ pub async fn import(
             }
         };
         s.read += 1;
-        let mut mail = RawMail::new(bytes, mailroom_app::ingest::IMPORT_SOURCE);
+        let mut mail = RawMail::new(bytes, mailroom_app::pipeline::ingest::IMPORT_SOURCE);
         mail.inbox = inbox.clone();
         mail.folder = folder;
         // One at a time, in the source's order: the route stage routes a conversation on
@@ -127,7 +127,7 @@ pub async fn import(
     pb.finish_and_clear();
     worker.drain().await?;
     ports.flush()?;
-    let stats = mailroom_app::stats::collect(ports).await?;
+    let stats = mailroom_app::views::stats::collect(ports).await?;
     s.processed = stats.processed;
     s.dead_lettered = stats.dead_lettered().saturating_sub(dlq_before);
     s.peak_rss_kib = peak_rss_kib();

@@ -2,7 +2,7 @@
 //! mailboxes on embedded storage (docs/connections.md).
 
 use anyhow::{Context, Result, bail};
-use mailroom_app::imap_poll::{self, ImapSettings, Outcome, PollOptions, PollReport, Security};
+use mailroom_app::mailbox::imap::{self, ImapSettings, Outcome, PollOptions, PollReport, Security};
 use mailroom_app::{Ports, Stages};
 use mailroom_core::EmailAddress;
 use std::path::{Path, PathBuf};
@@ -29,7 +29,7 @@ pub struct ConnectArgs {
     pub password_env: String,
     pub backfill_days: u32,
     pub ca_file: Option<PathBuf>,
-    pub smtp: Option<imap_poll::SmtpSettings>,
+    pub smtp: Option<imap::SmtpSettings>,
     pub allow_private_host: bool,
     pub json: bool,
 }
@@ -51,7 +51,7 @@ pub async fn connect_imap(data: &Path, a: ConnectArgs) -> Result<()> {
     };
     let port = a.port.unwrap_or(a.security.default_port());
     let ports = Ports::embedded(data)?;
-    let ws = mailroom_app::workspace_store::load(&ports).await?.unwrap_or_default();
+    let ws = mailroom_app::workspace::load(&ports).await?.unwrap_or_default();
     let settings = ImapSettings {
         host: a.host,
         port,
@@ -62,7 +62,7 @@ pub async fn connect_imap(data: &Path, a: ConnectArgs) -> Result<()> {
         smtp: a.smtp,
         allow_private_host: a.allow_private_host || ws.security.allow_private_mail_hosts,
     };
-    let c = imap_poll::connect(&ports, &inbox, settings, &password, &PollOptions::default())
+    let c = imap::connect(&ports, &inbox, settings, &password, &PollOptions::default())
         .await
         .with_context(|| format!("cannot connect {inbox}"))?;
     if a.json {
@@ -86,7 +86,7 @@ pub async fn connect_imap(data: &Path, a: ConnectArgs) -> Result<()> {
 
 pub async fn status(data: &Path, json: bool) -> Result<()> {
     let ports = Ports::embedded(data)?;
-    let mut list = mailroom_app::connections::status(&ports).await?;
+    let mut list = mailroom_app::mailbox::connection::status(&ports).await?;
     for s in &mut list {
         // A CA certificate is long and says nothing here.
         if let Some(m) = s.connection.settings.as_object_mut()
@@ -144,7 +144,7 @@ pub async fn poll(data: &Path, once: bool, max_messages: Option<u32>, json: bool
 
 /// One poll of every IMAP inbox, then the pipeline drained (like `mailroom import`).
 pub async fn poll_round(ports: &Ports, opts: &PollOptions) -> Result<PollReport> {
-    let report = imap_poll::poll_all(ports, opts).await?;
+    let report = imap::poll_all(ports, opts).await?;
     if report.fetched() > 0 {
         Stages::new(ports).retry_base(Duration::from_millis(200)).drain().await?;
     }
@@ -189,7 +189,7 @@ fn print(r: &PollReport, json: bool) -> Result<()> {
 
 /// `mailroom inbox connect ADDRESS --provider gmail|graph`: the sign-in link.
 pub async fn connect_oauth(data: &Path, address: &str, provider: &str, public_url: &str) -> Result<()> {
-    use mailroom_app::connections::Provider;
+    use mailroom_app::mailbox::connection::Provider;
     let inbox = mailroom_core::EmailAddress::parse(address).map_err(|e| anyhow::anyhow!("{address}: {e}"))?;
     let provider = match provider {
         "gmail" => Provider::Gmail,
@@ -199,8 +199,8 @@ pub async fn connect_oauth(data: &Path, address: &str, provider: &str, public_ur
         }
     };
     let ports = Ports::embedded(data)?;
-    let cfg = mailroom_app::config::ProvidersConfig::from_env(public_url)?;
-    let url = mailroom_app::oauth::start(&ports, &cfg, provider, &inbox).await?;
+    let cfg = mailroom_app::runtime::config::ProvidersConfig::from_env(public_url)?;
+    let url = mailroom_app::mailbox::oauth::start(&ports, &cfg, provider, &inbox).await?;
     ports.flush()?;
     println!("Open this link within 10 minutes, with `mailroom serve` running at {public_url}:\n{url}");
     Ok(())

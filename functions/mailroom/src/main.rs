@@ -247,7 +247,7 @@ enum InboxCmd {
         port: Option<u16>,
         /// tls (implicit, port 993), starttls (port 143) or none (tests, trusted networks).
         #[arg(long, default_value = "tls")]
-        security: mailroom_app::imap_poll::Security,
+        security: mailroom_app::mailbox::imap::Security,
         /// The login name.
         #[arg(long)]
         user: String,
@@ -255,7 +255,7 @@ enum InboxCmd {
         #[arg(long)]
         password_env: String,
         /// How many days back the first poll reads.
-        #[arg(long, default_value_t = mailroom_app::imap_poll::DEFAULT_BACKFILL_DAYS)]
+        #[arg(long, default_value_t = mailroom_app::mailbox::imap::DEFAULT_BACKFILL_DAYS)]
         backfill_days: u32,
         /// A PEM file with the CA certificate(s) to trust besides the public roots.
         #[arg(long)]
@@ -269,7 +269,7 @@ enum InboxCmd {
         smtp_port: Option<u16>,
         /// tls (implicit), starttls or none (tests, trusted networks).
         #[arg(long, default_value = "starttls", requires = "smtp_host")]
-        smtp_security: mailroom_app::imap_poll::SmtpSecurity,
+        smtp_security: mailroom_app::mailbox::imap::SmtpSecurity,
         /// The SMTP login, when it is not the IMAP one.
         #[arg(long, requires = "smtp_host")]
         smtp_user: Option<String>,
@@ -313,7 +313,7 @@ async fn main() -> Result<()> {
     // Per-message logs are for `RUST_LOG=info`; a terminal user sees warnings and the summary.
     let level =
         if matches!(cli.cmd, Cmd::Serve { .. } | Cmd::Poll { once: false, .. }) { "info" } else { "warn" };
-    mailroom_app::telemetry::init(false, level);
+    mailroom_app::runtime::telemetry::init(false, level);
     match cli.cmd {
         Cmd::Import { path, inbox, folder, json } => {
             let failed = import::run(&cli.data, &path, inbox.as_deref(), folder, json).await?;
@@ -345,7 +345,7 @@ async fn main() -> Result<()> {
                     json,
                 },
         } => {
-            use mailroom_app::imap_poll::SmtpSettings;
+            use mailroom_app::mailbox::imap::SmtpSettings;
             let smtp = smtp_host.map(|host| SmtpSettings {
                 host,
                 port: smtp_port.unwrap_or(smtp_security.default_port()),
@@ -376,7 +376,7 @@ async fn main() -> Result<()> {
         Cmd::Serve { port, bind } => serve::run(&cli.data, &bind, port).await?,
         Cmd::Token { user, hours } => {
             let ports = mailroom_app::Ports::embedded(&cli.data)?;
-            let ws = mailroom_app::workspace_store::load(&ports).await?.unwrap_or_default();
+            let ws = mailroom_app::workspace::load(&ports).await?.unwrap_or_default();
             let Some(u) = ws.users.iter().find(|u| u.email.eq_ignore_ascii_case(&user)) else {
                 anyhow::bail!(
                     "{user} is not a user of the applied workspace: add a [[users]] entry and run mailroom apply"
@@ -391,7 +391,7 @@ async fn main() -> Result<()> {
         Cmd::Demo => demo::run(&cli.data).await?,
         Cmd::Contacts { json } => {
             let ports = mailroom_app::Ports::embedded(&cli.data)?;
-            let list = mailroom_app::crm::contacts(&ports).await?;
+            let list = mailroom_app::views::crm::contacts(&ports).await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&list)?);
             } else {
@@ -408,7 +408,7 @@ async fn main() -> Result<()> {
         }
         Cmd::Companies { json } => {
             let ports = mailroom_app::Ports::embedded(&cli.data)?;
-            let list = mailroom_app::crm::companies(&ports).await?;
+            let list = mailroom_app::views::crm::companies(&ports).await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&list)?);
             } else {
@@ -442,11 +442,11 @@ async fn main() -> Result<()> {
         }
         Cmd::Events { cmd: EventsCmd::Secret } => {
             let ports = mailroom_app::Ports::embedded(&cli.data)?;
-            println!("{}", mailroom_app::events::webhook_key(&ports));
+            println!("{}", mailroom_app::outbound::relay::webhook_key(&ports));
         }
         Cmd::Events { cmd: EventsCmd::Relay } => {
             let ports = mailroom_app::Ports::embedded(&cli.data)?;
-            let relay = mailroom_app::events::Relay::local_from_env(&ports)?;
+            let relay = mailroom_app::outbound::relay::Relay::local_from_env(&ports)?;
             let out = relay.run_once(&ports, Utc::now()).await;
             ports.flush()?;
             println!("{}", serde_json::to_string_pretty(&out)?);
@@ -466,7 +466,7 @@ async fn main() -> Result<()> {
         }
         Cmd::Stats { json } => {
             let ports = mailroom_app::Ports::embedded(&cli.data)?;
-            let s = mailroom_app::stats::collect(&ports).await?;
+            let s = mailroom_app::views::stats::collect(&ports).await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&s)?);
             } else {

@@ -17,7 +17,7 @@ pub struct Options {
 
 pub async fn run(data: &Path, o: Options) -> Result<()> {
     let ports = Ports::embedded(data)?;
-    let ws = mailroom_app::workspace_store::load(&ports).await?.unwrap_or_default();
+    let ws = mailroom_app::workspace::load(&ports).await?.unwrap_or_default();
     let f = Filter { from: o.from, to: o.to, inbox: o.inbox, tz: o.tz, visible: None };
     let r = mailroom_app::reports::report(&ports, &ws, &f, o.now.unwrap_or_else(Utc::now)).await?;
     if o.json {
@@ -105,7 +105,7 @@ pub async fn set_status(
     at: Option<DateTime<Utc>>,
 ) -> Result<()> {
     let ports = Ports::embedded(data)?;
-    let ws = mailroom_app::workspace_store::load(&ports).await?.unwrap_or_default();
+    let ws = mailroom_app::workspace::load(&ports).await?.unwrap_or_default();
     let root =
         mailroom_app::conversations::set_status(&ports, &ws, id, close, by, at.unwrap_or_else(Utc::now))
             .await

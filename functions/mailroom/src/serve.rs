@@ -7,10 +7,10 @@ use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Json};
 use axum::routing::{get, post};
-use mailroom_app::config::ProvidersConfig;
-use mailroom_app::ingest::ingest_response;
-use mailroom_app::sync::SyncHandler;
-use mailroom_app::web::WebState;
+use mailroom_app::mailbox::routes::WebState;
+use mailroom_app::mailbox::sync::SyncHandler;
+use mailroom_app::pipeline::ingest::ingest_response;
+use mailroom_app::runtime::config::ProvidersConfig;
 use mailroom_app::{Ingestor, Ports, RawMail, Stages, Worker};
 use mailroom_core::{EmailAddress, Folder};
 use serde::Deserialize;
@@ -41,7 +41,7 @@ pub async fn run(data: &Path, bind: &str, port: u16) -> Result<()> {
     let sync = SyncHandler { ports: ports.clone(), cfg: Arc::new(providers.clone()) };
     worker.workers.push(Worker::new(ports.sync_queue.clone(), Arc::new(sync)));
     // The send queue's consumer (the send function in AWS): replies the API queued.
-    let send = mailroom_app::send::SendHandler::new(ports.clone(), Arc::new(providers.clone()));
+    let send = mailroom_app::outbound::send::SendHandler::new(ports.clone(), Arc::new(providers.clone()));
     worker.workers.push(Worker::new(ports.send_queue.clone(), Arc::new(send)));
     let bg = tokio::spawn(async move { worker.run(stop_rx).await });
     // The schedule: the SLA sweep and gauges every minute (the `sweep` function in AWS).
@@ -67,10 +67,10 @@ pub async fn run(data: &Path, bind: &str, port: u16) -> Result<()> {
     let imap = tokio::spawn(async move {
         let mut tick = tokio::time::interval(interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let opts = mailroom_app::imap_poll::PollOptions::default();
+        let opts = mailroom_app::mailbox::imap::PollOptions::default();
         loop {
             tick.tick().await;
-            match mailroom_app::imap_poll::poll_all(&poll_ports, &opts).await {
+            match mailroom_app::mailbox::imap::poll_all(&poll_ports, &opts).await {
                 Ok(r) => {
                     for i in r.inboxes.iter().filter(|i| i.fetched > 0 || i.error.is_some()) {
                         tracing::info!(inbox = %i.inbox, outcome = ?i.outcome, fetched = i.fetched, stored = i.stored, error = ?i.error, "IMAP poll");
@@ -91,7 +91,13 @@ pub async fn run(data: &Path, bind: &str, port: u16) -> Result<()> {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            match mailroom_app::schedule::connections_tick(&tick_ports, &tick_cfg, chrono::Utc::now()).await {
+            match mailroom_app::mailbox::schedule::connections_tick(
+                &tick_ports,
+                &tick_cfg,
+                chrono::Utc::now(),
+            )
+            .await
+            {
                 Ok(t) if t.renewals_failed > 0 => {
                     tracing::warn!(failed = t.renewals_failed, "connection renewals failed")
                 }
@@ -104,7 +110,7 @@ pub async fn run(data: &Path, bind: &str, port: u16) -> Result<()> {
 
     // The event relay: webhooks and notifications, every MAILROOM_EVENTS_RELAY_SECONDS
     // (5; the events function in AWS, every minute).
-    let relay = mailroom_app::events::Relay::local_from_env(&ports)?;
+    let relay = mailroom_app::outbound::relay::Relay::local_from_env(&ports)?;
     let relay_every = seconds_env("MAILROOM_EVENTS_RELAY_SECONDS", 5)?;
     let relay_ports = ports.clone();
     let events = tokio::spawn(async move {
@@ -117,7 +123,7 @@ pub async fn run(data: &Path, bind: &str, port: u16) -> Result<()> {
         }
     });
 
-    let admin_token = mailroom_app::config::secret("MAILROOM_ADMIN_TOKEN").filter(|t| t.len() >= 16);
+    let admin_token = mailroom_app::runtime::config::secret("MAILROOM_ADMIN_TOKEN").filter(|t| t.len() >= 16);
     // The API: development tokens (`mailroom token USER`) and, when configured, an OIDC issuer.
     let auth = mailroom_app::api::auth::Authenticator::new(
         Some(mailroom_app::api::auth::LocalIssuer::new(&ports.signer)),
@@ -147,9 +153,9 @@ pub async fn run(data: &Path, bind: &str, port: u16) -> Result<()> {
         .route("/ingest", post(ingest))
         .route("/dashboard", get(|| async { axum::response::Html(include_str!("dashboard.html")) }))
         .with_state(state)
-        .merge(mailroom_app::web::router(Arc::new(web)))
+        .merge(mailroom_app::mailbox::routes::router(Arc::new(web)))
         .merge(mailroom_app::api::router(api))
-        .merge(mailroom_app::track::router(ports.clone()))
+        .merge(mailroom_app::outbound::track::router(ports.clone()))
         .merge(mailroom_app::forms::router(ports.clone()));
     let app = match cors {
         Some(cors) => app.layer(cors),

@@ -3,8 +3,8 @@
 //! connection health gauges.
 
 use lambda_runtime::{Error, LambdaEvent, service_fn};
-use mailroom_app::config::{AwsConfig, ProvidersConfig};
-use mailroom_app::{Ports, schedule, telemetry};
+use mailroom_app::runtime::config::{AwsConfig, ProvidersConfig};
+use mailroom_app::{Ports, mailbox::schedule, runtime::telemetry};
 use mailroom_store::aws::AwsClients;
 use std::sync::Arc;
 
@@ -12,7 +12,7 @@ use std::sync::Arc;
 async fn main() -> Result<(), Error> {
     telemetry::init(true, "info");
     let clients = AwsClients::from_env().await;
-    mailroom_app::config::load_secrets(&clients).await?;
+    mailroom_app::runtime::config::load_secrets(&clients).await?;
     let cfg = AwsConfig::from_env(false)?;
     let public_url = std::env::var("MAILROOM_PUBLIC_URL").unwrap_or_default();
     let providers = Arc::new(ProvidersConfig::from_env(&public_url)?);

@@ -3,7 +3,7 @@
 
 use aws_lambda_events::event::sqs::SqsEvent;
 use lambda_runtime::{Error, LambdaEvent, service_fn};
-use mailroom_app::{Ports, TicketHandler, config::AwsConfig, handle_sqs_event, telemetry};
+use mailroom_app::{Ports, TicketHandler, handle_sqs_event, runtime::config::AwsConfig, runtime::telemetry};
 use mailroom_store::aws::AwsClients;
 use std::sync::Arc;
 
@@ -11,7 +11,7 @@ use std::sync::Arc;
 async fn main() -> Result<(), Error> {
     telemetry::init(true, "info");
     let clients = AwsClients::from_env().await;
-    mailroom_app::config::load_secrets(&clients).await?;
+    mailroom_app::runtime::config::load_secrets(&clients).await?;
     let cfg = AwsConfig::from_env(false)?;
     let handler = Arc::new(TicketHandler::new(Ports::aws(&clients, &cfg)));
     lambda_runtime::run(service_fn(move |ev: LambdaEvent<SqsEvent>| {

@@ -1,10 +1,10 @@
-//! `mailroom-webhooks`: the connection routes (`mailroom_app::web`) behind API Gateway's
+//! `mailroom-webhooks`: the connection routes (`mailroom_app::mailbox::routes`) behind API Gateway's
 //! HTTP API. Verifies, enqueues a sync request and answers: the provider work runs in
 //! `mailroom-mailbox-sync`, so Graph's 3 s budget holds.
 
 use lambda_http::Error;
-use mailroom_app::config::{AwsConfig, ProvidersConfig};
-use mailroom_app::{Ports, telemetry, web};
+use mailroom_app::runtime::config::{AwsConfig, ProvidersConfig};
+use mailroom_app::{Ports, mailbox::routes, runtime::telemetry};
 use mailroom_store::aws::AwsClients;
 use std::sync::Arc;
 
@@ -13,7 +13,7 @@ async fn main() -> Result<(), Error> {
     telemetry::init(true, "info");
     // The ingest queue: form submissions are ingested like mail.
     let clients = AwsClients::from_env().await;
-    mailroom_app::config::load_secrets(&clients).await?;
+    mailroom_app::runtime::config::load_secrets(&clients).await?;
     let cfg = AwsConfig::from_env(true)?;
     if cfg.sync_queue_url.is_none() {
         return Err("MAILROOM_SYNC_QUEUE_URL is not set (the SAM template sets it)".into());
@@ -22,8 +22,8 @@ async fn main() -> Result<(), Error> {
         .map_err(|_| "MAILROOM_PUBLIC_URL is not set (the SAM template sets it to the HTTP API's URL)")?;
     let providers = ProvidersConfig::from_env(&public_url)?;
     let ports = Ports::aws(&clients, &cfg);
-    let admin_token = mailroom_app::config::secret("MAILROOM_ADMIN_TOKEN").filter(|t| t.len() >= 16);
-    let state = Arc::new(web::WebState::new(ports, providers, admin_token)?);
+    let admin_token = mailroom_app::runtime::config::secret("MAILROOM_ADMIN_TOKEN").filter(|t| t.len() >= 16);
+    let state = Arc::new(routes::WebState::new(ports, providers, admin_token)?);
     let ports = state.ports.clone();
-    lambda_http::run(web::router(state).merge(mailroom_app::forms::router(ports))).await
+    lambda_http::run(routes::router(state).merge(mailroom_app::forms::router(ports))).await
 }

@@ -2,7 +2,7 @@
 //! Reads every message of every inbox (a listing, not the API's paged view).
 
 use crate::keys;
-use crate::ports::Ports;
+use crate::runtime::ports::Ports;
 use crate::thread::RootCache;
 use mailroom_store::Query;
 use serde::Serialize;
@@ -71,7 +71,7 @@ pub async fn list(ports: &Ports) -> anyhow::Result<Vec<ConversationView>> {
         let (Some(mid), Some(conv)) = (s(&m, "message_id"), s(&m, "conversation")) else { continue };
         let root = roots.root(&conv).await?;
         if !convs.contains_key(&root.id) {
-            let ticket = t.get(&crate::ticket::ticket_key(&root.id)).await?.map(|x| TicketView {
+            let ticket = t.get(&crate::pipeline::ticket::ticket_key(&root.id)).await?.map(|x| TicketView {
                 id: s(&x, "id").unwrap_or_default(),
                 pipeline: s(&x, "pipeline").unwrap_or_default(),
                 stage: s(&x, "stage").unwrap_or_default(),
@@ -162,7 +162,7 @@ pub async fn set_status(
         Err(StoreError::ConditionFailed) => return Ok(root.id),
         Err(e) => return Err(e.into()),
     }
-    let tkey = crate::ticket::ticket_key(&root.id);
+    let tkey = crate::pipeline::ticket::ticket_key(&root.id);
     if ports.table.get(&tkey).await?.is_some() {
         let mut t = vec![Update::Set("status".into(), json!(to))];
         if close {

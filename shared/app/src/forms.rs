@@ -5,9 +5,9 @@
 //! secret, sealed in the table, that only [`rotate_form_secret`] shows (once).
 //! docs/forms.md has the contract.
 
-use crate::ingest::{IngestOutcome, Ingestor, RawMail};
-use crate::ports::Ports;
-use crate::web::problem;
+use crate::mailbox::routes::problem;
+use crate::pipeline::ingest::{IngestOutcome, Ingestor, RawMail};
+use crate::runtime::ports::Ports;
 use anyhow::Context;
 use axum::Router;
 use axum::body::Bytes;
@@ -37,7 +37,7 @@ fn secret_context(form: &str) -> String {
 /// the only time it is shown. The previous secret stops working at once.
 pub async fn rotate_form_secret(ports: &Ports, form_id: &str) -> anyhow::Result<String> {
     use base64::Engine;
-    let ws = crate::workspace_store::load(ports).await?.unwrap_or_default();
+    let ws = crate::workspace::load(ports).await?.unwrap_or_default();
     if ws.form(form_id).is_none() {
         anyhow::bail!(
             "unknown form {form_id:?}: declare it in [[forms]] of the workspace and apply it first"
@@ -243,7 +243,7 @@ async fn submit_inner(
     body: &[u8],
 ) -> anyhow::Result<Response> {
     let ports = &st.ports;
-    let ws = crate::workspace_store::load(ports).await?.unwrap_or_default();
+    let ws = crate::workspace::load(ports).await?.unwrap_or_default();
     let Some(form) = ws.form(id) else {
         return Ok(problem(StatusCode::NOT_FOUND, format!("unknown form {id:?}")));
     };

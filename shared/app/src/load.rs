@@ -9,7 +9,7 @@
 //! so two conversations routed at once do not both see the same agent as the least loaded.
 
 use crate::keys::item_str as s;
-use crate::ports::Ports;
+use crate::runtime::ports::Ports;
 use crate::thread::{Threader, conv_key};
 use mailroom_store::{Cond, Key, StoreError, TransactOp, Update};
 use serde_json::{Value, json};

@@ -18,7 +18,7 @@
 //!   `subj#` for every message, `subjwait#` for header-less replies, queried from both
 //!   sides within [`SUBJECT_WINDOW_DAYS`].
 
-use crate::ports::Ports;
+use crate::runtime::ports::Ports;
 use anyhow::{Context, bail};
 use chrono::{DateTime, Duration, Utc};
 use mailroom_core::{SignedRef, sha256};

@@ -1508,7 +1508,7 @@ mod tests {
         let text = "[[calendars]]\nid = \"c\"\ntime_zone = \"UTC\"\n[reports]\ncalendar = \"c\"\n";
         let ws = parse_toml(text).unwrap_or_else(|e| panic!("{e:#?}"));
         assert_eq!(ws.reports.stale_after, "24h");
-        // The model is stored as JSON (workspace_store::apply / load): the new sections
+        // The model is stored as JSON (workspace::apply / load): the new sections
         // come back as they were, and a model stored before they existed still loads.
         let ws = parse_toml(ACME).unwrap_or_else(|e| panic!("{e:#?}"));
         let json = serde_json::to_value(&ws).unwrap();

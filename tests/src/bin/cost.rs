@@ -16,7 +16,7 @@
 //! points at a running one.
 
 use anyhow::{Context, Result, bail};
-use mailroom_app::consumer::TimedHandler;
+use mailroom_app::runtime::consumer::TimedHandler;
 use mailroom_app::{IngestError, Ingestor, MessageHandler, RawMail, Worker};
 use mailroom_store::meter;
 use mailroom_tests::{AwsStack, gen_corpus, repo_root};
@@ -154,7 +154,7 @@ async fn main() -> Result<()> {
     let ws_path = repo_root().join("examples/acme-corp.toml");
     let ws = mailroom_core::workspace::parse_toml(&std::fs::read_to_string(&ws_path)?)
         .map_err(|e| anyhow::anyhow!("{}: {e:?}", ws_path.display()))?;
-    mailroom_app::workspace_store::apply(&ports, &ws).await?;
+    mailroom_app::workspace::apply(&ports, &ws).await?;
 
     let handlers: Vec<(&str, Arc<TimedHandler>, Worker)> = {
         let mk = |name, queue: Arc<dyn mailroom_store::Queue>, h: Arc<dyn MessageHandler>| {
@@ -217,7 +217,7 @@ async fn main() -> Result<()> {
         }
         pending = deferred;
     }
-    let dead = mailroom_app::stats::collect(&ports).await?.dead_lettered();
+    let dead = mailroom_app::views::stats::collect(&ports).await?.dead_lettered();
     if dead > 0 {
         bail!("{dead} messages went to a dead-letter queue; the figures would be wrong");
     }

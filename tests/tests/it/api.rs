@@ -702,3 +702,40 @@ async fn cors_only_for_the_configured_origins() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("MAILROOM_CORS_ORIGINS") && err.contains("is not an origin"), "{err}");
 }
+
+/// Issue 17, item 20: docs/api.md lists every operation the API serves, as `METHOD /path`,
+/// and names none it does not serve (on 4490ca9 the replies endpoint was missing).
+#[test]
+fn api_docs_list_every_operation() {
+    let data = tempfile::tempdir().unwrap();
+    let doc: Value = serde_json::from_slice(&mailroom_ok(data.path(), &["openapi"])).unwrap();
+    let text = std::fs::read_to_string(mailroom_tests::repo_root().join("docs/api.md")).unwrap();
+    let mut served = std::collections::BTreeSet::new();
+    for (path, ops) in doc["paths"].as_object().unwrap() {
+        for method in ops.as_object().unwrap().keys() {
+            served.insert(format!("{} {path}", method.to_uppercase()));
+        }
+    }
+    let missing: Vec<&String> = served.iter().filter(|op| !text.contains(op.as_str())).collect();
+    assert!(missing.is_empty(), "docs/api.md does not list {missing:?}");
+    let re = regex_lite(&text);
+    let unknown: Vec<String> =
+        re.into_iter().filter(|op| !served.contains(op) && op != "GET /openapi.json").collect();
+    assert!(unknown.is_empty(), "docs/api.md names operations the API does not serve: {unknown:?}");
+}
+
+/// Every `METHOD /path` written in backticks in a text.
+fn regex_lite(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for span in text.split('`').skip(1).step_by(2) {
+        for method in ["GET", "POST", "PUT", "PATCH", "DELETE"] {
+            if let Some(path) = span.strip_prefix(method).and_then(|r| r.strip_prefix(' '))
+                && path.starts_with('/')
+                && !path.contains(' ')
+            {
+                out.push(format!("{method} {path}"));
+            }
+        }
+    }
+    out
+}

@@ -1,10 +1,10 @@
 //! `mailroom apply` on embedded storage: the example workspace applies twice (same
-//! counts, version 2) and round-trips through `workspace_store::load`; a broken file
+//! counts, version 2) and round-trips through `workspace::load`; a broken file
 //! exits 2 with one `FILE:LINE: path: message` line per problem and writes nothing;
 //! items that vanish from the file are archived, deactivated or deleted as documented.
 
 use mailroom_app::Ports;
-use mailroom_app::workspace_store;
+use mailroom_app::workspace;
 use mailroom_store::{Key, Query};
 use mailroom_tests::{bin, repo_root};
 use serde_json::{Value, json};
@@ -52,7 +52,7 @@ async fn the_example_applies_twice_and_round_trips() {
     assert_eq!(second, counts2, "a second apply of the same file changes nothing but the version");
 
     let ports = Ports::embedded(&data).unwrap();
-    let loaded = workspace_store::load(&ports).await.unwrap().expect("a workspace after apply");
+    let loaded = workspace::load(&ports).await.unwrap().expect("a workspace after apply");
     let text = std::fs::read_to_string(example()).unwrap();
     let parsed = mailroom_core::workspace::parse_toml(&text).unwrap();
     assert_eq!(loaded, parsed);

@@ -204,7 +204,7 @@ impl Queue for TwiceQueue {
 async fn run_library(data: &Path, corpus: &Path, rows: &[Value], twice: bool) -> (Figures, Vec<Value>) {
     let mut ports = Ports::embedded(data).unwrap();
     let ws = mailroom_tests::acme_workspace();
-    mailroom_app::workspace_store::apply(&ports, &ws).await.unwrap();
+    mailroom_app::workspace::apply(&ports, &ws).await.unwrap();
     if twice {
         ports.ingest_queue = Arc::new(TwiceQueue(ports.ingest_queue.clone()));
         ports.route_queue = Arc::new(TwiceQueue(ports.route_queue.clone()));
@@ -220,14 +220,14 @@ async fn run_library(data: &Path, corpus: &Path, rows: &[Value], twice: bool) ->
         let r = stages.process_visible().await.unwrap();
         assert_eq!(r.failed, 0, "a stage failed");
     }
-    let stats = mailroom_app::stats::collect(&ports).await.unwrap();
+    let stats = mailroom_app::views::stats::collect(&ports).await.unwrap();
     assert_eq!(stats.dead_lettered(), 0);
     let convs: Vec<Value> = serde_json::from_value(
         serde_json::to_value(mailroom_app::conversations::list(&ports).await.unwrap()).unwrap(),
     )
     .unwrap();
-    let contacts = serde_json::to_value(mailroom_app::crm::contacts(&ports).await.unwrap()).unwrap();
-    let companies = serde_json::to_value(mailroom_app::crm::companies(&ports).await.unwrap()).unwrap();
+    let contacts = serde_json::to_value(mailroom_app::views::crm::contacts(&ports).await.unwrap()).unwrap();
+    let companies = serde_json::to_value(mailroom_app::views::crm::companies(&ports).await.unwrap()).unwrap();
     (figures(&convs, contacts.as_array().unwrap(), companies.as_array().unwrap()), convs)
 }
 
@@ -265,7 +265,7 @@ async fn the_three_stages_run_on_moto_and_a_poison_message_is_dead_lettered() {
     let stack = AwsStack::create().await;
     let ports = stack.ports();
     let ws = mailroom_tests::acme_workspace();
-    mailroom_app::workspace_store::apply(&ports, &ws).await.unwrap();
+    mailroom_app::workspace::apply(&ports, &ws).await.unwrap();
     let tmp = tempfile::tempdir().unwrap();
     gen_corpus(tmp.path(), 12, 47);
     let rows = truth(tmp.path());
@@ -309,7 +309,7 @@ async fn the_three_stages_run_on_moto_and_a_poison_message_is_dead_lettered() {
         assert!(std::time::Instant::now() < deadline, "stages did not settle: dlq {dlq}, pending {pending}");
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
-    let stats = mailroom_app::stats::collect(&ports).await.unwrap();
+    let stats = mailroom_app::views::stats::collect(&ports).await.unwrap();
     let customer_convs: BTreeSet<&str> = rows
         .iter()
         .filter(|r| r["direction"] == "inbound" && r["kind"] == "normal")
@@ -384,7 +384,7 @@ async fn contact_owner_properties_and_reopening() {
     let tmp = tempfile::tempdir().unwrap();
     let ports = Ports::embedded(tmp.path()).unwrap();
     let ws = mailroom_core::workspace::parse_toml(SMALL_WORKSPACE).unwrap();
-    mailroom_app::workspace_store::apply(&ports, &ws).await.unwrap();
+    mailroom_app::workspace::apply(&ports, &ws).await.unwrap();
     let ingestor = Ingestor::new(ports.clone());
     let stages = Stages::new(&ports);
     let send = |raw: Vec<u8>, folder: Folder| {
@@ -417,7 +417,7 @@ async fn contact_owner_properties_and_reopening() {
     );
 
     // An agent closes the ticket (the API will do this), then replies: nothing reopens.
-    let key = mailroom_app::ticket::ticket_key(&c.id);
+    let key = mailroom_app::pipeline::ticket::ticket_key(&c.id);
     ports
         .table
         .update(
@@ -464,7 +464,7 @@ async fn contact_owner_properties_and_reopening() {
     assert_eq!(t["status"], "open");
     assert_eq!(t["stage"], "new");
     assert_eq!(t["reopened"], 1);
-    let stats = mailroom_app::stats::collect(&ports).await.unwrap();
+    let stats = mailroom_app::views::stats::collect(&ports).await.unwrap();
     assert_eq!(stats.tickets, 1);
     assert_eq!(stats.contacts, 1, "the agent is not a contact");
     assert_eq!(stats.companies, 1);

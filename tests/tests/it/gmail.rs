@@ -5,11 +5,11 @@
 //! outbound labelled SENT.
 
 use chrono::Utc;
-use mailroom_app::config::{GoogleConfig, ProvidersConfig};
-use mailroom_app::connections::{self, Connection, Provider, State as ConnState};
-use mailroom_app::gmail::{self, PushOutcome};
-use mailroom_app::sync::{SourceError, SyncReport, SyncRequest};
-use mailroom_app::{Ports, Stages, oauth};
+use mailroom_app::mailbox::connection::{self, Connection, Provider, State as ConnState};
+use mailroom_app::mailbox::gmail::{self, PushOutcome};
+use mailroom_app::mailbox::sync::{SourceError, SyncReport, SyncRequest};
+use mailroom_app::runtime::config::{GoogleConfig, ProvidersConfig};
+use mailroom_app::{Ports, Stages, mailbox::oauth};
 use mailroom_core::EmailAddress;
 use mailroom_store::Query;
 use mailroom_tests::mock_google::{self, DataEncoding, Jwt, MockGoogle};
@@ -73,7 +73,7 @@ struct Env {
     inbox: EmailAddress,
     base: String,
     hook_url: String,
-    web: Arc<mailroom_app::web::WebState>,
+    web: Arc<mailroom_app::mailbox::routes::WebState>,
     http: reqwest::Client,
     _server: tokio::task::JoinHandle<()>,
 }
@@ -82,7 +82,7 @@ impl Env {
     async fn new() -> Env {
         let dir = tempfile::tempdir().unwrap();
         let ports = Ports::embedded(dir.path()).unwrap();
-        mailroom_app::workspace_store::apply(&ports, &acme_workspace()).await.unwrap();
+        mailroom_app::workspace::apply(&ports, &acme_workspace()).await.unwrap();
         let mock = MockGoogle::start(INBOX).await;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
@@ -103,9 +103,14 @@ impl Env {
         let cfg = providers.google.clone();
         // The production router: connection routes (start, OAuth callback) and the webhook.
         let web = Arc::new(
-            mailroom_app::web::WebState::new(ports.clone(), providers.clone(), Some(ADMIN.into())).unwrap(),
+            mailroom_app::mailbox::routes::WebState::new(
+                ports.clone(),
+                providers.clone(),
+                Some(ADMIN.into()),
+            )
+            .unwrap(),
         );
-        let app = mailroom_app::web::router(web.clone());
+        let app = mailroom_app::mailbox::routes::router(web.clone());
         let server = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
@@ -152,7 +157,7 @@ impl Env {
     async fn assert_watched(&self) {
         let (topic, exp) = self.mock.watch_state().expect("users.watch was called");
         assert_eq!(topic, mock_google::TOPIC);
-        let c = connections::get(&self.ports, &self.inbox).await.unwrap().unwrap();
+        let c = connection::get(&self.ports, &self.inbox).await.unwrap().unwrap();
         assert_eq!(c.settings["watch"]["expiration_ms"], json!(exp), "watch expiry kept in the settings");
     }
 
@@ -170,7 +175,7 @@ impl Env {
             lag_seconds: None,
             consecutive_failures: 0,
         };
-        connections::save(&self.ports, &c).await.unwrap();
+        connection::save(&self.ports, &c).await.unwrap();
         let (access, refresh) = self.mock.grant();
         let t = oauth::TokenSet {
             access_token: access,
@@ -253,14 +258,14 @@ impl Env {
     }
 
     async fn cursor(&self) -> Option<u64> {
-        connections::get_cursor(&self.ports, &self.inbox, gmail::CURSOR)
+        connection::get_cursor(&self.ports, &self.inbox, gmail::CURSOR)
             .await
             .unwrap()
             .and_then(|c| c.value["history_id"].as_str().and_then(|s| s.parse().ok()))
     }
 
     async fn state(&self) -> ConnState {
-        connections::get(&self.ports, &self.inbox).await.unwrap().unwrap().state
+        connection::get(&self.ports, &self.inbox).await.unwrap().unwrap().state
     }
 }
 
@@ -341,13 +346,13 @@ async fn connect_backfill_then_pushes_ingest_inbox_and_sent_exactly_once() {
     // Through the pipeline: each message recorded once, nothing dead-lettered.
     let done = Stages::new(&env.ports).retry_base(Duration::from_millis(20)).drain().await.unwrap();
     assert_eq!(done.failed, 0);
-    let stats = mailroom_app::stats::collect(&env.ports).await.unwrap();
+    let stats = mailroom_app::views::stats::collect(&env.ports).await.unwrap();
     assert_eq!(stats.dead_lettered(), 0);
     assert_eq!(stats.copies, expected.len() as u64);
     assert_eq!(stats.processed, expected.len() as u64);
     let ids: BTreeSet<&str> = expected.iter().map(|(_, m)| m.message_id.as_str()).collect();
     assert_eq!(stats.messages, ids.len() as u64, "messages recorded");
-    let c = connections::get(&env.ports, &env.inbox).await.unwrap().unwrap();
+    let c = connection::get(&env.ports, &env.inbox).await.unwrap().unwrap();
     assert_eq!((c.state, c.consecutive_failures), (ConnState::Connected, 0));
     assert!(c.last_success.is_some() && c.lag_seconds.is_some());
 }
@@ -381,7 +386,7 @@ async fn expired_history_runs_a_bounded_full_sync_with_nothing_lost_or_doubled()
         "bounded window: {}",
         q.query
     );
-    let ev = connections::events(&env.ports, &env.inbox).await.unwrap();
+    let ev = connection::events(&env.ports, &env.inbox).await.unwrap();
     assert!(ev.iter().any(|e| e["type"] == "gmail_history_expired"), "{ev:?}");
 
     // History works again from the new baseline.
@@ -471,7 +476,7 @@ async fn push_data_in_either_base64_alphabet_is_accepted_and_odd_pushes_are_acke
     assert_eq!(env.sync_len().await, 0);
 
     // A mailbox that must be reconnected: acked, not queued.
-    connections::record_error(&env.ports, &env.inbox, "invalid_grant", connections::Failure::Terminal)
+    connection::record_error(&env.ports, &env.inbox, "invalid_grant", connection::Failure::Terminal)
         .await
         .unwrap();
     let o = gmail::accept_push(&env.ports, &env.mock.push_body(INBOX, hid + 1, DataEncoding::Standard)).await;
@@ -491,7 +496,7 @@ async fn revoked_grant_needs_reconnect_without_retries_and_the_reconnect_loses_n
     let during = add_all(&env.mock, second);
 
     // The user removes Mailroom's access in their Google account.
-    let secret = connections::get_secret(&env.ports, &env.inbox, oauth::SECRET).await.unwrap().unwrap();
+    let secret = connection::get_secret(&env.ports, &env.inbox, oauth::SECRET).await.unwrap().unwrap();
     let tokens: oauth::TokenSet = serde_json::from_slice(&secret.value).unwrap();
     env.mock.revoke(tokens.refresh_token.as_deref().unwrap());
     let token_calls = env.mock.count("POST", "/token");
@@ -505,11 +510,11 @@ async fn revoked_grant_needs_reconnect_without_retries_and_the_reconnect_loses_n
         "a dead grant is refreshed once, not retried"
     );
     assert_eq!(env.state().await, ConnState::ReconnectRequired);
-    let ev = connections::events(&env.ports, &env.inbox).await.unwrap();
+    let ev = connection::events(&env.ports, &env.inbox).await.unwrap();
     assert_eq!(ev.iter().filter(|e| e["type"] == "inbox_reconnect_required").count(), 1, "{ev:?}");
     // Further pushes and fallbacks do nothing until the user reconnects.
     assert_eq!(env.push().await, 204);
-    assert_eq!(mailroom_app::schedule::enqueue_fallback(&env.ports).await.unwrap().queued, 0);
+    assert_eq!(mailroom_app::mailbox::schedule::enqueue_fallback(&env.ports).await.unwrap().queued, 0);
     assert_eq!(env.sync_len().await, 0);
     let renew =
         gmail::renew_watch(&env.ports, &env.cfg, Utc::now() + chrono::Duration::days(2)).await.unwrap();
@@ -642,10 +647,10 @@ async fn watch_renewal_rewatches_only_what_is_due() {
     let r = gmail::renew_watch(&env.ports, &env.cfg, now + chrono::Duration::hours(21)).await.unwrap();
     assert_eq!((r.renewed, r.failed), (1, 0));
     assert_eq!(env.mock.count("POST", "/watch"), watches + 1);
-    let c = connections::get(&env.ports, &env.inbox).await.unwrap().unwrap();
+    let c = connection::get(&env.ports, &env.inbox).await.unwrap().unwrap();
     assert!(c.settings["watch"]["renewed_at"].is_string());
     assert_eq!(c.settings["backfill_days"], 14, "other settings kept");
-    assert_eq!(mailroom_app::schedule::enqueue_fallback(&env.ports).await.unwrap().queued, 1);
+    assert_eq!(mailroom_app::mailbox::schedule::enqueue_fallback(&env.ports).await.unwrap().queued, 1);
     gmail::stop_watch(&env.ports, &env.cfg, &env.inbox).await.unwrap();
     assert!(env.mock.watch_state().is_none());
 }

@@ -9,10 +9,10 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use chrono::{Duration as ChronoDuration, Utc};
-use mailroom_app::config::{MicrosoftConfig, OAuthConfig};
-use mailroom_app::connections::{self, Connection, Provider, State as ConnState};
-use mailroom_app::sync::{SyncReport, SyncRequest};
-use mailroom_app::{Ports, Stages, graph, keys, oauth};
+use mailroom_app::mailbox::connection::{self, Connection, Provider, State as ConnState};
+use mailroom_app::mailbox::sync::{SyncReport, SyncRequest};
+use mailroom_app::runtime::config::{MicrosoftConfig, OAuthConfig};
+use mailroom_app::{Ports, Stages, keys, mailbox::graph, mailbox::oauth};
 use mailroom_core::{EmailAddress, Folder};
 use mailroom_store::{Key, Query as TableQuery};
 use mailroom_tests::mock_graph::{self, GrantFailure, MockGraph, MockMessage};
@@ -110,7 +110,7 @@ impl Harness {
         let conn = Connection {
             inbox: inbox.key(),
             provider: Provider::Graph,
-            settings: match connections::get(&self.ports, inbox).await.unwrap() {
+            settings: match connection::get(&self.ports, inbox).await.unwrap() {
                 Some(c) => c.settings,
                 None => json!({"user_id": user}),
             },
@@ -122,7 +122,7 @@ impl Harness {
             lag_seconds: None,
             consecutive_failures: 0,
         };
-        connections::save(&self.ports, &conn).await.unwrap();
+        connection::save(&self.ports, &conn).await.unwrap();
         oauth::store_tokens(
             &self.ports,
             inbox,
@@ -140,7 +140,7 @@ impl Harness {
             reason: "connect".into(),
             hint: json!({}),
         };
-        mailroom_app::sync::enqueue(&self.ports, &req).await.unwrap();
+        mailroom_app::mailbox::sync::enqueue(&self.ports, &req).await.unwrap();
     }
 
     /// Runs the sync worker until its queue is empty (dispatching as `sync::handle` does:
@@ -334,12 +334,12 @@ async fn connect_validates_both_urls_and_backfills_inbox_and_sent() {
     for v in log.iter().filter(|l| l.uri.contains("$value")) {
         assert!(v.prefer.iter().any(|p| p == "IdType=\"ImmutableId\""), "{v:?}");
     }
-    let c = connections::get(&h.ports, &inbox).await.unwrap().unwrap();
+    let c = connection::get(&h.ports, &inbox).await.unwrap().unwrap();
     assert_eq!(c.state, ConnState::Connected);
     assert!(c.last_success.is_some());
     assert_eq!(c.settings["user_id"], json!(user));
     for f in ["inbox", "sentitems"] {
-        let cur = connections::get_cursor(&h.ports, &inbox, f).await.unwrap().unwrap();
+        let cur = connection::get_cursor(&h.ports, &inbox, f).await.unwrap().unwrap();
         assert!(cur.value["delta_link"].as_str().unwrap().contains("$deltatoken="), "{cur:?}");
     }
 }
@@ -447,7 +447,7 @@ async fn lifecycle_events_missed_removed_and_reauthorization() {
     assert_ne!(new_sub.id, removed.id);
     assert_ne!(new_sub.client_state, removed.client_state, "a fresh clientState");
     assert_eq!(h.mock.validations().len(), validations_before + 2);
-    let c = connections::get(&h.ports, &inbox).await.unwrap().unwrap();
+    let c = connection::get(&h.ports, &inbox).await.unwrap().unwrap();
     assert_eq!(c.settings["subscriptions"]["inbox"]["id"], json!(new_sub.id));
     // The new subscription's notifications count; the old one's are unknown now.
     let next = h.deliver(&user, "inbox", &inbox, 1, "After");
@@ -499,7 +499,7 @@ async fn delta_pages_and_a_410_restart_lose_nothing_and_store_nothing_twice() {
     assert!(inbox_deltas[1].uri.contains("$skiptoken=") && inbox_deltas[2].uri.contains("$skiptoken="));
 
     // The stored deltaLink is replayed verbatim.
-    let link = connections::get_cursor(&h.ports, &inbox, "inbox").await.unwrap().unwrap().value["delta_link"]
+    let link = connection::get_cursor(&h.ports, &inbox, "inbox").await.unwrap().unwrap().value["delta_link"]
         .as_str()
         .unwrap()
         .to_string();
@@ -521,7 +521,7 @@ async fn delta_pages_and_a_410_restart_lose_nothing_and_store_nothing_twice() {
     assert_eq!(r.duplicates, 120, "re-listed messages are recognised: {r:?}");
     msgs.extend(more);
     h.assert_stored_once(&inbox, &with_folder(&msgs, Folder::Inbox)).await;
-    let events = connections::events(&h.ports, &inbox).await.unwrap();
+    let events = connection::events(&h.ports, &inbox).await.unwrap();
     assert!(events.iter().any(|e| e["type"] == json!("graph_delta_restarted")), "{events:?}");
 
     // And the new cursor works: one more message, one more fetch.
@@ -586,7 +586,7 @@ async fn rotated_refresh_tokens_are_kept_and_a_revoked_grant_needs_a_reconnect()
         expected.extend(with_folder(&m, Folder::Inbox));
         let live = h.mock.live_refresh_tokens(&user);
         assert_eq!(live.len(), 1, "the mock keeps one live refresh token");
-        let stored = connections::get_secret(&h.ports, &inbox, oauth::SECRET).await.unwrap().unwrap();
+        let stored = connection::get_secret(&h.ports, &inbox, oauth::SECRET).await.unwrap().unwrap();
         let stored: oauth::TokenSet = serde_json::from_slice(&stored.value).unwrap();
         assert_eq!(
             stored.refresh_token.as_deref(),
@@ -603,14 +603,14 @@ async fn rotated_refresh_tokens_are_kept_and_a_revoked_grant_needs_a_reconnect()
     h.mock.notify(&user, "inbox", &during_in[0]).await.assert_accepted();
     let results = h.sync().await;
     assert!(results.iter().any(|(_, r)| r.is_err()), "{results:?}");
-    let c = connections::get(&h.ports, &inbox).await.unwrap().unwrap();
+    let c = connection::get(&h.ports, &inbox).await.unwrap().unwrap();
     assert_eq!(c.state, ConnState::ReconnectRequired);
     assert!(
         c.last_error.as_deref().unwrap_or_default().contains("invalid_grant")
             || c.last_error.as_deref().unwrap_or_default().contains("AADSTS70008"),
         "{c:?}"
     );
-    let events = connections::events(&h.ports, &inbox).await.unwrap();
+    let events = connection::events(&h.ports, &inbox).await.unwrap();
     assert_eq!(
         events.iter().filter(|e| e["type"] == json!("inbox_reconnect_required")).count(),
         1,
@@ -630,7 +630,7 @@ async fn rotated_refresh_tokens_are_kept_and_a_revoked_grant_needs_a_reconnect()
     expected.extend(with_folder(&during_in, Folder::Inbox));
     expected.extend(with_folder(&during_sent, Folder::Sent));
     h.assert_stored_once(&inbox, &expected).await;
-    let c = connections::get(&h.ports, &inbox).await.unwrap().unwrap();
+    let c = connection::get(&h.ports, &inbox).await.unwrap().unwrap();
     assert_eq!(c.state, ConnState::Connected);
     assert_eq!(h.mock.subscriptions().len(), 2, "old subscriptions replaced, not piled up");
 }
@@ -645,7 +645,7 @@ async fn interaction_required_also_needs_a_reconnect() {
     let m = h.deliver(&user, "inbox", &inbox, 1, "MFA");
     h.mock.notify(&user, "inbox", &m[0]).await.assert_accepted();
     h.sync().await;
-    let c = connections::get(&h.ports, &inbox).await.unwrap().unwrap();
+    let c = connection::get(&h.ports, &inbox).await.unwrap().unwrap();
     assert_eq!(c.state, ConnState::ReconnectRequired, "{c:?}");
     assert!(c.last_error.as_deref().unwrap_or_default().contains("interaction_required"), "{c:?}");
 }
@@ -661,18 +661,18 @@ async fn renewal_extends_expiring_subscriptions_and_recreates_dropped_ones() {
 
     // 20 hours from now both have less than 24 h left... as far as our records go: the
     // mock only accepts expiries up to 4230 min from its (real) now, so age our records.
-    let mut c = connections::get(&h.ports, &inbox).await.unwrap().unwrap();
+    let mut c = connection::get(&h.ports, &inbox).await.unwrap().unwrap();
     for f in ["inbox", "sentitems"] {
         c.settings["subscriptions"][f]["expires_at"] = json!(Utc::now() + ChronoDuration::hours(5));
     }
-    connections::save(&h.ports, &c).await.unwrap();
+    connection::save(&h.ports, &c).await.unwrap();
     let dropped = h.mock.subscription(&user, "sentitems").unwrap();
     h.mock.drop_subscription(&dropped.id);
     let m = h.deliver(&user, "sentitems", &inbox, 1, "Sent while dropped");
 
     let r = graph::renew_subscriptions(&h.ports, &h.cfg, Utc::now()).await.unwrap();
     assert_eq!((r.renewed, r.recreated, r.failed), (1, 1, 0), "{r:?}");
-    let c = connections::get(&h.ports, &inbox).await.unwrap().unwrap();
+    let c = connection::get(&h.ports, &inbox).await.unwrap().unwrap();
     for f in ["inbox", "sentitems"] {
         let s = h.mock.subscription(&user, f).unwrap();
         assert_eq!(c.settings["subscriptions"][f]["id"], json!(s.id));
@@ -802,7 +802,7 @@ async fn a_failed_validation_says_the_webhook_must_be_reachable() {
         lag_seconds: None,
         consecutive_failures: 0,
     };
-    connections::save(&h.ports, &conn).await.unwrap();
+    connection::save(&h.ports, &conn).await.unwrap();
     let tokens = oauth::TokenSet {
         access_token: "x".into(),
         refresh_token: Some(rt),
@@ -812,7 +812,7 @@ async fn a_failed_validation_says_the_webhook_must_be_reachable() {
     let e = graph::on_connect(&h.ports, &h.cfg, &inbox).await.unwrap_err();
     assert!(e.to_string().contains("validation request failed"), "{e}");
     // The GUID was looked up through /me, since the connection did not carry it.
-    let c = connections::get(&h.ports, &inbox).await.unwrap().unwrap();
+    let c = connection::get(&h.ports, &inbox).await.unwrap().unwrap();
     assert_eq!(c.settings["user_id"], json!(user));
     assert_eq!(c.state, ConnState::Degraded, "the failure shows on the connection");
     assert!(c.last_error.unwrap_or_default().contains("validation request failed"));

@@ -4,7 +4,7 @@
 //! at an exact point).
 
 use futures::StreamExt;
-use mailroom_app::imap_poll::{self, ImapSettings, Outcome, PollOptions, Role, Security};
+use mailroom_app::mailbox::imap::{self, ImapSettings, Outcome, PollOptions, Role, Security};
 use mailroom_app::{Ingestor, Ports, Stages};
 use mailroom_core::EmailAddress;
 use mailroom_providers::imap::{Credentials, Endpoint, ImapSession};
@@ -249,18 +249,16 @@ async fn connected(dv: &Dovecot) -> (tempfile::TempDir, Ports, EmailAddress) {
         smtp: None,
         allow_private_host: true,
     };
-    imap_poll::connect(&ports, &inbox, settings, &dv.password, &PollOptions::default())
-        .await
-        .expect("connect");
+    imap::connect(&ports, &inbox, settings, &dv.password, &PollOptions::default()).await.expect("connect");
     (data, ports, inbox)
 }
 
-async fn stats(ports: &Ports) -> mailroom_app::stats::Stats {
+async fn stats(ports: &Ports) -> mailroom_app::views::stats::Stats {
     Stages::new(ports).drain().await.expect("drain");
-    mailroom_app::stats::collect(ports).await.unwrap()
+    mailroom_app::views::stats::collect(ports).await.unwrap()
 }
 
-fn assert_once(s: &mailroom_app::stats::Stats, copies: u64, messages: u64) {
+fn assert_once(s: &mailroom_app::views::stats::Stats, copies: u64, messages: u64) {
     assert_eq!((s.copies, s.processed, s.messages), (copies, copies, messages), "{s:?}");
     assert!(s.inboxes.values().all(|i| i.processed_more_than_once == 0), "{s:?}");
 }
@@ -277,7 +275,7 @@ async fn a_uidvalidity_change_rebaselines_without_duplicate_messages() {
     let (_d, ports, inbox) = connected(&dv).await;
     let ing = Ingestor::new(ports.clone());
     let opts = PollOptions::default();
-    let r = imap_poll::poll_inbox(&ports, &ing, &inbox, &opts).await;
+    let r = imap::poll_inbox(&ports, &ing, &inbox, &opts).await;
     assert_eq!((r.outcome, r.stored), (Outcome::Polled, 3), "{r:?}");
     assert_once(&stats(&ports).await, 3, 3);
 
@@ -288,7 +286,7 @@ async fn a_uidvalidity_change_rebaselines_without_duplicate_messages() {
     resent.extend_from_slice(&raws[0]);
     dv.save("INBOX", &resent);
 
-    let r = imap_poll::poll_inbox(&ports, &ing, &inbox, &opts).await;
+    let r = imap::poll_inbox(&ports, &ing, &inbox, &opts).await;
     assert_eq!(r.outcome, Outcome::Polled, "{r:?}");
     let f = &r.folders[0];
     assert!(f.uidvalidity_changed && f.baselined && f.uidvalidity == new_validity, "{f:?}");
@@ -299,11 +297,11 @@ async fn a_uidvalidity_change_rebaselines_without_duplicate_messages() {
     );
     let s = stats(&ports).await;
     assert_once(&s, 4, 3);
-    let events = mailroom_app::connections::events(&ports, &inbox).await.unwrap();
+    let events = mailroom_app::mailbox::connection::events(&ports, &inbox).await.unwrap();
     assert!(events.iter().any(|e| e["type"] == "imap_uidvalidity_changed"), "{events:?}");
 
     // And from the new baseline on, nothing is read twice.
-    let r = imap_poll::poll_inbox(&ports, &ing, &inbox, &opts).await;
+    let r = imap::poll_inbox(&ports, &ing, &inbox, &opts).await;
     assert_eq!((r.fetched, r.stored), (0, 0), "{r:?}");
 }
 
@@ -318,8 +316,8 @@ async fn concurrent_pollers_never_duplicate() {
     let (a, b) = (Ingestor::new(ports.clone()), Ingestor::new(ports.clone()));
     let opts = PollOptions { batch_size: 2, ..PollOptions::default() };
     let (ra, rb) = tokio::join!(
-        imap_poll::poll_inbox(&ports, &a, &inbox, &opts),
-        imap_poll::poll_inbox(&ports, &b, &inbox, &opts)
+        imap::poll_inbox(&ports, &a, &inbox, &opts),
+        imap::poll_inbox(&ports, &b, &inbox, &opts)
     );
     let outcomes = [ra.outcome, rb.outcome];
     assert!(outcomes.contains(&Outcome::Polled) && outcomes.contains(&Outcome::Leased), "{ra:?} {rb:?}");
@@ -414,7 +412,7 @@ async fn a_poll_cut_off_mid_batch_resumes_without_loss_or_duplicates() {
     // A budget of 2 messages: the run stops cleanly and says there is more.
     let ing = Ingestor::new(ports.clone());
     let budget = PollOptions { max_messages: Some(2), ..PollOptions::default() };
-    let r = imap_poll::poll_inbox(&ports, &ing, &inbox, &budget).await;
+    let r = imap::poll_inbox(&ports, &ing, &inbox, &budget).await;
     assert_eq!((r.fetched, r.stored, r.budget_exhausted), (2, 2, true), "{r:?}");
     assert_eq!(r.folders[0].last_uid, 2, "{r:?}");
 
@@ -432,10 +430,10 @@ async fn a_poll_cut_off_mid_batch_resumes_without_loss_or_duplicates() {
     let short =
         PollOptions { lease_ttl: chrono::Duration::seconds(1), batch_size: 10, ..PollOptions::default() };
     tokio::select! {
-        r = imap_poll::poll_inbox(&cut_ports, &cut_ing, &inbox, &short) => panic!("the run was not cut off: {r:?}"),
+        r = imap::poll_inbox(&cut_ports, &cut_ing, &inbox, &short) => panic!("the run was not cut off: {r:?}"),
         _ = cut.reached.notified() => {}
     }
-    let cursor = mailroom_app::connections::get_cursor(&ports, &inbox, Role::Inbox.cursor_name())
+    let cursor = mailroom_app::mailbox::connection::get_cursor(&ports, &inbox, Role::Inbox.cursor_name())
         .await
         .unwrap()
         .unwrap();
@@ -444,7 +442,7 @@ async fn a_poll_cut_off_mid_batch_resumes_without_loss_or_duplicates() {
     // The next run waits out the dead run's lease, then resumes at message 4.
     let t = Instant::now();
     let r = loop {
-        let r = imap_poll::poll_inbox(&ports, &ing, &inbox, &short).await;
+        let r = imap::poll_inbox(&ports, &ing, &inbox, &short).await;
         if r.outcome != Outcome::Leased {
             break r;
         }
@@ -477,18 +475,24 @@ async fn an_unreadable_message_is_retried_then_recorded_and_passed_over() {
     let opts = PollOptions::default();
     let cursor = |ports: Ports| {
         let inbox = inbox.clone();
-        async move { mailroom_app::connections::get_cursor(&ports, &inbox, "INBOX").await.unwrap().unwrap().value }
+        async move {
+            mailroom_app::mailbox::connection::get_cursor(&ports, &inbox, "INBOX")
+                .await
+                .unwrap()
+                .unwrap()
+                .value
+        }
     };
     // Runs 1 and 2: message 1 is stored; the break is counted against message 2 (which
     // could be a network glitch), and the run fails as a transient error.
     for run in 1..=2 {
-        let r = imap_poll::poll_inbox(&ports, &ing, &inbox, &opts).await;
+        let r = imap::poll_inbox(&ports, &ing, &inbox, &opts).await;
         assert_eq!(
             (r.outcome, r.stored, r.skipped.len()),
             (Outcome::Failed, u32::from(run == 1), 0),
             "run {run}: {r:?}"
         );
-        assert_eq!(r.state, Some(mailroom_app::connections::State::Degraded), "{r:?}");
+        assert_eq!(r.state, Some(mailroom_app::mailbox::connection::State::Degraded), "{r:?}");
         let c = cursor(ports.clone()).await;
         assert_eq!(
             (c["last_uid"].as_u64(), c["suspect"]["uid"].as_u64(), c["suspect"]["breaks"].as_u64()),
@@ -497,22 +501,22 @@ async fn an_unreadable_message_is_retried_then_recorded_and_passed_over() {
         );
     }
     // Run 3: the third break in a row on the same message: it is recorded and passed over.
-    let r = imap_poll::poll_inbox(&ports, &ing, &inbox, &opts).await;
+    let r = imap::poll_inbox(&ports, &ing, &inbox, &opts).await;
     assert_eq!(r.skipped.len(), 1, "{r:?}");
     assert_eq!((r.skipped[0].folder, r.skipped[0].uid), (Role::Inbox, 2), "{r:?}");
     assert!(r.skipped[0].reason.contains("broke the connection 3 runs in a row"), "{r:?}");
     let c = cursor(ports.clone()).await;
     assert_eq!((c["last_uid"].as_u64(), c.get("suspect")), (Some(2), None), "{c}");
-    let events = mailroom_app::connections::events(&ports, &inbox).await.unwrap();
+    let events = mailroom_app::mailbox::connection::events(&ports, &inbox).await.unwrap();
     let skipped: Vec<_> = events.iter().filter(|e| e["type"] == "imap_message_skipped").collect();
     assert_eq!(skipped.len(), 1, "{events:?}");
     assert_eq!(skipped[0]["value"]["uid"], 2);
     // Run 4: the mailbox goes on behind it, and is healthy again.
-    let r = imap_poll::poll_inbox(&ports, &ing, &inbox, &opts).await;
+    let r = imap::poll_inbox(&ports, &ing, &inbox, &opts).await;
     assert_eq!((r.outcome, r.fetched, r.stored, r.skipped.len()), (Outcome::Polled, 1, 1, 0), "{r:?}");
-    assert_eq!(r.state, Some(mailroom_app::connections::State::Connected));
+    assert_eq!(r.state, Some(mailroom_app::mailbox::connection::State::Connected));
     assert_once(&stats(&ports).await, 2, 2);
-    let r = imap_poll::poll_inbox(&ports, &ing, &inbox, &opts).await;
+    let r = imap::poll_inbox(&ports, &ing, &inbox, &opts).await;
     assert_eq!((r.fetched, r.skipped.len()), (0, 0), "{r:?}");
 }
 

@@ -3,7 +3,7 @@
 //! against moto.
 
 use base64::Engine;
-use mailroom_app::connections::{self, Connection, Provider, State as ConnState};
+use mailroom_app::mailbox::connection::{self, Connection, Provider, State as ConnState};
 use mailroom_store::{Key, Table};
 use mailroom_tests::mock_google::{self, DataEncoding, Jwt, MockGoogle};
 use mailroom_tests::{AwsStack, bin, repo_root};
@@ -167,7 +167,7 @@ async fn sweep_function_writes_one_breach_event_against_moto() {
     let stack = AwsStack::create().await;
     let ports = stack.ports();
     let ws = mailroom_tests::acme_workspace();
-    mailroom_app::workspace_store::apply(&ports, &ws).await.unwrap();
+    mailroom_app::workspace::apply(&ports, &ws).await.unwrap();
     // A customer's message five days ago, never answered: any five days hold more than the
     // standard policy's 8 business hours (Berlin, Mon-Fri 08-18), and the sweep's gauges
     // look at the last 90 days.
@@ -205,7 +205,7 @@ async fn sweep_function_writes_one_breach_event_against_moto() {
 /// and pointers on SQS; a second run fetches nothing, and `{"inbox": …}` polls one inbox.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn imap_poll_function_polls_dovecot_into_moto() {
-    use mailroom_app::imap_poll::{self, ImapSettings, PollOptions, Security};
+    use mailroom_app::mailbox::imap::{self, ImapSettings, PollOptions, Security};
     let dv = mailroom_tests::dovecot::Dovecot::start();
     let mail = |id: &str, from: &str, to: &str| {
         format!(
@@ -236,9 +236,7 @@ async fn imap_poll_function_polls_dovecot_into_moto() {
         smtp: None,
         allow_private_host: true,
     };
-    imap_poll::connect(&ports, &inbox, settings, &dv.password, &PollOptions::default())
-        .await
-        .expect("connect");
+    imap::connect(&ports, &inbox, settings, &dv.password, &PollOptions::default()).await.expect("connect");
     let sealed = ports.table.get(&Key::new("conn#support@acme.test", "secret#imap")).await.unwrap().unwrap();
     assert!(!serde_json::to_string(&sealed).unwrap().contains(&dv.password), "stored in the clear");
 
@@ -276,10 +274,11 @@ async fn imap_poll_function_polls_dovecot_into_moto() {
         .get(&aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages)
         .cloned();
     assert_eq!(depth.as_deref(), Some("3"), "one pointer per message on the ingest queue");
-    let cursor = mailroom_app::connections::get_cursor(&ports, &inbox, "INBOX").await.unwrap().unwrap();
+    let cursor =
+        mailroom_app::mailbox::connection::get_cursor(&ports, &inbox, "INBOX").await.unwrap().unwrap();
     assert_eq!(cursor.value["last_uid"], 2, "{cursor:?}");
-    let conn = mailroom_app::connections::get(&ports, &inbox).await.unwrap().unwrap();
-    assert_eq!(conn.state, mailroom_app::connections::State::Connected);
+    let conn = mailroom_app::mailbox::connection::get(&ports, &inbox).await.unwrap().unwrap();
+    assert_eq!(conn.state, mailroom_app::mailbox::connection::State::Connected);
 
     let again = invoke(port, &serde_json::json!({"inbox": "support@acme.test"}));
     assert_eq!(again["inboxes"][0]["outcome"], "polled", "{again}");
@@ -334,18 +333,18 @@ async fn gmail_connection(ports: &mailroom_app::Ports, mock: &MockGoogle, inbox:
         lag_seconds: None,
         consecutive_failures: 0,
     };
-    connections::save(ports, &c).await.unwrap();
+    connection::save(ports, &c).await.unwrap();
     if state == ConnState::ReconnectRequired {
         return;
     }
     let (access, refresh) = mock.grant();
-    let t = mailroom_app::oauth::TokenSet {
+    let t = mailroom_app::mailbox::oauth::TokenSet {
         access_token: access,
         refresh_token: Some(refresh),
         expires_at: chrono::Utc::now() + chrono::Duration::minutes(50),
     };
     let inbox = mailroom_core::EmailAddress::parse(inbox).unwrap();
-    mailroom_app::oauth::store_tokens(ports, &inbox, &t).await.unwrap();
+    mailroom_app::mailbox::oauth::store_tokens(ports, &inbox, &t).await.unwrap();
 }
 
 /// An API Gateway HTTP API (payload 2.0) event, the shape lambda_http reads.
@@ -574,7 +573,7 @@ async fn mailbox_sync_function_syncs_a_gmail_mailbox_into_moto() {
         "one pointer per message on the ingest queue"
     );
     let conn =
-        connections::get(&ports, &mailroom_core::EmailAddress::parse(INBOX).unwrap()).await.unwrap().unwrap();
+        connection::get(&ports, &mailroom_core::EmailAddress::parse(INBOX).unwrap()).await.unwrap().unwrap();
     assert_eq!(conn.state, ConnState::Connected, "{conn:?}");
     assert!(conn.last_success.is_some(), "{conn:?}");
 
@@ -624,7 +623,7 @@ async fn scheduler_function_publishes_health_and_queues_fallback_syncs() {
     let (topic, exp) = mock.watch_state().expect("users.watch was called");
     assert_eq!(topic, mock_google::TOPIC);
     let conn =
-        connections::get(&ports, &mailroom_core::EmailAddress::parse(INBOX).unwrap()).await.unwrap().unwrap();
+        connection::get(&ports, &mailroom_core::EmailAddress::parse(INBOX).unwrap()).await.unwrap().unwrap();
     assert_eq!(conn.settings["watch"]["expiration_ms"], serde_json::json!(exp), "{conn:?}");
     let queued = drain_queue(&stack, &stack.sync_url).await;
     assert_eq!(queued.len(), 1, "one fallback sync: {queued:?}");
@@ -646,7 +645,7 @@ async fn scheduler_function_publishes_health_and_queues_fallback_syncs() {
 /// re-classified by its conditional transactions.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn track_function_serves_pixel_and_redirect_under_cargo_lambda() {
-    use mailroom_app::track::{self, Hit, TrackToken, Verdict};
+    use mailroom_app::outbound::track::{self, Hit, TrackToken, Verdict};
     const CHROME: &str =
         "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0 Safari/537.36";
     let stack = AwsStack::create().await;
@@ -760,7 +759,7 @@ async fn api_function_checks_oidc_tokens_and_inbox_membership_under_cargo_lambda
     let stack = AwsStack::create().await;
     let ports = stack.ports();
     let ws = mailroom_core::workspace::parse_toml(API_WORKSPACE).expect("the test workspace is valid");
-    mailroom_app::workspace_store::apply(&ports, &ws).await.unwrap();
+    mailroom_app::workspace::apply(&ports, &ws).await.unwrap();
     // One customer message to support@, through the pipeline (S3, SQS, DynamoDB on moto).
     let mut mail = mailroom_app::RawMail::new(
         format!(

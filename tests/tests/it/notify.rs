@@ -195,7 +195,7 @@ async fn events_reach_webhooks_and_notifications_reach_the_right_users() {
     // A comment mentioning Sofia (email) and Elena (mention = none), by the assignee.
     {
         let ports = Ports::embedded(serve.data.path()).unwrap();
-        mailroom_app::events::emit(
+        mailroom_app::outbound::relay::emit(
             &ports,
             &conv_id,
             "comment_added",
@@ -239,7 +239,7 @@ async fn events_reach_webhooks_and_notifications_reach_the_right_users() {
     let mut last_at = String::new();
     for (h, body) in &got {
         let sig = h["x-mailroom-signature"].to_str().unwrap();
-        assert_eq!(sig, mailroom_app::events::webhook_signature(&key, body), "bad signature");
+        assert_eq!(sig, mailroom_app::outbound::relay::webhook_signature(&key, body), "bad signature");
         let ev: Value = serde_json::from_slice(body).unwrap();
         assert_eq!(h["x-mailroom-event-id"].to_str().unwrap(), ev["id"].as_str().unwrap());
         assert!(ids.insert(ev["id"].as_str().unwrap().to_string()), "event delivered twice: {ev}");
@@ -260,7 +260,10 @@ async fn events_reach_webhooks_and_notifications_reach_the_right_users() {
     }
     assert_eq!(kinds.iter().filter(|k| *k == "message_logged").count(), 2, "{kinds:?}");
     // A wrong key does not verify.
-    assert_ne!(mailroom_app::events::webhook_signature("wrong", &got[0].1), got[0].0["x-mailroom-signature"]);
+    assert_ne!(
+        mailroom_app::outbound::relay::webhook_signature("wrong", &got[0].1),
+        got[0].0["x-mailroom-signature"]
+    );
 }
 
 /// Importing old mail notifies nobody: not the assignees routing picked, not the SLA
@@ -331,7 +334,7 @@ async fn form_submissions_open_conversations_like_email() {
         "message": "Why was I charged twice on my invoice?", "plan": "pro"
     }))
     .unwrap();
-    let sig = mailroom_app::events::webhook_signature(&secret, &body);
+    let sig = mailroom_app::outbound::relay::webhook_signature(&secret, &body);
     let post = |headers: Vec<(&'static str, String)>, body: Vec<u8>, url: String| {
         let mut rb = http.post(url).header("content-type", "application/json").body(body);
         for (k, v) in headers {
@@ -342,7 +345,7 @@ async fn form_submissions_open_conversations_like_email() {
     // Missing, wrong signature, wrong secret, unknown form.
     let r = post(vec![], body.clone(), url.clone()).await.unwrap();
     assert_eq!(r.status().as_u16(), 401);
-    let wrong = mailroom_app::events::webhook_signature("nope", &body);
+    let wrong = mailroom_app::outbound::relay::webhook_signature("nope", &body);
     let r = post(vec![("x-mailroom-form-signature", wrong)], body.clone(), url.clone()).await.unwrap();
     assert_eq!(r.status().as_u16(), 403);
     let r = post(vec![("x-mailroom-form-secret", "0".repeat(64))], body.clone(), url.clone()).await.unwrap();
@@ -415,8 +418,8 @@ async fn form_submissions_open_conversations_like_email() {
 /// `SendEmail` from a verified identity (moto refuses an unverified sender).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn relay_publishes_to_eventbridge_and_sends_with_ses_on_moto() {
-    use mailroom_app::events::{EventBridgeSink, Relay, Sink};
-    use mailroom_app::notify::SesNotifier;
+    use mailroom_app::outbound::notify::SesNotifier;
+    use mailroom_app::outbound::relay::{EventBridgeSink, Relay, Sink};
     let stack = mailroom_tests::AwsStack::create().await;
     let ports = stack.ports();
     let creds = aws_sdk_dynamodb::config::Credentials::new("test", "test", None, None, "moto");
@@ -427,7 +430,7 @@ async fn relay_publishes_to_eventbridge_and_sends_with_ses_on_moto() {
         .load()
         .await;
     let ws = mailroom_tests::acme_workspace();
-    mailroom_app::workspace_store::apply(&ports, &ws).await.unwrap();
+    mailroom_app::workspace::apply(&ports, &ws).await.unwrap();
 
     let eb = aws_sdk_eventbridge::Client::new(&conf);
     let bus = mailroom_tests::unique("bus");
@@ -463,7 +466,7 @@ async fn relay_publishes_to_eventbridge_and_sends_with_ses_on_moto() {
     // 12 events: a comment mentioning Sofia, then 11 more.
     for i in 0..12 {
         let mentions = if i == 0 { json!(["sofia.rossi@acme-corp.example"]) } else { json!([]) };
-        mailroom_app::events::emit(
+        mailroom_app::outbound::relay::emit(
             &ports,
             "conv-1",
             "comment_added",
@@ -509,14 +512,14 @@ async fn relay_publishes_to_eventbridge_and_sends_with_ses_on_moto() {
     }
     // A wrong sender is refused by SES: the notifier reports it instead of losing it.
     let bad = SesNotifier { from: "nobody@unverified.example".into(), client: ses.clone() };
-    let n = mailroom_app::notify::Notification {
+    let n = mailroom_app::outbound::notify::Notification {
         to: "sofia.rossi@acme-corp.example".into(),
         reason: "mention",
         subject: "x".into(),
         text: "x".into(),
         event_id: "evt_x".into(),
     };
-    use mailroom_app::notify::Notifier;
+    use mailroom_app::outbound::notify::Notifier;
     assert!(bad.send(&n).await.is_err(), "moto accepted an unverified sender: the SES check proves nothing");
     // A second run delivers nothing more.
     let again = relay.run_once(&ports, later + chrono::Duration::seconds(1)).await;

@@ -13,13 +13,13 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use chrono::Utc;
-use mailroom_app::config::ProvidersConfig;
-use mailroom_app::connections::{self, Connection, Provider, State as ConnState};
-use mailroom_app::consumer::Worker;
-use mailroom_app::imap_poll::{self, ImapSettings, PollOptions, Security, SmtpSecurity, SmtpSettings};
-use mailroom_app::send::{self, OutboxView, ReplyRequest, SendError, SendHandler, SendPointer};
-use mailroom_app::sync::SyncRequest;
-use mailroom_app::{Ports, Stages, gmail, graph, keys, oauth};
+use mailroom_app::mailbox::connection::{self, Connection, Provider, State as ConnState};
+use mailroom_app::mailbox::imap::{self, ImapSettings, PollOptions, Security, SmtpSecurity, SmtpSettings};
+use mailroom_app::mailbox::sync::SyncRequest;
+use mailroom_app::outbound::send::{self, OutboxView, ReplyRequest, SendError, SendHandler, SendPointer};
+use mailroom_app::runtime::config::ProvidersConfig;
+use mailroom_app::runtime::consumer::Worker;
+use mailroom_app::{Ports, Stages, keys, mailbox::gmail, mailbox::graph, mailbox::oauth};
 use mailroom_core::workspace::Workspace;
 use mailroom_core::{EmailAddress, ParsedMessage};
 use mailroom_tests::dovecot::Dovecot;
@@ -116,7 +116,7 @@ fn header<'a>(raw: &'a str, name: &str) -> Vec<&'a str> {
 async fn scenario(m: &dyn Mailbox) {
     let ports = m.ports();
     let ws = workspace(m.inbox());
-    mailroom_app::workspace_store::apply(ports, &ws).await.unwrap();
+    mailroom_app::workspace::apply(ports, &ws).await.unwrap();
     let inbound_id = format!("in-{:08x}@customer.test", rand::random::<u32>());
     m.deliver(&inbound(m.inbox(), &inbound_id)).await;
     m.sync().await;
@@ -280,7 +280,7 @@ impl GmailBox {
             lag_seconds: None,
             consecutive_failures: 0,
         };
-        connections::save(&ports, &c).await.unwrap();
+        connection::save(&ports, &c).await.unwrap();
         let (_access, refresh) = mock.grant();
         // An expired access token: the first send refreshes it.
         let t = oauth::TokenSet {
@@ -317,7 +317,7 @@ impl Mailbox for GmailBox {
     }
     async fn sync(&self) {
         let cfg = &self.providers.google;
-        let first = connections::get_cursor(&self.ports, &self.inbox, gmail::CURSOR).await.unwrap().is_none();
+        let first = connection::get_cursor(&self.ports, &self.inbox, gmail::CURSOR).await.unwrap().is_none();
         let r = if first {
             gmail::on_connect(&self.ports, cfg, &self.inbox).await
         } else {
@@ -434,7 +434,7 @@ impl GraphBox {
             lag_seconds: None,
             consecutive_failures: 0,
         };
-        connections::save(&ports, &c).await.unwrap();
+        connection::save(&ports, &c).await.unwrap();
         let rt = mock.grant(&user);
         let t = oauth::TokenSet {
             access_token: "expired".into(),
@@ -462,7 +462,7 @@ impl Mailbox for GraphBox {
     }
     async fn sync(&self) {
         let cfg = &self.providers.microsoft;
-        let first = connections::get_cursor(&self.ports, &self.inbox, "inbox").await.unwrap().is_none();
+        let first = connection::get_cursor(&self.ports, &self.inbox, "inbox").await.unwrap().is_none();
         if first {
             graph::on_connect(&self.ports, cfg, &self.inbox).await.expect("graph connect");
         } else {
@@ -558,7 +558,7 @@ impl ImapBox {
             }),
             allow_private_host: true,
         };
-        imap_poll::connect(&ports, &inbox, settings, &dv.password, &PollOptions::default())
+        imap::connect(&ports, &inbox, settings, &dv.password, &PollOptions::default())
             .await
             .expect("connect");
         let providers = Arc::new(ProvidersConfig::from_env("http://127.0.0.1:9").unwrap());
@@ -581,7 +581,7 @@ impl Mailbox for ImapBox {
         self.dv.save("INBOX", raw);
     }
     async fn sync(&self) {
-        let r = imap_poll::poll_all(&self.ports, &PollOptions::default()).await.unwrap();
+        let r = imap::poll_all(&self.ports, &PollOptions::default()).await.unwrap();
         assert_eq!(r.failed(), 0, "poll: {r:?}");
         drain_stages(&self.ports).await;
     }
@@ -590,9 +590,7 @@ impl Mailbox for ImapBox {
     }
     async fn refuse_next_send(&self) -> &'static str {
         // The mailbox password changed: the SMTP server refuses the login for good.
-        connections::put_secret(&self.ports, &self.inbox, imap_poll::SECRET, b"not-the-password")
-            .await
-            .unwrap();
+        connection::put_secret(&self.ports, &self.inbox, imap::SECRET, b"not-the-password").await.unwrap();
         "535"
     }
     async fn check_sent(&self, _reply: &OutboxView, _inbound_id: &str) {

@@ -417,15 +417,15 @@ async fn consent(url: &str) -> (String, String) {
 /// other mailbox's mail was synced into support@).
 #[tokio::test]
 async fn item_06_oauth_consent_from_another_mailbox_is_refused() {
-    use mailroom_app::connections::{self, Provider};
-    use mailroom_app::oauth::{self, OAuthError};
+    use mailroom_app::mailbox::connection::{self, Provider};
+    use mailroom_app::mailbox::oauth::{self, OAuthError};
     use mailroom_core::EmailAddress;
     let dir = tempfile::tempdir().unwrap();
     let ports = mailroom_app::Ports::embedded(dir.path()).unwrap();
     let inbox = EmailAddress::parse(SUPPORT).unwrap();
     let google = MockGoogle::start("someone.else@gmail.example").await;
     let graph = mailroom_tests::mock_graph::MockGraph::start().await;
-    let mut cfg = mailroom_app::config::ProvidersConfig::from_env("http://127.0.0.1:9").unwrap();
+    let mut cfg = mailroom_app::runtime::config::ProvidersConfig::from_env("http://127.0.0.1:9").unwrap();
     let g = &mut cfg.google;
     g.oauth.client_id = mailroom_tests::mock_google::CLIENT_ID.into();
     g.oauth.client_secret = Some(mailroom_tests::mock_google::CLIENT_SECRET.into());
@@ -447,7 +447,7 @@ async fn item_06_oauth_consent_from_another_mailbox_is_refused() {
         "{err}"
     );
     assert!(err.to_string().contains(SUPPORT), "{err}");
-    assert!(connections::get(&ports, &inbox).await.unwrap().is_none(), "a connection was stored");
+    assert!(connection::get(&ports, &inbox).await.unwrap().is_none(), "a connection was stored");
 
     // Microsoft 365: another user signs in, then the inbox's own.
     let other = graph.add_user("someone.else@acme.test");
@@ -458,7 +458,7 @@ async fn item_06_oauth_consent_from_another_mailbox_is_refused() {
         matches!(&err, OAuthError::WrongAccount { account, .. } if account == "someone.else@acme.test"),
         "{err}"
     );
-    assert!(connections::get(&ports, &inbox).await.unwrap().is_none(), "a connection was stored");
+    assert!(connection::get(&ports, &inbox).await.unwrap().is_none(), "a connection was stored");
     let own = graph.add_user(SUPPORT);
     graph.authorize_as(&own);
     let (code, state) = consent(&oauth::start(&ports, &cfg, Provider::Graph, &inbox).await.unwrap()).await;
@@ -667,7 +667,7 @@ async fn item_16_the_conversation_list_reads_the_index_only() {
         .unwrap();
     let st = ApiState {
         auth: auth::Authenticator::new(Some(auth::LocalIssuer::new(&ports.signer)), None).unwrap(),
-        providers: mailroom_app::config::ProvidersConfig::from_env("http://127.0.0.1:9").unwrap(),
+        providers: mailroom_app::runtime::config::ProvidersConfig::from_env("http://127.0.0.1:9").unwrap(),
         public_url: "http://127.0.0.1:9".into(),
         ports,
     };

@@ -8,7 +8,7 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{Duration as ChronoDuration, Utc};
 use mailroom_app::Ports;
-use mailroom_app::track::{self, TrackActivity};
+use mailroom_app::outbound::track::{self, TrackActivity};
 use mailroom_store::table::{Key, Query};
 use mailroom_tests::{bin, repo_root, wait_for_port};
 use serde_json::Value;

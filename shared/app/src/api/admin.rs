@@ -10,7 +10,7 @@
 //! version for the same reason.
 
 use super::{ApiError, ApiResult, ApiState, Caller, J, P};
-use crate::workspace_store::{self, ApplySummary, VersionConflict};
+use crate::workspace::{self, ApplySummary, VersionConflict};
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Json;
@@ -114,8 +114,7 @@ pub(super) async fn commit(
             errors.iter().map(ToString::to_string).collect(),
         ));
     }
-    let summary =
-        workspace_store::apply_expecting(&st.ports, &ws, Some(version)).await.map_err(apply_error)?;
+    let summary = workspace::apply_expecting(&st.ports, &ws, Some(version)).await.map_err(apply_error)?;
     st.ports.flush()?;
     Ok(summary)
 }
@@ -127,8 +126,8 @@ async fn edit<T>(
     f: impl FnOnce(&mut Workspace) -> ApiResult<T>,
 ) -> ApiResult<T> {
     caller.require_admin()?;
-    let version = workspace_store::version(&st.ports).await?;
-    let mut ws = workspace_store::load(&st.ports).await?.unwrap_or_default();
+    let version = workspace::version(&st.ports).await?;
+    let mut ws = workspace::load(&st.ports).await?.unwrap_or_default();
     let out = f(&mut ws)?;
     commit(st, caller, ws, version).await?;
     Ok(out)
@@ -136,14 +135,14 @@ async fn edit<T>(
 
 async fn read(st: &ApiState, caller: &Caller) -> ApiResult<Workspace> {
     caller.require_admin()?;
-    Ok(workspace_store::load(&st.ports).await?.unwrap_or_default())
+    Ok(workspace::load(&st.ports).await?.unwrap_or_default())
 }
 
 /// The whole workspace model and its version
 #[utoipa::path(get, path = "/admin/workspace", tag = "admin", responses((status = 200, body = WorkspaceDoc), (status = 403, body = super::Problem)))]
 async fn get_workspace(State(st): State<Arc<ApiState>>, caller: Caller) -> ApiResult<Json<WorkspaceDoc>> {
     let workspace = read(&st, &caller).await?;
-    Ok(Json(WorkspaceDoc { version: workspace_store::version(&st.ports).await?, workspace }))
+    Ok(Json(WorkspaceDoc { version: workspace::version(&st.ports).await?, workspace }))
 }
 
 /// Replace the whole workspace model (what `mailroom apply FILE` does)
@@ -160,7 +159,7 @@ async fn put_workspace(
 ) -> ApiResult<Json<Applied>> {
     caller.require_admin()?;
     let version = match headers.get(axum::http::header::IF_MATCH) {
-        None => workspace_store::version(&st.ports).await?,
+        None => workspace::version(&st.ports).await?,
         Some(v) => v
             .to_str()
             .ok()
@@ -536,7 +535,7 @@ async fn put_sla(
 async fn list_connections(State(st): State<Arc<ApiState>>, caller: Caller) -> ApiResult<Json<Vec<Value>>> {
     caller.require_admin()?;
     let mut out = Vec::new();
-    for s in crate::connections::status(&st.ports).await? {
+    for s in crate::mailbox::connection::status(&st.ports).await? {
         let mut v = serde_json::to_value(&s)?;
         // Settings may hold a CA certificate or subscription ids: not needed here.
         if let Some(c) = v.as_object_mut() {
@@ -578,19 +577,21 @@ async fn connect_inbox(
     P(address): P<String>,
     J(body): J<ConnectBody>,
 ) -> ApiResult<Json<ConnectStart>> {
-    use crate::connections::Provider;
+    use crate::mailbox::connection::Provider;
     let inbox = inbox_to_connect(&caller, &address)?;
     let provider = match body.provider.as_str() {
         "gmail" => Provider::Gmail,
         "graph" | "microsoft" => Provider::Graph,
         other => return Err(ApiError::BadRequest(format!("provider {other:?}: use gmail or graph"))),
     };
-    match crate::oauth::start(&st.ports, &st.providers, provider, &inbox).await {
+    match crate::mailbox::oauth::start(&st.ports, &st.providers, provider, &inbox).await {
         Ok(url) => {
             st.ports.flush()?;
             Ok(Json(ConnectStart { authorize_url: url }))
         }
-        Err(e @ crate::oauth::OAuthError::NotConfigured(..)) => Err(ApiError::Conflict(e.to_string())),
+        Err(e @ crate::mailbox::oauth::OAuthError::NotConfigured(..)) => {
+            Err(ApiError::Conflict(e.to_string()))
+        }
         Err(e) => Err(ApiError::Internal(e.into())),
     }
 }
@@ -603,7 +604,7 @@ pub struct ImapConnectBody {
     pub port: Option<u16>,
     /// `tls` (default), `starttls` or `none` (trusted networks only).
     #[schema(value_type = Option<String>)]
-    pub security: Option<crate::imap_poll::Security>,
+    pub security: Option<crate::mailbox::imap::Security>,
     pub user: String,
     /// Checked by logging in, then sealed; never shown again.
     pub password: String,
@@ -623,7 +624,7 @@ pub struct SmtpBody {
     pub port: Option<u16>,
     /// `starttls` (default), `tls` or `none`.
     #[schema(value_type = Option<String>)]
-    pub security: Option<crate::imap_poll::SmtpSecurity>,
+    pub security: Option<crate::mailbox::imap::SmtpSecurity>,
     /// The SMTP login, when it is not the IMAP one.
     pub user: Option<String>,
     /// APPEND sent replies to the Sent folder (default true; false for servers that file
@@ -656,7 +657,7 @@ async fn connect_imap(
     P(address): P<String>,
     J(body): J<ImapConnectBody>,
 ) -> ApiResult<Json<ImapConnected>> {
-    use crate::imap_poll::{
+    use crate::mailbox::imap::{
         self, ImapSettings, PollError, PollOptions, Security, SmtpSecurity, SmtpSettings,
     };
     let inbox = inbox_to_connect(&caller, &address)?;
@@ -679,12 +680,12 @@ async fn connect_imap(
         port: body.port.unwrap_or(security.default_port()),
         security,
         user: body.user,
-        backfill_days: body.backfill_days.unwrap_or(imap_poll::DEFAULT_BACKFILL_DAYS),
+        backfill_days: body.backfill_days.unwrap_or(imap::DEFAULT_BACKFILL_DAYS),
         ca_pem: body.ca_pem,
         smtp,
         allow_private_host: caller.ws.security.allow_private_mail_hosts,
     };
-    match imap_poll::connect(&st.ports, &inbox, settings, &body.password, &PollOptions::default()).await {
+    match imap::connect(&st.ports, &inbox, settings, &body.password, &PollOptions::default()).await {
         Ok(c) => Ok(Json(ImapConnected {
             inbox: c.inbox,
             inbox_folder: c.inbox_folder,

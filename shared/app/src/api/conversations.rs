@@ -401,7 +401,7 @@ async fn message_detail(st: &ApiState, msg: &Item, images: RemoteImages) -> Mess
                 let ours =
                     d.direction == "outbound" && st.ports.signer.verify_message_id(&d.message_id).is_some();
                 let html = match m.html {
-                    Some(h) if ours => Some(crate::track::strip_trackers(
+                    Some(h) if ours => Some(crate::outbound::track::strip_trackers(
                         &st.ports.signer,
                         &st.public_url,
                         &d.message_id,
@@ -432,7 +432,7 @@ async fn message_detail(st: &ApiState, msg: &Item, images: RemoteImages) -> Mess
         Err(e) => d.error = Some(format!("the raw message cannot be read: {e}")),
     }
     if d.direction == "outbound" {
-        match crate::track::activity(&st.ports, &d.message_id).await {
+        match crate::outbound::track::activity(&st.ports, &d.message_id).await {
             Ok(a) if a.opens + a.clicks + a.machine_opens + a.machine_clicks > 0 => {
                 d.tracking = serde_json::to_value(a).ok();
             }
@@ -506,31 +506,31 @@ async fn detail(
         .filter_map(|c| serde_json::from_value(Value::Object(c)).ok())
         .collect();
     let contact = match s(&item, "contact_email") {
-        Some(e) => t.get(&crate::route::contact_key(&e)).await?.map(record),
+        Some(e) => t.get(&crate::pipeline::route::contact_key(&e)).await?.map(record),
         None => None,
     };
     let company = match s(&item, "company_domain") {
-        Some(d) => t.get(&crate::route::company_key(&d)).await?.map(record),
+        Some(d) => t.get(&crate::pipeline::route::company_key(&d)).await?.map(record),
         None => None,
     };
     let mut deals = Vec::new();
     for d in strings(&item, "deal_ids") {
-        if let Some(x) = t.get(&crate::workspace_store::deal(&d)).await? {
+        if let Some(x) = t.get(&crate::workspace::deal(&d)).await? {
             deals.push(record(x));
         }
     }
-    let ticket = t.get(&crate::ticket::ticket_key(&root)).await?.map(|x| ticket_record(&x));
+    let ticket = t.get(&crate::pipeline::ticket::ticket_key(&root)).await?.map(|x| ticket_record(&x));
     let events =
         crate::reports::conversation_events(&st.ports, &root).await?.into_iter().map(record).collect();
-    let outbox = crate::send::outbox(&st.ports, &root)
+    let outbox = crate::outbound::send::outbox(&st.ports, &root)
         .await?
         .into_iter()
         .map(serde_json::to_value)
         .collect::<Result<Vec<_>, _>>()?;
     // An unreadable message shows as an error on that message, never as a failed request.
-    let r = crate::send::reply_recipients(&st.ports, &caller.ws, &root).await.unwrap_or_else(|e| {
+    let r = crate::outbound::send::reply_recipients(&st.ports, &caller.ws, &root).await.unwrap_or_else(|e| {
         tracing::warn!(conversation = %root, error = %format!("{e:#}"), "no default reply recipients");
-        crate::send::Recipients::default()
+        crate::outbound::send::Recipients::default()
     });
     Ok(Json(ConversationDetail {
         reply_recipients: ReplyRecipients { to: r.to, new: r.new, in_reply_to: r.in_reply_to },
@@ -580,7 +580,7 @@ async fn reply(
     headers: HeaderMap,
     J(body): J<ReplyBody>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
-    use crate::send::{ReplyRequest, SendError};
+    use crate::outbound::send::{ReplyRequest, SendError};
     let (root, _) = visible_root(&st, &caller, &id).await?;
     let request_id = body
         .request_id
@@ -604,7 +604,7 @@ async fn reply(
         cc: body.cc,
         to: body.to,
     };
-    let out = crate::send::queue_reply(&st.ports, &caller.ws, &root, req, Some(&st.public_url))
+    let out = crate::outbound::send::queue_reply(&st.ports, &caller.ws, &root, req, Some(&st.public_url))
         .await
         .map_err(|e| match e {
             SendError::ConversationNotFound(_) => ApiError::NotFound(format!("no conversation {id}")),
@@ -668,7 +668,7 @@ async fn assign(
     st.ports.table.update(&conv_key(&root), actions, None).await?;
     // Open conversations per agent, for least-loaded assignment.
     crate::load::settle(&st.ports, &root).await?;
-    let tkey = crate::ticket::ticket_key(&root);
+    let tkey = crate::pipeline::ticket::ticket_key(&root);
     if st.ports.table.get(&tkey).await?.is_some() {
         let mut t = vec![Update::Set("owner".into(), json!(assignee))];
         if let Some(team) = &body.team {
@@ -775,7 +775,7 @@ async fn create_ticket(
             .ok_or_else(|| ApiError::Invalid(format!("pipeline {} has no stages", pipeline.id), vec![]))?,
     };
     let now = st.ports.clock.now();
-    let mut t = crate::ticket::new_ticket(&root, &item, &pipeline.id, &stage.id, &now.to_rfc3339());
+    let mut t = crate::pipeline::ticket::new_ticket(&root, &item, &pipeline.id, &stage.id, &now.to_rfc3339());
     t.insert("created_by".into(), json!(caller.email));
     if stage.closed {
         t.insert("status".into(), json!("closed"));
@@ -797,7 +797,7 @@ async fn create_ticket(
         crate::reports::refresh(&st.ports, ws, &root, None).await?;
     }
     st.ports.flush()?;
-    let t = st.ports.table.get(&crate::ticket::ticket_key(&root)).await?.unwrap_or_default();
+    let t = st.ports.table.get(&crate::pipeline::ticket::ticket_key(&root)).await?.unwrap_or_default();
     Ok((StatusCode::CREATED, Json(ticket_record(&t))))
 }
 
@@ -834,7 +834,7 @@ async fn move_stage(
     J(body): J<StageBody>,
 ) -> ApiResult<Json<TicketRecord>> {
     let (root, _) = visible_root(&st, &caller, &id).await?;
-    let tkey = crate::ticket::ticket_key(&root);
+    let tkey = crate::pipeline::ticket::ticket_key(&root);
     let Some(ticket) = st.ports.table.get(&tkey).await? else {
         return Err(ApiError::Conflict(format!("conversation {root} has no ticket")));
     };
@@ -859,7 +859,7 @@ async fn move_stage(
                 None,
             )
             .await?;
-        crate::events::emit(
+        crate::outbound::relay::emit(
             &st.ports,
             &root,
             "ticket_moved",
@@ -934,7 +934,7 @@ async fn add_comment(
     }
     st.ports.table.put(it, Some(mailroom_store::Cond::NotExists)).await?;
     // Mentioned users are notified from this event (docs/events.md).
-    crate::events::emit(
+    crate::outbound::relay::emit(
         &st.ports,
         &root,
         "comment_added",
@@ -970,7 +970,7 @@ async fn attachment_url(
         .ok_or_else(not_found)?;
     let exp = st.ports.clock.now().timestamp() + ATTACHMENT_URL_TTL_SECS;
     let claims = json!({
-        "k": crate::matcher::attachment_key(&sha),
+        "k": crate::pipeline::matcher::attachment_key(&sha),
         "n": att.get("name").and_then(Value::as_str),
         "t": att.get("content_type").and_then(Value::as_str).unwrap_or("application/octet-stream"),
         "e": exp,

@@ -161,8 +161,8 @@ async fn change_my_settings(
     caller: Caller,
     J(change): J<MySettings>,
 ) -> ApiResult<Json<MySettings>> {
-    let version = crate::workspace_store::version(&st.ports).await?;
-    let mut ws = crate::workspace_store::load(&st.ports).await?.unwrap_or_default();
+    let version = crate::workspace::version(&st.ports).await?;
+    let mut ws = crate::workspace::load(&st.ports).await?.unwrap_or_default();
     let i = me_in(&ws, &caller.email)?;
     let u = &mut ws.users[i];
     if let Some(name) = change.name {
@@ -212,7 +212,7 @@ pub struct InboxView {
 /// Inboxes I can see
 #[utoipa::path(get, path = "/inboxes", tag = "directory", responses((status = 200, body = Vec<InboxView>)))]
 async fn inboxes(State(st): State<Arc<ApiState>>, caller: Caller) -> ApiResult<Json<Vec<InboxView>>> {
-    let conns: HashMap<String, String> = crate::connections::list(&st.ports)
+    let conns: HashMap<String, String> = crate::mailbox::connection::list(&st.ports)
         .await?
         .into_iter()
         .map(|c| (c.inbox.to_lowercase(), c.state.as_str().to_string()))
@@ -336,8 +336,14 @@ async fn contacts(
     Q(p): Q<PageParams>,
 ) -> ApiResult<Json<RecordPage>> {
     Ok(Json(
-        page(&st, crate::route::CONTACTS_INDEX_PK, &p, &["email", "name", "company_domain"], CONTACT_FIELDS)
-            .await?,
+        page(
+            &st,
+            crate::pipeline::route::CONTACTS_INDEX_PK,
+            &p,
+            &["email", "name", "company_domain"],
+            CONTACT_FIELDS,
+        )
+        .await?,
     ))
 }
 
@@ -348,7 +354,10 @@ async fn companies(
     _caller: Caller,
     Q(p): Q<PageParams>,
 ) -> ApiResult<Json<RecordPage>> {
-    Ok(Json(page(&st, crate::route::COMPANIES_INDEX_PK, &p, &["domain", "name"], COMPANY_FIELDS).await?))
+    Ok(Json(
+        page(&st, crate::pipeline::route::COMPANIES_INDEX_PK, &p, &["domain", "name"], COMPANY_FIELDS)
+            .await?,
+    ))
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -411,7 +420,7 @@ async fn deals_of(st: &ApiState, owner: &str) -> ApiResult<Vec<Value>> {
     let mut out = Vec::new();
     for link in st.ports.table.query_all(Query::new(format!("deals#{}", owner.to_lowercase()))).await? {
         if let Some(id) = s(&link, "sk")
-            && let Some(d) = st.ports.table.get(&crate::workspace_store::deal(&id)).await?
+            && let Some(d) = st.ports.table.get(&crate::workspace::deal(&id)).await?
         {
             out.push(super::conversations::record(d));
         }
@@ -430,7 +439,7 @@ async fn contact(
     let item = st
         .ports
         .table
-        .get(&crate::route::contact_key(&email))
+        .get(&crate::pipeline::route::contact_key(&email))
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("no contact {email}")))?;
     Ok(Json(ContactDetail {
@@ -464,16 +473,17 @@ async fn company(
     let item = st
         .ports
         .table
-        .get(&crate::route::company_key(&domain))
+        .get(&crate::pipeline::route::company_key(&domain))
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("no company {domain}")))?;
     // Contacts of the company: the contacts index filtered by domain (bounded).
-    let people: Vec<Item> = crate::route::list_index(&st.ports, crate::route::CONTACTS_INDEX_PK)
-        .await?
-        .into_iter()
-        .filter(|c| s(c, "company_domain").as_deref() == Some(domain.as_str()))
-        .take(200)
-        .collect();
+    let people: Vec<Item> =
+        crate::pipeline::route::list_index(&st.ports, crate::pipeline::route::CONTACTS_INDEX_PK)
+            .await?
+            .into_iter()
+            .filter(|c| s(c, "company_domain").as_deref() == Some(domain.as_str()))
+            .take(200)
+            .collect();
     let mut tl = Vec::new();
     for c in &people {
         if let Some(e) = s(c, "email") {
@@ -543,7 +553,7 @@ async fn tickets(
     Q(p): Q<TicketParams>,
 ) -> ApiResult<Json<TicketPage>> {
     let limit = super::page_limit(p.limit, 50)?;
-    let pk = crate::ticket::TICKETS_INDEX_PK;
+    let pk = crate::pipeline::ticket::TICKETS_INDEX_PK;
     let mut scan = IndexScan::new(&st.ports, pk, p.cursor.as_deref(), true, 200, SCAN_BUDGET)?;
     let mut out = Vec::new();
     while let Some(t) = scan.next().await? {

@@ -14,7 +14,7 @@
 use super::auth::Identity;
 use super::{ApiError, ApiResult};
 use crate::keys::item_str as s;
-use crate::ports::Ports;
+use crate::runtime::ports::Ports;
 use mailroom_store::{Cond, Key, StoreError, TransactOp};
 use serde_json::json;
 

@@ -16,7 +16,7 @@ pub mod conversations;
 pub mod directory;
 pub mod identity;
 
-use crate::ports::Ports;
+use crate::runtime::ports::Ports;
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
@@ -32,7 +32,7 @@ use utoipa_axum::router::OpenApiRouter;
 pub struct ApiState {
     pub ports: Ports,
     pub auth: auth::Authenticator,
-    pub providers: crate::config::ProvidersConfig,
+    pub providers: crate::runtime::config::ProvidersConfig,
     /// Where tracking links and signed attachment URLs point (the public base URL).
     pub public_url: String,
 }
@@ -202,7 +202,7 @@ pub async fn caller_from_headers(st: &ApiState, headers: &axum::http::HeaderMap)
         e => ApiError::Unauthorized(e.to_string()),
     })?;
     let email = identity::user_of(&st.ports, &id).await?;
-    let ws = crate::workspace_store::load(&st.ports).await?.unwrap_or_default();
+    let ws = crate::workspace::load(&st.ports).await?.unwrap_or_default();
     let Some(user) = ws.users.iter().find(|u| u.email.eq_ignore_ascii_case(&email)) else {
         return Err(ApiError::Forbidden(format!("{email} is not a user of this workspace")));
     };

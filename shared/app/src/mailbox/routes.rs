@@ -6,11 +6,11 @@
 //!
 //! Errors are RFC 9457 problem details.
 
-use crate::config::ProvidersConfig;
-use crate::connections::Provider;
-use crate::oauth::{self, OAuthError};
-use crate::ports::Ports;
-use crate::sync::{self, SyncRequest};
+use crate::mailbox::connection::Provider;
+use crate::mailbox::oauth::{self, OAuthError};
+use crate::mailbox::sync::{self, SyncRequest};
+use crate::runtime::config::ProvidersConfig;
+use crate::runtime::ports::Ports;
 use axum::Router;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
@@ -33,8 +33,8 @@ pub struct WebState {
 
 impl WebState {
     pub fn new(ports: Ports, cfg: ProvidersConfig, admin_token: Option<String>) -> Result<WebState, String> {
-        let gmail_verifier =
-            crate::gmail::push_verifier(&cfg.google).map_err(|e| format!("Gmail push verifier: {e}"))?;
+        let gmail_verifier = crate::mailbox::gmail::push_verifier(&cfg.google)
+            .map_err(|e| format!("Gmail push verifier: {e}"))?;
         Ok(WebState { ports, cfg, admin_token, gmail_verifier })
     }
 }
@@ -164,13 +164,13 @@ async fn callback(State(st): State<Arc<WebState>>, Query(p): Query<CallbackParam
 /// Pub/Sub push: the OIDC token is checked before the body is read.
 async fn gmail_push(State(st): State<Arc<WebState>>, req: axum::extract::Request) -> Response {
     let auth = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).map(str::to_string);
-    if let Err(o) = crate::gmail::verify_push(&st.gmail_verifier, auth.as_deref()).await {
+    if let Err(o) = crate::mailbox::gmail::verify_push(&st.gmail_verifier, auth.as_deref()).await {
         return status_only(o.status());
     }
     let Ok(body) = axum::body::to_bytes(req.into_body(), PUSH_BODY_LIMIT).await else {
         return problem(StatusCode::PAYLOAD_TOO_LARGE, "a push body is at most 64 KiB");
     };
-    status_only(crate::gmail::accept_push(&st.ports, &body).await.status())
+    status_only(crate::mailbox::gmail::accept_push(&st.ports, &body).await.status())
 }
 
 #[derive(Deserialize)]
@@ -185,7 +185,9 @@ async fn graph_notification(
     Query(q): Query<GraphParams>,
     body: axum::body::Bytes,
 ) -> Response {
-    graph_reply(crate::graph::handle_notification(&st.ports, q.validation_token.as_deref(), &body).await)
+    graph_reply(
+        crate::mailbox::graph::handle_notification(&st.ports, q.validation_token.as_deref(), &body).await,
+    )
 }
 
 async fn graph_lifecycle(
@@ -193,10 +195,12 @@ async fn graph_lifecycle(
     Query(q): Query<GraphParams>,
     body: axum::body::Bytes,
 ) -> Response {
-    graph_reply(crate::graph::handle_lifecycle(&st.ports, q.validation_token.as_deref(), &body).await)
+    graph_reply(
+        crate::mailbox::graph::handle_lifecycle(&st.ports, q.validation_token.as_deref(), &body).await,
+    )
 }
 
-fn graph_reply(r: crate::graph::WebhookReply) -> Response {
+fn graph_reply(r: crate::mailbox::graph::WebhookReply) -> Response {
     let status = StatusCode::from_u16(r.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     (status, [(header::CONTENT_TYPE, r.content_type)], r.body).into_response()
 }

@@ -4,7 +4,7 @@
 //! have been sent is sent again; the consumer is idempotent.
 
 use crate::keys;
-use crate::ports::Ports;
+use crate::runtime::ports::Ports;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use mailroom_core::{EmailAddress, Envelope, Folder, IngestPointer, raw_key, sha256};

@@ -1,7 +1,7 @@
 //! Counts of what the pipeline holds, per inbox: for `mailroom stats` and the tests.
 
 use crate::keys;
-use crate::ports::Ports;
+use crate::runtime::ports::Ports;
 use mailroom_core::EmailAddress;
 use mailroom_store::{Query, StoreError};
 use serde::Serialize;
@@ -87,8 +87,8 @@ pub async fn collect(ports: &Ports) -> Result<Stats, StoreError> {
     let count = |pk: &'static str| async move {
         t.query_all(Query::new(pk).index("gsi1")).await.map(|v| v.len() as u64)
     };
-    s.contacts = count(crate::route::CONTACTS_INDEX_PK).await?;
-    s.companies = count(crate::route::COMPANIES_INDEX_PK).await?;
-    s.tickets = count(crate::ticket::TICKETS_INDEX_PK).await?;
+    s.contacts = count(crate::pipeline::route::CONTACTS_INDEX_PK).await?;
+    s.companies = count(crate::pipeline::route::COMPANIES_INDEX_PK).await?;
+    s.tickets = count(crate::pipeline::ticket::TICKETS_INDEX_PK).await?;
     Ok(s)
 }

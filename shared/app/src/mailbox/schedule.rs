@@ -4,10 +4,10 @@
 //! one a second, Graph drops them when the endpoint is slow), and publish the health
 //! gauges. IMAP polling runs on its own schedule (`imap-poll`).
 
-use crate::config::ProvidersConfig;
-use crate::connections::{self, Provider, State};
-use crate::ports::Ports;
-use crate::sync::{self, SyncRequest};
+use crate::mailbox::connection::{self, Provider, State};
+use crate::mailbox::sync::{self, SyncRequest};
+use crate::runtime::config::ProvidersConfig;
+use crate::runtime::ports::Ports;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::json;
@@ -33,10 +33,10 @@ pub async fn connections_tick(
     now: DateTime<Utc>,
 ) -> anyhow::Result<ConnectionsTick> {
     let mut out = ConnectionsTick { at: now.to_rfc3339(), ..Default::default() };
-    let g = crate::gmail::renew_watch(ports, &cfg.google, now).await?;
+    let g = crate::mailbox::gmail::renew_watch(ports, &cfg.google, now).await?;
     out.watches_renewed = g.renewed;
     out.renewals_failed += g.failed;
-    let m = crate::graph::renew_subscriptions(ports, &cfg.microsoft, now).await?;
+    let m = crate::mailbox::graph::renew_subscriptions(ports, &cfg.microsoft, now).await?;
     out.subscriptions_renewed = m.renewed + m.recreated;
     out.renewals_failed += m.failed;
     let f = enqueue_fallback(ports).await?;
@@ -65,7 +65,7 @@ pub struct Fallback {
 /// `reconnect_required`, and counts the connections by state.
 pub async fn enqueue_fallback(ports: &Ports) -> Result<Fallback, mailroom_store::StoreError> {
     let mut out = Fallback::default();
-    for c in connections::list(ports).await? {
+    for c in connection::list(ports).await? {
         match c.state {
             State::Connected => out.connected += 1,
             State::Degraded => out.degraded += 1,

@@ -3,8 +3,8 @@
 //! Keeping the provider calls out of the webhooks is what lets them answer within
 //! Graph's 3 s and Pub/Sub's deadline.
 
-use crate::connections::Provider;
-use crate::ports::Ports;
+use crate::mailbox::connection::Provider;
+use crate::runtime::ports::Ports;
 use mailroom_store::StoreError;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -70,14 +70,14 @@ pub async fn enqueue(ports: &Ports, req: &SyncRequest) -> Result<(), StoreError>
 /// why); a transient failure is returned for the queue to retry.
 pub async fn handle(
     ports: &Ports,
-    cfg: &crate::config::ProvidersConfig,
+    cfg: &crate::runtime::config::ProvidersConfig,
     req: &SyncRequest,
 ) -> Result<SyncReport, SourceError> {
-    use crate::connections::{self, State};
+    use crate::mailbox::connection::{self, State};
     let inbox = mailroom_core::EmailAddress::parse(&req.inbox).map_err(|e| {
         SourceError::Transient(format!("sync request for a bad address {:?}: {e}", req.inbox))
     })?;
-    let Some(conn) = connections::get(ports, &inbox).await? else {
+    let Some(conn) = connection::get(ports, &inbox).await? else {
         tracing::warn!(inbox = %inbox, "sync request for an inbox that is not connected; dropped");
         return Ok(SyncReport::default());
     };
@@ -92,16 +92,16 @@ pub async fn handle(
     let res = match req.provider {
         Provider::Gmail => {
             if req.reason == "connect" {
-                crate::gmail::on_connect(ports, &cfg.google, &inbox).await
+                crate::mailbox::gmail::on_connect(ports, &cfg.google, &inbox).await
             } else {
-                crate::gmail::sync(ports, &cfg.google, &inbox, req).await
+                crate::mailbox::gmail::sync(ports, &cfg.google, &inbox, req).await
             }
         }
         Provider::Graph => {
             if req.reason == "connect" {
-                crate::graph::on_connect(ports, &cfg.microsoft, &inbox).await.map(|r| r.sync)
+                crate::mailbox::graph::on_connect(ports, &cfg.microsoft, &inbox).await.map(|r| r.sync)
             } else {
-                crate::graph::sync(ports, &cfg.microsoft, &inbox, req).await
+                crate::mailbox::graph::sync(ports, &cfg.microsoft, &inbox, req).await
             }
         }
         Provider::Imap => {
@@ -122,11 +122,11 @@ pub async fn handle(
 /// The sync queue's consumer (the `mailbox-sync` function, and `mailroom serve`).
 pub struct SyncHandler {
     pub ports: Ports,
-    pub cfg: std::sync::Arc<crate::config::ProvidersConfig>,
+    pub cfg: std::sync::Arc<crate::runtime::config::ProvidersConfig>,
 }
 
 #[async_trait::async_trait]
-impl crate::consumer::MessageHandler for SyncHandler {
+impl crate::runtime::consumer::MessageHandler for SyncHandler {
     async fn handle(&self, body: &str) -> anyhow::Result<()> {
         let req: SyncRequest = match serde_json::from_str(body) {
             Ok(r) => r,

@@ -12,9 +12,9 @@
 //! Each (event, user) is sent once: a marker item is written after the send and checked
 //! before it (a crash between the two sends it again: at least once).
 
-use crate::events::{Event, Sink};
 use crate::keys::item_str as s;
-use crate::ports::Ports;
+use crate::outbound::relay::{Event, Sink};
+use crate::runtime::ports::Ports;
 use crate::thread::Threader;
 use anyhow::Context;
 use async_trait::async_trait;
@@ -325,7 +325,7 @@ impl Sink for NotifySink<'_> {
     }
 
     async fn deliver(&self, events: &[Event]) -> (usize, Option<anyhow::Error>) {
-        let ws = match crate::workspace_store::load(self.ports).await {
+        let ws = match crate::workspace::load(self.ports).await {
             Ok(ws) => ws.unwrap_or_default(),
             Err(e) => return (0, Some(e)),
         };

@@ -1,7 +1,7 @@
 //! Contact and company listings (for the CLI and the tests; the API pages them later).
 
-use crate::ports::Ports;
-use crate::route::{COMPANIES_INDEX_PK, CONTACTS_INDEX_PK, list_index};
+use crate::pipeline::route::{COMPANIES_INDEX_PK, CONTACTS_INDEX_PK, list_index};
+use crate::runtime::ports::Ports;
 use serde::Serialize;
 use std::collections::BTreeMap;
 

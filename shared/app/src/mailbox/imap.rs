@@ -10,9 +10,9 @@
 //! before are not duplicated: the ingestor dedupes identical bytes and the match stage
 //! dedupes by Message-ID.
 
-use crate::connections::{self, Failure, Lease, Provider, State};
-use crate::ingest::{IngestError, IngestOutcome, Ingestor, RawMail};
-use crate::ports::Ports;
+use crate::mailbox::connection::{self, Failure, Lease, Provider, State};
+use crate::pipeline::ingest::{IngestError, IngestOutcome, Ingestor, RawMail};
+use crate::runtime::ports::Ports;
 use chrono::{DateTime, Utc};
 use mailroom_core::{EmailAddress, Folder};
 pub use mailroom_providers::imap::Security;
@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 use thiserror::Error;
 use tracing::Instrument;
 
-/// The name of the sealed password (`connections::put_secret`).
+/// The name of the sealed password (`connection::put_secret`).
 pub const SECRET: &str = "imap";
 pub const DEFAULT_BACKFILL_DAYS: u32 = 14;
 
@@ -174,7 +174,7 @@ impl Default for PollOptions {
             batch_bytes: 16 << 20,
             connect_timeout: Duration::from_secs(15),
             command_timeout: Duration::from_secs(60),
-            max_message_bytes: crate::config::max_message_bytes(),
+            max_message_bytes: crate::runtime::config::max_message_bytes(),
         }
     }
 }
@@ -353,7 +353,7 @@ pub async fn connect(
     session.logout().await;
     let folders = folders?;
 
-    let same_place = match connections::get(ports, inbox).await? {
+    let same_place = match connection::get(ports, inbox).await? {
         Some(old) => serde_json::from_value::<ImapSettings>(old.settings).is_ok_and(|o| {
             (o.host, o.port, o.user) == (settings.host.clone(), settings.port, settings.user.clone())
         }),
@@ -361,10 +361,10 @@ pub async fn connect(
     };
     if !same_place {
         for role in [Role::Inbox, Role::Sent] {
-            connections::clear_cursor(ports, inbox, role.cursor_name()).await?;
+            connection::clear_cursor(ports, inbox, role.cursor_name()).await?;
         }
     }
-    let conn = connections::Connection {
+    let conn = connection::Connection {
         inbox: inbox.key(),
         provider: Provider::Imap,
         settings: serde_json::to_value(&settings).map_err(StoreError::backend)?,
@@ -376,8 +376,8 @@ pub async fn connect(
         lag_seconds: None,
         consecutive_failures: 0,
     };
-    connections::put_secret(ports, inbox, SECRET, password.as_bytes()).await?;
-    connections::save(ports, &conn).await?;
+    connection::put_secret(ports, inbox, SECRET, password.as_bytes()).await?;
+    connection::save(ports, &conn).await?;
     Ingestor::new(ports.clone()).register_inbox(inbox).await?;
     ports.flush()?;
     Ok(Connected {
@@ -393,7 +393,7 @@ pub async fn connect(
 pub async fn poll_all(ports: &Ports, opts: &PollOptions) -> Result<PollReport, StoreError> {
     let ingestor = Ingestor::new(ports.clone());
     let mut report = PollReport::default();
-    for c in connections::list(ports).await? {
+    for c in connection::list(ports).await? {
         if c.provider != Provider::Imap {
             continue;
         }
@@ -443,7 +443,7 @@ pub async fn poll_inbox(
     let span = tracing::info_span!("imap_poll", inbox = %inbox);
     async {
         let mut report = InboxReport::new(&inbox.key(), Outcome::Polled);
-        let conn = match connections::get(ports, inbox).await {
+        let conn = match connection::get(ports, inbox).await {
             Ok(Some(c)) if c.provider == Provider::Imap => c,
             Ok(_) => {
                 report.outcome = Outcome::Failed;
@@ -463,7 +463,7 @@ pub async fn poll_inbox(
             report.error = conn.last_error;
             return report;
         }
-        let lease = match connections::acquire_lease(ports, inbox, opts.lease_ttl).await {
+        let lease = match connection::acquire_lease(ports, inbox, opts.lease_ttl).await {
             Ok(Some(l)) => l,
             Ok(None) => {
                 tracing::info!("another poller holds the lease: skipped");
@@ -487,14 +487,14 @@ pub async fn poll_inbox(
         let health = match &res {
             Ok(()) => {
                 let lag = newest.map(|d| ports.clock.now() - d);
-                connections::record_success(ports, inbox, lag).await.map(|_| None)
+                connection::record_success(ports, inbox, lag).await.map(|_| None)
             }
             Err(e) => {
                 let msg = e.to_string();
                 tracing::warn!(error = %msg, "IMAP poll failed");
                 report.outcome = Outcome::Failed;
                 report.error = Some(msg.clone());
-                connections::record_error(ports, inbox, &msg, e.failure()).await.map(Some)
+                connection::record_error(ports, inbox, &msg, e.failure()).await.map(Some)
             }
         };
         match health {
@@ -505,7 +505,7 @@ pub async fn poll_inbox(
                     Some(format!("{}; cannot record health: {e}", report.error.take().unwrap_or_default()));
             }
         }
-        report.state = connections::get(ports, inbox).await.ok().flatten().map(|c| c.state);
+        report.state = connection::get(ports, inbox).await.ok().flatten().map(|c| c.state);
         report
     }
     .instrument(span)
@@ -525,11 +525,11 @@ struct Run<'a> {
 }
 
 impl Run<'_> {
-    async fn poll(&mut self, conn: connections::Connection) -> Result<(), PollError> {
+    async fn poll(&mut self, conn: connection::Connection) -> Result<(), PollError> {
         let inbox_key = self.inbox.key();
         let settings: ImapSettings = serde_json::from_value(conn.settings)
             .map_err(|e| PollError::BadSettings { inbox: inbox_key.clone(), detail: e.to_string() })?;
-        let password = connections::get_secret(self.ports, self.inbox, SECRET)
+        let password = connection::get_secret(self.ports, self.inbox, SECRET)
             .await?
             .ok_or_else(|| PollError::NoPassword(inbox_key.clone()))?;
         let password = String::from_utf8(password.value).map_err(|_| PollError::BadSettings {
@@ -581,7 +581,7 @@ impl Run<'_> {
         mailbox: &str,
     ) -> Result<(), PollError> {
         let status = session.examine(mailbox).await?;
-        let stored = connections::get_cursor(self.ports, self.inbox, role.cursor_name()).await?;
+        let stored = connection::get_cursor(self.ports, self.inbox, role.cursor_name()).await?;
         let old = stored.as_ref().and_then(|c| serde_json::from_value::<Cursor>(c.value.clone()).ok());
         let mut folder_report = FolderReport {
             folder: role,
@@ -604,7 +604,7 @@ impl Run<'_> {
                         new = status.uid_validity,
                         "UIDVALIDITY changed: re-reading the backfill window"
                     );
-                    connections::event(
+                    connection::event(
                         self.ports,
                         self.inbox,
                         "imap_uidvalidity_changed",
@@ -773,7 +773,7 @@ impl Run<'_> {
     /// `imap_message_skipped` connection event, and the run's report.
     async fn skip(&mut self, role: Role, cursor: &Cursor, uid: u32, reason: String) -> Result<(), PollError> {
         tracing::warn!(folder = role.cursor_name(), uid, reason = %reason, "message skipped");
-        connections::event(
+        connection::event(
             self.ports,
             self.inbox,
             "imap_message_skipped",
@@ -791,7 +791,7 @@ impl Run<'_> {
 
     async fn checkpoint(&self, role: Role, c: &Cursor, expected: Option<i64>) -> Result<i64, PollError> {
         let value = serde_json::to_value(c).map_err(StoreError::backend)?;
-        match connections::set_cursor(self.ports, self.inbox, role.cursor_name(), value, expected).await {
+        match connection::set_cursor(self.ports, self.inbox, role.cursor_name(), value, expected).await {
             Ok(v) => Ok(v),
             Err(StoreError::ConditionFailed) => {
                 Err(PollError::CursorMoved { inbox: self.inbox.key(), folder: role.cursor_name().into() })

@@ -77,7 +77,7 @@ impl Ports {
     }
 
     /// AWS storage named by the function's configuration.
-    pub fn aws(clients: &AwsClients, cfg: &crate::config::AwsConfig) -> Ports {
+    pub fn aws(clients: &AwsClients, cfg: &crate::runtime::config::AwsConfig) -> Ports {
         let sqs = |url: &Option<String>| -> Arc<dyn Queue> {
             Arc::new(SqsQueue::new(clients.sqs.clone(), url.clone().unwrap_or_default()))
         };

@@ -25,9 +25,9 @@
 //! docs/metrics.md.
 
 use crate::keys::item_str as s;
-use crate::ports::Ports;
+use crate::pipeline::ticket::ticket_key;
+use crate::runtime::ports::Ports;
 use crate::thread::{Threader, conv_key};
-use crate::ticket::ticket_key;
 use anyhow::Context;
 use chrono::{DateTime, Duration, NaiveDate, Timelike, Utc};
 use mailroom_core::calendar::Calendar;
@@ -851,7 +851,7 @@ pub const GAUGE_DAYS: i64 = 90;
 /// embedded metrics in Lambda.
 pub async fn scheduled(ports: &Ports, now: DateTime<Utc>) -> anyhow::Result<SweepOutcome> {
     let breached = sweep(ports, now).await?;
-    let ws = crate::workspace_store::load(ports).await?.unwrap_or_default();
+    let ws = crate::workspace::load(ports).await?.unwrap_or_default();
     let f = Filter { from: Some((now - Duration::days(GAUGE_DAYS)).date_naive()), ..Filter::default() };
     let r = report(ports, &ws, &f, now).await?;
     let out = SweepOutcome {
@@ -1369,7 +1369,7 @@ mod tests {
     }
 
     fn acme() -> Workspace {
-        mailroom_core::workspace::parse_toml(include_str!("../../../examples/acme-corp.toml")).unwrap()
+        mailroom_core::workspace::parse_toml(include_str!("../../../../examples/acme-corp.toml")).unwrap()
     }
 
     fn conv(extra: &[(&str, Value)]) -> Item {

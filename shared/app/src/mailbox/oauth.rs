@@ -4,10 +4,10 @@
 //! compare-and-swap; `invalid_grant` / `interaction_required` end in
 //! `reconnect_required`). Tokens are stored sealed by the `Secrets` port, never logged.
 
-use crate::config::{OAuthConfig, ProvidersConfig};
-use crate::connections::{self, Connection, Failure, Provider, State};
-use crate::ports::Ports;
-use crate::sync::SourceError;
+use crate::mailbox::connection::{self, Connection, Failure, Provider, State};
+use crate::mailbox::sync::SourceError;
+use crate::runtime::config::{OAuthConfig, ProvidersConfig};
+use crate::runtime::ports::Ports;
 use chrono::{DateTime, Duration, Utc};
 use mailroom_core::EmailAddress;
 use mailroom_store::{Cond, Key, StoreError};
@@ -230,7 +230,7 @@ pub async fn callback(
         return Err(OAuthError::WrongAccount { inbox: inbox.key(), account });
     }
     store_tokens(ports, &inbox, &tokens).await?;
-    let conn = match connections::get(ports, &inbox).await? {
+    let conn = match connection::get(ports, &inbox).await? {
         Some(mut c) if c.provider == provider => {
             c.state = State::Connected;
             c.last_error = None;
@@ -250,9 +250,9 @@ pub async fn callback(
             consecutive_failures: 0,
         },
     };
-    connections::save(ports, &conn).await?;
-    crate::ingest::Ingestor::new(ports.clone()).register_inbox(&inbox).await?;
-    connections::event(ports, &inbox, "inbox_connected", json!(provider.as_str())).await?;
+    connection::save(ports, &conn).await?;
+    crate::pipeline::ingest::Ingestor::new(ports.clone()).register_inbox(&inbox).await?;
+    connection::event(ports, &inbox, "inbox_connected", json!(provider.as_str())).await?;
     Ok(conn)
 }
 
@@ -289,7 +289,7 @@ async fn account_address(
 /// Stores an inbox's tokens (a new connection, or a test).
 pub async fn store_tokens(ports: &Ports, inbox: &EmailAddress, tokens: &TokenSet) -> Result<i64, StoreError> {
     let plain = serde_json::to_vec(tokens).map_err(StoreError::backend)?;
-    connections::put_secret(ports, inbox, SECRET, &plain).await
+    connection::put_secret(ports, inbox, SECRET, &plain).await
 }
 
 enum Refusal {
@@ -337,7 +337,7 @@ pub async fn access_token(
     inbox: &EmailAddress,
 ) -> Result<String, SourceError> {
     for _ in 0..4 {
-        let Some(v) = connections::get_secret(ports, inbox, SECRET).await? else {
+        let Some(v) = connection::get_secret(ports, inbox, SECRET).await? else {
             return Err(SourceError::Reconnect(format!("{inbox} has no OAuth tokens: connect it")));
         };
         let tokens: TokenSet = serde_json::from_slice(&v.value).map_err(|e| {
@@ -358,7 +358,7 @@ pub async fn access_token(
                 return Err(match classify(&e) {
                     Refusal::Terminal(m) => reconnect(ports, inbox, &m).await,
                     Refusal::Transient(m) => {
-                        connections::record_error(
+                        connection::record_error(
                             ports,
                             inbox,
                             &format!("token refresh: {m}"),
@@ -378,7 +378,7 @@ pub async fn access_token(
                 + tr.expires_in().and_then(|d| Duration::from_std(d).ok()).unwrap_or(Duration::hours(1)),
         };
         let plain = serde_json::to_vec(&fresh).map_err(|e| SourceError::Store(StoreError::backend(e)))?;
-        match connections::replace_secret(ports, inbox, SECRET, &plain, v.version).await {
+        match connection::replace_secret(ports, inbox, SECRET, &plain, v.version).await {
             Ok(_) => return Ok(fresh.access_token),
             // Someone refreshed at the same time and wrote first: use theirs.
             Err(StoreError::ConditionFailed) => continue,
@@ -398,14 +398,14 @@ pub async fn expire_access_token(
     inbox: &EmailAddress,
     refused: Option<&str>,
 ) -> Result<(), StoreError> {
-    let Some(v) = connections::get_secret(ports, inbox, SECRET).await? else { return Ok(()) };
+    let Some(v) = connection::get_secret(ports, inbox, SECRET).await? else { return Ok(()) };
     let Ok(mut tokens) = serde_json::from_slice::<TokenSet>(&v.value) else { return Ok(()) };
     if refused.is_some_and(|r| r != tokens.access_token) {
         return Ok(());
     }
     tokens.expires_at = DateTime::<Utc>::UNIX_EPOCH;
     let plain = serde_json::to_vec(&tokens).map_err(StoreError::backend)?;
-    match connections::replace_secret(ports, inbox, SECRET, &plain, v.version).await {
+    match connection::replace_secret(ports, inbox, SECRET, &plain, v.version).await {
         Ok(_) | Err(StoreError::ConditionFailed) => Ok(()),
         Err(e) => Err(e),
     }
@@ -413,7 +413,7 @@ pub async fn expire_access_token(
 
 async fn reconnect(ports: &Ports, inbox: &EmailAddress, why: &str) -> SourceError {
     let msg = format!("token refresh refused: {why}");
-    if let Err(e) = connections::record_error(ports, inbox, &msg, Failure::Terminal).await {
+    if let Err(e) = connection::record_error(ports, inbox, &msg, Failure::Terminal).await {
         return SourceError::Store(e);
     }
     SourceError::Reconnect(msg)
@@ -477,7 +477,7 @@ mod tests {
         let state = state_of(&start(&p, &cfg, Provider::Gmail, &inbox).await.unwrap());
         clock.advance(Duration::minutes(11));
         assert!(matches!(callback(&p, &cfg, "code", &state).await, Err(OAuthError::BadState)));
-        assert!(connections::get(&p, &inbox).await.unwrap().is_none());
+        assert!(connection::get(&p, &inbox).await.unwrap().is_none());
     }
 
     #[tokio::test]

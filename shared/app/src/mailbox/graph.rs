@@ -16,12 +16,12 @@
 //! lease. The connection's `settings` hold `user_id` (the mailbox's GUID) and
 //! `subscriptions.{inbox,sentitems}` = `{id, expires_at}`.
 
-use crate::config::MicrosoftConfig;
-use crate::connections::{self, Connection, Failure, Lease, Provider, State};
-use crate::ingest::{IngestError, IngestOutcome, Ingestor, RawMail};
-use crate::oauth;
-use crate::ports::Ports;
-use crate::sync::{self, SourceError, SyncReport, SyncRequest};
+use crate::mailbox::connection::{self, Connection, Failure, Lease, Provider, State};
+use crate::mailbox::oauth;
+use crate::mailbox::sync::{self, SourceError, SyncReport, SyncRequest};
+use crate::pipeline::ingest::{IngestError, IngestOutcome, Ingestor, RawMail};
+use crate::runtime::config::MicrosoftConfig;
+use crate::runtime::ports::Ports;
 use bytes::Bytes;
 use chrono::{DateTime, Duration, Utc};
 use futures::StreamExt;
@@ -197,7 +197,7 @@ impl<'a> Mailbox<'a> {
     /// Creates a subscription on `folder` with a fresh clientState and records it; the
     /// previous one (if any) is deleted at Graph and forgotten here.
     async fn subscribe(&self, folder: MailFolder, delete_old: bool) -> Result<SubscriptionInfo, SourceError> {
-        let conn = connections::get(self.ports, self.inbox).await?;
+        let conn = connection::get(self.ports, self.inbox).await?;
         let old = conn.as_ref().and_then(|c| subscription_of(&c.settings, folder));
         if let (Some(old), true) = (&old, delete_old) {
             let id = old.id.as_str();
@@ -223,8 +223,7 @@ impl<'a> Mailbox<'a> {
             .call(|t| async move { self.client.create_subscription(&t, &self.user_id, new).await })
             .await?;
         // The secret first: the lookup item makes the subscription's notifications count.
-        connections::put_secret(self.ports, self.inbox, &secret_name(folder), client_state.as_bytes())
-            .await?;
+        connection::put_secret(self.ports, self.inbox, &secret_name(folder), client_state.as_bytes()).await?;
         let mut item = sub_key(&sub.id).item();
         item.insert("inbox".into(), json!(self.inbox.key()));
         item.insert("folder".into(), json!(folder.as_str()));
@@ -249,7 +248,7 @@ impl<'a> Mailbox<'a> {
     /// Extends the folder's subscription (which also reauthorizes it), or creates a new one
     /// when Graph no longer has it. Returns true when it had to be created.
     async fn renew(&self, folder: MailFolder, now: DateTime<Utc>) -> Result<bool, SourceError> {
-        let conn = connections::get(self.ports, self.inbox).await?;
+        let conn = connection::get(self.ports, self.inbox).await?;
         let Some(old) = conn.as_ref().and_then(|c| subscription_of(&c.settings, folder)) else {
             self.subscribe(folder, false).await?;
             return Ok(true);
@@ -279,10 +278,10 @@ impl<'a> Mailbox<'a> {
     /// page, every new message ingested; the new deltaLink is stored after the last page.
     async fn sync_folder(&self, folder: MailFolder, progress: &mut Progress) -> Result<(), SourceError> {
         let ports = self.ports;
-        let cursor = connections::get_cursor(ports, self.inbox, folder.as_str()).await?;
+        let cursor = connection::get_cursor(ports, self.inbox, folder.as_str()).await?;
         let stored_link = cursor.as_ref().and_then(|c| c.value["delta_link"].as_str().map(str::to_string));
         let now = ports.clock.now();
-        let conn = connections::get(ports, self.inbox).await?;
+        let conn = connection::get(ports, self.inbox).await?;
         let backfill_days =
             conn.as_ref().and_then(|c| c.settings["backfill_days"].as_i64()).unwrap_or(DEFAULT_BACKFILL_DAYS);
         let backfill_from = now - Duration::days(backfill_days.max(0));
@@ -313,7 +312,7 @@ impl<'a> Mailbox<'a> {
                         .map(|t| t.with_timezone(&Utc) - Duration::hours(RESTART_MARGIN_HOURS));
                     let since = last.map_or(backfill_from, |l| l.min(backfill_from));
                     tracing::warn!(inbox = %self.inbox, folder = folder.as_str(), %since, "Graph delta token expired; restarting the folder's delta");
-                    connections::event(
+                    connection::event(
                         ports,
                         self.inbox,
                         "graph_delta_restarted",
@@ -344,7 +343,7 @@ impl<'a> Mailbox<'a> {
                 DeltaNext::DeltaLink(link) => {
                     let value = json!({"delta_link": link, "synced_at": ports.clock.now()});
                     let expected = cursor.as_ref().map(|c| c.version);
-                    match connections::set_cursor(ports, self.inbox, folder.as_str(), value, expected).await {
+                    match connection::set_cursor(ports, self.inbox, folder.as_str(), value, expected).await {
                         Ok(_) => {}
                         // Only a sync that lost its lease gets here; the other one's link is
                         // as good as ours.
@@ -362,7 +361,7 @@ impl<'a> Mailbox<'a> {
 
     async fn fetch<'m>(&self, m: &'m DeltaMessage) -> (&'m DeltaMessage, Result<Bytes, CallError>) {
         let id = m.id.as_str();
-        let limit = usize::try_from(crate::config::max_message_bytes()).unwrap_or(usize::MAX);
+        let limit = usize::try_from(crate::runtime::config::max_message_bytes()).unwrap_or(usize::MAX);
         let got =
             self.call(|t| async move { self.client.message_mime(&t, &self.user_id, id, limit).await }).await;
         let got = match got {
@@ -445,14 +444,14 @@ async fn update_settings(
     inbox: &EmailAddress,
     change: impl FnOnce(&mut Value),
 ) -> Result<(), SourceError> {
-    let conn = connections::get(ports, inbox)
+    let conn = connection::get(ports, inbox)
         .await?
         .ok_or_else(|| SourceError::Reconnect(format!("{inbox} is not connected")))?;
     let mut settings = if conn.settings.is_object() { conn.settings } else { json!({}) };
     change(&mut settings);
     ports
         .table
-        .update(&connections::key(inbox), vec![Update::Set("settings".into(), settings)], Some(Cond::Exists))
+        .update(&connection::key(inbox), vec![Update::Set("settings".into(), settings)], Some(Cond::Exists))
         .await
         .map(|_| ())
         .map_err(SourceError::Store)
@@ -482,7 +481,7 @@ pub async fn on_connect(
     cfg: &MicrosoftConfig,
     inbox: &EmailAddress,
 ) -> Result<ConnectReport, SourceError> {
-    let conn = connections::get(ports, inbox).await?.ok_or_else(|| {
+    let conn = connection::get(ports, inbox).await?.ok_or_else(|| {
         SourceError::Reconnect(format!("{inbox} has no connection; finish the OAuth flow first"))
     })?;
     if conn.provider != Provider::Graph {
@@ -505,7 +504,7 @@ pub async fn on_connect(
     };
     let mut synced_before = false;
     for folder in MailFolder::ALL {
-        synced_before |= connections::get_cursor(ports, inbox, folder.as_str()).await?.is_some();
+        synced_before |= connection::get_cursor(ports, inbox, folder.as_str()).await?.is_some();
     }
     let req = SyncRequest {
         inbox: inbox.key(),
@@ -525,7 +524,7 @@ async fn record_failure(ports: &Ports, inbox: &EmailAddress, e: SourceError) -> 
         SourceError::Transient(_) => Failure::Transient,
         SourceError::Store(_) => return e,
     };
-    match connections::record_error(ports, inbox, &e.to_string(), failure).await {
+    match connection::record_error(ports, inbox, &e.to_string(), failure).await {
         Ok(_) => e,
         Err(store) => SourceError::Store(store),
     }
@@ -559,7 +558,7 @@ pub async fn sync(
     req: &SyncRequest,
 ) -> Result<SyncReport, SourceError> {
     let skipped = SyncReport { skipped: 1, ..SyncReport::default() };
-    let Some(conn) = connections::get(ports, inbox).await? else {
+    let Some(conn) = connection::get(ports, inbox).await? else {
         tracing::info!(%inbox, reason = %req.reason, "no connection any more; nothing to sync");
         return Ok(skipped);
     };
@@ -568,12 +567,12 @@ pub async fn sync(
         return Ok(skipped);
     }
     let ttl = Duration::seconds(LEASE_TTL_SECONDS);
-    let lease = match connections::acquire_lease(ports, inbox, ttl).await? {
+    let lease = match connection::acquire_lease(ports, inbox, ttl).await? {
         Some(l) => l,
         None => {
             set_pending(ports, inbox).await?;
             // The holder may have let go between the two; then the work is ours.
-            match connections::acquire_lease(ports, inbox, ttl).await? {
+            match connection::acquire_lease(ports, inbox, ttl).await? {
                 Some(l) => l,
                 None => {
                     tracing::debug!(%inbox, "another sync holds the mailbox; it will pick this up");
@@ -607,7 +606,7 @@ pub async fn sync(
         if !again || round >= MAX_ROUNDS {
             break Ok(());
         }
-        match connections::acquire_lease(ports, inbox, ttl).await {
+        match connection::acquire_lease(ports, inbox, ttl).await {
             Ok(Some(l)) => progress.lease = l,
             // Someone else took it; the flag is theirs now.
             Ok(None) => break Ok(()),
@@ -618,7 +617,7 @@ pub async fn sync(
     match outcome {
         Ok(()) => {
             let lag = progress.newest.map(|n| ports.clock.now() - n);
-            connections::record_success(ports, inbox, lag).await?;
+            connection::record_success(ports, inbox, lag).await?;
             Ok(progress.report)
         }
         Err(e) => Err(record_failure(ports, inbox, e).await),
@@ -637,7 +636,7 @@ struct Progress {
 /// redelivered event for one that was replaced since must not replace it again.
 async fn is_current(mb: &Mailbox<'_>, folder: MailFolder, hint: &Value) -> Result<bool, SourceError> {
     let Some(named) = hint["subscription_id"].as_str() else { return Ok(true) };
-    let conn = connections::get(mb.ports, mb.inbox).await?;
+    let conn = connection::get(mb.ports, mb.inbox).await?;
     Ok(conn.and_then(|c| subscription_of(&c.settings, folder)).is_none_or(|s| s.id == named))
 }
 
@@ -703,7 +702,7 @@ pub async fn renew_subscriptions(
     now: DateTime<Utc>,
 ) -> Result<RenewReport, StoreError> {
     let mut report = RenewReport::default();
-    for conn in connections::list(ports).await? {
+    for conn in connection::list(ports).await? {
         if conn.provider != Provider::Graph || conn.state == State::ReconnectRequired {
             continue;
         }
@@ -720,7 +719,7 @@ pub async fn renew_subscriptions(
             continue;
         }
         let Some(lease) =
-            connections::acquire_lease(ports, &inbox, Duration::seconds(LEASE_TTL_SECONDS)).await?
+            connection::acquire_lease(ports, &inbox, Duration::seconds(LEASE_TTL_SECONDS)).await?
         else {
             report.busy += 1;
             continue;
@@ -738,7 +737,7 @@ pub async fn renew_subscriptions(
             _ => Failure::Transient,
         };
         tracing::warn!(%inbox, error = %e, "Graph subscription renewal failed");
-        connections::record_error(ports, &inbox, &e.to_string(), failure).await?;
+        connection::record_error(ports, &inbox, &e.to_string(), failure).await?;
     }
     ports.flush()?;
     Ok(report)
@@ -831,7 +830,7 @@ async fn verify(
                 let folder = i.get("folder").and_then(Value::as_str).and_then(MailFolder::parse);
                 match (inbox, folder) {
                     (Some(inbox), Some(folder)) => {
-                        connections::get_secret(ports, &inbox, &secret_name(folder))
+                        connection::get_secret(ports, &inbox, &secret_name(folder))
                             .await?
                             .map(|s| (inbox, folder, s.value))
                     }

@@ -12,8 +12,8 @@
 //! links) and stored as an event, counted on the message's tracking summary and, for
 //! human opens and clicks, logged on the recipients' contact timelines.
 
-use crate::ports::Ports;
-use crate::web::problem;
+use crate::mailbox::routes::problem;
+use crate::runtime::ports::Ports;
 use axum::Router;
 use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{HeaderMap, Method, StatusCode, header};

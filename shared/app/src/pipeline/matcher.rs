@@ -5,10 +5,10 @@
 //! message record, so a redelivered pointer changes nothing, and a crash before that
 //! transaction simply runs every (idempotent) step again.
 
-use crate::consumer::MessageHandler;
 use crate::keys;
-use crate::ports::Ports;
-use crate::route::StagePointer;
+use crate::pipeline::route::StagePointer;
+use crate::runtime::consumer::MessageHandler;
+use crate::runtime::ports::Ports;
 use crate::thread::{ThreadInput, Threader};
 use anyhow::{Context, bail};
 use async_trait::async_trait;
@@ -29,7 +29,7 @@ pub struct MatchHandler {
     /// Own addresses (inboxes and users) seen so far; negatives expire.
     own: Mutex<HashMap<String, (bool, Instant)>>,
     /// The workspace's trusted receiving hosts (`[security] trusted_receivers`).
-    config: crate::route::WorkspaceCache,
+    config: crate::pipeline::route::WorkspaceCache,
 }
 
 /// Blob key of an attachment body: content-addressed, shared by every message carrying it.
@@ -49,7 +49,7 @@ enum Direction {
 impl MatchHandler {
     pub fn new(ports: Ports) -> MatchHandler {
         MatchHandler {
-            config: crate::route::WorkspaceCache::new(ports.clone()),
+            config: crate::pipeline::route::WorkspaceCache::new(ports.clone()),
             ports,
             own: Mutex::new(HashMap::new()),
         }
@@ -148,7 +148,7 @@ impl MatchHandler {
                 let item = self.new_message_item(ptr, &m, &copy, &now).await?;
                 // The domain event, in the same transaction: written once per message.
                 let conv = keys::item_str(&item, "conversation").unwrap_or_default();
-                ops.push(crate::events::message_logged_put(&conv, &item, self.ports.clock.now()));
+                ops.push(crate::outbound::relay::message_logged_put(&conv, &item, self.ports.clock.now()));
                 ops.push(TransactOp::Put { item, cond: Some(Cond::NotExists) });
             }
             match table.transact_write(ops).await {
@@ -202,7 +202,7 @@ impl MatchHandler {
             return Ok(Direction::Outbound);
         }
         if self.ports.signer.verify_message_id(&m.message_id).is_some()
-            && self.ports.table.get(&crate::send::sent_key(&m.message_id)).await?.is_some()
+            && self.ports.table.get(&crate::outbound::send::sent_key(&m.message_id)).await?.is_some()
         {
             return Ok(Direction::Outbound);
         }
@@ -328,7 +328,7 @@ impl MatchHandler {
         put(&mut item, "copies", json!([copy]));
         // A reply sent through Mailroom: the agent who wrote it (its From is the inbox).
         if signer.verify_message_id(&m.message_id).is_some()
-            && let Some(sent) = self.ports.table.get(&crate::send::sent_key(&m.message_id)).await?
+            && let Some(sent) = self.ports.table.get(&crate::outbound::send::sent_key(&m.message_id)).await?
         {
             put(&mut item, "author", sent.get("author").cloned().unwrap_or(Value::Null));
         }

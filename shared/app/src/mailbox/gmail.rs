@@ -10,12 +10,12 @@
 //!   bounded full sync (messages.list `newer_than:Nd` for INBOX and SENT) and
 //!   re-baselines from getProfile. Ingest dedupes, so repeating any of it is safe.
 
-use crate::config::GoogleConfig;
-use crate::connections::{self, Failure, Lease, Provider, State};
-use crate::ingest::{IngestError, IngestOutcome, Ingestor, RawMail};
-use crate::oauth;
-use crate::ports::Ports;
-use crate::sync::{self, SourceError, SyncReport, SyncRequest};
+use crate::mailbox::connection::{self, Failure, Lease, Provider, State};
+use crate::mailbox::oauth;
+use crate::mailbox::sync::{self, SourceError, SyncReport, SyncRequest};
+use crate::pipeline::ingest::{IngestError, IngestOutcome, Ingestor, RawMail};
+use crate::runtime::config::GoogleConfig;
+use crate::runtime::ports::Ports;
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use mailroom_core::{EmailAddress, Folder};
 use mailroom_providers::gmail::{GmailClient, GmailError, MessageRef, Watch, decode_base64_any};
@@ -105,7 +105,7 @@ async fn sync_locked(
     inbox: &EmailAddress,
     req: &SyncRequest,
 ) -> Result<SyncReport, SourceError> {
-    let Some(conn) = connections::get(ports, inbox).await? else {
+    let Some(conn) = connection::get(ports, inbox).await? else {
         tracing::warn!("no connection for this inbox (disconnected?); nothing to sync");
         return Ok(SyncReport::default());
     };
@@ -120,12 +120,12 @@ async fn sync_locked(
     let backfill_days =
         conn.settings.get("backfill_days").and_then(Value::as_i64).unwrap_or(DEFAULT_BACKFILL_DAYS);
 
-    let mut lease = match connections::acquire_lease(ports, inbox, LEASE_TTL).await? {
+    let mut lease = match connection::acquire_lease(ports, inbox, LEASE_TTL).await? {
         Some(l) => l,
         None => {
             bump_pending(ports, inbox).await?;
             // The holder may have released between our two steps without seeing the bump.
-            match connections::acquire_lease(ports, inbox, LEASE_TTL).await? {
+            match connection::acquire_lease(ports, inbox, LEASE_TTL).await? {
                 Some(l) => l,
                 None => {
                     tracing::info!("another sync holds the mailbox; it will run again for this request");
@@ -162,7 +162,7 @@ async fn sync_locked(
                 return Ok(());
             }
             seen = after;
-            match connections::acquire_lease(ports, inbox, LEASE_TTL).await? {
+            match connection::acquire_lease(ports, inbox, LEASE_TTL).await? {
                 Some(l) => {
                     lease = l;
                     held = true;
@@ -179,7 +179,7 @@ async fn sync_locked(
     match result {
         Ok(()) => {
             let lag = newest.map(|n| ports.clock.now() - n);
-            connections::record_success(ports, inbox, lag).await?;
+            connection::record_success(ports, inbox, lag).await?;
             tracing::info!(
                 fetched = total.fetched,
                 stored = total.stored,
@@ -196,7 +196,7 @@ async fn sync_locked(
                 SourceError::Reconnect(_) => Failure::Terminal,
                 _ => Failure::Transient,
             };
-            connections::record_error(ports, inbox, &se.to_string(), failure).await?;
+            connection::record_error(ports, inbox, &se.to_string(), failure).await?;
             tracing::warn!(error = %se, "gmail sync failed");
             Err(se)
         }
@@ -223,7 +223,7 @@ impl From<GmailError> for Failed {
 }
 
 fn pending_key(inbox: &EmailAddress) -> Key {
-    Key::new(connections::key(inbox).pk, "gmail#pending")
+    Key::new(connection::key(inbox).pk, "gmail#pending")
 }
 
 async fn pending(ports: &Ports, inbox: &EmailAddress) -> Result<i64, StoreError> {
@@ -247,7 +247,7 @@ struct Cursor {
 }
 
 async fn cursor(ports: &Ports, inbox: &EmailAddress) -> Result<Cursor, StoreError> {
-    Ok(match connections::get_cursor(ports, inbox, CURSOR).await? {
+    Ok(match connection::get_cursor(ports, inbox, CURSOR).await? {
         None => Cursor { history_id: None, at: None, version: None },
         Some(v) => Cursor {
             history_id: v.value.get("history_id").and_then(|h| match h {
@@ -269,7 +269,7 @@ async fn advance(
     expected: Option<i64>,
 ) -> Result<(), StoreError> {
     let value = json!({"history_id": history_id.to_string(), "at": ports.clock.now()});
-    match connections::set_cursor(ports, inbox, CURSOR, value, expected).await {
+    match connection::set_cursor(ports, inbox, CURSOR, value, expected).await {
         Ok(_) => Ok(()),
         Err(StoreError::ConditionFailed) => {
             tracing::info!("cursor moved by another sync; keeping theirs");
@@ -329,7 +329,7 @@ async fn round(
                         .unwrap_or(MAX_FULL_SYNC_DAYS);
                     let days = since.clamp(MIN_FULL_SYNC_DAYS, MAX_FULL_SYNC_DAYS);
                     tracing::warn!(start, days, "history cursor expired: running a bounded full sync");
-                    connections::event(
+                    connection::event(
                         ports,
                         inbox,
                         "gmail_history_expired",
@@ -550,7 +550,7 @@ pub async fn watch(ports: &Ports, cfg: &GoogleConfig, inbox: &EmailAddress) -> R
                 } else {
                     Failure::Transient
                 };
-                connections::record_error(ports, inbox, &format!("users.watch: {se}"), f).await?;
+                connection::record_error(ports, inbox, &format!("users.watch: {se}"), f).await?;
                 return Err(se);
             }
         }
@@ -591,7 +591,7 @@ pub async fn renew_watch(
     now: DateTime<Utc>,
 ) -> Result<RenewReport, StoreError> {
     let mut r = RenewReport::default();
-    for c in connections::list(ports).await? {
+    for c in connection::list(ports).await? {
         if c.provider != Provider::Gmail {
             continue;
         }
@@ -635,7 +635,7 @@ async fn set_watch_setting(
     inbox: &EmailAddress,
     watch: Option<Value>,
 ) -> Result<(), StoreError> {
-    let Some(conn) = connections::get(ports, inbox).await? else { return Ok(()) };
+    let Some(conn) = connection::get(ports, inbox).await? else { return Ok(()) };
     let mut settings = match conn.settings {
         Value::Object(m) => m,
         _ => serde_json::Map::new(),
@@ -645,7 +645,7 @@ async fn set_watch_setting(
         None => settings.remove("watch"),
     };
     let up = vec![Update::Set("settings".into(), Value::Object(settings))];
-    match ports.table.update(&connections::key(inbox), up, Some(mailroom_store::Cond::Exists)).await {
+    match ports.table.update(&connection::key(inbox), up, Some(mailroom_store::Cond::Exists)).await {
         Ok(_) | Err(StoreError::ConditionFailed) => Ok(()),
         Err(e) => Err(e),
     }
@@ -763,7 +763,7 @@ pub async fn accept_push(ports: &Ports, body: &[u8]) -> PushOutcome {
     };
     let span = tracing::info_span!("gmail_push", inbox = %inbox, history_id, message_id = env.message.message_id.as_deref().or(env.message.message_id_snake.as_deref()).unwrap_or(""));
     let outcome = async {
-        match connections::get(ports, &inbox).await? {
+        match connection::get(ports, &inbox).await? {
             Some(c) if c.provider == Provider::Gmail => {
                 if c.state == State::ReconnectRequired {
                     return Ok(PushOutcome::NotSyncing(inbox));

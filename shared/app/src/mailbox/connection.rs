@@ -9,7 +9,7 @@
 //!   deltaLink), with a version;
 //! - `lease`: who polls this mailbox now, until when.
 
-use crate::ports::Ports;
+use crate::runtime::ports::Ports;
 use chrono::{DateTime, Duration, Utc};
 use mailroom_core::EmailAddress;
 use mailroom_store::{Cond, Item, Key, Query, StoreError, Update};

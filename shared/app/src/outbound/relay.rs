@@ -9,7 +9,7 @@
 //! contract is in docs/events.md.
 
 use crate::keys::item_str as s;
-use crate::ports::Ports;
+use crate::runtime::ports::Ports;
 use anyhow::Context;
 use async_trait::async_trait;
 use chrono::{DateTime, Duration, SecondsFormat, Utc};
@@ -435,7 +435,7 @@ pub async fn relay(ports: &Ports, sinks: &[&dyn Sink], now: DateTime<Utc>) -> Ve
 /// function every minute.
 pub struct Relay {
     pub sinks: Vec<Box<dyn Sink>>,
-    pub notifier: Option<Box<dyn crate::notify::Notifier>>,
+    pub notifier: Option<Box<dyn crate::outbound::notify::Notifier>>,
 }
 
 impl Relay {
@@ -443,8 +443,8 @@ impl Relay {
     pub fn local_from_env(ports: &Ports) -> anyhow::Result<Relay> {
         let sinks =
             webhook_sinks_from_env(ports)?.into_iter().map(|w| Box::new(w) as Box<dyn Sink>).collect();
-        let notifier =
-            crate::notify::smtp_from_env()?.map(|n| Box::new(n) as Box<dyn crate::notify::Notifier>);
+        let notifier = crate::outbound::notify::smtp_from_env()?
+            .map(|n| Box::new(n) as Box<dyn crate::outbound::notify::Notifier>);
         Ok(Relay { sinks, notifier })
     }
 
@@ -456,14 +456,15 @@ impl Relay {
             sinks.push(Box::new(EventBridgeSink { client: aws_sdk_eventbridge::Client::new(conf), bus }));
         }
         let notifier = env("MAILROOM_NOTIFY_FROM").map(|from| {
-            Box::new(crate::notify::SesNotifier { from, client: aws_sdk_sesv2::Client::new(conf) })
-                as Box<dyn crate::notify::Notifier>
+            Box::new(crate::outbound::notify::SesNotifier { from, client: aws_sdk_sesv2::Client::new(conf) })
+                as Box<dyn crate::outbound::notify::Notifier>
         });
         Relay { sinks, notifier }
     }
 
     pub async fn run_once(&self, ports: &Ports, now: DateTime<Utc>) -> Vec<FollowOutcome> {
-        let notify = self.notifier.as_deref().map(|n| crate::notify::NotifySink { ports, notifier: n });
+        let notify =
+            self.notifier.as_deref().map(|n| crate::outbound::notify::NotifySink { ports, notifier: n });
         let mut all: Vec<&dyn Sink> = self.sinks.iter().map(|s| s.as_ref()).collect();
         if let Some(n) = &notify {
             all.push(n);

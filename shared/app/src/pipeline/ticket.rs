@@ -7,9 +7,9 @@
 //! Idempotent: the ticket is created with a conditional put on `ticket#{conversation}`,
 //! and a reopen is conditional on the ticket being closed by an earlier message.
 
-use crate::consumer::MessageHandler;
-use crate::ports::Ports;
-use crate::route::{StagePointer, WorkspaceCache};
+use crate::pipeline::route::{StagePointer, WorkspaceCache};
+use crate::runtime::consumer::MessageHandler;
+use crate::runtime::ports::Ports;
 use crate::thread::Threader;
 use anyhow::Context;
 use async_trait::async_trait;
@@ -63,7 +63,7 @@ impl TicketHandler {
     }
 
     async fn process(&self, ptr: &StagePointer) -> anyhow::Result<()> {
-        let msg = crate::route::recorded_message(&self.ports, &ptr.message_id).await?;
+        let msg = crate::pipeline::route::recorded_message(&self.ports, &ptr.message_id).await?;
         self.ticket(ptr, &msg).await?;
         let cfg = self.config.get().await?;
         self.reopen_conversation(&cfg.0, &msg).await?;

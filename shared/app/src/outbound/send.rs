@@ -13,14 +13,14 @@
 //! - `sent#{message_id}` / `sent`: who wrote the reply with that Message-ID, for the match
 //!   stage (the From of a shared inbox's reply is the inbox, not the agent).
 
-use crate::config::ProvidersConfig;
-use crate::connections::{self, Provider};
-use crate::consumer::MessageHandler;
-use crate::ingest::{Ingestor, RawMail};
 use crate::keys;
-use crate::oauth;
-use crate::ports::{MAX_RECEIVES, Ports};
-use crate::sync::SourceError;
+use crate::mailbox::connection::{self, Provider};
+use crate::mailbox::oauth;
+use crate::mailbox::sync::SourceError;
+use crate::pipeline::ingest::{Ingestor, RawMail};
+use crate::runtime::config::ProvidersConfig;
+use crate::runtime::consumer::MessageHandler;
+use crate::runtime::ports::{MAX_RECEIVES, Ports};
 use crate::thread::{Threader, conv_key};
 use anyhow::{Context, anyhow};
 use async_trait::async_trait;
@@ -374,7 +374,7 @@ fn compose(c: ComposeInput<'_>) -> Result<Composed, SendError> {
     );
     let recipients: Vec<String> = c.to.iter().chain(&c.cc).cloned().collect();
     if let Some(base) = c.tracking_base {
-        html = crate::track::add_trackers(signer, base, &message_id, &recipients, &html);
+        html = crate::outbound::track::add_trackers(signer, base, &message_id, &recipients, &html);
     }
     let invalid = |what: &str, e: &dyn std::fmt::Display| SendError::Invalid(format!("{what}: {e}"));
     let from = Mailbox::new(
@@ -876,7 +876,7 @@ impl SendHandler {
             Ok(None) => return Err(Failure::Terminal(format!("the composed message {blob} is missing"))),
             Err(e) => return Err(transient(&e)),
         };
-        let conn = connections::get(&self.ports, &inbox).await.map_err(|e| transient(&e))?.ok_or_else(|| {
+        let conn = connection::get(&self.ports, &inbox).await.map_err(|e| transient(&e))?.ok_or_else(|| {
             Failure::Terminal(format!("{inbox} has no mailbox connection: connect it (Gmail, Microsoft 365 or IMAP with SMTP) to send replies"))
         })?;
         match conn.provider {
@@ -958,7 +958,7 @@ impl SendHandler {
         to: &[String],
         mime: &[u8],
     ) -> Result<Accepted, Failure> {
-        use crate::imap_poll::{ImapSettings, PollOptions, SECRET};
+        use crate::mailbox::imap::{ImapSettings, PollOptions, SECRET};
         use mailroom_providers::imap::{Credentials, ImapSession};
         use mailroom_providers::smtp::{self, SmtpEndpoint};
         let settings: ImapSettings = serde_json::from_value(settings).map_err(|e| {
@@ -969,7 +969,7 @@ impl SendHandler {
                 "{inbox} is an IMAP inbox without SMTP settings: run `mailroom inbox connect-imap {inbox} ... --smtp-host HOST` to send replies"
             )));
         };
-        let password = match connections::get_secret(&self.ports, inbox, SECRET).await {
+        let password = match connection::get_secret(&self.ports, inbox, SECRET).await {
             Ok(Some(v)) => String::from_utf8(v.value)
                 .map_err(|_| Failure::Terminal("the stored password is not UTF-8".into()))?,
             Ok(None) => {

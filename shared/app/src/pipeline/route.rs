@@ -8,9 +8,9 @@
 //! it is used, and the conversation is routed by a conditional update that only the
 //! first delivery wins.
 
-use crate::consumer::MessageHandler;
 use crate::keys;
-use crate::ports::Ports;
+use crate::runtime::consumer::MessageHandler;
+use crate::runtime::ports::Ports;
 use crate::thread::{Threader, conv_key};
 use anyhow::Context;
 use async_trait::async_trait;
@@ -55,7 +55,7 @@ impl WorkspaceCache {
         {
             return Ok(ws);
         }
-        let ws = crate::workspace_store::load(&self.ports).await?.unwrap_or_default();
+        let ws = crate::workspace::load(&self.ports).await?.unwrap_or_default();
         let router = Router::new(&ws);
         let entry = Arc::new((ws, router));
         if let Ok(mut c) = self.cached.lock() {

@@ -1,0 +1,4 @@
+pub mod notify;
+pub mod relay;
+pub mod send;
+pub mod track;

@@ -1,0 +1,4 @@
+pub mod ingest;
+pub mod matcher;
+pub mod route;
+pub mod ticket;

@@ -1,0 +1,4 @@
+pub mod config;
+pub mod consumer;
+pub mod ports;
+pub mod telemetry;

@@ -1,0 +1,2 @@
+pub mod crm;
+pub mod stats;
