@@ -9,8 +9,8 @@
 use anyhow::Result;
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 use mailroom_app::Ports;
+use mailroom_app::keys::conv_key;
 use mailroom_app::reports::{Filter, MsgFact, NewMessage, refresh, report};
-use mailroom_app::thread::conv_key;
 use serde::Serialize;
 use serde_json::json;
 use std::time::Instant;

@@ -71,7 +71,7 @@ pub async fn list(ports: &Ports) -> anyhow::Result<Vec<ConversationView>> {
         let (Some(mid), Some(conv)) = (s(&m, "message_id"), s(&m, "conversation")) else { continue };
         let root = roots.root(&conv).await?;
         if !convs.contains_key(&root.id) {
-            let ticket = t.get(&crate::pipeline::ticket::ticket_key(&root.id)).await?.map(|x| TicketView {
+            let ticket = t.get(&crate::keys::ticket_key(&root.id)).await?.map(|x| TicketView {
                 id: s(&x, "id").unwrap_or_default(),
                 pipeline: s(&x, "pipeline").unwrap_or_default(),
                 stage: s(&x, "stage").unwrap_or_default(),
@@ -157,12 +157,12 @@ pub async fn set_status(
         actions.push(Update::Add("reopened".into(), 1));
     }
     let not_to = Cond::Or(vec![Cond::AttrNotExists("status".into()), Cond::Eq("status".into(), json!(from))]);
-    match ports.table.update(&crate::thread::conv_key(&root.id), actions, Some(not_to)).await {
+    match ports.table.update(&crate::keys::conv_key(&root.id), actions, Some(not_to)).await {
         Ok(_) => {}
         Err(StoreError::ConditionFailed) => return Ok(root.id),
         Err(e) => return Err(e.into()),
     }
-    let tkey = crate::pipeline::ticket::ticket_key(&root.id);
+    let tkey = crate::keys::ticket_key(&root.id);
     if ports.table.get(&tkey).await?.is_some() {
         let mut t = vec![Update::Set("status".into(), json!(to))];
         if close {

@@ -5,8 +5,9 @@
 //! secret, sealed in the table, that only [`rotate_form_secret`] shows (once).
 //! docs/forms.md has the contract.
 
-use crate::mailbox::routes::problem;
+use crate::keys;
 use crate::pipeline::ingest::{IngestOutcome, Ingestor, RawMail};
+use crate::runtime::http::problem;
 use crate::runtime::ports::Ports;
 use anyhow::Context;
 use axum::Router;
@@ -23,12 +24,9 @@ use sha2::{Digest, Sha256};
 use std::sync::Arc;
 
 /// The `source` of form submissions (the message's reports channel is `form`).
-pub const SOURCE: &str = "form";
+pub use crate::pipeline::ingest::FORM_SOURCE as SOURCE;
 pub const BODY_LIMIT: usize = 256 * 1024;
 
-fn secret_key(form: &str) -> Key {
-    Key::new(format!("form#{form}"), "secret")
-}
 fn secret_context(form: &str) -> String {
     format!("form/{form}")
 }
@@ -45,7 +43,7 @@ pub async fn rotate_form_secret(ports: &Ports, form_id: &str) -> anyhow::Result<
     }
     let secret = hex::encode(rand::random::<[u8; 32]>());
     let sealed = ports.secrets.seal(&secret_context(form_id), secret.as_bytes()).await?;
-    let mut item = secret_key(form_id).item();
+    let mut item = keys::form_secret_key(form_id).item();
     item.insert("sealed".into(), json!(base64::engine::general_purpose::STANDARD.encode(sealed)));
     item.insert("updated_at".into(), json!(ports.clock.now().to_rfc3339()));
     ports.table.put(item, None).await.with_context(|| format!("storing the secret of form {form_id}"))?;
@@ -55,7 +53,7 @@ pub async fn rotate_form_secret(ports: &Ports, form_id: &str) -> anyhow::Result<
 
 async fn form_secret(ports: &Ports, form_id: &str) -> anyhow::Result<Option<Vec<u8>>> {
     use base64::Engine;
-    let Some(item) = ports.table.get(&secret_key(form_id)).await? else { return Ok(None) };
+    let Some(item) = ports.table.get(&keys::form_secret_key(form_id)).await? else { return Ok(None) };
     let sealed = item
         .get("sealed")
         .and_then(Value::as_str)

@@ -1,8 +1,12 @@
-//! Item keys of the main table, in one place. The layout is documented in
-//! docs/storage.md.
+//! Every item key, index partition and attribute reader of the main table, in one place,
+//! grouped by the record they address. The layout is documented in docs/storage.md; a
+//! module that writes or reads an item asks this file for its key, so a key is spelled
+//! once.
 
 use mailroom_core::{EmailAddress, Folder, Sha256};
-use mailroom_store::Key;
+use mailroom_store::{Item, Key};
+
+// ------------------------------------------------------------------ mail
 
 pub fn inbox(addr: &EmailAddress) -> Key {
     Key::new(format!("inbox#{}", addr.key()), "inbox")
@@ -28,12 +32,214 @@ pub fn messages_index_pk(inbox: &EmailAddress) -> String {
     format!("messages#{}", inbox.key())
 }
 
+/// Blob key of an attachment body: content-addressed, shared by every message carrying it.
+pub fn attachment_key(sha256: &str) -> String {
+    format!("att/{}/{sha256}", &sha256[..2.min(sha256.len())])
+}
+
+// ------------------------------------------------------------------ conversations
+
+pub fn conv_key(id: &str) -> Key {
+    Key::new(format!("conv#{id}"), "conv")
+}
+pub const CONVERSATIONS_INDEX_PK: &str = "conversations";
+/// A message id (or a parent id) claimed by a conversation.
+pub fn ref_key(message_id: &str) -> Key {
+    Key::new(format!("ref#{message_id}"), "ref")
+}
+/// A provider thread (Gmail threadId, Graph conversationId) of an inbox.
+pub fn provider_thread_key(inbox: &str, thread_hash: &str) -> Key {
+    Key::new(format!("pthread#{inbox}#{thread_hash}"), "pthread")
+}
+/// Subject links: every message under its (subject, party), and header-less replies.
+pub fn subject_pk(subject_hash: &str, party: &str) -> String {
+    format!("subj#{subject_hash}#{party}")
+}
+pub fn subject_wait_pk(subject_hash: &str, party: &str) -> String {
+    format!("subjwait#{subject_hash}#{party}")
+}
+/// Internal comments of a conversation.
+pub fn comments_pk(conv: &str) -> String {
+    format!("comments#{conv}")
+}
+/// A conversation's report state (facts, contribution, figures).
+pub fn conv_owner(conv: &str) -> Key {
+    Key::new(format!("rpt-conv#{conv}"), "rpt")
+}
+/// A message past the report state's cap, counted once (`reports::MAX_FACTS`).
+pub fn report_overflow(conv: &str, message_id: &str) -> Key {
+    Key::new(format!("rpt-over#{conv}"), message_id)
+}
+pub const REPORT_DAYS_PK: &str = "rpt-days";
+pub const SLA_DUE_INDEX_PK: &str = "sla-due";
+
+// ------------------------------------------------------------------ event feed
+
+/// A conversation's events; every event is also in the `events` index partition.
+pub fn conversation_events_pk(conv: &str) -> String {
+    format!("events#{conv}")
+}
+pub const EVENTS_INDEX_PK: &str = "events";
+/// A connected inbox's events.
+pub fn inbox_events_pk(inbox: &EmailAddress) -> String {
+    format!("conn-events#{}", inbox.key())
+}
+/// How far a listener of the feed has read.
+pub fn feed_cursor_key(listener: &str) -> Key {
+    Key::new(format!("relay#{listener}"), "cursor")
+}
+/// One notification of one event to one user, sent once.
+pub fn notified_key(event_id: &str, user: &str) -> Key {
+    Key::new(format!("notified#{event_id}"), user.to_lowercase())
+}
+
+// ------------------------------------------------------------------ tickets and routing
+
+pub fn ticket_key(conversation: &str) -> Key {
+    Key::new(format!("ticket#{conversation}"), "ticket")
+}
+pub const TICKETS_INDEX_PK: &str = "tickets";
+/// Open conversations assigned to an agent (`load.rs`).
+pub fn load_key(agent: &str) -> Key {
+    Key::new(format!("load#{}", agent.to_lowercase()), "load")
+}
+/// The agent (least-loaded) or the turn (round-robin) picked for a conversation.
+pub fn pick_key(conv: &str) -> Key {
+    Key::new(format!("pick#{conv}"), "pick")
+}
+/// A team's round-robin counter.
+pub fn round_robin_key(team: &str) -> Key {
+    Key::new(format!("rr#{team}"), "rr")
+}
+
+// ------------------------------------------------------------------ CRM
+
+/// A contact, by lower-case email.
+pub fn contact_key(email: &str) -> Key {
+    Key::new(format!("contact#{}", email.to_lowercase()), "contact")
+}
+pub fn company_key(domain: &str) -> Key {
+    Key::new(format!("company#{}", domain.to_lowercase()), "company")
+}
+pub const CONTACTS_INDEX_PK: &str = "contacts";
+pub const COMPANIES_INDEX_PK: &str = "companies";
+/// A contact's timeline (messages logged on them, opens and clicks).
+pub fn timeline_pk(email: &str) -> String {
+    format!("timeline#{email}")
+}
+pub fn deal_key(id: &str) -> Key {
+    Key::new(format!("deal#{id}"), "deal")
+}
+pub const DEALS_INDEX_PK: &str = "deals";
+/// The deals of a contact (by lower-case email) or company (by domain): query the
+/// partition `deals#{email or domain}`; the sort key is the deal id.
+pub fn deals_pk(contact_or_domain: &str) -> String {
+    format!("deals#{}", contact_or_domain.to_lowercase())
+}
+pub fn deal_link_key(contact_or_domain: &str, deal_id: &str) -> Key {
+    Key::new(deals_pk(contact_or_domain), deal_id)
+}
+
+// ------------------------------------------------------------------ workspace
+
 /// A workspace user (agent or admin), by email; written by the workspace configuration.
 pub fn user(addr: &EmailAddress) -> Key {
     Key::new(format!("user#{}", addr.key()), "user")
 }
+pub const USERS_INDEX_PK: &str = "users";
+/// `workspace`/`current`: the model in force.
+pub fn workspace_key() -> Key {
+    Key::new("workspace", "current")
+}
+pub fn team_key(id: &str) -> Key {
+    Key::new(format!("team#{id}"), "team")
+}
+pub const TEAMS_INDEX_PK: &str = "teams";
+pub fn pipeline_key(id: &str) -> Key {
+    Key::new(format!("pipeline#{id}"), "pipeline")
+}
+pub const PIPELINES_INDEX_PK: &str = "pipelines";
+/// All rules share one partition, in evaluation order: `rules`/`0000`, `rules`/`0001`, ...
+pub const RULES_PK: &str = "rules";
+pub fn rule_key(position: usize) -> Key {
+    Key::new(RULES_PK, format!("{position:04}"))
+}
+/// A web form's secret.
+pub fn form_secret_key(form: &str) -> Key {
+    Key::new(format!("form#{form}"), "secret")
+}
+/// An OIDC subject bound to its user, and the user's binding (`api/identity.rs`).
+pub fn identity_subject_key(issuer: &str, subject: &str) -> Key {
+    Key::new(format!("idsub#{issuer}#{subject}"), "id")
+}
+pub fn identity_user_key(issuer: &str, email: &str) -> Key {
+    Key::new(format!("iduser#{issuer}#{}", email.to_lowercase()), "id")
+}
+
+// ------------------------------------------------------------------ mailbox connections
+
+/// The partition of everything of one connection (settings, secrets, cursors, lease).
+pub fn conn_pk(inbox: &EmailAddress) -> String {
+    format!("conn#{}", inbox.key())
+}
+pub fn connection_key(inbox: &EmailAddress) -> Key {
+    Key::new(conn_pk(inbox), "conn")
+}
+pub const CONNECTIONS_INDEX_PK: &str = "connections";
+pub fn connection_secret_key(inbox: &EmailAddress, name: &str) -> Key {
+    Key::new(conn_pk(inbox), format!("secret#{name}"))
+}
+pub fn connection_cursor_key(inbox: &EmailAddress, folder: &str) -> Key {
+    Key::new(conn_pk(inbox), format!("cursor#{folder}"))
+}
+pub fn connection_lease_key(inbox: &EmailAddress) -> Key {
+    Key::new(conn_pk(inbox), "lease")
+}
+/// A Gmail push whose sync is still to run.
+pub fn gmail_pending_key(inbox: &EmailAddress) -> Key {
+    Key::new(conn_pk(inbox), "gmail#pending")
+}
+pub fn graph_subscription_key(id: &str) -> Key {
+    Key::new(format!("graph-sub#{id}"), "sub")
+}
+pub fn graph_pending_key(inbox: &EmailAddress) -> Key {
+    Key::new(format!("graph-pending#{}", inbox.key()), "pending")
+}
+/// An OAuth authorization in progress (its PKCE verifier, sealed), used once.
+pub fn oauth_state_key(nonce: &str) -> Key {
+    Key::new(format!("oauth-state#{nonce}"), "state")
+}
+
+// ------------------------------------------------------------------ outbound
+
+/// A reply's outbox entry, per conversation and client request id.
+pub fn outbox_key(conversation: &str, request_id: &str) -> Key {
+    Key::new(format!("outbox#{conversation}"), format!("req#{request_id}"))
+}
+/// Who wrote the reply with this Message-ID (the From of a shared inbox's reply is the
+/// inbox, not the agent).
+pub fn sent_key(message_id: &str) -> Key {
+    Key::new(format!("sent#{message_id}"), "sent")
+}
+/// A sent message's tracking partition: its summary and its hits.
+pub fn tracking_pk(message_id: &str) -> String {
+    format!("track#{message_id}")
+}
+pub fn tracking_summary_key(message_id: &str) -> Key {
+    Key::new(tracking_pk(message_id), "sum")
+}
+
+// ------------------------------------------------------------------ attributes
 
 /// A string attribute of an item.
-pub fn item_str(item: &mailroom_store::Item, k: &str) -> Option<String> {
+pub fn item_str(item: &Item, k: &str) -> Option<String> {
     item.get(k).and_then(serde_json::Value::as_str).map(str::to_string)
+}
+
+/// A list of strings attribute (absent or mistyped: empty).
+pub fn item_strings(item: &Item, k: &str) -> Vec<String> {
+    item.get(k)
+        .and_then(serde_json::Value::as_array)
+        .map(|a| a.iter().filter_map(serde_json::Value::as_str).map(str::to_string).collect())
+        .unwrap_or_default()
 }

@@ -4,6 +4,7 @@
 
 pub mod api;
 pub mod conversations;
+pub mod feed;
 pub mod forms;
 pub mod keys;
 pub mod load;
@@ -16,9 +17,13 @@ pub mod thread;
 pub mod views;
 pub mod workspace;
 
+#[cfg(test)]
+mod layers;
+
+pub use pipeline::Stages;
 pub use pipeline::ingest::{IngestError, IngestOutcome, Ingestor, RawMail};
 pub use pipeline::matcher::MatchHandler;
 pub use pipeline::route::RouteHandler;
 pub use pipeline::ticket::TicketHandler;
-pub use runtime::consumer::{MessageHandler, Stages, Worker, handle_sqs_event};
+pub use runtime::consumer::{MessageHandler, Worker, handle_sqs_event};
 pub use runtime::ports::Ports;

@@ -8,21 +8,19 @@
 //! conversation once. [`pick_least_loaded`] claims its pick with a conditional increment,
 //! so two conversations routed at once do not both see the same agent as the least loaded.
 
+use crate::keys;
+use crate::keys::conv_key;
 use crate::keys::item_str as s;
 use crate::runtime::ports::Ports;
-use crate::thread::{Threader, conv_key};
+use crate::thread::Threader;
 use mailroom_store::{Cond, Key, StoreError, TransactOp, Update};
 use serde_json::{Value, json};
-
-pub fn load_key(agent: &str) -> Key {
-    Key::new(format!("load#{}", agent.to_lowercase()), "load")
-}
 
 /// An agent's open assigned conversations.
 pub async fn load_of(ports: &Ports, agent: &str) -> anyhow::Result<i64> {
     Ok(ports
         .table
-        .get(&load_key(agent))
+        .get(&keys::load_key(agent))
         .await?
         .and_then(|i| i.get("open").and_then(Value::as_i64))
         .unwrap_or(0))
@@ -55,14 +53,14 @@ pub async fn settle(ports: &Ports, id: &str) -> anyhow::Result<()> {
             vec![TransactOp::Update { key: conv_key(&root.id), actions: vec![action], cond: Some(guard) }];
         if let Some(h) = &have {
             ops.push(TransactOp::Update {
-                key: load_key(h),
+                key: keys::load_key(h),
                 actions: vec![Update::Add("open".into(), -1)],
                 cond: None,
             });
         }
         if let Some(w) = &want {
             ops.push(TransactOp::Update {
-                key: load_key(w),
+                key: keys::load_key(w),
                 actions: vec![Update::Add("open".into(), 1)],
                 cond: None,
             });
@@ -110,7 +108,7 @@ pub async fn pick_least_loaded(
         let ops = vec![
             TransactOp::Put { item: pick, cond: Some(Cond::NotExists) },
             TransactOp::Update {
-                key: load_key(&agent),
+                key: keys::load_key(&agent),
                 actions: vec![Update::Add("open".into(), 1)],
                 cond: Some(unchanged),
             },

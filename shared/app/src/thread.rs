@@ -18,6 +18,7 @@
 //!   `subj#` for every message, `subjwait#` for header-less replies, queried from both
 //!   sides within [`SUBJECT_WINDOW_DAYS`].
 
+use crate::keys;
 use crate::runtime::ports::Ports;
 use anyhow::{Context, bail};
 use chrono::{DateTime, Duration, Utc};
@@ -32,14 +33,6 @@ pub const SUBJECT_WINDOW_DAYS: i64 = 30;
 fn auto_window() -> Duration {
     Duration::hours(AUTO_REPLY_WINDOW_HOURS)
 }
-
-pub fn conv_key(id: &str) -> Key {
-    Key::new(format!("conv#{id}"), "conv")
-}
-fn ref_key(message_id: &str) -> Key {
-    Key::new(format!("ref#{message_id}"), "ref")
-}
-pub const CONVERSATIONS_INDEX_PK: &str = "conversations";
 
 /// What threading needs to know of a message.
 #[derive(Debug, Clone)]
@@ -128,7 +121,7 @@ impl<'a> Threader<'a> {
         }
         let ids: Vec<&String> = std::iter::once(&m.message_id).chain(&m.parents).collect();
         for id in &ids {
-            if let Some(item) = table.get(&ref_key(id)).await? {
+            if let Some(item) = table.get(&keys::ref_key(id)).await? {
                 linked.extend(item.get("conv").and_then(Value::as_str).map(str::to_string));
             }
         }
@@ -147,7 +140,7 @@ impl<'a> Threader<'a> {
             self.union(&base, other).await?;
         }
         // Claims: the message's own id and its parents', the provider thread.
-        let mut claims: Vec<Key> = ids.iter().map(|id| ref_key(id)).collect();
+        let mut claims: Vec<Key> = ids.iter().map(|id| keys::ref_key(id)).collect();
         claims.extend(thread_key);
         for key in claims {
             let mut item = key.item();
@@ -294,7 +287,7 @@ impl<'a> Threader<'a> {
     }
 
     async fn ensure_conversation(&self, id: &str, m: &ThreadInput) -> anyhow::Result<()> {
-        let mut item = conv_key(id).item();
+        let mut item = keys::conv_key(id).item();
         item.insert("id".into(), json!(id));
         item.insert("inbox".into(), json!(m.inbox));
         item.insert("subject".into(), json!(m.subject));
@@ -303,7 +296,7 @@ impl<'a> Threader<'a> {
         item.insert("first_message_id".into(), json!(m.message_id));
         item.insert("status".into(), json!("open"));
         item.insert("created_at".into(), json!(self.ports.clock.now().to_rfc3339()));
-        item.insert("gsi1pk".into(), json!(CONVERSATIONS_INDEX_PK));
+        item.insert("gsi1pk".into(), json!(keys::CONVERSATIONS_INDEX_PK));
         item.insert("gsi1sk".into(), json!(format!("{}#{id}", ts_ms(m.received))));
         match self.ports.table.put(item, Some(Cond::NotExists)).await {
             Ok(()) | Err(StoreError::ConditionFailed) => Ok(()),
@@ -318,7 +311,7 @@ impl<'a> Threader<'a> {
             let item = self
                 .ports
                 .table
-                .get(&conv_key(&cur))
+                .get(&keys::conv_key(&cur))
                 .await?
                 .with_context(|| format!("conversation {cur} is missing"))?;
             match item.get("parent").and_then(Value::as_str) {
@@ -346,12 +339,12 @@ impl<'a> Threader<'a> {
                 .table
                 .transact_write(vec![
                     TransactOp::Update {
-                        key: conv_key(&loser.id),
+                        key: keys::conv_key(&loser.id),
                         actions: vec![Update::Set("parent".into(), json!(winner.id))],
                         cond: Some(Cond::AttrNotExists("parent".into())),
                     },
                     TransactOp::Update {
-                        key: conv_key(&winner.id),
+                        key: keys::conv_key(&winner.id),
                         actions: vec![Update::Append("merged".into(), vec![json!(loser.id)])],
                         cond: Some(Cond::AttrNotExists("parent".into())),
                     },
@@ -386,7 +379,7 @@ impl<'a> Threader<'a> {
                 .ports
                 .table
                 .update(
-                    &conv_key(&root.id),
+                    &keys::conv_key(&root.id),
                     vec![
                         Update::Set("first_date".into(), json!(ts(m.date))),
                         Update::Set("first_received".into(), json!(mine)),

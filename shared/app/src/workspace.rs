@@ -22,8 +22,8 @@
 //! way leaves the previous configuration in force, and the next apply cleans up after it.
 //! Two concurrent applies: the later one to finish fails (the version is compared).
 
-use crate::Ports;
 use crate::keys;
+use crate::runtime::ports::Ports;
 use anyhow::{Context, Result, anyhow, bail};
 use mailroom_core::EmailAddress;
 use mailroom_core::workspace::{self, Deal, Inbox, Pipeline, Rule, Team, User, Workspace};
@@ -31,38 +31,6 @@ use mailroom_store::{Cond, Item, Key, StoreError, Update};
 use serde::Serialize;
 use serde_json::{Value, json};
 use std::collections::{BTreeSet, HashSet};
-
-/// `workspace`/`current`: the model in force.
-pub fn workspace_key() -> Key {
-    Key::new("workspace", "current")
-}
-pub fn team(id: &str) -> Key {
-    Key::new(format!("team#{id}"), "team")
-}
-pub const TEAMS_INDEX_PK: &str = "teams";
-pub fn pipeline(id: &str) -> Key {
-    Key::new(format!("pipeline#{id}"), "pipeline")
-}
-pub const PIPELINES_INDEX_PK: &str = "pipelines";
-/// All rules share one partition, in evaluation order: `rules`/`0000`, `rules`/`0001`, ...
-pub const RULES_PK: &str = "rules";
-pub fn rule(position: usize) -> Key {
-    Key::new(RULES_PK, format!("{position:04}"))
-}
-pub fn deal(id: &str) -> Key {
-    Key::new(format!("deal#{id}"), "deal")
-}
-pub const DEALS_INDEX_PK: &str = "deals";
-/// The deals of a contact (by lower-case email) or company (by domain): query the
-/// partition `deals#{email or domain}`; the sort key is the deal id.
-pub fn deal_link(contact_or_domain: &str, deal_id: &str) -> Key {
-    Key::new(format!("deals#{}", contact_or_domain.to_lowercase()), deal_id)
-}
-/// A contact, by lower-case email.
-pub fn contact(email: &str) -> Key {
-    Key::new(format!("contact#{}", email.to_lowercase()), "contact")
-}
-pub const USERS_INDEX_PK: &str = "users";
 
 /// What [`apply`] did: the counts of the file, then what it retired.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -87,7 +55,7 @@ pub struct ApplySummary {
 
 /// Reads the model in force (`None` before the first apply).
 pub async fn load(ports: &Ports) -> Result<Option<Workspace>> {
-    let Some(item) = ports.table.get(&workspace_key()).await? else { return Ok(None) };
+    let Some(item) = ports.table.get(&keys::workspace_key()).await? else { return Ok(None) };
     let Some(config) = item.get("config") else { return Ok(None) };
     let ws =
         serde_json::from_value(config.clone()).context("the stored workspace configuration is corrupt")?;
@@ -103,7 +71,7 @@ pub async fn apply(ports: &Ports, ws: &Workspace) -> Result<ApplySummary> {
 pub async fn version(ports: &Ports) -> Result<u64> {
     Ok(ports
         .table
-        .get(&workspace_key())
+        .get(&keys::workspace_key())
         .await?
         .and_then(|i| i.get("version").and_then(Value::as_u64))
         .unwrap_or(0))
@@ -128,7 +96,7 @@ pub async fn apply_expecting(ports: &Ports, ws: &Workspace, expected: Option<u64
     let table = &ports.table;
     let now = ports.clock.now().to_rfc3339();
 
-    let current = table.get(&workspace_key()).await?;
+    let current = table.get(&keys::workspace_key()).await?;
     let version = current.as_ref().and_then(|c| c.get("version")).and_then(Value::as_u64);
     // The guard below compares this same version, so nothing can slip in between.
     if let Some(expected) = expected
@@ -154,7 +122,7 @@ pub async fn apply_expecting(ports: &Ports, ws: &Workspace, expected: Option<u64
     let mut pending = previous.clone();
     pending.extend(new_keys.iter().filter(|k| !previous.contains(k)).cloned());
     guarded(table.update(
-        &workspace_key(),
+        &keys::workspace_key(),
         vec![Update::Set("items".into(), keys_json(&pending))],
         Some(guard()),
     ))
@@ -217,7 +185,7 @@ pub async fn apply_expecting(ports: &Ports, ws: &Workspace, expected: Option<u64
 
     let config = serde_json::to_value(&ws)?;
     guarded(table.update(
-        &workspace_key(),
+        &keys::workspace_key(),
         vec![
             Update::Set("config".into(), config),
             Update::Set("version".into(), json!(summary.version)),
@@ -292,7 +260,7 @@ fn plan(ws: &Workspace, now: &str) -> Result<Vec<(Key, Vec<Update>)>> {
             None => Update::Remove("owner".into()),
         });
         actions.push(set("properties", &c.properties));
-        out.push((contact(&c.email), actions));
+        out.push((keys::contact_key(&c.email), actions));
     }
     // A key twice (two deals of one contact share no key; this is a safety net) would be
     // written twice; keep the last.
@@ -344,7 +312,7 @@ fn user_item(ws: &Workspace, u: &User) -> Result<(Key, Vec<Update>)> {
         set("signature", &u.signature),
         set("teams", ws.teams_of(&u.email)),
         set("active", true),
-        set("gsi1pk", USERS_INDEX_PK),
+        set("gsi1pk", keys::USERS_INDEX_PK),
         set("gsi1sk", addr.key()),
     ];
     Ok((keys::user(&addr), actions))
@@ -355,10 +323,10 @@ fn team_item(t: &Team) -> (Key, Vec<Update>) {
         set("id", &t.id),
         set("name", &t.name),
         set("members", &t.members),
-        set("gsi1pk", TEAMS_INDEX_PK),
+        set("gsi1pk", keys::TEAMS_INDEX_PK),
         set("gsi1sk", &t.id),
     ];
-    (team(&t.id), actions)
+    (keys::team_key(&t.id), actions)
 }
 
 fn pipeline_item(p: &Pipeline) -> (Key, Vec<Update>) {
@@ -366,22 +334,22 @@ fn pipeline_item(p: &Pipeline) -> (Key, Vec<Update>) {
         set("id", &p.id),
         set("name", &p.name),
         set("stages", &p.stages),
-        set("gsi1pk", PIPELINES_INDEX_PK),
+        set("gsi1pk", keys::PIPELINES_INDEX_PK),
         set("gsi1sk", &p.id),
     ];
-    (pipeline(&p.id), actions)
+    (keys::pipeline_key(&p.id), actions)
 }
 
 fn rule_item(position: usize, r: &Rule) -> Result<(Key, Vec<Update>)> {
     let Value::Object(fields) = serde_json::to_value(r)? else { bail!("a rule is not a JSON object") };
     let mut actions: Vec<Update> = fields.into_iter().map(|(k, v)| Update::Set(k, v)).collect();
     actions.push(set("position", position));
-    Ok((rule(position), actions))
+    Ok((keys::rule_key(position), actions))
 }
 
 fn deal_items(d: &Deal) -> Vec<(Key, Vec<Update>)> {
     let mut out = vec![(
-        deal(&d.id),
+        keys::deal_key(&d.id),
         vec![
             set("id", &d.id),
             set("name", &d.name),
@@ -389,14 +357,14 @@ fn deal_items(d: &Deal) -> Vec<(Key, Vec<Update>)> {
             set("contacts", &d.contacts),
             set("companies", &d.companies),
             set("amount", d.amount),
-            set("gsi1pk", DEALS_INDEX_PK),
+            set("gsi1pk", keys::DEALS_INDEX_PK),
             set("gsi1sk", &d.id),
         ],
     )];
     let links = d.contacts.iter().map(|c| (c, "contact")).chain(d.companies.iter().map(|c| (c, "company")));
     for (target, via) in links {
         out.push((
-            deal_link(target, &d.id),
+            keys::deal_link_key(target, &d.id),
             vec![set("deal_id", &d.id), set("name", &d.name), set("status", d.status), set("via", via)],
         ));
     }

@@ -417,7 +417,7 @@ async fn contact_owner_properties_and_reopening() {
     );
 
     // An agent closes the ticket (the API will do this), then replies: nothing reopens.
-    let key = mailroom_app::pipeline::ticket::ticket_key(&c.id);
+    let key = mailroom_app::keys::ticket_key(&c.id);
     ports
         .table
         .update(

@@ -510,7 +510,7 @@ async fn an_unreadable_message_is_retried_then_recorded_and_passed_over() {
     let events = mailroom_app::mailbox::connection::events(&ports, &inbox).await.unwrap();
     let skipped: Vec<_> = events.iter().filter(|e| e["type"] == "imap_message_skipped").collect();
     assert_eq!(skipped.len(), 1, "{events:?}");
-    assert_eq!(skipped[0]["value"]["uid"], 2);
+    assert_eq!(skipped[0]["data"]["uid"], 2);
     // Run 4: the mailbox goes on behind it, and is healthy again.
     let r = imap::poll_inbox(&ports, &ing, &inbox, &opts).await;
     assert_eq!((r.outcome, r.fetched, r.stored, r.skipped.len()), (Outcome::Polled, 1, 1, 0), "{r:?}");

@@ -172,7 +172,7 @@ async fn sweep_function_writes_one_breach_event_against_moto() {
     // standard policy's 8 business hours (Berlin, Mon-Fri 08-18), and the sweep's gauges
     // look at the last 90 days.
     let conv = "csweeptest";
-    let mut item = mailroom_app::thread::conv_key(conv).item();
+    let mut item = mailroom_app::keys::conv_key(conv).item();
     item.insert("id".into(), serde_json::json!(conv));
     item.insert("inbox".into(), serde_json::json!("support@acme-corp.example"));
     item.insert("team".into(), serde_json::json!("support"));
@@ -191,12 +191,12 @@ async fn sweep_function_writes_one_breach_event_against_moto() {
     assert_eq!(out["breached"], serde_json::json!([conv]), "{out}");
     assert_eq!(out["open"], 1, "{out}");
     assert_eq!(out["unassigned"], 1, "{out}");
-    let events = mailroom_app::reports::conversation_events(&ports, conv).await.unwrap();
+    let events = mailroom_app::feed::conversation_events(&ports, conv).await.unwrap();
     let breaches = events.iter().filter(|e| e["type"] == "sla_breached").count();
     assert_eq!(breaches, 1, "{events:?}");
     let again = invoke(port, &serde_json::json!({}));
     assert_eq!(again["breached"], serde_json::json!([]), "{again}");
-    let events = mailroom_app::reports::conversation_events(&ports, conv).await.unwrap();
+    let events = mailroom_app::feed::conversation_events(&ports, conv).await.unwrap();
     assert_eq!(events.iter().filter(|e| e["type"] == "sla_breached").count(), 1);
 }
 

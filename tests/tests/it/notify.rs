@@ -195,9 +195,9 @@ async fn events_reach_webhooks_and_notifications_reach_the_right_users() {
     // A comment mentioning Sofia (email) and Elena (mention = none), by the assignee.
     {
         let ports = Ports::embedded(serve.data.path()).unwrap();
-        mailroom_app::outbound::relay::emit(
+        mailroom_app::feed::emit(
             &ports,
-            &conv_id,
+            mailroom_app::feed::Subject::Conversation(&conv_id),
             "comment_added",
             json!({"author": assignee, "comment_id": "c1", "mentions": [
                 "sofia.rossi@acme-corp.example", "elena.petrova@acme-corp.example", assignee]}),
@@ -418,8 +418,9 @@ async fn form_submissions_open_conversations_like_email() {
 /// `SendEmail` from a verified identity (moto refuses an unverified sender).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn relay_publishes_to_eventbridge_and_sends_with_ses_on_moto() {
+    use mailroom_app::feed::Sink;
     use mailroom_app::outbound::notify::SesNotifier;
-    use mailroom_app::outbound::relay::{EventBridgeSink, Relay, Sink};
+    use mailroom_app::outbound::relay::{EventBridgeSink, Relay};
     let stack = mailroom_tests::AwsStack::create().await;
     let ports = stack.ports();
     let creds = aws_sdk_dynamodb::config::Credentials::new("test", "test", None, None, "moto");
@@ -466,9 +467,7 @@ async fn relay_publishes_to_eventbridge_and_sends_with_ses_on_moto() {
     // 12 events: a comment mentioning Sofia, then 11 more.
     for i in 0..12 {
         let mentions = if i == 0 { json!(["sofia.rossi@acme-corp.example"]) } else { json!([]) };
-        mailroom_app::outbound::relay::emit(
-            &ports,
-            "conv-1",
+        mailroom_app::feed::emit(&ports, mailroom_app::feed::Subject::Conversation("conv-1"),
             "comment_added",
             json!({"author": "maria.keller@acme-corp.example", "comment_id": format!("c{i}"), "mentions": mentions}),
         )

@@ -205,7 +205,7 @@ async fn scenario(m: &dyn Mailbox) {
         let item =
             ports.table.get(&keys::message(&queued.message_id)).await.unwrap().expect("reply recorded");
         assert_eq!(item["author"], json!(AGENT));
-        let owner = ports.table.get(&mailroom_app::reports::conv_owner(&convs[0].id)).await.unwrap().unwrap();
+        let owner = ports.table.get(&mailroom_app::keys::conv_owner(&convs[0].id)).await.unwrap().unwrap();
         assert_eq!(
             owner["msgs"][&queued.message_id]["a"],
             json!(AGENT),
@@ -235,11 +235,11 @@ async fn scenario(m: &dyn Mailbox) {
     assert_eq!(outbox[1].status, "failed");
     let err = outbox[1].last_error.clone().unwrap_or_default();
     assert!(err.contains(why), "error {err:?} should contain {why:?}");
-    let events = mailroom_app::reports::conversation_events(ports, &conv).await.unwrap();
+    let events = mailroom_app::feed::conversation_events(ports, &conv).await.unwrap();
     let failed: Vec<_> = events.iter().filter(|e| e["type"] == "send_failed").collect();
     assert_eq!(failed.len(), 1, "{events:?}");
-    assert_eq!(failed[0]["value"]["request_id"], "reply-2");
-    assert!(failed[0]["value"]["error"].as_str().unwrap().contains(why));
+    assert_eq!(failed[0]["data"]["request_id"], "reply-2");
+    assert!(failed[0]["data"]["error"].as_str().unwrap().contains(why));
     assert_eq!(ports.send_queue.approximate_len().await.unwrap(), 0);
 }
 

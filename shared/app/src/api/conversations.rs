@@ -3,8 +3,9 @@
 //! agents do to a conversation (assign, close, reopen, move the ticket's stage, comment).
 
 use super::{ApiError, ApiResult, ApiState, Caller, J, P, Q};
+use crate::keys::conv_key;
 use crate::keys::item_str as s;
-use crate::thread::{Threader, conv_key};
+use crate::thread::Threader;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Json, Response};
@@ -104,7 +105,11 @@ fn rfc3339(t: Option<i64>) -> Option<String> {
 /// What a list shows of a conversation, from its item alone (the report stage keeps
 /// `waiting_since` and `sla` on it); a conversation written before that reads its report
 /// state once.
-async fn summary(ports: &crate::Ports, id: &str, item: &Item) -> ApiResult<ConversationSummary> {
+async fn summary(
+    ports: &crate::runtime::ports::Ports,
+    id: &str,
+    item: &Item,
+) -> ApiResult<ConversationSummary> {
     let (waiting, sla) = if item.contains_key("figures_v") {
         (item.get("waiting_since").and_then(Value::as_i64), s(item, "sla"))
     } else {
@@ -446,8 +451,11 @@ async fn message_detail(st: &ApiState, msg: &Item, images: RemoteImages) -> Mess
 }
 
 /// The messages of a conversation (and of those merged into it), in arrival order.
-pub(crate) async fn conversation_messages(ports: &crate::Ports, root: &str) -> ApiResult<Vec<Item>> {
-    let owner = ports.table.get(&crate::reports::conv_owner(root)).await?;
+pub(crate) async fn conversation_messages(
+    ports: &crate::runtime::ports::Ports,
+    root: &str,
+) -> ApiResult<Vec<Item>> {
+    let owner = ports.table.get(&crate::keys::conv_owner(root)).await?;
     let ids: Vec<String> = owner
         .as_ref()
         .and_then(|o| o.get("msgs"))
@@ -506,22 +514,21 @@ async fn detail(
         .filter_map(|c| serde_json::from_value(Value::Object(c)).ok())
         .collect();
     let contact = match s(&item, "contact_email") {
-        Some(e) => t.get(&crate::pipeline::route::contact_key(&e)).await?.map(record),
+        Some(e) => t.get(&crate::keys::contact_key(&e)).await?.map(record),
         None => None,
     };
     let company = match s(&item, "company_domain") {
-        Some(d) => t.get(&crate::pipeline::route::company_key(&d)).await?.map(record),
+        Some(d) => t.get(&crate::keys::company_key(&d)).await?.map(record),
         None => None,
     };
     let mut deals = Vec::new();
     for d in strings(&item, "deal_ids") {
-        if let Some(x) = t.get(&crate::workspace::deal(&d)).await? {
+        if let Some(x) = t.get(&crate::keys::deal_key(&d)).await? {
             deals.push(record(x));
         }
     }
-    let ticket = t.get(&crate::pipeline::ticket::ticket_key(&root)).await?.map(|x| ticket_record(&x));
-    let events =
-        crate::reports::conversation_events(&st.ports, &root).await?.into_iter().map(record).collect();
+    let ticket = t.get(&crate::keys::ticket_key(&root)).await?.map(|x| ticket_record(&x));
+    let events = crate::feed::conversation_events(&st.ports, &root).await?.into_iter().map(record).collect();
     let outbox = crate::outbound::send::outbox(&st.ports, &root)
         .await?
         .into_iter()
@@ -668,7 +675,7 @@ async fn assign(
     st.ports.table.update(&conv_key(&root), actions, None).await?;
     // Open conversations per agent, for least-loaded assignment.
     crate::load::settle(&st.ports, &root).await?;
-    let tkey = crate::pipeline::ticket::ticket_key(&root);
+    let tkey = crate::keys::ticket_key(&root);
     if st.ports.table.get(&tkey).await?.is_some() {
         let mut t = vec![Update::Set("owner".into(), json!(assignee))];
         if let Some(team) = &body.team {
@@ -797,7 +804,7 @@ async fn create_ticket(
         crate::reports::refresh(&st.ports, ws, &root, None).await?;
     }
     st.ports.flush()?;
-    let t = st.ports.table.get(&crate::pipeline::ticket::ticket_key(&root)).await?.unwrap_or_default();
+    let t = st.ports.table.get(&crate::keys::ticket_key(&root)).await?.unwrap_or_default();
     Ok((StatusCode::CREATED, Json(ticket_record(&t))))
 }
 
@@ -834,7 +841,7 @@ async fn move_stage(
     J(body): J<StageBody>,
 ) -> ApiResult<Json<TicketRecord>> {
     let (root, _) = visible_root(&st, &caller, &id).await?;
-    let tkey = crate::pipeline::ticket::ticket_key(&root);
+    let tkey = crate::keys::ticket_key(&root);
     let Some(ticket) = st.ports.table.get(&tkey).await? else {
         return Err(ApiError::Conflict(format!("conversation {root} has no ticket")));
     };
@@ -859,9 +866,9 @@ async fn move_stage(
                 None,
             )
             .await?;
-        crate::outbound::relay::emit(
+        crate::feed::emit(
             &st.ports,
-            &root,
+            crate::feed::Subject::Conversation(&root),
             "ticket_moved",
             json!({"from": from, "to": stage.id, "by": caller.email}),
         )
@@ -934,9 +941,9 @@ async fn add_comment(
     }
     st.ports.table.put(it, Some(mailroom_store::Cond::NotExists)).await?;
     // Mentioned users are notified from this event (docs/events.md).
-    crate::outbound::relay::emit(
+    crate::feed::emit(
         &st.ports,
-        &root,
+        crate::feed::Subject::Conversation(&root),
         "comment_added",
         json!({"author": comment.author, "comment_id": comment.id, "mentions": comment.mentions}),
     )
@@ -970,7 +977,7 @@ async fn attachment_url(
         .ok_or_else(not_found)?;
     let exp = st.ports.clock.now().timestamp() + ATTACHMENT_URL_TTL_SECS;
     let claims = json!({
-        "k": crate::pipeline::matcher::attachment_key(&sha),
+        "k": crate::keys::attachment_key(&sha),
         "n": att.get("name").and_then(Value::as_str),
         "t": att.get("content_type").and_then(Value::as_str).unwrap_or("application/octet-stream"),
         "e": exp,

@@ -336,14 +336,8 @@ async fn contacts(
     Q(p): Q<PageParams>,
 ) -> ApiResult<Json<RecordPage>> {
     Ok(Json(
-        page(
-            &st,
-            crate::pipeline::route::CONTACTS_INDEX_PK,
-            &p,
-            &["email", "name", "company_domain"],
-            CONTACT_FIELDS,
-        )
-        .await?,
+        page(&st, crate::keys::CONTACTS_INDEX_PK, &p, &["email", "name", "company_domain"], CONTACT_FIELDS)
+            .await?,
     ))
 }
 
@@ -354,10 +348,7 @@ async fn companies(
     _caller: Caller,
     Q(p): Q<PageParams>,
 ) -> ApiResult<Json<RecordPage>> {
-    Ok(Json(
-        page(&st, crate::pipeline::route::COMPANIES_INDEX_PK, &p, &["domain", "name"], COMPANY_FIELDS)
-            .await?,
-    ))
+    Ok(Json(page(&st, crate::keys::COMPANIES_INDEX_PK, &p, &["domain", "name"], COMPANY_FIELDS).await?))
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -383,7 +374,7 @@ async fn timeline(st: &ApiState, caller: &Caller, email: &str) -> ApiResult<Vec<
     for it in items.into_iter().take(500) {
         let Some(conv) = s(&it, "conversation") else { continue };
         if !inbox_of.contains_key(&conv) {
-            let inbox = match st.ports.table.get(&crate::thread::conv_key(&conv)).await? {
+            let inbox = match st.ports.table.get(&crate::keys::conv_key(&conv)).await? {
                 Some(_) => s(&crate::thread::Threader::new(&st.ports).find(&conv).await?.item, "inbox"),
                 None => None,
             };
@@ -420,7 +411,7 @@ async fn deals_of(st: &ApiState, owner: &str) -> ApiResult<Vec<Value>> {
     let mut out = Vec::new();
     for link in st.ports.table.query_all(Query::new(format!("deals#{}", owner.to_lowercase()))).await? {
         if let Some(id) = s(&link, "sk")
-            && let Some(d) = st.ports.table.get(&crate::workspace::deal(&id)).await?
+            && let Some(d) = st.ports.table.get(&crate::keys::deal_key(&id)).await?
         {
             out.push(super::conversations::record(d));
         }
@@ -439,7 +430,7 @@ async fn contact(
     let item = st
         .ports
         .table
-        .get(&crate::pipeline::route::contact_key(&email))
+        .get(&crate::keys::contact_key(&email))
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("no contact {email}")))?;
     Ok(Json(ContactDetail {
@@ -473,17 +464,16 @@ async fn company(
     let item = st
         .ports
         .table
-        .get(&crate::pipeline::route::company_key(&domain))
+        .get(&crate::keys::company_key(&domain))
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("no company {domain}")))?;
     // Contacts of the company: the contacts index filtered by domain (bounded).
-    let people: Vec<Item> =
-        crate::pipeline::route::list_index(&st.ports, crate::pipeline::route::CONTACTS_INDEX_PK)
-            .await?
-            .into_iter()
-            .filter(|c| s(c, "company_domain").as_deref() == Some(domain.as_str()))
-            .take(200)
-            .collect();
+    let people: Vec<Item> = crate::views::crm::list_index(&st.ports, crate::keys::CONTACTS_INDEX_PK)
+        .await?
+        .into_iter()
+        .filter(|c| s(c, "company_domain").as_deref() == Some(domain.as_str()))
+        .take(200)
+        .collect();
     let mut tl = Vec::new();
     for c in &people {
         if let Some(e) = s(c, "email") {
@@ -553,7 +543,7 @@ async fn tickets(
     Q(p): Q<TicketParams>,
 ) -> ApiResult<Json<TicketPage>> {
     let limit = super::page_limit(p.limit, 50)?;
-    let pk = crate::pipeline::ticket::TICKETS_INDEX_PK;
+    let pk = crate::keys::TICKETS_INDEX_PK;
     let mut scan = IndexScan::new(&st.ports, pk, p.cursor.as_deref(), true, 200, SCAN_BUDGET)?;
     let mut out = Vec::new();
     while let Some(t) = scan.next().await? {

@@ -13,18 +13,11 @@
 
 use super::auth::Identity;
 use super::{ApiError, ApiResult};
+use crate::keys;
 use crate::keys::item_str as s;
 use crate::runtime::ports::Ports;
-use mailroom_store::{Cond, Key, StoreError, TransactOp};
+use mailroom_store::{Cond, StoreError, TransactOp};
 use serde_json::json;
-
-fn subject_key(issuer: &str, subject: &str) -> Key {
-    Key::new(format!("idsub#{issuer}#{subject}"), "id")
-}
-
-fn user_key(issuer: &str, email: &str) -> Key {
-    Key::new(format!("iduser#{issuer}#{}", email.to_lowercase()), "id")
-}
 
 /// The workspace user's email a token speaks for (not yet checked against the workspace's
 /// user list: the caller does that).
@@ -35,7 +28,7 @@ pub async fn user_of(ports: &Ports, id: &Identity) -> ApiResult<String> {
             (issuer, subject, email, *email_verified)
         }
     };
-    let skey = subject_key(issuer, subject);
+    let skey = keys::identity_subject_key(issuer, subject);
     for _ in 0..3 {
         if let Some(bound) = ports.table.get(&skey).await?.and_then(|i| s(&i, "email")) {
             return Ok(bound);
@@ -50,7 +43,7 @@ pub async fn user_of(ports: &Ports, id: &Identity) -> ApiResult<String> {
                 "the identity provider has not verified {email}: verify the address there, then sign in again"
             )));
         }
-        let ukey = user_key(issuer, email);
+        let ukey = keys::identity_user_key(issuer, email);
         if let Some(other) = ports.table.get(&ukey).await?.and_then(|i| s(&i, "subject"))
             && &other != subject
         {

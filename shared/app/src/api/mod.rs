@@ -177,12 +177,7 @@ impl Caller {
     }
 }
 
-/// The token of an `Authorization: Bearer` header.
-pub fn bearer(headers: &axum::http::HeaderMap) -> Option<&str> {
-    let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, token) = v.split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then_some(token.trim())
-}
+pub use crate::runtime::http::bearer;
 
 impl FromRequestParts<Arc<ApiState>> for Caller {
     type Rejection = ApiError;

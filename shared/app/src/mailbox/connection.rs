@@ -9,6 +9,7 @@
 //!   deltaLink), with a version;
 //! - `lease`: who polls this mailbox now, until when.
 
+use crate::keys;
 use crate::runtime::ports::Ports;
 use chrono::{DateTime, Duration, Utc};
 use mailroom_core::EmailAddress;
@@ -16,9 +17,7 @@ use mailroom_store::{Cond, Item, Key, Query, StoreError, Update};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-pub const CONNECTIONS_INDEX_PK: &str = "connections";
 /// The feed of connection events (gsi1), beside the conversations' report events.
-pub const EVENTS_INDEX_PK: &str = crate::reports::EVENTS_INDEX_PK;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -84,21 +83,7 @@ pub struct Connection {
     pub consecutive_failures: u32,
 }
 
-fn pk(inbox: &EmailAddress) -> String {
-    format!("conn#{}", inbox.key())
-}
-pub fn key(inbox: &EmailAddress) -> Key {
-    Key::new(pk(inbox), "conn")
-}
-fn secret_key(inbox: &EmailAddress, name: &str) -> Key {
-    Key::new(pk(inbox), format!("secret#{name}"))
-}
-fn cursor_key(inbox: &EmailAddress, folder: &str) -> Key {
-    Key::new(pk(inbox), format!("cursor#{folder}"))
-}
-fn lease_key(inbox: &EmailAddress) -> Key {
-    Key::new(pk(inbox), "lease")
-}
+pub use crate::keys::connection_key as key;
 
 fn to_item(c: &Connection) -> Result<Item, StoreError> {
     let Value::Object(mut m) = serde_json::to_value(c).map_err(StoreError::backend)? else {
@@ -106,10 +91,10 @@ fn to_item(c: &Connection) -> Result<Item, StoreError> {
     };
     let addr =
         EmailAddress::parse(&c.inbox).map_err(|e| StoreError::Backend(format!("inbox {}: {e}", c.inbox)))?;
-    let k = key(&addr);
+    let k = keys::connection_key(&addr);
     m.insert("pk".into(), json!(k.pk));
     m.insert("sk".into(), json!(k.sk));
-    m.insert("gsi1pk".into(), json!(CONNECTIONS_INDEX_PK));
+    m.insert("gsi1pk".into(), json!(keys::CONNECTIONS_INDEX_PK));
     m.insert("gsi1sk".into(), json!(addr.key()));
     Ok(m)
 }
@@ -125,13 +110,13 @@ pub async fn save(ports: &Ports, c: &Connection) -> Result<(), StoreError> {
 }
 
 pub async fn get(ports: &Ports, inbox: &EmailAddress) -> Result<Option<Connection>, StoreError> {
-    ports.table.get(&key(inbox)).await?.map(from_item).transpose()
+    ports.table.get(&keys::connection_key(inbox)).await?.map(from_item).transpose()
 }
 
 /// Every connection, by inbox address.
 pub async fn list(ports: &Ports) -> Result<Vec<Connection>, StoreError> {
     let mut out = Vec::new();
-    for i in ports.table.query_all(Query::new(CONNECTIONS_INDEX_PK).index("gsi1")).await? {
+    for i in ports.table.query_all(Query::new(keys::CONNECTIONS_INDEX_PK).index("gsi1")).await? {
         // The index may project fewer attributes on some deployments: read the item.
         let Some(k) = Key::of(&i) else { continue };
         if let Some(full) = ports.table.get(&k).await? {
@@ -160,7 +145,7 @@ pub async fn record_success(
     // sync that started before the credentials were refused.
     let cond =
         Cond::And(vec![Cond::Exists, Cond::Ne("state".into(), json!(State::ReconnectRequired.as_str()))]);
-    match ports.table.update(&key(inbox), up, Some(cond)).await {
+    match ports.table.update(&keys::connection_key(inbox), up, Some(cond)).await {
         Ok(_) | Err(StoreError::ConditionFailed) => Ok(()),
         Err(e) => Err(e),
     }
@@ -199,7 +184,7 @@ pub async fn record_error(
     // second terminal one raises no second event.
     let cond =
         Cond::And(vec![Cond::Exists, Cond::Ne("state".into(), json!(State::ReconnectRequired.as_str()))]);
-    match ports.table.update(&key(inbox), up, Some(cond)).await {
+    match ports.table.update(&keys::connection_key(inbox), up, Some(cond)).await {
         Ok(_) => {
             if failure == Failure::Terminal {
                 event(ports, inbox, "inbox_reconnect_required", json!(error)).await?;
@@ -209,7 +194,7 @@ pub async fn record_error(
         }
         Err(StoreError::ConditionFailed) => {
             // Already `reconnect_required` (or gone): record the error, keep the state.
-            match ports.table.update(&key(inbox), base, Some(Cond::Exists)).await {
+            match ports.table.update(&keys::connection_key(inbox), base, Some(Cond::Exists)).await {
                 Ok(_) | Err(StoreError::ConditionFailed) => {}
                 Err(e) => return Err(e),
             }
@@ -221,20 +206,13 @@ pub async fn record_error(
 
 /// A connection event in the global feed (`gsi1` partition `events`).
 pub async fn event(ports: &Ports, inbox: &EmailAddress, kind: &str, value: Value) -> Result<(), StoreError> {
-    let at = ports.clock.now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
-    let mut item = Key::new(format!("conn-events#{}", inbox.key()), format!("{at}#{kind}")).item();
-    item.insert("type".into(), json!(kind));
-    item.insert("inbox".into(), json!(inbox.key()));
-    item.insert("at".into(), json!(at));
-    item.insert("value".into(), value);
-    item.insert("gsi1pk".into(), json!(EVENTS_INDEX_PK));
-    item.insert("gsi1sk".into(), json!(format!("{at}#inbox#{}#{kind}", inbox.key())));
-    ports.table.put(item, None).await
+    crate::feed::emit(ports, crate::feed::Subject::Inbox(inbox), kind, crate::feed::data_of(kind, value))
+        .await
 }
 
 /// Connection events of an inbox, oldest first.
 pub async fn events(ports: &Ports, inbox: &EmailAddress) -> Result<Vec<Item>, StoreError> {
-    ports.table.query_all(Query::new(format!("conn-events#{}", inbox.key()))).await
+    crate::feed::inbox_events(ports, inbox).await
 }
 
 /// A versioned value (a secret's plaintext, or a cursor).
@@ -277,7 +255,7 @@ async fn write_secret(
     use base64::Engine;
     let sealed = ports.secrets.seal(&secret_context(inbox, name), plain).await?;
     let version = expected.map_or(1, |v| v + 1);
-    let mut item = secret_key(inbox, name).item();
+    let mut item = keys::connection_secret_key(inbox, name).item();
     item.insert("sealed".into(), json!(base64::engine::general_purpose::STANDARD.encode(sealed)));
     item.insert("version".into(), json!(version));
     item.insert("updated_at".into(), json!(ports.clock.now()));
@@ -296,7 +274,9 @@ pub async fn get_secret(
     name: &str,
 ) -> Result<Option<Versioned<Vec<u8>>>, StoreError> {
     use base64::Engine;
-    let Some(item) = ports.table.get(&secret_key(inbox, name)).await? else { return Ok(None) };
+    let Some(item) = ports.table.get(&keys::connection_secret_key(inbox, name)).await? else {
+        return Ok(None);
+    };
     let sealed = item
         .get("sealed")
         .and_then(Value::as_str)
@@ -312,7 +292,7 @@ pub async fn get_cursor(
     inbox: &EmailAddress,
     folder: &str,
 ) -> Result<Option<Versioned<Value>>, StoreError> {
-    Ok(ports.table.get(&cursor_key(inbox, folder)).await?.map(|item| Versioned {
+    Ok(ports.table.get(&keys::connection_cursor_key(inbox, folder)).await?.map(|item| Versioned {
         value: item.get("value").cloned().unwrap_or(Value::Null),
         version: item.get("version").and_then(Value::as_i64).unwrap_or(0),
     }))
@@ -328,7 +308,7 @@ pub async fn set_cursor(
     expected: Option<i64>,
 ) -> Result<i64, StoreError> {
     let version = expected.map_or(1, |v| v + 1);
-    let mut item = cursor_key(inbox, folder).item();
+    let mut item = keys::connection_cursor_key(inbox, folder).item();
     item.insert("value".into(), value);
     item.insert("version".into(), json!(version));
     item.insert("updated_at".into(), json!(ports.clock.now()));
@@ -345,7 +325,7 @@ pub async fn cursors(
     ports: &Ports,
     inbox: &EmailAddress,
 ) -> Result<Vec<(String, Versioned<Value>)>, StoreError> {
-    let q = Query::new(pk(inbox)).sk(mailroom_store::SkCond::BeginsWith("cursor#".into()));
+    let q = Query::new(keys::conn_pk(inbox)).sk(mailroom_store::SkCond::BeginsWith("cursor#".into()));
     Ok(ports
         .table
         .query_all(q)
@@ -383,7 +363,7 @@ pub async fn status(ports: &Ports) -> Result<Vec<Status>, StoreError> {
 
 /// Drops a cursor (a reconnect that must start over, a folder that is gone).
 pub async fn clear_cursor(ports: &Ports, inbox: &EmailAddress, folder: &str) -> Result<(), StoreError> {
-    ports.table.delete(&cursor_key(inbox, folder), None).await
+    ports.table.delete(&keys::connection_cursor_key(inbox, folder), None).await
 }
 
 /// The right to sync one mailbox until `expires_at`. Taken with a conditional write, so
@@ -404,7 +384,7 @@ pub async fn acquire_lease(
     let now = ports.clock.now();
     let holder = format!("{:032x}", rand::random::<u128>());
     let expires_at = now + ttl;
-    let mut item = lease_key(inbox).item();
+    let mut item = keys::connection_lease_key(inbox).item();
     item.insert("holder".into(), json!(holder));
     item.insert("expires_ms".into(), json!(expires_at.timestamp_millis()));
     let cond = Cond::Or(vec![Cond::NotExists, Cond::Lt("expires_ms".into(), json!(now.timestamp_millis()))]);
@@ -422,7 +402,7 @@ impl Lease {
         ports
             .table
             .update(
-                &lease_key(&self.inbox),
+                &keys::connection_lease_key(&self.inbox),
                 vec![Update::Set("expires_ms".into(), json!(expires_at.timestamp_millis()))],
                 Some(Cond::Eq("holder".into(), json!(self.holder))),
             )
@@ -435,7 +415,10 @@ impl Lease {
     pub async fn release(self, ports: &Ports) -> Result<(), StoreError> {
         match ports
             .table
-            .delete(&lease_key(&self.inbox), Some(Cond::Eq("holder".into(), json!(self.holder))))
+            .delete(
+                &keys::connection_lease_key(&self.inbox),
+                Some(Cond::Eq("holder".into(), json!(self.holder))),
+            )
             .await
         {
             Ok(()) | Err(StoreError::ConditionFailed) => Ok(()),
@@ -504,11 +487,11 @@ mod tests {
         let a = EmailAddress::parse("support@acme.test").unwrap();
         let b = EmailAddress::parse("billing@acme.test").unwrap();
         let v = put_secret(&p, &a, "oauth", b"refresh-1").await.unwrap();
-        let raw = p.table.get(&secret_key(&a, "oauth")).await.unwrap().unwrap();
+        let raw = p.table.get(&keys::connection_secret_key(&a, "oauth")).await.unwrap().unwrap();
         assert!(!serde_json::to_string(&raw).unwrap().contains("refresh-1"), "stored in the clear");
         // A sealed value moved onto another inbox does not open.
         let mut moved = raw.clone();
-        let k = secret_key(&b, "oauth");
+        let k = keys::connection_secret_key(&b, "oauth");
         moved.insert("pk".into(), json!(k.pk));
         p.table.put(moved, None).await.unwrap();
         assert!(get_secret(&p, &b, "oauth").await.is_err());

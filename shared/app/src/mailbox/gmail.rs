@@ -10,9 +10,10 @@
 //!   bounded full sync (messages.list `newer_than:Nd` for INBOX and SENT) and
 //!   re-baselines from getProfile. Ingest dedupes, so repeating any of it is safe.
 
+use crate::keys;
 use crate::mailbox::connection::{self, Failure, Lease, Provider, State};
 use crate::mailbox::oauth;
-use crate::mailbox::sync::{self, SourceError, SyncReport, SyncRequest};
+use crate::mailbox::request::{self as sync, SourceError, SyncReport, SyncRequest};
 use crate::pipeline::ingest::{IngestError, IngestOutcome, Ingestor, RawMail};
 use crate::runtime::config::GoogleConfig;
 use crate::runtime::ports::Ports;
@@ -20,7 +21,7 @@ use chrono::{DateTime, Duration, TimeZone, Utc};
 use mailroom_core::{EmailAddress, Folder};
 use mailroom_providers::gmail::{GmailClient, GmailError, MessageRef, Watch, decode_base64_any};
 use mailroom_providers::jwt::{Claims, JwtError, OidcConfig, OidcVerifier};
-use mailroom_store::{Key, StoreError, Update};
+use mailroom_store::{StoreError, Update};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use std::collections::HashSet;
@@ -222,21 +223,21 @@ impl From<GmailError> for Failed {
     }
 }
 
-fn pending_key(inbox: &EmailAddress) -> Key {
-    Key::new(connection::key(inbox).pk, "gmail#pending")
-}
-
 async fn pending(ports: &Ports, inbox: &EmailAddress) -> Result<i64, StoreError> {
     Ok(ports
         .table
-        .get(&pending_key(inbox))
+        .get(&keys::gmail_pending_key(inbox))
         .await?
         .and_then(|i| i.get("n").and_then(Value::as_i64))
         .unwrap_or(0))
 }
 
 async fn bump_pending(ports: &Ports, inbox: &EmailAddress) -> Result<(), StoreError> {
-    ports.table.update(&pending_key(inbox), vec![Update::Add("n".into(), 1)], None).await.map(drop)
+    ports
+        .table
+        .update(&keys::gmail_pending_key(inbox), vec![Update::Add("n".into(), 1)], None)
+        .await
+        .map(drop)
 }
 
 /// The stored cursor: its historyId, when it was written, and its version.
@@ -645,7 +646,7 @@ async fn set_watch_setting(
         None => settings.remove("watch"),
     };
     let up = vec![Update::Set("settings".into(), Value::Object(settings))];
-    match ports.table.update(&connection::key(inbox), up, Some(mailroom_store::Cond::Exists)).await {
+    match ports.table.update(&keys::connection_key(inbox), up, Some(mailroom_store::Cond::Exists)).await {
         Ok(_) | Err(StoreError::ConditionFailed) => Ok(()),
         Err(e) => Err(e),
     }

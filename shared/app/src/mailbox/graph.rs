@@ -16,9 +16,10 @@
 //! lease. The connection's `settings` hold `user_id` (the mailbox's GUID) and
 //! `subscriptions.{inbox,sentitems}` = `{id, expires_at}`.
 
+use crate::keys;
 use crate::mailbox::connection::{self, Connection, Failure, Lease, Provider, State};
 use crate::mailbox::oauth;
-use crate::mailbox::sync::{self, SourceError, SyncReport, SyncRequest};
+use crate::mailbox::request::{self as sync, SourceError, SyncReport, SyncRequest};
 use crate::pipeline::ingest::{IngestError, IngestOutcome, Ingestor, RawMail};
 use crate::runtime::config::MicrosoftConfig;
 use crate::runtime::ports::Ports;
@@ -31,7 +32,7 @@ use mailroom_providers::graph::{
     DeltaMessage, DeltaNext, GraphClient, GraphError, MailFolder, NewSubscription, client_state_matches,
     new_client_state,
 };
-use mailroom_store::{Cond, Key, StoreError, Update};
+use mailroom_store::{Cond, StoreError, Update};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use std::collections::{BTreeSet, HashMap};
@@ -58,12 +59,6 @@ const SOURCE: &str = "graph";
 
 fn secret_name(folder: MailFolder) -> String {
     format!("graph-client-state-{}", folder.as_str())
-}
-fn sub_key(id: &str) -> Key {
-    Key::new(format!("graph-sub#{id}"), "sub")
-}
-fn pending_key(inbox: &EmailAddress) -> Key {
-    Key::new(format!("graph-pending#{}", inbox.key()), "pending")
 }
 
 fn ingest_folder(f: MailFolder) -> Folder {
@@ -224,7 +219,7 @@ impl<'a> Mailbox<'a> {
             .await?;
         // The secret first: the lookup item makes the subscription's notifications count.
         connection::put_secret(self.ports, self.inbox, &secret_name(folder), client_state.as_bytes()).await?;
-        let mut item = sub_key(&sub.id).item();
+        let mut item = keys::graph_subscription_key(&sub.id).item();
         item.insert("inbox".into(), json!(self.inbox.key()));
         item.insert("folder".into(), json!(folder.as_str()));
         item.insert("created_at".into(), json!(self.ports.clock.now()));
@@ -239,7 +234,7 @@ impl<'a> Mailbox<'a> {
         })
         .await?;
         if let Some(old) = old.filter(|o| o.id != sub.id) {
-            self.ports.table.delete(&sub_key(&old.id), None).await?;
+            self.ports.table.delete(&keys::graph_subscription_key(&old.id), None).await?;
         }
         tracing::info!(inbox = %self.inbox, folder = folder.as_str(), subscription = %sub.id, "Graph subscription created");
         Ok(info)
@@ -451,7 +446,11 @@ async fn update_settings(
     change(&mut settings);
     ports
         .table
-        .update(&connection::key(inbox), vec![Update::Set("settings".into(), settings)], Some(Cond::Exists))
+        .update(
+            &keys::connection_key(inbox),
+            vec![Update::Set("settings".into(), settings)],
+            Some(Cond::Exists),
+        )
         .await
         .map(|_| ())
         .map_err(SourceError::Store)
@@ -542,7 +541,7 @@ fn folders_of(hint: &Value) -> Vec<MailFolder> {
 }
 
 async fn set_pending(ports: &Ports, inbox: &EmailAddress) -> Result<(), StoreError> {
-    let mut item = pending_key(inbox).item();
+    let mut item = keys::graph_pending_key(inbox).item();
     item.insert("at".into(), json!(ports.clock.now()));
     ports.table.put(item, None).await
 }
@@ -586,7 +585,7 @@ pub async fn sync(
     let mut round = 0;
     let outcome = loop {
         round += 1;
-        if let Err(e) = ports.table.delete(&pending_key(inbox), None).await {
+        if let Err(e) = ports.table.delete(&keys::graph_pending_key(inbox), None).await {
             break Err(SourceError::Store(e));
         }
         let r = match Mailbox::open(ports, cfg, inbox, &conn).await {
@@ -599,7 +598,7 @@ pub async fn sync(
         if let Err(e) = r {
             break Err(e);
         }
-        let again = match ports.table.get(&pending_key(inbox)).await {
+        let again = match ports.table.get(&keys::graph_pending_key(inbox)).await {
             Ok(p) => p.is_some(),
             Err(e) => break Err(SourceError::Store(e)),
         };
@@ -823,7 +822,7 @@ async fn verify(
         return Ok(Verdict::Mismatch);
     };
     if !cache.contains_key(sub) {
-        let found = match ports.table.get(&sub_key(sub)).await? {
+        let found = match ports.table.get(&keys::graph_subscription_key(sub)).await? {
             None => None,
             Some(i) => {
                 let inbox = i.get("inbox").and_then(Value::as_str).and_then(|a| EmailAddress::parse(a).ok());

@@ -3,6 +3,7 @@ pub mod gmail;
 pub mod graph;
 pub mod imap;
 pub mod oauth;
+pub mod request;
 pub mod routes;
 pub mod schedule;
 pub mod sync;

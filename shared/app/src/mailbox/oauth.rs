@@ -4,13 +4,14 @@
 //! compare-and-swap; `invalid_grant` / `interaction_required` end in
 //! `reconnect_required`). Tokens are stored sealed by the `Secrets` port, never logged.
 
+use crate::keys;
 use crate::mailbox::connection::{self, Connection, Failure, Provider, State};
-use crate::mailbox::sync::SourceError;
+use crate::mailbox::request::SourceError;
 use crate::runtime::config::{OAuthConfig, ProvidersConfig};
 use crate::runtime::ports::Ports;
 use chrono::{DateTime, Duration, Utc};
 use mailroom_core::EmailAddress;
-use mailroom_store::{Cond, Key, StoreError};
+use mailroom_store::{Cond, StoreError};
 use oauth2::basic::{BasicClient, BasicErrorResponseType};
 use oauth2::{
     AuthType, AuthUrl, AuthorizationCode, ClientId, ClientSecret, CsrfToken, PkceCodeChallenge,
@@ -137,7 +138,7 @@ pub async fn start(
     let state = format!("{text}.{}", ports.signer.sign(STATE_PURPOSE, &text));
     let sealed =
         ports.secrets.seal(&format!("{STATE_PURPOSE}/{nonce}"), verifier.secret().as_bytes()).await?;
-    let mut item = state_key(&nonce).item();
+    let mut item = keys::oauth_state_key(&nonce).item();
     item.insert("inbox".into(), json!(inbox.key()));
     item.insert("provider".into(), json!(provider.as_str()));
     item.insert("verifier".into(), json!(hex::encode(sealed)));
@@ -155,10 +156,6 @@ pub async fn start(
         req = req.add_extra_param("access_type", "offline").add_extra_param("prompt", "consent");
     }
     Ok(req.url().0.to_string())
-}
-
-fn state_key(nonce: &str) -> Key {
-    Key::new(format!("oauth-state#{nonce}"), "state")
 }
 
 /// The callback: checks the state (signature, expiry, single use), exchanges the code
@@ -182,7 +179,7 @@ pub async fn callback(
     if ports.clock.now().timestamp() > expires {
         return Err(OAuthError::BadState);
     }
-    let key = state_key(nonce);
+    let key = keys::oauth_state_key(nonce);
     let Some(item) = ports.table.get(&key).await? else { return Err(OAuthError::BadState) };
     // Single use: whoever deletes it first goes on.
     match ports.table.delete(&key, Some(Cond::Exists)).await {

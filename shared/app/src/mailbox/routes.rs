@@ -8,8 +8,9 @@
 
 use crate::mailbox::connection::Provider;
 use crate::mailbox::oauth::{self, OAuthError};
-use crate::mailbox::sync::{self, SyncRequest};
+use crate::mailbox::request::{self as sync, SyncRequest};
 use crate::runtime::config::ProvidersConfig;
+use crate::runtime::http::{bearer, problem};
 use crate::runtime::ports::Ports;
 use axum::Router;
 use axum::extract::{Path, Query, State};
@@ -50,21 +51,6 @@ pub fn router(state: Arc<WebState>) -> Router {
         .route("/webhooks/graph", post(graph_notification))
         .route("/webhooks/graph-lifecycle", post(graph_lifecycle))
         .with_state(state)
-}
-
-/// An RFC 9457 problem response.
-pub fn problem(status: StatusCode, detail: impl Into<String>) -> Response {
-    let body = json!({
-        "type": "about:blank",
-        "title": status.canonical_reason(),
-        "status": status.as_u16(),
-        "detail": detail.into(),
-    });
-    (status, [(header::CONTENT_TYPE, "application/problem+json")], body.to_string()).into_response()
-}
-
-fn bearer(headers: &HeaderMap) -> Option<&str> {
-    headers.get(header::AUTHORIZATION)?.to_str().ok()?.strip_prefix("Bearer ")
 }
 
 #[derive(Deserialize)]

@@ -5,7 +5,7 @@
 //! gauges. IMAP polling runs on its own schedule (`imap-poll`).
 
 use crate::mailbox::connection::{self, Provider, State};
-use crate::mailbox::sync::{self, SyncRequest};
+use crate::mailbox::request::{self as sync, SyncRequest};
 use crate::runtime::config::ProvidersConfig;
 use crate::runtime::ports::Ports;
 use chrono::{DateTime, Utc};
@@ -44,7 +44,7 @@ pub async fn connections_tick(
         (f.queued, f.connected, f.degraded, f.reconnect_required);
     // Published on every run, zeros included: the stalled-scheduler alarm watches them.
     let gauge = |name, v: u32| (name, json!(v), "Count");
-    crate::reports::emf(
+    crate::runtime::metrics::emf(
         now,
         json!([[]]),
         &[],

@@ -12,15 +12,16 @@
 //! Each (event, user) is sent once: a marker item is written after the send and checked
 //! before it (a crash between the two sends it again: at least once).
 
+use crate::feed::{Event, Sink};
+use crate::keys;
 use crate::keys::item_str as s;
-use crate::outbound::relay::{Event, Sink};
 use crate::runtime::ports::Ports;
 use crate::thread::Threader;
 use anyhow::Context;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use mailroom_core::workspace::{NotifyBy, User, Workspace};
-use mailroom_store::{Cond, Key, StoreError};
+use mailroom_store::{Cond, StoreError};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
@@ -144,10 +145,6 @@ pub struct NotifySink<'a> {
     pub notifier: &'a dyn Notifier,
 }
 
-fn marker_key(event_id: &str, user: &str) -> Key {
-    Key::new(format!("notified#{event_id}"), user.to_lowercase())
-}
-
 impl NotifySink<'_> {
     /// Who an event notifies, and why.
     async fn recipients(&self, ws: &Workspace, e: &Event) -> anyhow::Result<Vec<(String, &'static str)>> {
@@ -228,7 +225,7 @@ impl NotifySink<'_> {
     /// never there, so that one odd event cannot hold the notifications back.
     async fn conversation(&self, e: &Event) -> anyhow::Result<Option<mailroom_store::Item>> {
         let Some(c) = &e.conversation else { return Ok(None) };
-        if self.ports.table.get(&crate::thread::conv_key(c)).await?.is_none() {
+        if self.ports.table.get(&crate::keys::conv_key(c)).await?.is_none() {
             tracing::warn!(conversation = %c, event = %e.id, "event of an unknown conversation");
             return Ok(None);
         }
@@ -262,7 +259,7 @@ impl NotifySink<'_> {
             if setting(user, reason) != NotifyBy::Email {
                 continue;
             }
-            let key = marker_key(&e.id, &to);
+            let key = keys::notified_key(&e.id, &to);
             if self.ports.table.get(&key).await?.is_some() {
                 continue;
             }

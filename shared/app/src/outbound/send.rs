@@ -14,14 +14,15 @@
 //!   stage (the From of a shared inbox's reply is the inbox, not the agent).
 
 use crate::keys;
+use crate::keys::conv_key;
 use crate::mailbox::connection::{self, Provider};
 use crate::mailbox::oauth;
-use crate::mailbox::sync::SourceError;
+use crate::mailbox::request::SourceError;
 use crate::pipeline::ingest::{Ingestor, RawMail};
 use crate::runtime::config::ProvidersConfig;
 use crate::runtime::consumer::MessageHandler;
 use crate::runtime::ports::{MAX_RECEIVES, Ports};
-use crate::thread::{Threader, conv_key};
+use crate::thread::Threader;
 use anyhow::{Context, anyhow};
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -117,14 +118,6 @@ pub struct SendPointer {
     pub request_id: String,
 }
 
-pub fn outbox_key(conversation: &str, request_id: &str) -> Key {
-    Key::new(format!("outbox#{conversation}"), format!("req#{request_id}"))
-}
-
-pub fn sent_key(message_id: &str) -> Key {
-    Key::new(format!("sent#{message_id}"), "sent")
-}
-
 /// How long one attempt may hold an entry in `sending` before another may take it over.
 const SENDING_LEASE_SECS: i64 = 300;
 
@@ -167,7 +160,7 @@ fn valid_request_id(id: &str) -> bool {
 async fn messages_by_receipt(ports: &Ports, root: &str, inbox: &str) -> anyhow::Result<Vec<Item>> {
     let t = &ports.table;
     let mut ids: Vec<String> = t
-        .get(&crate::reports::conv_owner(root))
+        .get(&crate::keys::conv_owner(root))
         .await?
         .and_then(|o| o.get("msgs").and_then(Value::as_object).map(|m| m.keys().cloned().collect()))
         .unwrap_or_default();
@@ -454,7 +447,7 @@ pub async fn queue_reply(
             .as_bytes(),
     )
     .to_string();
-    let key = outbox_key(conversation, &req.request_id);
+    let key = keys::outbox_key(conversation, &req.request_id);
     if let Some(existing) = ports.table.get(&key).await? {
         return same_request(ports, existing, &fingerprint, &req.request_id).await;
     }
@@ -585,7 +578,7 @@ pub async fn queue_reply(
     put(&mut item, "blob", json!(blob));
     put(&mut item, "attempts", json!(0));
     put(&mut item, "created_at", json!(now));
-    let mut sent = sent_key(&composed.message_id).item();
+    let mut sent = keys::sent_key(&composed.message_id).item();
     sent.insert("author".into(), json!(user.email.to_lowercase()));
     sent.insert("conversation".into(), json!(conversation));
     sent.insert("request_id".into(), json!(req.request_id));
@@ -693,7 +686,7 @@ impl SendHandler {
 
     async fn process(&self, ptr: &SendPointer) -> anyhow::Result<()> {
         let ports = &self.ports;
-        let key = outbox_key(&ptr.conversation, &ptr.request_id);
+        let key = keys::outbox_key(&ptr.conversation, &ptr.request_id);
         let Some(item) = ports.table.get(&key).await? else {
             tracing::warn!(conversation = %ptr.conversation, request_id = %ptr.request_id, "send pointer to no outbox entry; dropped");
             return Ok(());
@@ -846,20 +839,10 @@ impl SendHandler {
             Ok(r) => r.id,
             Err(_) => conv.clone(),
         };
-        let at = now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
         let request_id = s(item, "request_id").unwrap_or_default();
-        let mut ev =
-            Key::new(format!("events#{root}"), format!("{at}#00000000#send_failed#{request_id}")).item();
-        ev.insert("type".into(), json!("send_failed"));
-        ev.insert("conversation".into(), json!(root));
-        ev.insert("at".into(), json!(at));
-        ev.insert(
-            "value".into(),
-            json!({"request_id": request_id, "message_id": s(item, "message_id"), "author": s(item, "author"), "error": error}),
-        );
-        ev.insert("gsi1pk".into(), json!(crate::reports::EVENTS_INDEX_PK));
-        ev.insert("gsi1sk".into(), json!(format!("{at}#{root}#00000000#send_failed")));
-        self.ports.table.put(ev, None).await?;
+        let data = json!({"request_id": request_id, "message_id": s(item, "message_id"), "author": s(item, "author"), "error": error});
+        crate::feed::emit(&self.ports, crate::feed::Subject::Conversation(&root), "send_failed", data)
+            .await?;
         self.ports.flush()?;
         tracing::error!(conversation = %root, request_id, error, "reply failed");
         Ok(())

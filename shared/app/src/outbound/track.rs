@@ -12,7 +12,8 @@
 //! links) and stored as an event, counted on the message's tracking summary and, for
 //! human opens and clicks, logged on the recipients' contact timelines.
 
-use crate::mailbox::routes::problem;
+use crate::keys;
+use crate::runtime::http::problem;
 use crate::runtime::ports::Ports;
 use axum::Router;
 use axum::extract::{ConnectInfo, Path, State};
@@ -407,10 +408,6 @@ pub fn ip_prefix(ip: IpAddr) -> String {
 
 // ------------------------------------------------------------------ storage
 
-fn summary_key(message_id: &str) -> Key {
-    Key::new(format!("track#{message_id}"), "sum")
-}
-
 fn ts_ms(d: DateTime<Utc>) -> String {
     d.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
 }
@@ -479,7 +476,8 @@ fn s(item: &Item, k: &str) -> Option<String> {
 pub async fn activity(ports: &Ports, message_id: &str) -> anyhow::Result<TrackActivity> {
     use anyhow::Context;
     let table = &ports.table;
-    let sum = table.get(&summary_key(message_id)).await.context("reading the tracking summary")?;
+    let sum =
+        table.get(&keys::tracking_summary_key(message_id)).await.context("reading the tracking summary")?;
     let n = |k: &str| sum.as_ref().and_then(|i| i.get(k)).and_then(Value::as_i64).unwrap_or(0);
     let t = |k: &str| sum.as_ref().and_then(|i| s(i, k));
     let page = table
@@ -572,7 +570,7 @@ pub async fn record(
     }
     let mut ops = vec![
         TransactOp::Put { item: ev, cond: Some(Cond::NotExists) },
-        TransactOp::Update { key: summary_key(mid), actions: sum, cond: None },
+        TransactOp::Update { key: keys::tracking_summary_key(mid), actions: sum, cond: None },
     ];
     if !verdict.machine && !tok.recipients.is_empty() {
         let (conversation, subject) = message_context(ports, mid).await;
@@ -625,7 +623,7 @@ async fn reclassify_burst(ports: &Ports, mid: &str, now: DateTime<Utc>) -> anyho
                 cond: Some(Cond::Eq("kind".into(), json!("click"))),
             },
             TransactOp::Update {
-                key: summary_key(mid),
+                key: keys::tracking_summary_key(mid),
                 actions: vec![Update::Add("clicks".into(), -1), Update::Add("machine_clicks".into(), 1)],
                 cond: None,
             },

@@ -16,6 +16,8 @@ use thiserror::Error;
 
 /// The source name of `mailroom import` (files from a mailbox export).
 pub const IMPORT_SOURCE: &str = "import";
+/// The source name of web form submissions (a customer's message, always).
+pub const FORM_SOURCE: &str = "form";
 
 /// A raw message as a source hands it over.
 #[derive(Debug, Clone)]

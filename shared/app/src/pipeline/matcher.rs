@@ -6,7 +6,7 @@
 //! transaction simply runs every (idempotent) step again.
 
 use crate::keys;
-use crate::pipeline::route::StagePointer;
+use crate::pipeline::StagePointer;
 use crate::runtime::consumer::MessageHandler;
 use crate::runtime::ports::Ports;
 use crate::thread::{ThreadInput, Threader};
@@ -29,12 +29,7 @@ pub struct MatchHandler {
     /// Own addresses (inboxes and users) seen so far; negatives expire.
     own: Mutex<HashMap<String, (bool, Instant)>>,
     /// The workspace's trusted receiving hosts (`[security] trusted_receivers`).
-    config: crate::pipeline::route::WorkspaceCache,
-}
-
-/// Blob key of an attachment body: content-addressed, shared by every message carrying it.
-pub fn attachment_key(sha256: &str) -> String {
-    format!("att/{}/{sha256}", &sha256[..2.min(sha256.len())])
+    config: crate::pipeline::WorkspaceCache,
 }
 
 /// See [`MatchHandler::direction`].
@@ -49,7 +44,7 @@ enum Direction {
 impl MatchHandler {
     pub fn new(ports: Ports) -> MatchHandler {
         MatchHandler {
-            config: crate::pipeline::route::WorkspaceCache::new(ports.clone()),
+            config: crate::pipeline::WorkspaceCache::new(ports.clone()),
             ports,
             own: Mutex::new(HashMap::new()),
         }
@@ -103,7 +98,7 @@ impl MatchHandler {
         for (meta, body) in m.attachments.iter().zip(understood.bodies) {
             self.ports
                 .blobs
-                .put_if_absent(&attachment_key(&meta.sha256), Bytes::from(body), &meta.content_type)
+                .put_if_absent(&keys::attachment_key(&meta.sha256), Bytes::from(body), &meta.content_type)
                 .await?;
         }
 
@@ -148,7 +143,7 @@ impl MatchHandler {
                 let item = self.new_message_item(ptr, &m, &copy, &now).await?;
                 // The domain event, in the same transaction: written once per message.
                 let conv = keys::item_str(&item, "conversation").unwrap_or_default();
-                ops.push(crate::outbound::relay::message_logged_put(&conv, &item, self.ports.clock.now()));
+                ops.push(crate::feed::message_logged_put(&conv, &item, self.ports.clock.now()));
                 ops.push(TransactOp::Put { item, cond: Some(Cond::NotExists) });
             }
             match table.transact_write(ops).await {
@@ -195,14 +190,14 @@ impl MatchHandler {
         from: Option<&str>,
         from_own: bool,
     ) -> anyhow::Result<Direction> {
-        if ptr.source == crate::forms::SOURCE {
+        if ptr.source == crate::pipeline::ingest::FORM_SOURCE {
             return Ok(Direction::Inbound);
         }
         if ptr.folder == Folder::Sent {
             return Ok(Direction::Outbound);
         }
         if self.ports.signer.verify_message_id(&m.message_id).is_some()
-            && self.ports.table.get(&crate::outbound::send::sent_key(&m.message_id)).await?.is_some()
+            && self.ports.table.get(&crate::keys::sent_key(&m.message_id)).await?.is_some()
         {
             return Ok(Direction::Outbound);
         }
@@ -320,7 +315,11 @@ impl MatchHandler {
             put(&mut item, "spoofed", json!(true));
         }
         // The reports' channel: told by the source, never by a header anyone can write.
-        put(&mut item, "channel", json!(if ptr.source == crate::forms::SOURCE { "form" } else { "email" }));
+        put(
+            &mut item,
+            "channel",
+            json!(if ptr.source == crate::pipeline::ingest::FORM_SOURCE { "form" } else { "email" }),
+        );
         put(&mut item, "parents", json!(parents));
         put(&mut item, "conversation", json!(conversation));
         put(&mut item, "attachments", json!(m.attachments));
@@ -328,7 +327,7 @@ impl MatchHandler {
         put(&mut item, "copies", json!([copy]));
         // A reply sent through Mailroom: the agent who wrote it (its From is the inbox).
         if signer.verify_message_id(&m.message_id).is_some()
-            && let Some(sent) = self.ports.table.get(&crate::outbound::send::sent_key(&m.message_id)).await?
+            && let Some(sent) = self.ports.table.get(&crate::keys::sent_key(&m.message_id)).await?
         {
             put(&mut item, "author", sent.get("author").cloned().unwrap_or(Value::Null));
         }

@@ -9,70 +9,19 @@
 //! first delivery wins.
 
 use crate::keys;
+use crate::keys::conv_key;
+use crate::pipeline::{StagePointer, WorkspaceCache};
 use crate::runtime::consumer::MessageHandler;
 use crate::runtime::ports::Ports;
-use crate::thread::{Threader, conv_key};
+use crate::thread::Threader;
 use anyhow::Context;
 use async_trait::async_trait;
 use mailroom_core::EmailAddress;
 use mailroom_core::crm::{company_domain, company_name};
 use mailroom_core::routing::{Decision, RouteContext, Router};
 use mailroom_core::workspace::{Assign, Workspace};
-use mailroom_store::{Cond, Item, Key, Query, SkCond, StoreError, Update};
-use serde::{Deserialize, Serialize};
+use mailroom_store::{Cond, Item, Key, Query, StoreError, Update};
 use serde_json::{Value, json};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
-
-/// The body of a route-queue and ticket-queue message.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct StagePointer {
-    pub message_id: String,
-    /// Set by the route stage: whether the message was logged on a contact's timeline.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub logged: Option<bool>,
-}
-
-/// How long a loaded workspace configuration is used before it is read again.
-const CONFIG_TTL: Duration = Duration::from_secs(30);
-
-/// A loaded workspace configuration and its compiled rules.
-pub type LoadedConfig = Arc<(Workspace, Router)>;
-
-/// The workspace configuration with its compiled router, reloaded after [`CONFIG_TTL`].
-pub struct WorkspaceCache {
-    ports: Ports,
-    cached: Mutex<Option<(Instant, LoadedConfig)>>,
-}
-
-impl WorkspaceCache {
-    pub fn new(ports: Ports) -> WorkspaceCache {
-        WorkspaceCache { ports, cached: Mutex::new(None) }
-    }
-    pub async fn get(&self) -> anyhow::Result<LoadedConfig> {
-        if let Some((at, ws)) = self.cached.lock().ok().and_then(|c| c.clone())
-            && at.elapsed() < CONFIG_TTL
-        {
-            return Ok(ws);
-        }
-        let ws = crate::workspace::load(&self.ports).await?.unwrap_or_default();
-        let router = Router::new(&ws);
-        let entry = Arc::new((ws, router));
-        if let Ok(mut c) = self.cached.lock() {
-            *c = Some((Instant::now(), entry.clone()));
-        }
-        Ok(entry)
-    }
-}
-
-pub fn contact_key(email: &str) -> Key {
-    Key::new(format!("contact#{}", email.to_lowercase()), "contact")
-}
-pub fn company_key(domain: &str) -> Key {
-    Key::new(format!("company#{}", domain.to_lowercase()), "company")
-}
-pub const CONTACTS_INDEX_PK: &str = "contacts";
-pub const COMPANIES_INDEX_PK: &str = "companies";
 
 pub struct RouteHandler {
     ports: Ports,
@@ -229,7 +178,7 @@ impl RouteHandler {
         create: bool,
     ) -> anyhow::Result<bool> {
         let table = &self.ports.table;
-        let key = contact_key(email);
+        let key = keys::contact_key(email);
         let existing = table.get(&key).await?;
         if existing.is_none() && !create {
             return Ok(false);
@@ -237,11 +186,11 @@ impl RouteHandler {
         let domain = company_domain(email, &ws.company_exclusions);
         let needs_company = existing.as_ref().is_none_or(|e| e.get("company_domain").is_none());
         if let Some(d) = domain.as_ref().filter(|_| needs_company) {
-            let mut item = company_key(d).item();
+            let mut item = keys::company_key(d).item();
             item.insert("domain".into(), json!(d));
             item.insert("name".into(), json!(company_name(d)));
             item.insert("created_at".into(), json!(self.ports.clock.now().to_rfc3339()));
-            item.insert("gsi1pk".into(), json!(COMPANIES_INDEX_PK));
+            item.insert("gsi1pk".into(), json!(keys::COMPANIES_INDEX_PK));
             item.insert("gsi1sk".into(), json!(d));
             put_if_absent(table.as_ref(), item).await?;
         }
@@ -252,7 +201,7 @@ impl RouteHandler {
                 Update::SetIfAbsent("email".into(), json!(email.to_lowercase())),
                 Update::SetIfAbsent("company_domain".into(), json!(domain)),
                 Update::SetIfAbsent("created_at".into(), json!(self.ports.clock.now().to_rfc3339())),
-                Update::SetIfAbsent("gsi1pk".into(), json!(CONTACTS_INDEX_PK)),
+                Update::SetIfAbsent("gsi1pk".into(), json!(keys::CONTACTS_INDEX_PK)),
                 Update::SetIfAbsent("gsi1sk".into(), json!(email.to_lowercase())),
             ];
             if let Some(n) = name
@@ -273,7 +222,7 @@ impl RouteHandler {
         item.insert("name".into(), json!(name));
         item.insert("company_domain".into(), json!(domain));
         item.insert("created_at".into(), json!(self.ports.clock.now().to_rfc3339()));
-        item.insert("gsi1pk".into(), json!(CONTACTS_INDEX_PK));
+        item.insert("gsi1pk".into(), json!(keys::CONTACTS_INDEX_PK));
         item.insert("gsi1sk".into(), json!(email.to_lowercase()));
         put_if_absent(table.as_ref(), item).await?;
         Ok(true)
@@ -300,12 +249,12 @@ impl RouteHandler {
             ..RouteContext::default()
         };
         if let Some(c) = customer
-            && let Some(contact) = self.ports.table.get(&contact_key(c)).await?
+            && let Some(contact) = self.ports.table.get(&keys::contact_key(c)).await?
         {
             // Contact properties: stored attributes and the configured `properties` map.
             add_properties(&mut ctx, "contact", &contact);
             if let Some(domain) = s(&contact, "company_domain")
-                && let Some(company) = self.ports.table.get(&company_key(&domain)).await?
+                && let Some(company) = self.ports.table.get(&keys::company_key(&domain)).await?
             {
                 add_properties(&mut ctx, "company", &company);
             }
@@ -441,9 +390,4 @@ impl MessageHandler for RouteHandler {
             serde_json::from_str(body).context("route queue message is not a stage pointer")?;
         self.process(&ptr).await
     }
-}
-
-/// Lists contacts or companies (for the CLI and tests).
-pub async fn list_index(ports: &Ports, pk: &str) -> anyhow::Result<Vec<Item>> {
-    Ok(ports.table.query_all(Query::new(pk).index("gsi1").sk(SkCond::All)).await?)
 }

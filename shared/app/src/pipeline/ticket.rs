@@ -7,19 +7,15 @@
 //! Idempotent: the ticket is created with a conditional put on `ticket#{conversation}`,
 //! and a reopen is conditional on the ticket being closed by an earlier message.
 
-use crate::pipeline::route::{StagePointer, WorkspaceCache};
+use crate::keys;
+use crate::pipeline::{StagePointer, WorkspaceCache};
 use crate::runtime::consumer::MessageHandler;
 use crate::runtime::ports::Ports;
 use crate::thread::Threader;
 use anyhow::Context;
 use async_trait::async_trait;
-use mailroom_store::{Cond, Key, StoreError, Update};
+use mailroom_store::{Cond, StoreError, Update};
 use serde_json::{Value, json};
-
-pub fn ticket_key(conversation: &str) -> Key {
-    Key::new(format!("ticket#{conversation}"), "ticket")
-}
-pub const TICKETS_INDEX_PK: &str = "tickets";
 
 /// A new open ticket of conversation `root` (its item `conv`) in `pipeline` at `stage`,
 /// owned like the conversation; the caller adds what created it and puts it with
@@ -31,7 +27,7 @@ pub fn new_ticket(
     stage: &str,
     now: &str,
 ) -> mailroom_store::Item {
-    let mut item = ticket_key(root).item();
+    let mut item = keys::ticket_key(root).item();
     item.insert("id".into(), json!(format!("t{}", root.get(1..).unwrap_or_default())));
     item.insert("conversation".into(), json!(root));
     item.insert("pipeline".into(), json!(pipeline));
@@ -45,7 +41,7 @@ pub fn new_ticket(
     item.insert("created_at".into(), json!(now));
     // Every stage the ticket enters, with when: SLA pauses are measured on it.
     item.insert("stage_log".into(), json!([[stage, now]]));
-    item.insert("gsi1pk".into(), json!(TICKETS_INDEX_PK));
+    item.insert("gsi1pk".into(), json!(keys::TICKETS_INDEX_PK));
     item.insert("gsi1sk".into(), json!(format!("{now}#{root}")));
     item
 }
@@ -132,7 +128,7 @@ impl TicketHandler {
             .or_else(|| pipeline.initial_stage().map(|x| x.id.clone()))
             .context("pipeline has no stages")?;
         let date = s(msg, "date").unwrap_or_default();
-        let key = ticket_key(&root.id);
+        let key = keys::ticket_key(&root.id);
         match table.get(&key).await? {
             None => {
                 let now = self.ports.clock.now().to_rfc3339();

@@ -24,10 +24,14 @@
 //! (the sweep's breach events use the exact instants). The formulas are in
 //! docs/metrics.md.
 
+use crate::feed;
+use crate::keys;
+use crate::keys::conv_key;
 use crate::keys::item_str as s;
-use crate::pipeline::ticket::ticket_key;
+use crate::keys::ticket_key;
+use crate::runtime::metrics;
 use crate::runtime::ports::Ports;
-use crate::thread::{Threader, conv_key};
+use crate::thread::Threader;
 use anyhow::Context;
 use chrono::{DateTime, Duration, NaiveDate, Timelike, Utc};
 use mailroom_core::calendar::Calendar;
@@ -41,7 +45,6 @@ pub const CHANNEL_EMAIL: &str = "email";
 /// Stands for "no team".
 pub const NONE: &str = "-";
 const SEP: char = '\t';
-const DAYS_PK: &str = "rpt-days";
 
 /// (bucket pk, bucket sk) -> attribute -> count.
 type Contrib = BTreeMap<(String, String), BTreeMap<String, i64>>;
@@ -513,10 +516,6 @@ async fn apply(
     }
 }
 
-pub fn conv_owner(conv: &str) -> Key {
-    Key::new(format!("rpt-conv#{conv}"), "rpt")
-}
-
 /// The fact a recorded message item gives.
 pub fn fact(ws: &Workspace, msg: &Item, logged: bool) -> Option<MsgFact> {
     let t = message_time(msg)?;
@@ -571,7 +570,7 @@ pub async fn refresh(
 ) -> anyhow::Result<()> {
     for _ in 0..20 {
         let root = Threader::new(ports).find(conv).await?;
-        let key = conv_owner(&root.id);
+        let key = keys::conv_owner(&root.id);
         let owner = ports.table.get(&key).await?;
         let mut msgs: BTreeMap<String, MsgFact> = owner
             .as_ref()
@@ -606,7 +605,7 @@ pub async fn refresh(
         }
         let fresh: Vec<String> = seen.into_iter().filter(|id| !absorbed.contains(id)).collect();
         for id in &fresh {
-            let k = conv_owner(id);
+            let k = keys::conv_owner(id);
             if let Some(other) = ports.table.get(&k).await? {
                 let theirs: BTreeMap<String, MsgFact> = other
                     .get("msgs")
@@ -643,7 +642,7 @@ pub async fn refresh(
         // Conversations whose SLA falls due, for the sweep.
         match fig.sla_due_at {
             Some(due) => {
-                extra.push(Update::Set("gsi1pk".into(), json!(SLA_DUE_INDEX_PK)));
+                extra.push(Update::Set("gsi1pk".into(), json!(keys::SLA_DUE_INDEX_PK)));
                 extra.push(Update::Set("gsi1sk".into(), json!(format!("{due:012}#{}", root.id))));
             }
             None if owner.as_ref().is_some_and(|o| o.contains_key("gsi1pk")) => {
@@ -681,7 +680,7 @@ pub async fn refresh(
         let known = days_of(&counted);
         for day in days_of(&contrib).into_iter().filter(|x| !known.contains(x)) {
             more.push(TransactOp::Update {
-                key: Key::new(DAYS_PK, day.clone()),
+                key: Key::new(keys::REPORT_DAYS_PK, day.clone()),
                 actions: vec![Update::SetIfAbsent("day".into(), json!(day))],
                 cond: None,
             });
@@ -718,7 +717,7 @@ async fn record_overflow(ports: &Ports, conv: &Item, id: &str, n: &NewMessage<'_
     let mut ops = vec![TransactOp::Put { item: marker.item(), cond: Some(Cond::NotExists) }];
     for day in days_of(&c) {
         ops.push(TransactOp::Update {
-            key: Key::new(DAYS_PK, day.clone()),
+            key: Key::new(keys::REPORT_DAYS_PK, day.clone()),
             actions: vec![Update::SetIfAbsent("day".into(), json!(day))],
             cond: None,
         });
@@ -731,9 +730,6 @@ async fn record_overflow(ports: &Ports, conv: &Item, id: &str, n: &NewMessage<'_
         Err(e) => Err(e.into()),
     }
 }
-
-pub const SLA_DUE_INDEX_PK: &str = "sla-due";
-pub const EVENTS_INDEX_PK: &str = "events";
 
 /// The report events a change of the buckets amounts to, with a value where one applies
 /// (seconds for a first response, the agent for an assignment).
@@ -775,23 +771,15 @@ fn events(d: &Contrib) -> Vec<(&'static str, Value)> {
     out
 }
 
-/// One report event, in the conversation's event list and the global feed (`gsi1`
-/// partition `events`), for notifications and integrations to follow.
+/// One report event (the feed's one shape), tagged by the state's version.
 fn event_put(conv: &str, version: i64, kind: &str, value: Value, now: DateTime<Utc>) -> TransactOp {
-    let at = now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
-    let mut item = Key::new(format!("events#{conv}"), format!("{at}#{version:08}#{kind}")).item();
-    item.insert("type".into(), json!(kind));
-    item.insert("conversation".into(), json!(conv));
-    item.insert("at".into(), json!(at));
-    item.insert("value".into(), value);
-    item.insert("gsi1pk".into(), json!(EVENTS_INDEX_PK));
-    item.insert("gsi1sk".into(), json!(format!("{at}#{conv}#{version:08}#{kind}")));
-    TransactOp::Put { item, cond: None }
-}
-
-/// Report events of a conversation, oldest first.
-pub async fn conversation_events(ports: &Ports, conv: &str) -> anyhow::Result<Vec<Item>> {
-    Ok(ports.table.query_all(Query::new(format!("events#{conv}"))).await?)
+    feed::put_op(
+        feed::Subject::Conversation(conv),
+        kind,
+        &format!("{version:08}"),
+        feed::data_of(kind, value),
+        now,
+    )
 }
 
 /// The SLA sweep: every conversation whose SLA deadline has passed without the target
@@ -800,7 +788,8 @@ pub async fn conversation_events(ports: &Ports, conv: &str) -> anyhow::Result<Ve
 /// Returns the conversations newly found in breach.
 pub async fn sweep(ports: &Ports, now: DateTime<Utc>) -> anyhow::Result<Vec<String>> {
     let upto = format!("{:012}~", now.timestamp());
-    let due = ports.table.query_all(Query::new(SLA_DUE_INDEX_PK).index("gsi1").sk(SkCond::Le(upto))).await?;
+    let due =
+        ports.table.query_all(Query::new(keys::SLA_DUE_INDEX_PK).index("gsi1").sk(SkCond::Le(upto))).await?;
     let mut found = Vec::new();
     for item in due {
         let (Some(conv), Some(sk)) = (s(&item, "conversation"), s(&item, "gsi1sk")) else { continue };
@@ -811,7 +800,7 @@ pub async fn sweep(ports: &Ports, now: DateTime<Utc>) -> anyhow::Result<Vec<Stri
         let version = item.get("version").and_then(Value::as_i64).unwrap_or(0);
         let ops = vec![
             TransactOp::Update {
-                key: conv_owner(&conv),
+                key: keys::conv_owner(&conv),
                 actions: vec![Update::Set("breach_event_for".into(), json!(due_at))],
                 cond: Some(Cond::Eq("version".into(), json!(version))),
             },
@@ -820,7 +809,7 @@ pub async fn sweep(ports: &Ports, now: DateTime<Utc>) -> anyhow::Result<Vec<Stri
         match ports.table.transact_write(ops).await {
             Ok(()) => {
                 tracing::warn!(conversation = %conv, due = due_at, "SLA breached");
-                emf(now, json!([[]]), &[], &[("SlaBreached", json!(1), "Count")]);
+                metrics::emf(now, json!([[]]), &[], &[("SlaBreached", json!(1), "Count")]);
                 found.push(conv);
             }
             // Changed meanwhile (a reply, a close): the next sweep looks again.
@@ -871,7 +860,7 @@ pub async fn scheduled(ports: &Ports, now: DateTime<Utc>) -> anyhow::Result<Swee
         gauge("SlaDue", out.sla_due),
         gauge("SlaBreachedOpen", out.sla_breached),
     ];
-    emf(now, json!([[]]), &[], &gauges);
+    metrics::emf(now, json!([[]]), &[], &gauges);
     Ok(out)
 }
 
@@ -879,38 +868,10 @@ pub async fn scheduled(ports: &Ports, now: DateTime<Utc>) -> anyhow::Result<Swee
 pub async fn figures(ports: &Ports, conv: &str) -> anyhow::Result<Option<ConvFigures>> {
     Ok(ports
         .table
-        .get(&conv_owner(conv))
+        .get(&keys::conv_owner(conv))
         .await?
         .and_then(|o| o.get("figures").cloned())
         .and_then(|f| serde_json::from_value(f).ok()))
-}
-
-/// Prints one CloudWatch embedded-metric-format line (namespace `Mailroom`) when running
-/// in Lambda, where the log line becomes the metrics; elsewhere nothing. `dims` are the
-/// dimension sets, `props` the dimension values, `metrics` (name, value, unit).
-pub(crate) fn emf(now: DateTime<Utc>, dims: Value, props: &[(&str, Value)], metrics: &[(&str, Value, &str)]) {
-    if std::env::var_os("AWS_LAMBDA_FUNCTION_NAME").is_none() || metrics.is_empty() {
-        return;
-    }
-    let mut line = serde_json::Map::new();
-    line.insert(
-        "_aws".into(),
-        json!({
-            "Timestamp": now.timestamp_millis(),
-            "CloudWatchMetrics": [{
-                "Namespace": "Mailroom",
-                "Dimensions": dims,
-                "Metrics": metrics.iter().map(|m| json!({"Name": m.0, "Unit": m.2})).collect::<Vec<_>>(),
-            }],
-        }),
-    );
-    for (k, v) in props {
-        line.insert((*k).into(), v.clone());
-    }
-    for (name, v, _) in metrics {
-        line.insert((*name).into(), v.clone());
-    }
-    println!("{}", Value::Object(line));
 }
 
 /// CloudWatch embedded metric format lines for the events of a change, in Lambda only:
@@ -938,7 +899,7 @@ fn emit_metrics(conv: &Item, evs: &[(&'static str, Value)]) {
     metrics.push(("Unassigned", json!(unassigned), "Count"));
     metrics.retain(|m| m.1 != json!(0));
     let inbox = json!(s(conv, "inbox").unwrap_or_default());
-    emf(Utc::now(), json!([[], ["Inbox"]]), &[("Inbox", inbox)], &metrics);
+    metrics::emf(Utc::now(), json!([[], ["Inbox"]]), &[("Inbox", inbox)], &metrics);
 }
 
 // ---------------------------------------------------------------------------- reading
@@ -1088,7 +1049,7 @@ pub struct Report {
 
 /// Builds a report from the buckets.
 pub async fn report(ports: &Ports, ws: &Workspace, f: &Filter, now: DateTime<Utc>) -> anyhow::Result<Report> {
-    let days = ports.table.query_all(Query::new(DAYS_PK)).await?;
+    let days = ports.table.query_all(Query::new(keys::REPORT_DAYS_PK)).await?;
     let all: Vec<NaiveDate> = days
         .iter()
         .filter_map(|d| s(d, "sk"))
@@ -1507,10 +1468,10 @@ mod tests {
         for i in 0..150 {
             record_message(&ports, &ws, &msg(i), Some(true)).await.unwrap();
         }
-        let before = ports.table.get(&conv_owner("cbig")).await.unwrap().unwrap();
+        let before = ports.table.get(&keys::conv_owner("cbig")).await.unwrap().unwrap();
         record_message(&ports, &ws, &msg(140), Some(true)).await.unwrap();
         record_message(&ports, &ws, &msg(10), Some(true)).await.unwrap();
-        let state = ports.table.get(&conv_owner("cbig")).await.unwrap().unwrap();
+        let state = ports.table.get(&keys::conv_owner("cbig")).await.unwrap().unwrap();
         assert_eq!(state.get("msgs").and_then(Value::as_object).map(|m| m.len()), Some(MAX_FACTS));
         assert_eq!(state.get("version"), before.get("version"), "a redelivery changed the state");
         let r = report(&ports, &ws, &Filter::default(), Utc::now()).await.unwrap();

@@ -1,4 +1,6 @@
 pub mod config;
 pub mod consumer;
+pub mod http;
+pub mod metrics;
 pub mod ports;
 pub mod telemetry;

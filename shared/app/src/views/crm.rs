@@ -1,6 +1,6 @@
 //! Contact and company listings (for the CLI and the tests; the API pages them later).
 
-use crate::pipeline::route::{COMPANIES_INDEX_PK, CONTACTS_INDEX_PK, list_index};
+use crate::keys::{COMPANIES_INDEX_PK, CONTACTS_INDEX_PK};
 use crate::runtime::ports::Ports;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -53,4 +53,10 @@ pub async fn companies(ports: &Ports) -> anyhow::Result<Vec<CompanyView>> {
             }
         })
         .collect())
+}
+
+/// Lists contacts or companies (for the CLI and tests).
+pub async fn list_index(ports: &Ports, pk: &str) -> anyhow::Result<Vec<mailroom_store::Item>> {
+    use mailroom_store::{Query, SkCond};
+    Ok(ports.table.query_all(Query::new(pk).index("gsi1").sk(SkCond::All)).await?)
 }

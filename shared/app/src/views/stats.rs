@@ -87,8 +87,8 @@ pub async fn collect(ports: &Ports) -> Result<Stats, StoreError> {
     let count = |pk: &'static str| async move {
         t.query_all(Query::new(pk).index("gsi1")).await.map(|v| v.len() as u64)
     };
-    s.contacts = count(crate::pipeline::route::CONTACTS_INDEX_PK).await?;
-    s.companies = count(crate::pipeline::route::COMPANIES_INDEX_PK).await?;
-    s.tickets = count(crate::pipeline::ticket::TICKETS_INDEX_PK).await?;
+    s.contacts = count(crate::keys::CONTACTS_INDEX_PK).await?;
+    s.companies = count(crate::keys::COMPANIES_INDEX_PK).await?;
+    s.tickets = count(crate::keys::TICKETS_INDEX_PK).await?;
     Ok(s)
 }
