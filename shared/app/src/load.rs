@@ -32,10 +32,28 @@ fn is_conflict(e: &StoreError) -> bool {
 
 /// Makes the load counters agree with conversation `id` (its root) as it is now.
 pub async fn settle(ports: &Ports, id: &str) -> anyhow::Result<()> {
+    let root = Threader::new(ports).find(id).await?;
+    settle_one(ports, &root.id).await
+}
+
+/// Releases the load of the conversations merged into `id`'s root: a merged conversation
+/// lives on in its root and counts for nobody.
+pub async fn settle_merged(ports: &Ports, id: &str) -> anyhow::Result<()> {
+    let root = Threader::new(ports).find(id).await?;
+    let merged: Vec<String> =
+        root.item.get("merged").and_then(|m| serde_json::from_value(m.clone()).ok()).unwrap_or_default();
+    for m in merged {
+        settle_one(ports, &m).await?;
+    }
+    Ok(())
+}
+
+/// One conversation item, root or merged.
+async fn settle_one(ports: &Ports, id: &str) -> anyhow::Result<()> {
     for _ in 0..16 {
-        let root = Threader::new(ports).find(id).await?;
-        let item = &root.item;
-        let open = s(item, "status").as_deref().unwrap_or("open") == "open";
+        let Some(item) = ports.table.get(&keys::conv_key(id)).await? else { return Ok(()) };
+        let item = &item;
+        let open = s(item, "status").as_deref().unwrap_or("open") == "open" && !item.contains_key("parent");
         let want = s(item, "assignee").filter(|_| open).map(|a| a.to_lowercase());
         let have = s(item, "load_for");
         if want == have {
@@ -50,7 +68,7 @@ pub async fn settle(ports: &Ports, id: &str) -> anyhow::Result<()> {
             None => Cond::AttrNotExists("load_for".into()),
         };
         let mut ops =
-            vec![TransactOp::Update { key: conv_key(&root.id), actions: vec![action], cond: Some(guard) }];
+            vec![TransactOp::Update { key: conv_key(id), actions: vec![action], cond: Some(guard) }];
         if let Some(h) = &have {
             ops.push(TransactOp::Update {
                 key: keys::load_key(h),

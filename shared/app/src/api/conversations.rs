@@ -168,7 +168,7 @@ pub(crate) async fn visible_root(st: &ApiState, caller: &Caller, id: &str) -> Ap
 
 /// List conversations
 ///
-/// Newest first (by the first message's date), only in inboxes the caller may see.
+/// Newest first (by when we received the first message), only in inboxes the caller may see.
 #[utoipa::path(get, path = "/conversations", tag = "conversations", params(ListParams),
     responses((status = 200, body = ConversationPage), (status = 400, body = super::Problem), (status = 401, body = super::Problem)))]
 async fn list(
@@ -579,6 +579,7 @@ pub struct ReplyBody {
     params(("id" = String, Path, description = "Conversation id"), ("Idempotency-Key" = Option<String>, Header, description = "The client's request id")),
     request_body = ReplyBody,
     responses((status = 202, description = "Queued (or already queued under this request id)", body = Object),
+        (status = 422, body = super::Problem),
         (status = 400, body = super::Problem), (status = 404, body = super::Problem), (status = 409, body = super::Problem)))]
 async fn reply(
     State(st): State<Arc<ApiState>>,

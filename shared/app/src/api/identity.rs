@@ -9,7 +9,8 @@
 //! bound to one subject per issuer: another account claiming the same address is refused.
 //!
 //! Items (docs/storage.md): `idsub#{issuer}#{subject}` / `id` -> the user's email, and
-//! `iduser#{email}` / `id` -> the subject, written together with conditional puts.
+//! `iduser#{issuer}#{email}` / `id` -> the subject, written together with conditional
+//! puts. Nothing unlinks a binding yet (docs/security.md).
 
 use super::auth::Identity;
 use super::{ApiError, ApiResult};
@@ -48,7 +49,7 @@ pub async fn user_of(ports: &Ports, id: &Identity) -> ApiResult<String> {
             && &other != subject
         {
             return Err(ApiError::Forbidden(format!(
-                "{email} is already linked to another sign-in of this identity provider; an admin can unlink it"
+                "{email} is already linked to another sign-in of this identity provider"
             )));
         }
         let now = ports.clock.now().to_rfc3339();

@@ -137,6 +137,7 @@ impl MatchHandler {
                 // A Sent copy tells the truth about direction whichever copy came first.
                 if ptr.folder == Folder::Sent {
                     actions.push(Update::Set("direction".into(), json!("outbound")));
+                    actions.push(Update::Remove("spoofed".into()));
                 }
                 ops.push(TransactOp::Update { key: msg_key.clone(), actions, cond: Some(Cond::Exists) });
             } else {

@@ -64,7 +64,10 @@ impl TicketHandler {
         let cfg = self.config.get().await?;
         self.reopen_conversation(&cfg.0, &msg).await?;
         // Reports last, so they see the ticket, the routing and the status.
-        crate::reports::record_message(&self.ports, &cfg.0, &msg, ptr.logged).await
+        crate::reports::record_message(&self.ports, &cfg.0, &msg, ptr.logged).await?;
+        // A conversation merged into another counts for nobody's load any more.
+        let conv = crate::keys::item_str(&msg, "conversation").unwrap_or_default();
+        crate::load::settle_merged(&self.ports, &conv).await
     }
 
     /// A customer's message that arrived after the conversation was closed reopens it (an
@@ -152,6 +155,11 @@ impl TicketHandler {
                             vec![
                                 Update::Set("status".into(), json!("open")),
                                 Update::Set("stage".into(), json!(stage)),
+                                // SLA pauses are measured on the stage log.
+                                Update::Append(
+                                    "stage_log".into(),
+                                    vec![json!([stage, self.ports.clock.now().to_rfc3339()])],
+                                ),
                                 Update::Set("reopened_by_message".into(), json!(ptr.message_id)),
                                 Update::Add("reopened".into(), 1),
                             ],

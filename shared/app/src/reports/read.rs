@@ -1,0 +1,406 @@
+//! The read side of the reports: a report over a range reads the day partitions of the
+//! buckets, never the conversations (docs/metrics.md).
+
+use super::*;
+use crate::keys;
+use crate::keys::item_str as s;
+use crate::runtime::ports::Ports;
+use chrono::{DateTime, Duration, NaiveDate, Timelike, Utc};
+use mailroom_core::workspace::Workspace;
+use mailroom_store::{Query, SkCond};
+use serde::Serialize;
+use std::collections::BTreeMap;
+
+/// A report's filter.
+#[derive(Debug, Clone, Default)]
+pub struct Filter {
+    /// First and last day, inclusive, in the report's time zone.
+    pub from: Option<NaiveDate>,
+    pub to: Option<NaiveDate>,
+    /// The zone days and hours of day are counted in; `None`: the zone of the
+    /// `[reports] calendar`, else UTC.
+    pub tz: Option<chrono_tz::Tz>,
+    pub inbox: Option<String>,
+    /// Inboxes the reader may see (`None`: all).
+    pub visible: Option<Vec<String>>,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Volume {
+    pub total: i64,
+    pub by_inbox: BTreeMap<String, i64>,
+    pub by_day: BTreeMap<String, i64>,
+    pub by_hour_of_day: BTreeMap<String, i64>,
+    pub by_channel: BTreeMap<String, i64>,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct HistBar {
+    /// Upper bound in seconds; null for the last, open-ended bar.
+    pub le_s: Option<i64>,
+    pub count: i64,
+}
+
+/// Durations (first response, wait time): count, mean, percentiles, in calendar and
+/// business time.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct FirstResponse {
+    pub count: i64,
+    pub mean_s: Option<f64>,
+    pub median_s: Option<f64>,
+    pub p90_s: Option<f64>,
+    pub business_mean_s: Option<f64>,
+    pub business_median_s: Option<f64>,
+    pub business_p90_s: Option<f64>,
+    pub histogram: Vec<HistBar>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct AgentFigures {
+    pub assigned: i64,
+    pub replied: i64,
+    pub closed: i64,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct OpenedClosed {
+    pub opened: i64,
+    pub closed: i64,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct SlaCounts {
+    pub met: i64,
+    pub breached: i64,
+    pub due: i64,
+    pub paused: i64,
+    /// met / (met + breached); null when neither.
+    pub compliance: Option<f64>,
+}
+
+impl SlaCounts {
+    fn count(&mut self, what: &str, n: i64, now: i64) -> bool {
+        match what {
+            "met" => self.met += n,
+            "breached" => self.breached += n,
+            "paused" => self.paused += n,
+            w => match w.strip_prefix("due@").and_then(|t| t.parse::<i64>().ok()) {
+                // Stored rounded up to the hour: breached once that hour has come.
+                Some(t) if t <= now => self.breached += n,
+                Some(_) => self.due += n,
+                None => return false,
+            },
+        }
+        true
+    }
+    fn finish(&mut self) {
+        let decided = self.met + self.breached;
+        self.compliance = (decided > 0).then(|| self.met as f64 / decided as f64);
+    }
+}
+
+/// Conversations by SLA status: all targets together, and each target alone.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Sla {
+    #[serde(flatten)]
+    pub all: SlaCounts,
+    pub first_response: SlaCounts,
+    pub time_to_close: SlaCounts,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct EmailLog {
+    pub messages: i64,
+    pub logged: i64,
+    pub share: Option<f64>,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Messages {
+    #[serde(rename = "in")]
+    pub inbound: i64,
+    #[serde(rename = "out")]
+    pub outbound: i64,
+    pub noise: i64,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Report {
+    pub from: Option<String>,
+    pub to: Option<String>,
+    pub inbox: Option<String>,
+    /// The IANA zone of days and hours of day.
+    pub time_zone: String,
+    pub generated_at: String,
+    /// Inboxes with data that the reader may see (for filters).
+    pub inboxes: Vec<String>,
+    pub volume: Volume,
+    pub messages: Messages,
+    pub first_response: FirstResponse,
+    /// Every reply of ours to a waiting customer (docs/metrics.md).
+    pub wait_time: FirstResponse,
+    pub agents: BTreeMap<String, AgentFigures>,
+    pub teams: BTreeMap<String, i64>,
+    pub tickets_created: i64,
+    pub open: i64,
+    pub closed: i64,
+    pub unassigned: i64,
+    pub stale: i64,
+    pub stale_after_s: i64,
+    pub open_closed_by_day: BTreeMap<String, OpenedClosed>,
+    pub sla: Sla,
+    pub email_log: EmailLog,
+    /// Bucket items read to build the report (the cost of the report).
+    pub buckets_read: u64,
+}
+
+/// Builds a report from the buckets.
+pub async fn report(ports: &Ports, ws: &Workspace, f: &Filter, now: DateTime<Utc>) -> anyhow::Result<Report> {
+    let days = ports.table.query_all(Query::new(keys::REPORT_DAYS_PK)).await?;
+    let all: Vec<NaiveDate> = days
+        .iter()
+        .filter_map(|d| s(d, "sk"))
+        .filter_map(|d| NaiveDate::parse_from_str(&d, "%Y-%m-%d").ok())
+        .collect();
+    let tz = f.tz.unwrap_or_else(|| report_zone(ws));
+    let mut r = Report {
+        from: f.from.map(|d| d.to_string()),
+        to: f.to.map(|d| d.to_string()),
+        inbox: f.inbox.clone(),
+        time_zone: tz.name().to_string(),
+        generated_at: now.to_rfc3339(),
+        stale_after_s: ws.stale_after_secs(),
+        ..Report::default()
+    };
+    let (Some(first), Some(last)) = (all.iter().min(), all.iter().max()) else { return Ok(r) };
+    // The range in local days, and the UTC instants and day partitions it covers.
+    let local =
+        |d: NaiveDate, h: u32| d.and_hms_opt(h, 59, 59).map(|t| t.and_utc().with_timezone(&tz).date_naive());
+    let from = f.from.or_else(|| local(*first, 0)).unwrap_or(*first);
+    let to = f.to.or_else(|| local(*last, 23)).unwrap_or(*last);
+    let start = local_midnight(tz, from);
+    let end = local_midnight(tz, to + Duration::days(1));
+    let (first_day, last_day) =
+        (start.date_naive().max(*first), (end - Duration::seconds(1)).date_naive().min(*last));
+    let mut frt = Durations::default();
+    let mut wait = Durations::default();
+    let stale_before = now.timestamp() - r.stale_after_s;
+    let mut inboxes = std::collections::BTreeSet::new();
+    let want = f.inbox.as_ref().map(|i| i.to_lowercase());
+    let mut day = first_day;
+    while day <= last_day {
+        if all.contains(&day) {
+            let items = ports.table.query_all(Query::new(format!("rpt#{day}")).sk(SkCond::All)).await?;
+            r.buckets_read += items.len() as u64;
+            for b in items {
+                let inbox = s(&b, "inbox").unwrap_or_default();
+                if let Some(v) = &f.visible
+                    && !v.iter().any(|x| x.eq_ignore_ascii_case(&inbox))
+                {
+                    continue;
+                }
+                inboxes.insert(inbox.clone());
+                if want.as_ref().is_some_and(|w| *w != inbox) {
+                    continue;
+                }
+                // The bucket's hour, in the report's zone.
+                let Some(at) = s(&b, "hour")
+                    .and_then(|h| {
+                        chrono::NaiveDateTime::parse_from_str(&format!("{h}:00"), "%Y-%m-%dT%H:%M").ok()
+                    })
+                    .map(|t| t.and_utc())
+                else {
+                    continue;
+                };
+                if at < start || at >= end {
+                    continue;
+                }
+                let at = at.with_timezone(&tz);
+                let key = at.date_naive().to_string();
+                let hour = at.hour();
+                let channel = s(&b, "channel").unwrap_or_else(|| CHANNEL_EMAIL.into());
+                for (attr, v) in &b {
+                    let Some(n) = v.as_i64() else { continue };
+                    if n == 0 {
+                        continue;
+                    }
+                    // Counters by team or agent: `name|t:TEAM`, `name|a:AGENT`.
+                    if let Some((name, dim)) = attr.split_once('|') {
+                        if let Some(team) = dim.strip_prefix("t:") {
+                            if name == "opened" {
+                                *r.teams.entry(team.to_string()).or_default() += n;
+                            }
+                        } else if let Some(agent) = dim.strip_prefix("a:") {
+                            let a = r.agents.entry(agent.to_string()).or_default();
+                            match name {
+                                "assigned" => a.assigned += n,
+                                "msg_out" => a.replied += n,
+                                "closed" => a.closed += n,
+                                _ => {}
+                            }
+                        }
+                        continue;
+                    }
+                    match attr.as_str() {
+                        "opened" => {
+                            r.volume.total += n;
+                            *r.volume.by_inbox.entry(inbox.clone()).or_default() += n;
+                            *r.volume.by_day.entry(key.clone()).or_default() += n;
+                            *r.volume.by_hour_of_day.entry(hour.to_string()).or_default() += n;
+                            *r.volume.by_channel.entry(channel.clone()).or_default() += n;
+                            r.open_closed_by_day.entry(key.clone()).or_default().opened += n;
+                        }
+                        "msg_out" => {
+                            r.messages.outbound += n;
+                            r.email_log.messages += n;
+                        }
+                        "msg_in" => {
+                            r.messages.inbound += n;
+                            r.email_log.messages += n;
+                        }
+                        "msg_noise" => r.messages.noise += n,
+                        "logged" => r.email_log.logged += n,
+                        "closed" => {
+                            r.open_closed_by_day.entry(key.clone()).or_default().closed += n;
+                        }
+                        "open_now" => r.open += n,
+                        "closed_now" => r.closed += n,
+                        "unassigned" => r.unassigned += n,
+                        "tickets" => r.tickets_created += n,
+                        a => {
+                            if let Some(rest) = a.strip_prefix("frt") {
+                                frt.count(rest, n);
+                            } else if let Some(rest) = a.strip_prefix("wait").filter(|r| !r.starts_with('@'))
+                            {
+                                wait.count(rest, n);
+                            } else if let Some(t) =
+                                a.strip_prefix("wait@").and_then(|x| x.parse::<i64>().ok())
+                            {
+                                if t <= stale_before {
+                                    r.stale += n;
+                                }
+                            } else if let Some(w) = a.strip_prefix("sla_") {
+                                r.sla.all.count(w, n, now.timestamp());
+                            } else if let Some(w) = a.strip_prefix("slafr_") {
+                                r.sla.first_response.count(w, n, now.timestamp());
+                            } else if let Some(w) = a.strip_prefix("slattc_") {
+                                r.sla.time_to_close.count(w, n, now.timestamp());
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        day += Duration::days(1);
+    }
+    r.agents.retain(|_, a| *a != AgentFigures::default());
+    r.first_response = frt.finish();
+    r.wait_time = wait.finish();
+    r.sla.all.finish();
+    r.sla.first_response.finish();
+    r.sla.time_to_close.finish();
+    r.email_log.share =
+        (r.email_log.messages > 0).then(|| r.email_log.logged as f64 / r.email_log.messages as f64);
+    r.inboxes = inboxes.into_iter().collect();
+    // Days of the range without data still show, as zeros.
+    let mut d = from;
+    while d <= to {
+        r.volume.by_day.entry(d.to_string()).or_default();
+        r.open_closed_by_day.entry(d.to_string()).or_default();
+        d += Duration::days(1);
+    }
+    Ok(r)
+}
+
+/// The zone of the `[reports] calendar`, else UTC.
+pub fn report_zone(ws: &Workspace) -> chrono_tz::Tz {
+    let id = ws.reports.calendar.as_deref();
+    ws.calendars
+        .iter()
+        .find(|c| Some(c.id.as_str()) == id)
+        .and_then(|c| c.time_zone.parse().ok())
+        .unwrap_or(chrono_tz::UTC)
+}
+
+/// The first instant of a local day (a day whose midnight a DST change skips starts at
+/// the first hour that exists).
+pub(super) fn local_midnight(tz: chrono_tz::Tz, d: NaiveDate) -> DateTime<Utc> {
+    use chrono::TimeZone;
+    (0..4)
+        .find_map(|h| d.and_hms_opt(h, 0, 0).and_then(|t| tz.from_local_datetime(&t).earliest()))
+        .map(|t| t.with_timezone(&Utc))
+        .unwrap_or_else(|| d.and_hms_opt(0, 0, 0).unwrap_or_default().and_utc())
+}
+
+/// Sums and histograms of one duration metric while a report reads the buckets:
+/// attributes `{name}_n`, `{name}_sum`, `{name}b_sum`, `{name}_h{bin}`, `{name}b_h{bin}`
+/// (the caller strips `{name}`).
+#[derive(Default)]
+pub(super) struct Durations {
+    n: i64,
+    sum: i64,
+    bsum: i64,
+    hist: BTreeMap<i64, i64>,
+    bhist: BTreeMap<i64, i64>,
+}
+
+impl Durations {
+    fn count(&mut self, rest: &str, n: i64) {
+        match rest {
+            "_n" => self.n += n,
+            "_sum" => self.sum += n,
+            "b_sum" => self.bsum += n,
+            r => {
+                if let Some(i) = r.strip_prefix("_h").and_then(|x| x.parse().ok()) {
+                    *self.hist.entry(i).or_default() += n;
+                } else if let Some(i) = r.strip_prefix("b_h").and_then(|x| x.parse().ok()) {
+                    *self.bhist.entry(i).or_default() += n;
+                }
+            }
+        }
+    }
+
+    fn finish(&self) -> FirstResponse {
+        let mut f = FirstResponse { count: self.n, ..FirstResponse::default() };
+        if self.n > 0 {
+            f.mean_s = Some(self.sum as f64 / self.n as f64);
+            f.business_mean_s = Some(self.bsum as f64 / self.n as f64);
+            f.median_s = percentile(&self.hist, 0.5);
+            f.p90_s = percentile(&self.hist, 0.9);
+            f.business_median_s = percentile(&self.bhist, 0.5);
+            f.business_p90_s = percentile(&self.bhist, 0.9);
+            f.histogram = coarse(&self.hist);
+        }
+        f
+    }
+}
+
+/// Nearest-rank percentile of a histogram.
+pub(super) fn percentile(h: &BTreeMap<i64, i64>, p: f64) -> Option<f64> {
+    let n: i64 = h.values().sum();
+    if n == 0 {
+        return None;
+    }
+    let rank = ((p * n as f64).ceil() as i64).max(1);
+    let mut seen = 0;
+    for (i, c) in h {
+        seen += c;
+        if seen >= rank {
+            return Some(hist_value(*i));
+        }
+    }
+    None
+}
+
+/// The histogram regrouped into readable bars for charts.
+pub(super) fn coarse(h: &BTreeMap<i64, i64>) -> Vec<HistBar> {
+    const BOUNDS: [i64; 11] = [300, 900, 1800, 3600, 7200, 14400, 28800, 86400, 172800, 259200, i64::MAX];
+    let mut bars: Vec<HistBar> =
+        BOUNDS.iter().map(|b| HistBar { le_s: (*b != i64::MAX).then_some(*b), count: 0 }).collect();
+    for (i, c) in h {
+        let v = hist_upper(*i);
+        let at = BOUNDS.iter().position(|b| v <= *b as f64).unwrap_or(BOUNDS.len() - 1);
+        bars[at].count += c;
+    }
+    bars
+}
