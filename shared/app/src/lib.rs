@@ -14,6 +14,7 @@ pub mod pipeline;
 pub mod reports;
 pub mod runtime;
 pub mod thread;
+pub mod tickets;
 pub mod views;
 pub mod workspace;
 

@@ -16,7 +16,8 @@ use chrono::Utc;
 use mailroom_app::mailbox::connection::{self, Connection, Provider, State as ConnState};
 use mailroom_app::mailbox::imap::{self, ImapSettings, PollOptions, Security, SmtpSecurity, SmtpSettings};
 use mailroom_app::mailbox::sync::SyncRequest;
-use mailroom_app::outbound::send::{self, OutboxView, ReplyRequest, SendError, SendHandler, SendPointer};
+use mailroom_app::outbound::reply::{self, OutboxView, ReplyRequest, SendError, SendPointer};
+use mailroom_app::outbound::send::SendHandler;
 use mailroom_app::runtime::config::ProvidersConfig;
 use mailroom_app::runtime::consumer::Worker;
 use mailroom_app::{Ports, Stages, keys, mailbox::gmail, mailbox::graph, mailbox::oauth};
@@ -132,18 +133,18 @@ async fn scenario(m: &dyn Mailbox) {
         cc: vec![BOSS.into()],
         to: None,
     };
-    let queued = send::queue_reply(ports, &ws, &conv, req.clone(), None).await.unwrap();
+    let queued = reply::queue_reply(ports, &ws, &conv, req.clone(), None).await.unwrap();
     assert_eq!(queued.status, "queued");
     // The same request again is the same reply; another body under its id is refused.
-    let again = send::queue_reply(ports, &ws, &conv, req.clone(), None).await.unwrap();
+    let again = reply::queue_reply(ports, &ws, &conv, req.clone(), None).await.unwrap();
     assert_eq!((again.message_id.as_str(), again.status.as_str()), (queued.message_id.as_str(), "queued"));
     let other = ReplyRequest { text: "something else".into(), ..req.clone() };
     assert!(matches!(
-        send::queue_reply(ports, &ws, &conv, other, None).await,
+        reply::queue_reply(ports, &ws, &conv, other, None).await,
         Err(SendError::Conflict { .. })
     ));
     assert!(matches!(
-        send::queue_reply(ports, &ws, "c-no-such-conversation", req.clone(), None).await,
+        reply::queue_reply(ports, &ws, "c-no-such-conversation", req.clone(), None).await,
         Err(SendError::ConversationNotFound(_))
     ));
 
@@ -158,7 +159,7 @@ async fn scenario(m: &dyn Mailbox) {
     ports.send_queue.send(&ptr).await.unwrap();
     worker.drain().await.unwrap();
     assert_eq!(m.sent().len(), 1, "a redelivered send pointer sent again");
-    let again = send::queue_reply(ports, &ws, &conv, req.clone(), None).await.unwrap();
+    let again = reply::queue_reply(ports, &ws, &conv, req.clone(), None).await.unwrap();
     assert_eq!(again.status, "sent");
     worker.drain().await.unwrap();
     assert_eq!(m.sent().len(), 1, "the same request id after the send sent again");
@@ -223,11 +224,11 @@ async fn scenario(m: &dyn Mailbox) {
     // A refusal: the entry fails with the provider's error, visible on the conversation.
     let why = m.refuse_next_send().await;
     let r2 = ReplyRequest { request_id: "reply-2".into(), text: "A second answer.".into(), ..req.clone() };
-    send::queue_reply(ports, &ws, &conv, r2, None).await.unwrap();
+    reply::queue_reply(ports, &ws, &conv, r2, None).await.unwrap();
     let r = worker.drain().await.unwrap();
     assert_eq!(r.failed, 0, "a terminal failure is handled, not retried");
     assert_eq!(m.sent().len(), 1, "the refused reply was not sent");
-    let outbox = send::outbox(ports, &conv).await.unwrap();
+    let outbox = reply::outbox(ports, &conv).await.unwrap();
     assert_eq!(outbox.len(), 2, "{outbox:?}");
     assert_eq!(outbox[0].status, "sent");
     assert_eq!(outbox[0].request_id, "reply-1");
@@ -499,7 +500,7 @@ async fn graph_reply_is_sent_once_and_the_sentitems_copy_is_the_same_message() {
     let m = GraphBox::new("support@acme.test").await;
     scenario(&m).await;
     // The sentitems copy became a second raw copy of the reply, not a second message.
-    let outbox = send::outbox(&m.ports, &mailroom_app::conversations::list(&m.ports).await.unwrap()[0].id)
+    let outbox = reply::outbox(&m.ports, &mailroom_app::conversations::list(&m.ports).await.unwrap()[0].id)
         .await
         .unwrap();
     let item = m.ports.table.get(&keys::message(&outbox[0].message_id)).await.unwrap().unwrap();

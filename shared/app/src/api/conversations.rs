@@ -529,15 +529,15 @@ async fn detail(
     }
     let ticket = t.get(&crate::keys::ticket_key(&root)).await?.map(|x| ticket_record(&x));
     let events = crate::feed::conversation_events(&st.ports, &root).await?.into_iter().map(record).collect();
-    let outbox = crate::outbound::send::outbox(&st.ports, &root)
+    let outbox = crate::outbound::reply::outbox(&st.ports, &root)
         .await?
         .into_iter()
         .map(serde_json::to_value)
         .collect::<Result<Vec<_>, _>>()?;
     // An unreadable message shows as an error on that message, never as a failed request.
-    let r = crate::outbound::send::reply_recipients(&st.ports, &caller.ws, &root).await.unwrap_or_else(|e| {
+    let r = crate::outbound::reply::reply_recipients(&st.ports, &caller.ws, &root).await.unwrap_or_else(|e| {
         tracing::warn!(conversation = %root, error = %format!("{e:#}"), "no default reply recipients");
-        crate::outbound::send::Recipients::default()
+        crate::outbound::reply::Recipients::default()
     });
     Ok(Json(ConversationDetail {
         reply_recipients: ReplyRecipients { to: r.to, new: r.new, in_reply_to: r.in_reply_to },
@@ -588,7 +588,7 @@ async fn reply(
     headers: HeaderMap,
     J(body): J<ReplyBody>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
-    use crate::outbound::send::{ReplyRequest, SendError};
+    use crate::outbound::reply::{ReplyRequest, SendError};
     let (root, _) = visible_root(&st, &caller, &id).await?;
     let request_id = body
         .request_id
@@ -612,7 +612,7 @@ async fn reply(
         cc: body.cc,
         to: body.to,
     };
-    let out = crate::outbound::send::queue_reply(&st.ports, &caller.ws, &root, req, Some(&st.public_url))
+    let out = crate::outbound::reply::queue_reply(&st.ports, &caller.ws, &root, req, Some(&st.public_url))
         .await
         .map_err(|e| match e {
             SendError::ConversationNotFound(_) => ApiError::NotFound(format!("no conversation {id}")),
@@ -754,73 +754,28 @@ async fn create_ticket(
     J(body): J<NewTicketBody>,
 ) -> ApiResult<(StatusCode, Json<TicketRecord>)> {
     let (root, item) = visible_root(&st, &caller, &id).await?;
-    let ws = &caller.ws;
-    let inbox = s(&item, "inbox").unwrap_or_default();
-    let automation = ws.inboxes.iter().find(|i| i.address.eq_ignore_ascii_case(&inbox)).map(|i| &i.tickets);
-    let Some(pipeline_id) = body
-        .pipeline
-        .clone()
-        .or_else(|| s(&item, "rule_pipeline"))
-        .or_else(|| automation.and_then(|t| t.pipeline.clone()))
-        .or_else(|| match ws.pipelines.as_slice() {
-            [only] => Some(only.id.clone()),
-            _ => None,
-        })
-    else {
-        return Err(ApiError::Invalid("name a pipeline: this conversation's inbox has none".into(), vec![]));
-    };
-    let Some(pipeline) = ws.pipeline(&pipeline_id) else {
-        let ids: Vec<&str> = ws.pipelines.iter().map(|p| p.id.as_str()).collect();
-        return Err(ApiError::Invalid(
-            format!("there is no pipeline {pipeline_id:?}; the pipelines are {}", ids.join(", ")),
-            vec![],
-        ));
-    };
-    let stage = match &body.stage {
-        Some(wanted) => stage_of(pipeline, wanted)?,
-        None => pipeline
-            .initial_stage()
-            .ok_or_else(|| ApiError::Invalid(format!("pipeline {} has no stages", pipeline.id), vec![]))?,
-    };
-    let now = st.ports.clock.now();
-    let mut t = crate::pipeline::ticket::new_ticket(&root, &item, &pipeline.id, &stage.id, &now.to_rfc3339());
-    t.insert("created_by".into(), json!(caller.email));
-    if stage.closed {
-        t.insert("status".into(), json!("closed"));
-        t.insert("closed_at".into(), json!(now.to_rfc3339()));
-    }
-    match st.ports.table.put(t, Some(mailroom_store::Cond::NotExists)).await {
-        Ok(()) => {}
-        Err(mailroom_store::StoreError::ConditionFailed) => {
-            return Err(ApiError::Conflict(format!("conversation {root} already has a ticket")));
-        }
-        Err(e) => return Err(e.into()),
-    }
-    // The report refresh records `ticket_created`, as for an automatic ticket.
-    let closed = s(&item, "status").as_deref() == Some("closed");
-    if stage.closed != closed {
-        crate::conversations::set_status(&st.ports, ws, &root, stage.closed, Some(&caller.email), now)
-            .await?;
-    } else {
-        crate::reports::refresh(&st.ports, ws, &root, None).await?;
-    }
+    let t = crate::tickets::create(
+        &st.ports,
+        &caller.ws,
+        &root,
+        &item,
+        body.pipeline.as_deref(),
+        body.stage.as_deref(),
+        &caller.email,
+    )
+    .await
+    .map_err(ticket_error)?;
     st.ports.flush()?;
-    let t = st.ports.table.get(&crate::keys::ticket_key(&root)).await?.unwrap_or_default();
     Ok((StatusCode::CREATED, Json(ticket_record(&t))))
 }
 
-/// The stage `wanted` of `pipeline`, or 422 naming the stages it has.
-fn stage_of<'p>(
-    pipeline: &'p mailroom_core::workspace::Pipeline,
-    wanted: &str,
-) -> ApiResult<&'p mailroom_core::workspace::Stage> {
-    pipeline.stage(wanted).ok_or_else(|| {
-        let ids: Vec<&str> = pipeline.stages.iter().map(|x| x.id.as_str()).collect();
-        ApiError::Invalid(
-            format!("pipeline {} has no stage {wanted:?}; its stages are {}", pipeline.id, ids.join(", ")),
-            vec![],
-        )
-    })
+fn ticket_error(e: crate::tickets::TicketError) -> ApiError {
+    use crate::tickets::TicketError;
+    match e {
+        TicketError::Invalid(m) => ApiError::Invalid(m, vec![]),
+        TicketError::Conflict(m) => ApiError::Conflict(m),
+        TicketError::Other(e) => ApiError::Internal(e),
+    }
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -842,52 +797,10 @@ async fn move_stage(
     J(body): J<StageBody>,
 ) -> ApiResult<Json<TicketRecord>> {
     let (root, _) = visible_root(&st, &caller, &id).await?;
-    let tkey = crate::keys::ticket_key(&root);
-    let Some(ticket) = st.ports.table.get(&tkey).await? else {
-        return Err(ApiError::Conflict(format!("conversation {root} has no ticket")));
-    };
-    let pipeline_id = s(&ticket, "pipeline").unwrap_or_default();
-    let Some(pipeline) = caller.ws.pipeline(&pipeline_id) else {
-        return Err(ApiError::Conflict(format!("the ticket's pipeline {pipeline_id:?} no longer exists")));
-    };
-    let stage = stage_of(pipeline, &body.stage)?;
-    let from = s(&ticket, "stage").unwrap_or_default();
-    if from != stage.id {
-        let now = st.ports.clock.now().to_rfc3339();
-        st.ports
-            .table
-            .update(
-                &tkey,
-                vec![
-                    Update::Set("stage".into(), json!(stage.id)),
-                    Update::Set("stage_changed_at".into(), json!(now)),
-                    Update::Set("stage_changed_by".into(), json!(caller.email)),
-                    Update::Append("stage_log".into(), vec![json!([stage.id, now])]),
-                ],
-                None,
-            )
-            .await?;
-        crate::feed::emit(
-            &st.ports,
-            crate::feed::Subject::Conversation(&root),
-            "ticket_moved",
-            json!({"from": from, "to": stage.id, "by": caller.email}),
-        )
-        .await?;
-        let was_closed = pipeline.stage(&from).is_some_and(|x| x.closed);
-        let at = st.ports.clock.now();
-        if stage.closed && !was_closed {
-            crate::conversations::set_status(&st.ports, &caller.ws, &root, true, Some(&caller.email), at)
-                .await?;
-        } else if !stage.closed && was_closed {
-            crate::conversations::set_status(&st.ports, &caller.ws, &root, false, Some(&caller.email), at)
-                .await?;
-        } else {
-            crate::reports::refresh(&st.ports, &caller.ws, &root, None).await?;
-        }
-    }
+    let t = crate::tickets::move_stage(&st.ports, &caller.ws, &root, &body.stage, &caller.email)
+        .await
+        .map_err(ticket_error)?;
     st.ports.flush()?;
-    let t = st.ports.table.get(&tkey).await?.unwrap_or(ticket);
     Ok(Json(ticket_record(&t)))
 }
 

@@ -1,4 +1,5 @@
 pub mod notify;
 pub mod relay;
+pub mod reply;
 pub mod send;
 pub mod track;

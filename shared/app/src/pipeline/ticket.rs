@@ -17,34 +17,6 @@ use async_trait::async_trait;
 use mailroom_store::{Cond, StoreError, Update};
 use serde_json::{Value, json};
 
-/// A new open ticket of conversation `root` (its item `conv`) in `pipeline` at `stage`,
-/// owned like the conversation; the caller adds what created it and puts it with
-/// `Cond::NotExists` (one ticket per conversation).
-pub fn new_ticket(
-    root: &str,
-    conv: &mailroom_store::Item,
-    pipeline: &str,
-    stage: &str,
-    now: &str,
-) -> mailroom_store::Item {
-    let mut item = keys::ticket_key(root).item();
-    item.insert("id".into(), json!(format!("t{}", root.get(1..).unwrap_or_default())));
-    item.insert("conversation".into(), json!(root));
-    item.insert("pipeline".into(), json!(pipeline));
-    item.insert("stage".into(), json!(stage));
-    item.insert("status".into(), json!("open"));
-    for (field, from) in
-        [("owner", "assignee"), ("team", "team"), ("priority", "priority"), ("inbox", "inbox")]
-    {
-        item.insert(field.into(), conv.get(from).cloned().unwrap_or(Value::Null));
-    }
-    item.insert("created_at".into(), json!(now));
-    // Every stage the ticket enters, with when: SLA pauses are measured on it.
-    item.insert("stage_log".into(), json!([[stage, now]]));
-    item.insert("gsi1pk".into(), json!(keys::TICKETS_INDEX_PK));
-    item.insert("gsi1sk".into(), json!(format!("{now}#{root}")));
-    item
-}
 
 pub struct TicketHandler {
     ports: Ports,
@@ -135,7 +107,7 @@ impl TicketHandler {
         match table.get(&key).await? {
             None => {
                 let now = self.ports.clock.now().to_rfc3339();
-                let mut item = new_ticket(&root.id, &root.item, &pipeline.id, &stage, &now);
+                let mut item = crate::tickets::new_ticket(&root.id, &root.item, &pipeline.id, &stage, &now);
                 item.insert("created_by_message".into(), json!(ptr.message_id));
                 match table.put(item, Some(Cond::NotExists)).await {
                     Ok(()) => {
