@@ -535,10 +535,11 @@ async fn detail(
         .map(serde_json::to_value)
         .collect::<Result<Vec<_>, _>>()?;
     // An unreadable message shows as an error on that message, never as a failed request.
-    let r = crate::outbound::reply::reply_recipients(&st.ports, &caller.ws, &root).await.unwrap_or_else(|e| {
-        tracing::warn!(conversation = %root, error = %format!("{e:#}"), "no default reply recipients");
-        crate::outbound::reply::Recipients::default()
-    });
+    let r =
+        crate::outbound::reply::reply_recipients(&st.ports, &caller.ws, &root).await.unwrap_or_else(|e| {
+            tracing::warn!(conversation = %root, error = %format!("{e:#}"), "no default reply recipients");
+            crate::outbound::reply::Recipients::default()
+        });
     Ok(Json(ConversationDetail {
         reply_recipients: ReplyRecipients { to: r.to, new: r.new, in_reply_to: r.in_reply_to },
         summary: summary(&st.ports, &root, &item).await?,

@@ -104,7 +104,6 @@ pub struct SendPointer {
     pub request_id: String,
 }
 
-
 use crate::keys::item_str as s;
 
 pub(crate) fn view(item: &Item) -> OutboxView {
@@ -657,4 +656,3 @@ mod tests {
         assert!(!valid_request_id(&"x".repeat(129)));
     }
 }
-

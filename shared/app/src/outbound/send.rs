@@ -401,4 +401,3 @@ impl MessageHandler for SendHandler {
         self.process(&ptr).await
     }
 }
-

@@ -17,7 +17,6 @@ use async_trait::async_trait;
 use mailroom_store::{Cond, StoreError, Update};
 use serde_json::{Value, json};
 
-
 pub struct TicketHandler {
     ports: Ports,
     config: WorkspaceCache,
