@@ -91,7 +91,7 @@ pub async fn run(data: &Path) -> Result<()> {
 }
 
 async fn report(ports: &mailroom_app::Ports) -> Result<()> {
-    let convs = serde_json::to_value(mailroom_app::conversations::list(ports).await?)?;
+    let convs = serde_json::to_value(mailroom_app::views::conversations::list(ports).await?)?;
     let convs = convs.as_array().cloned().unwrap_or_default();
     let s = |v: &Value| v.as_str().unwrap_or("-").to_string();
     println!();

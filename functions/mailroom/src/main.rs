@@ -454,7 +454,7 @@ async fn main() -> Result<()> {
         Cmd::Reopen { id } => report::set_status(&cli.data, &id, false, None, None).await?,
         Cmd::Conversations { json } => {
             let ports = mailroom_app::Ports::embedded(&cli.data)?;
-            let convs = mailroom_app::conversations::list(&ports).await?;
+            let convs = mailroom_app::views::conversations::list(&ports).await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&convs)?);
             } else {

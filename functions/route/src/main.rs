@@ -1,22 +1,11 @@
-//! `mailroom-route`: the consumer of the route queue (contacts, companies, deals, routing
-//! rules), SQS batches with partial batch failure reporting.
+//! `mailroom-route`: the consumer of the route queue (contacts, companies, deals, routing rules). SQS batches with partial batch failure reporting; the
+//! runner and the start are `mailroom_app::runtime::lambda`'s.
 
-use aws_lambda_events::event::sqs::SqsEvent;
-use lambda_runtime::{Error, LambdaEvent, service_fn};
-use mailroom_app::{Ports, RouteHandler, handle_sqs_event, runtime::config::AwsConfig, runtime::telemetry};
-use mailroom_store::aws::AwsClients;
+use mailroom_app::runtime::lambda;
 use std::sync::Arc;
 
 #[tokio::main]
-async fn main() -> Result<(), Error> {
-    telemetry::init(true, "info");
-    let clients = AwsClients::from_env().await;
-    mailroom_app::runtime::config::load_secrets(&clients).await?;
-    let cfg = AwsConfig::from_env(false)?;
-    let handler = Arc::new(RouteHandler::new(Ports::aws(&clients, &cfg)));
-    lambda_runtime::run(service_fn(move |ev: LambdaEvent<SqsEvent>| {
-        let handler = handler.clone();
-        async move { Ok::<_, Error>(handle_sqs_event(handler.as_ref(), ev.payload).await) }
-    }))
-    .await
+async fn main() -> Result<(), lambda_runtime::Error> {
+    let init = lambda::init(false).await?;
+    lambda::run_sqs(Arc::new(mailroom_app::pipeline::route::RouteHandler::new(init.ports))).await
 }

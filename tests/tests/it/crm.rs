@@ -223,7 +223,7 @@ async fn run_library(data: &Path, corpus: &Path, rows: &[Value], twice: bool) ->
     let stats = mailroom_app::views::stats::collect(&ports).await.unwrap();
     assert_eq!(stats.dead_lettered(), 0);
     let convs: Vec<Value> = serde_json::from_value(
-        serde_json::to_value(mailroom_app::conversations::list(&ports).await.unwrap()).unwrap(),
+        serde_json::to_value(mailroom_app::views::conversations::list(&ports).await.unwrap()).unwrap(),
     )
     .unwrap();
     let contacts = serde_json::to_value(mailroom_app::views::crm::contacts(&ports).await.unwrap()).unwrap();
@@ -404,7 +404,7 @@ async fn contact_owner_properties_and_reopening() {
     );
     ingestor.ingest(send(first, Folder::Inbox)).await.unwrap();
     stages.drain().await.unwrap();
-    let convs = mailroom_app::conversations::list(&ports).await.unwrap();
+    let convs = mailroom_app::views::conversations::list(&ports).await.unwrap();
     assert_eq!(convs.len(), 1);
     let c = &convs[0];
     assert_eq!(c.assignee.as_deref(), Some("b@x.example"), "{c:?}");

@@ -774,7 +774,7 @@ async fn api_function_checks_oidc_tokens_and_inbox_membership_under_cargo_lambda
     mailroom_app::Ingestor::new(ports.clone()).ingest(mail).await.expect("ingest");
     let done = mailroom_app::Stages::new(&ports).process_visible().await.expect("pipeline");
     assert_eq!(done.failed, 0, "a pipeline stage failed");
-    let convs = mailroom_app::conversations::list(&ports).await.unwrap();
+    let convs = mailroom_app::views::conversations::list(&ports).await.unwrap();
     assert_eq!(convs.len(), 1, "{convs:?}");
     let conv = convs[0].id.clone();
 

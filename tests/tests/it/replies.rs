@@ -121,7 +121,7 @@ async fn scenario(m: &dyn Mailbox) {
     let inbound_id = format!("in-{:08x}@customer.test", rand::random::<u32>());
     m.deliver(&inbound(m.inbox(), &inbound_id)).await;
     m.sync().await;
-    let convs = mailroom_app::conversations::list(ports).await.unwrap();
+    let convs = mailroom_app::views::conversations::list(ports).await.unwrap();
     assert_eq!(convs.len(), 1, "one conversation from the inbound message: {convs:?}");
     let conv = convs[0].id.clone();
 
@@ -196,7 +196,7 @@ async fn scenario(m: &dyn Mailbox) {
     // the agent's.
     drain_stages(ports).await;
     let check_conversation = || async {
-        let convs = mailroom_app::conversations::list(ports).await.unwrap();
+        let convs = mailroom_app::views::conversations::list(ports).await.unwrap();
         assert_eq!(convs.len(), 1, "still one conversation: {convs:?}");
         let msgs = &convs[0].messages;
         assert_eq!(msgs.len(), 2, "inbound and reply: {msgs:?}");
@@ -500,7 +500,7 @@ async fn graph_reply_is_sent_once_and_the_sentitems_copy_is_the_same_message() {
     let m = GraphBox::new("support@acme.test").await;
     scenario(&m).await;
     // The sentitems copy became a second raw copy of the reply, not a second message.
-    let outbox = reply::outbox(&m.ports, &mailroom_app::conversations::list(&m.ports).await.unwrap()[0].id)
+    let outbox = reply::outbox(&m.ports, &mailroom_app::views::conversations::list(&m.ports).await.unwrap()[0].id)
         .await
         .unwrap();
     let item = m.ports.table.get(&keys::message(&outbox[0].message_id)).await.unwrap().unwrap();

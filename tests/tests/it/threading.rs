@@ -269,7 +269,7 @@ async fn run_library(data: &Path, rows: &[Row], order: &[usize]) -> Vec<Value> {
             }
         }
     }
-    serde_json::to_value(mailroom_app::conversations::list(&ports).await.unwrap())
+    serde_json::to_value(mailroom_app::views::conversations::list(&ports).await.unwrap())
         .unwrap()
         .as_array()
         .unwrap()

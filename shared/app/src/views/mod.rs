@@ -1,2 +1,3 @@
+pub mod conversations;
 pub mod crm;
 pub mod stats;
