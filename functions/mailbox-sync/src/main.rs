@@ -7,5 +7,9 @@ use std::sync::Arc;
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
     let init = lambda::init(true).await?;
-    lambda::run_sqs(Arc::new(mailroom_app::mailbox::sync::SyncHandler { ports: init.ports, cfg: lambda::providers()? })).await
+    lambda::run_sqs(Arc::new(mailroom_app::mailbox::sync::SyncHandler {
+        ports: init.ports,
+        cfg: lambda::providers()?,
+    }))
+    .await
 }

@@ -34,6 +34,31 @@ pub struct ConnectArgs {
     pub json: bool,
 }
 
+impl From<crate::cli::ConnectImapArgs> for ConnectArgs {
+    fn from(a: crate::cli::ConnectImapArgs) -> ConnectArgs {
+        let smtp = a.smtp_host.map(|host| mailroom_app::mailbox::imap::SmtpSettings {
+            host,
+            port: a.smtp_port.unwrap_or(a.smtp_security.default_port()),
+            security: a.smtp_security,
+            user: a.smtp_user,
+            append_sent: !a.no_sent_append,
+        });
+        ConnectArgs {
+            address: a.address,
+            host: a.host,
+            port: a.port,
+            security: a.security,
+            user: a.user,
+            password_env: a.password_env,
+            backfill_days: a.backfill_days,
+            ca_file: a.ca_file,
+            smtp,
+            allow_private_host: a.allow_private_host,
+            json: a.json,
+        }
+    }
+}
+
 pub async fn connect_imap(data: &Path, a: ConnectArgs) -> Result<()> {
     let inbox = EmailAddress::parse(&a.address).with_context(|| format!("inbox address {:?}", a.address))?;
     let password = match std::env::var(&a.password_env) {

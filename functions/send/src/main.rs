@@ -10,5 +10,9 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     if init.cfg.send_queue_url.is_none() {
         return Err("MAILROOM_SEND_QUEUE_URL is not set (the SAM template sets it)".into());
     }
-    lambda::run_sqs(Arc::new(mailroom_app::outbound::send::SendHandler::new(init.ports, lambda::providers()?))).await
+    lambda::run_sqs(Arc::new(mailroom_app::outbound::send::SendHandler::new(
+        init.ports,
+        lambda::providers()?,
+    )))
+    .await
 }

@@ -500,9 +500,10 @@ async fn graph_reply_is_sent_once_and_the_sentitems_copy_is_the_same_message() {
     let m = GraphBox::new("support@acme.test").await;
     scenario(&m).await;
     // The sentitems copy became a second raw copy of the reply, not a second message.
-    let outbox = reply::outbox(&m.ports, &mailroom_app::views::conversations::list(&m.ports).await.unwrap()[0].id)
-        .await
-        .unwrap();
+    let outbox =
+        reply::outbox(&m.ports, &mailroom_app::views::conversations::list(&m.ports).await.unwrap()[0].id)
+            .await
+            .unwrap();
     let item = m.ports.table.get(&keys::message(&outbox[0].message_id)).await.unwrap().unwrap();
     assert_eq!(item["copies"].as_array().unwrap().len(), 2, "our copy and Exchange's: {item:?}");
 }

@@ -53,7 +53,6 @@ pub struct ConversationView {
     pub messages: Vec<MessageView>,
 }
 
-
 /// Every conversation, oldest first.
 pub async fn list(ports: &Ports) -> anyhow::Result<Vec<ConversationView>> {
     let t = &ports.table;
@@ -132,4 +131,3 @@ pub async fn list(ports: &Ports) -> anyhow::Result<Vec<ConversationView>> {
     out.sort_by(|a, b| (&a.first_date, &a.id).cmp(&(&b.first_date, &b.id)));
     Ok(out)
 }
-

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 /// The workspace the pipeline runs with unless `--workspace` says otherwise: the one
 /// gen_corpus.py's mailboxes are written for.
-pub const ACME_WORKSPACE: &str = include_str!("../../../examples/acme-corp.toml");
+pub const ACME_WORKSPACE: &str = include_str!("../../../../examples/acme-corp.toml");
 
 pub struct Options {
     pub conversations: u32,

@@ -41,7 +41,7 @@ struct Timing {
 }
 
 pub async fn run(sizes: &[u32], keep: Option<&std::path::Path>, json_out: bool) -> Result<()> {
-    let ws = mailroom_core::workspace::parse_toml(crate::bench::ACME_WORKSPACE)
+    let ws = mailroom_core::workspace::parse_toml(crate::bench::pipeline::ACME_WORKSPACE)
         .map_err(|e| anyhow::anyhow!("workspace: {e:?}"))?;
     let inboxes: Vec<String> =
         ws.inboxes.iter().filter(|i| i.owner.is_none()).map(|i| i.address.to_lowercase()).collect();

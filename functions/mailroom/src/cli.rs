@@ -1,0 +1,301 @@
+//! The command line: every subcommand and its arguments (clap). `main.rs` dispatches.
+
+use chrono::{DateTime, NaiveDate, Utc};
+use clap::{Parser, Subcommand};
+use mailroom_core::Folder;
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(
+    name = "mailroom",
+    version,
+    about = "Connect shared inboxes to your CRM, on your own machine or AWS account"
+)]
+pub struct Cli {
+    /// Data directory of the embedded storage.
+    #[arg(long, global = true, env = "MAILROOM_DATA", default_value = "./.mailroom")]
+    pub data: PathBuf,
+    #[command(subcommand)]
+    pub cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+pub enum Cmd {
+    /// Import a folder of .eml files (recursive), an mbox file or a maildir, and run the
+    /// pipeline until its queues are drained.
+    Import {
+        path: PathBuf,
+        /// The inbox the messages belong to; without it, each message's Delivered-To (then
+        /// X-Original-To) decides, and a message whose From is a known inbox is its Sent copy.
+        #[arg(long)]
+        inbox: Option<String>,
+        /// `sent` marks the messages as the inbox's Sent copies (agent messages).
+        #[arg(long)]
+        folder: Option<Folder>,
+        /// Print the summary as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Connected mailboxes: connect an IMAP inbox, see every connection's health.
+    Inbox {
+        #[command(subcommand)]
+        cmd: InboxCmd,
+    },
+    /// Poll every connected IMAP inbox and run the pipeline until its queues are drained;
+    /// without --once, again every MAILROOM_IMAP_POLL_SECONDS (60) until Ctrl-C. Exit
+    /// status 1 when an inbox failed.
+    Poll {
+        /// One round, then exit.
+        #[arg(long)]
+        once: bool,
+        /// At most this many messages per inbox per round (the rest waits for the next).
+        #[arg(long)]
+        max_messages: Option<u32>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run the queue consumers, the HTTP endpoints and the schedules (SLA sweep, IMAP poll
+    /// every MAILROOM_IMAP_POLL_SECONDS) until Ctrl-C.
+    Serve {
+        #[arg(long, default_value_t = 3000)]
+        port: u16,
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1")]
+        bind: String,
+    },
+    /// Parse one .eml file and print the normalised message, without touching storage.
+    Parse {
+        file: PathBuf,
+        /// Print JSON (the default output is a short summary).
+        #[arg(long)]
+        json: bool,
+    },
+    /// List every conversation with its messages, in arrival order.
+    Conversations {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run the product scenario: a three-inbox service team, a sample mailbox, and what
+    /// landed where (in DATA/demo, replaced on every run).
+    Demo,
+    /// List contacts `{email, name, company_domain}`.
+    Contacts {
+        #[arg(long)]
+        json: bool,
+    },
+    /// List companies `{domain, name, contacts}`.
+    Companies {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Counts of stored copies, processed copies, messages and queue depths.
+    Stats {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Benchmark: the parse floor, the full pipeline on embedded storage and per-message
+    /// latency, on the same gen_corpus.py mailbox (docs/performance.md).
+    Bench {
+        /// Conversations to generate (ignored with --corpus).
+        #[arg(long, default_value_t = 1000)]
+        conversations: u32,
+        #[arg(long, default_value_t = 7)]
+        seed: u32,
+        /// Use this corpus (a gen_corpus.py output directory, or any folder of .eml files)
+        /// instead of generating one.
+        #[arg(long)]
+        corpus: Option<PathBuf>,
+        /// gen_corpus.py to generate with (default: $MAILROOM_GEN_CORPUS, then
+        /// ../shared/tools/gen_corpus.py).
+        #[arg(long)]
+        generator: Option<PathBuf>,
+        /// Workspace to apply first (default: the built-in examples/acme-corp.toml).
+        #[arg(long)]
+        workspace: Option<PathBuf>,
+        /// Keep the generated corpus and the data directories in this new directory.
+        #[arg(long)]
+        keep: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Conversation volume, first response times, agents, open vs closed, unassigned,
+    /// stale and SLA compliance, from the pre-aggregated report buckets
+    /// (docs/metrics.md has the formulas).
+    Report {
+        /// First day (YYYY-MM-DD), inclusive.
+        #[arg(long)]
+        from: Option<NaiveDate>,
+        /// Last day (YYYY-MM-DD), inclusive.
+        #[arg(long)]
+        to: Option<NaiveDate>,
+        /// Only conversations of this inbox.
+        #[arg(long)]
+        inbox: Option<String>,
+        /// IANA zone of days and hours of day (default: the [reports] calendar's zone,
+        /// else UTC).
+        #[arg(long)]
+        tz: Option<chrono_tz::Tz>,
+        /// The instant stale and SLA figures are judged at (RFC 3339; default: now).
+        #[arg(long)]
+        now: Option<DateTime<Utc>>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// One run of the schedule: SLA breach events for conversations past their deadline,
+    /// and the gauges (open, unassigned, stale, SLA due). `mailroom serve` runs it every
+    /// minute.
+    Sweep {
+        /// The instant to judge deadlines at (RFC 3339; default: now).
+        #[arg(long)]
+        now: Option<DateTime<Utc>>,
+    },
+    /// Close a conversation (and its ticket).
+    Close {
+        id: String,
+        /// The user who closes it (counted in the agent report).
+        #[arg(long)]
+        by: Option<String>,
+        /// When (RFC 3339; default: now).
+        #[arg(long)]
+        at: Option<DateTime<Utc>>,
+    },
+    /// Reopen a closed conversation.
+    Reopen { id: String },
+    /// Print a development bearer token for a workspace user, for the API of
+    /// `mailroom serve` on this data directory (docs/api.md).
+    Token {
+        /// The user's email (a `[[users]]` entry of the applied workspace).
+        user: String,
+        /// How long it is valid, in hours.
+        #[arg(long, default_value_t = 12)]
+        hours: u64,
+    },
+    /// Print the API's OpenAPI document (JSON).
+    Openapi,
+    /// Benchmark: report latency at growing numbers of conversations (embedded storage);
+    /// the latency should not grow with them (docs/performance.md).
+    BenchReport {
+        /// Sizes to run, comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "10000,100000")]
+        conversations: Vec<u32>,
+        /// Keep each size's data directory in DIR/n{N}.
+        #[arg(long)]
+        keep: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Validate a workspace file (.toml: inboxes, users, teams, pipelines, rules, deals;
+    /// see docs/workspace.md) and write it to storage. Errors are printed as
+    /// `FILE:LINE: path: message`, exit status 2, and nothing is written.
+    Apply {
+        file: PathBuf,
+        /// Print the summary as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Web forms: `mailroom form secret FORM_ID` makes a new secret (shown once).
+    Form {
+        #[command(subcommand)]
+        cmd: FormCmd,
+    },
+    /// The event feed: `secret` prints the webhook signing key, `relay` runs the
+    /// webhooks and notifications once (docs/events.md).
+    Events {
+        #[command(subcommand)]
+        cmd: EventsCmd,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum FormCmd {
+    /// Make a new secret for a form of the workspace and print it (the old one stops
+    /// working).
+    Secret { form_id: String },
+}
+
+#[derive(Subcommand)]
+pub enum EventsCmd {
+    /// Print the key that signs event webhooks (X-Mailroom-Signature).
+    Secret,
+    /// Deliver pending events to MAILROOM_EVENT_WEBHOOKS and send notifications once.
+    Relay,
+}
+
+#[derive(Subcommand)]
+pub enum InboxCmd {
+    /// Connect an inbox over IMAP: checks the login, then stores the settings and the
+    /// password (encrypted). Connecting again (a new password) keeps the sync position
+    /// when the server and user are the same.
+    ConnectImap(ConnectImapArgs),
+    /// Connect an inbox through Gmail or Microsoft 365: prints the sign-in link. Open it
+    /// in a browser while `mailroom serve` runs (the provider sends the browser back to
+    /// serve's /oauth/callback, which stores the tokens and starts the import).
+    Connect {
+        /// The inbox address (support@acme.example).
+        address: String,
+        /// gmail or graph (Microsoft 365).
+        #[arg(long)]
+        provider: String,
+        /// Where serve is reached (MAILROOM_PUBLIC_URL); must be the redirect URI
+        /// registered with the provider, minus /oauth/callback.
+        #[arg(long, env = "MAILROOM_PUBLIC_URL", default_value = "http://127.0.0.1:3000")]
+        public_url: String,
+    },
+    /// Each connection's health (state, last success and error, lag, failures) and sync
+    /// cursors.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// `mailroom inbox connect-imap`.
+#[derive(clap::Args)]
+pub struct ConnectImapArgs {
+    /// The inbox address (support@acme.example).
+    pub address: String,
+    #[arg(long)]
+    pub host: String,
+    /// Default: 993 with tls, 143 otherwise.
+    #[arg(long)]
+    pub port: Option<u16>,
+    /// tls (implicit, port 993), starttls (port 143) or none (tests, trusted networks).
+    #[arg(long, default_value = "tls")]
+    pub security: mailroom_app::mailbox::imap::Security,
+    /// The login name.
+    #[arg(long)]
+    pub user: String,
+    /// The environment variable that holds the password (never the password itself).
+    #[arg(long)]
+    pub password_env: String,
+    /// How many days back the first poll reads.
+    #[arg(long, default_value_t = mailroom_app::mailbox::imap::DEFAULT_BACKFILL_DAYS)]
+    pub backfill_days: u32,
+    /// A PEM file with the CA certificate(s) to trust besides the public roots.
+    #[arg(long)]
+    pub ca_file: Option<PathBuf>,
+    /// The SMTP server replies are sent through (same password; without it the inbox
+    /// cannot send replies).
+    #[arg(long)]
+    pub smtp_host: Option<String>,
+    /// Default: 465 with tls, 587 with starttls, 25 with none.
+    #[arg(long, requires = "smtp_host")]
+    pub smtp_port: Option<u16>,
+    /// tls (implicit), starttls or none (tests, trusted networks).
+    #[arg(long, default_value = "starttls", requires = "smtp_host")]
+    pub smtp_security: mailroom_app::mailbox::imap::SmtpSecurity,
+    /// The SMTP login, when it is not the IMAP one.
+    #[arg(long, requires = "smtp_host")]
+    pub smtp_user: Option<String>,
+    /// Do not APPEND sent replies to the Sent folder (for servers that file submitted
+    /// mail themselves, such as Gmail and Microsoft 365).
+    #[arg(long, requires = "smtp_host")]
+    pub no_sent_append: bool,
+    /// Allow a server on a loopback, link-local or private address (a mail server on
+    /// this machine or its network; the API allows it only with the workspace's
+    /// `[security] allow_private_mail_hosts`).
+    #[arg(long)]
+    pub allow_private_host: bool,
+    #[arg(long)]
+    pub json: bool,
+}
