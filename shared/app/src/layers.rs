@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 /// The layer of a module (its first path segment under `crate::`).
 fn layer(top: &str) -> Option<u8> {
     Some(match top {
-        "runtime" | "keys" => 0,
+        "runtime" | "keys" | "records" => 0,
         "feed" | "workspace" | "thread" => 1,
         "reports" => 2,
         "conversations" | "load" | "views" => 3,

@@ -11,6 +11,7 @@ pub mod load;
 pub mod mailbox;
 pub mod outbound;
 pub mod pipeline;
+pub mod records;
 pub mod reports;
 pub mod runtime;
 pub mod thread;

@@ -10,6 +10,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Json, Response};
 use base64::Engine;
+use crate::records::{Conversation, Message, Ticket};
 use mailroom_core::html::RemoteImages;
 use mailroom_store::{Item, Key, Query, Update};
 use serde::{Deserialize, Serialize};
@@ -110,24 +111,25 @@ async fn summary(
     id: &str,
     item: &Item,
 ) -> ApiResult<ConversationSummary> {
-    let (waiting, sla) = if item.contains_key("figures_v") {
-        (item.get("waiting_since").and_then(Value::as_i64), s(item, "sla"))
+    let c = Conversation::from_item(item);
+    let (waiting, sla) = if c.figures_v.is_some() {
+        (c.waiting_since, c.sla.clone())
     } else {
         let fig = crate::reports::figures(ports, id).await?;
         (fig.as_ref().and_then(|f| f.waiting_since), fig.and_then(|f| f.sla))
     };
     Ok(ConversationSummary {
         id: id.to_string(),
-        inbox: s(item, "inbox").unwrap_or_default(),
-        subject: s(item, "subject").unwrap_or_default(),
-        status: s(item, "status").unwrap_or_else(|| "open".into()),
-        first_date: s(item, "first_date").unwrap_or_default(),
-        contact_email: s(item, "contact_email"),
-        company_domain: s(item, "company_domain"),
-        team: s(item, "team"),
-        assignee: s(item, "assignee"),
-        priority: s(item, "priority"),
-        tags: strings(item, "tags"),
+        status: c.status().to_string(),
+        inbox: c.inbox,
+        subject: c.subject,
+        first_date: c.first_date,
+        contact_email: c.contact_email,
+        company_domain: c.company_domain,
+        team: c.team,
+        assignee: c.assignee,
+        priority: c.priority,
+        tags: c.tags,
         waiting_since: rfc3339(waiting),
         sla,
     })
@@ -199,26 +201,23 @@ async fn list(
     .project(SUMMARY_ATTRS);
     let mut out = Vec::new();
     while let Some(item) = scan.next().await? {
+        let c = Conversation::from_item(&item);
         // Merged conversations live on in their root.
-        if item.contains_key("parent") {
+        if c.parent.is_some() || c.id.is_empty() {
             continue;
         }
-        let Some(id) = s(&item, "pk").and_then(|pk| pk.strip_prefix("conv#").map(str::to_string)) else {
-            continue;
-        };
-        let inbox = s(&item, "inbox").unwrap_or_default();
-        let status = s(&item, "status").unwrap_or_else(|| "open".into());
-        let who = s(&item, "assignee");
-        let keep = caller.can_see(&inbox)
-            && p.inbox.as_deref().is_none_or(|i| i.eq_ignore_ascii_case(&inbox))
+        let (id, status) = (c.id.clone(), c.status().to_string());
+        let keep = caller.can_see(&c.inbox)
+            && p.inbox.as_deref().is_none_or(|i| i.eq_ignore_ascii_case(&c.inbox))
             && p.status.as_deref().is_none_or(|want| want == status)
-            && assignee.as_deref().is_none_or(|a| who.as_deref() == Some(a))
-            && p.team.as_deref().is_none_or(|t| s(&item, "team").as_deref() == Some(t))
-            && p.unassigned.is_none_or(|u| u == who.is_none())
+            && assignee.as_deref().is_none_or(|a| c.assignee.as_deref() == Some(a))
+            && p.team.as_deref().is_none_or(|t| c.team.as_deref() == Some(t))
+            && p.unassigned.is_none_or(|u| u == c.assignee.is_none())
             && needle.as_deref().is_none_or(|n| {
-                ["subject", "contact_email", "company_domain"]
-                    .iter()
-                    .any(|k| s(&item, k).is_some_and(|v| v.to_lowercase().contains(n)))
+                [Some(&c.subject), c.contact_email.as_ref(), c.company_domain.as_ref()]
+                    .into_iter()
+                    .flatten()
+                    .any(|v| v.to_lowercase().contains(n))
             });
         if !keep {
             continue;
@@ -344,15 +343,16 @@ pub struct ReplyRecipients {
 }
 
 pub(crate) fn ticket_record(t: &Item) -> TicketRecord {
+    let t = Ticket::from_item(t);
     TicketRecord {
-        id: s(t, "id").unwrap_or_default(),
-        pipeline: s(t, "pipeline").unwrap_or_default(),
-        stage: s(t, "stage").unwrap_or_default(),
-        status: s(t, "status").unwrap_or_default(),
-        owner: s(t, "owner"),
-        team: s(t, "team"),
-        priority: s(t, "priority"),
-        created_at: s(t, "created_at"),
+        id: t.id,
+        pipeline: t.pipeline,
+        stage: t.stage,
+        status: t.status,
+        owner: t.owner,
+        team: t.team,
+        priority: t.priority,
+        created_at: t.created_at,
     }
 }
 
@@ -365,30 +365,28 @@ pub(crate) fn record(mut item: Item) -> Value {
 }
 
 async fn message_detail(st: &ApiState, msg: &Item, images: RemoteImages) -> MessageDetail {
-    let copies = msg.get("copies").and_then(Value::as_array).cloned().unwrap_or_default();
-    let inboxes =
-        copies.iter().filter_map(|c| c.get("inbox").and_then(Value::as_str).map(str::to_string)).collect();
+    let m = Message::from_item(msg);
     let mut d = MessageDetail {
-        message_id: s(msg, "message_id").unwrap_or_default(),
-        direction: s(msg, "direction").unwrap_or_default(),
-        kind: s(msg, "kind").unwrap_or_default(),
-        from: s(msg, "from"),
-        from_name: s(msg, "from_name"),
-        to: strings(msg, "to"),
-        cc: strings(msg, "cc"),
-        subject: s(msg, "subject").unwrap_or_default(),
-        date: s(msg, "date"),
+        direction: m.direction.clone().unwrap_or_default(),
+        kind: m.kind.clone().unwrap_or_default(),
+        from: m.from.clone(),
+        from_name: m.from_name.clone(),
+        to: m.to.clone(),
+        cc: m.cc.clone(),
+        subject: m.subject.clone(),
+        date: m.date.clone(),
         text: String::new(),
-        new_text: s(msg, "preview").unwrap_or_default(),
+        new_text: m.preview.clone().unwrap_or_default(),
         html: None,
         attachments: vec![],
-        inboxes,
+        inboxes: m.copies.iter().map(|c| c.inbox.clone()).collect(),
         error: None,
         tracking: None,
-        spoofed: msg.get("spoofed").and_then(Value::as_bool).unwrap_or(false),
+        spoofed: m.spoofed,
         blocked_images: 0,
+        message_id: m.message_id,
     };
-    let Some(raw_key) = copies.first().and_then(|c| c.get("key")).and_then(Value::as_str) else {
+    let Some(raw_key) = m.copies.first().and_then(|c| c.key.as_deref()) else {
         d.error = Some("no stored copy".into());
         return d;
     };

@@ -11,6 +11,7 @@
 //!   stage (the From of a shared inbox's reply is the inbox, not the agent).
 
 use crate::keys;
+use crate::records::Message;
 use crate::keys::conv_key;
 use crate::runtime::ports::Ports;
 use crate::thread::Threader;
@@ -54,8 +55,10 @@ pub struct Recipients {
     pub in_reply_to: Option<String>,
 }
 
-/// An outbox entry, for the conversation view.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// An outbox entry (`outbox#{conversation}` / `req#{request_id}`), as stored and as the
+/// conversation view shows it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct OutboxView {
     pub conversation: String,
     pub request_id: String,
@@ -107,29 +110,7 @@ pub struct SendPointer {
 use crate::keys::item_str as s;
 
 pub(crate) fn view(item: &Item) -> OutboxView {
-    let strings = |k: &str| -> Vec<String> {
-        item.get(k)
-            .and_then(Value::as_array)
-            .map(|a| a.iter().filter_map(Value::as_str).map(str::to_string).collect())
-            .unwrap_or_default()
-    };
-    OutboxView {
-        conversation: s(item, "conversation").unwrap_or_default(),
-        request_id: s(item, "request_id").unwrap_or_default(),
-        status: s(item, "status").unwrap_or_default(),
-        message_id: s(item, "message_id").unwrap_or_default(),
-        inbox: s(item, "inbox").unwrap_or_default(),
-        author: s(item, "author").unwrap_or_default(),
-        to: strings("to"),
-        cc: strings("cc"),
-        subject: s(item, "subject").unwrap_or_default(),
-        in_reply_to: s(item, "in_reply_to"),
-        attempts: item.get("attempts").and_then(Value::as_u64).unwrap_or(0) as u32,
-        last_error: s(item, "last_error"),
-        provider_id: s(item, "provider_id"),
-        created_at: s(item, "created_at").unwrap_or_default(),
-        sent_at: s(item, "sent_at"),
-    }
+    crate::records::read(item)
 }
 
 fn valid_request_id(id: &str) -> bool {
@@ -177,8 +158,8 @@ async fn messages_by_receipt(ports: &Ports, root: &str, inbox: &str) -> anyhow::
 /// forged Date must not take the agent's reply.
 fn reply_target(items: &[Item]) -> Option<&Item> {
     let normal_inbound = |m: &&Item| {
-        s(m, "direction").as_deref() == Some("inbound")
-            && s(m, "kind").as_deref().unwrap_or("normal") == "normal"
+        let m = Message::from_item(m);
+        m.direction.as_deref() == Some("inbound") && m.kind() == "normal"
     };
     items.iter().rev().find(normal_inbound).or_else(|| items.last())
 }
@@ -186,12 +167,8 @@ fn reply_target(items: &[Item]) -> Option<&Item> {
 /// Every address in the From, To and Cc of these messages (lower case).
 fn participants(items: &[Item]) -> std::collections::BTreeSet<String> {
     let mut out = std::collections::BTreeSet::new();
-    for m in items {
-        out.extend(s(m, "from").map(|f| f.to_lowercase()));
-        for k in ["to", "cc"] {
-            let list = m.get(k).and_then(Value::as_array).cloned().unwrap_or_default();
-            out.extend(list.iter().filter_map(Value::as_str).map(str::to_lowercase));
-        }
+    for m in items.iter().map(Message::from_item) {
+        out.extend(m.from.iter().chain(&m.to).chain(&m.cc).map(|a| a.to_lowercase()));
     }
     out
 }

@@ -9,6 +9,7 @@
 //! first delivery wins.
 
 use crate::keys;
+use crate::records::Message;
 use crate::keys::conv_key;
 use crate::pipeline::{StagePointer, WorkspaceCache};
 use crate::runtime::consumer::MessageHandler;
@@ -72,19 +73,16 @@ impl RouteHandler {
     async fn process(&self, ptr: &StagePointer) -> anyhow::Result<()> {
         let table = &self.ports.table;
         let msg = recorded_message(&self.ports, &ptr.message_id).await?;
+        let m = Message::from_item(&msg);
         let cfg = self.config.get().await?;
         let (ws, router) = (&cfg.0, &cfg.1);
-        let inbox = s(&msg, "inbox").unwrap_or_default();
-        let kind = s(&msg, "kind").unwrap_or_else(|| "normal".into());
-        let outbound = s(&msg, "direction").as_deref() == Some("outbound");
+        let inbox = m.inbox.clone();
+        let kind = m.kind().to_string();
+        let outbound = m.is_outbound();
         let noise = kind != "normal";
-        let strings = |k: &str| -> Vec<String> {
-            msg.get(k)
-                .and_then(Value::as_array)
-                .map(|a| a.iter().filter_map(Value::as_str).map(str::to_lowercase).collect())
-                .unwrap_or_default()
-        };
-        let from = s(&msg, "from").map(|f| f.to_lowercase());
+        let lower = |l: &[String]| -> Vec<String> { l.iter().map(|a| a.to_lowercase()).collect() };
+        let strings = |k: &str| -> Vec<String> { if k == "to" { lower(&m.to) } else { lower(&m.cc) } };
+        let from = m.from.as_ref().map(|f| f.to_lowercase());
         let inbox_cfg = ws.inboxes.iter().find(|i| i.address.eq_ignore_ascii_case(&inbox));
         let create_cc = inbox_cfg.is_some_and(|i| i.create_cc_contacts);
 
@@ -107,7 +105,7 @@ impl RouteHandler {
                 cc.push(a);
             }
         }
-        let name = if outbound { None } else { s(&msg, "from_name") };
+        let name = if outbound { None } else { m.from_name.clone() };
         let mut logged = Vec::new();
         for email in &primary {
             // Noise (auto-replies, bounces, list mail) never creates contacts.
@@ -121,15 +119,15 @@ impl RouteHandler {
                 logged.push(email.clone());
             }
         }
-        let conv_id = s(&msg, "conversation").context("message has no conversation")?;
+        let conv_id = m.conversation.clone().context("message has no conversation")?;
         let root = Threader::new(&self.ports).find(&conv_id).await?;
-        let date = s(&msg, "date").unwrap_or_default();
+        let date = m.date.clone().unwrap_or_default();
         for email in &logged {
             let mut item = Key::new(format!("timeline#{email}"), format!("{date}#{}", ptr.message_id)).item();
             item.insert("message_id".into(), json!(ptr.message_id));
             item.insert("conversation".into(), json!(root.id));
             item.insert("direction".into(), json!(if outbound { "outbound" } else { "inbound" }));
-            item.insert("subject".into(), json!(s(&msg, "subject")));
+            item.insert("subject".into(), json!(m.subject));
             item.insert("kind".into(), json!(kind));
             table.put(item, None).await?;
         }

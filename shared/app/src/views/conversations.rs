@@ -2,12 +2,12 @@
 //! Reads every message of every inbox (a listing, not the API's paged view).
 
 use crate::keys;
+use crate::records::{Conversation, Message, Ticket};
 use crate::keys::item_str as s;
 use crate::runtime::ports::Ports;
 use crate::thread::RootCache;
 use mailroom_store::Query;
 use serde::Serialize;
-use serde_json::Value;
 use std::collections::BTreeMap;
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -66,38 +66,29 @@ pub async fn list(ports: &Ports) -> anyhow::Result<Vec<ConversationView>> {
     messages.sort_by_key(|m| s(m, "gsi1sk"));
     let mut roots = RootCache::new(ports);
     let mut convs: BTreeMap<String, ConversationView> = BTreeMap::new();
-    for m in messages {
-        let (Some(mid), Some(conv)) = (s(&m, "message_id"), s(&m, "conversation")) else { continue };
+    for item in messages {
+        let m = Message::from_item(&item);
+        let (mid, Some(conv)) = (m.message_id.clone(), m.conversation.clone()) else { continue };
         let root = roots.root(&conv).await?;
         if !convs.contains_key(&root.id) {
-            let ticket = t.get(&crate::keys::ticket_key(&root.id)).await?.map(|x| TicketView {
-                id: s(&x, "id").unwrap_or_default(),
-                pipeline: s(&x, "pipeline").unwrap_or_default(),
-                stage: s(&x, "stage").unwrap_or_default(),
-                status: s(&x, "status").unwrap_or_default(),
-                owner: s(&x, "owner"),
-                team: s(&x, "team"),
+            let ticket = t.get(&crate::keys::ticket_key(&root.id)).await?.map(|x| {
+                let x = Ticket::from_item(&x);
+                TicketView { id: x.id, pipeline: x.pipeline, stage: x.stage, status: x.status, owner: x.owner, team: x.team }
             });
-            let strings = |k: &str| -> Vec<String> {
-                root.item
-                    .get(k)
-                    .and_then(Value::as_array)
-                    .map(|a| a.iter().filter_map(Value::as_str).map(str::to_string).collect())
-                    .unwrap_or_default()
-            };
+            let c = Conversation::from_item(&root.item);
             let view = ConversationView {
                 id: root.id.clone(),
-                inbox: s(&root.item, "inbox").unwrap_or_default(),
-                subject: s(&root.item, "subject").unwrap_or_default(),
-                status: s(&root.item, "status").unwrap_or_else(|| "open".into()),
-                first_date: s(&root.item, "first_date").unwrap_or_default(),
-                contact_email: s(&root.item, "contact_email"),
-                company_domain: s(&root.item, "company_domain"),
-                deal_ids: strings("deal_ids"),
-                team: s(&root.item, "team"),
-                assignee: s(&root.item, "assignee"),
-                priority: s(&root.item, "priority"),
-                tags: strings("tags"),
+                status: c.status().to_string(),
+                inbox: c.inbox,
+                subject: c.subject,
+                first_date: c.first_date,
+                contact_email: c.contact_email,
+                company_domain: c.company_domain,
+                deal_ids: c.deal_ids,
+                team: c.team,
+                assignee: c.assignee,
+                priority: c.priority,
+                tags: c.tags,
                 ticket,
                 figures: crate::reports::figures(ports, &root.id).await?,
                 message_ids: vec![],
@@ -109,22 +100,15 @@ pub async fn list(ports: &Ports) -> anyhow::Result<Vec<ConversationView>> {
         if view.message_ids.contains(&mid) {
             continue;
         }
-        let inboxes = m
-            .get("copies")
-            .and_then(Value::as_array)
-            .map(|c| {
-                c.iter().filter_map(|x| x.get("inbox").and_then(Value::as_str).map(str::to_string)).collect()
-            })
-            .unwrap_or_default();
         view.message_ids.push(mid.clone());
         view.messages.push(MessageView {
             message_id: mid,
-            direction: s(&m, "direction").unwrap_or_default(),
-            kind: s(&m, "kind").unwrap_or_default(),
-            from: s(&m, "from"),
-            date: s(&m, "date"),
-            subject: s(&m, "subject").unwrap_or_default(),
-            inboxes,
+            direction: m.direction.clone().unwrap_or_default(),
+            kind: m.kind.clone().unwrap_or_default(),
+            from: m.from.clone(),
+            date: m.date.clone(),
+            subject: m.subject.clone(),
+            inboxes: m.copies.iter().map(|c| c.inbox.clone()).collect(),
         });
     }
     let mut out: Vec<ConversationView> = convs.into_values().collect();
