@@ -13,7 +13,9 @@ use serde_json::Value;
 /// A list attribute that may be absent, null or mistyped: empty then.
 fn list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
     let v = Value::deserialize(d)?;
-    Ok(v.as_array().map(|a| a.iter().filter_map(Value::as_str).map(str::to_string).collect()).unwrap_or_default())
+    Ok(v.as_array()
+        .map(|a| a.iter().filter_map(Value::as_str).map(str::to_string).collect())
+        .unwrap_or_default())
 }
 
 /// Reads an item into a record; a field that does not fit is left at its default.
@@ -208,9 +210,15 @@ mod tests {
         assert!(c.tags.is_empty());
         assert_eq!(c.deal_ids, ["d1"]);
         assert_eq!(c.waiting_since, None, "a mistyped attribute is its default, the rest still reads");
-        let t = Ticket::from_item(json!({"id": "t1", "stage": "new", "stage_log": [["new", "2024-01-01T00:00:00Z"]]}).as_object().unwrap());
+        let t = Ticket::from_item(
+            json!({"id": "t1", "stage": "new", "stage_log": [["new", "2024-01-01T00:00:00Z"]]})
+                .as_object()
+                .unwrap(),
+        );
         assert_eq!(t.stage_log, vec![("new".to_string(), "2024-01-01T00:00:00Z".to_string())]);
-        let m = Message::from_item(json!({"message_id": "m@x", "direction": "outbound", "spoofed": true}).as_object().unwrap());
+        let m = Message::from_item(
+            json!({"message_id": "m@x", "direction": "outbound", "spoofed": true}).as_object().unwrap(),
+        );
         assert!(m.is_outbound() && m.spoofed && m.kind() == "normal");
     }
 }

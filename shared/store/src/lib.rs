@@ -1,7 +1,8 @@
 //! Storage ports and their two adapters.
 //!
-//! Every port (`BlobStore`, `Queue`, `Table`, `Clock`, `Secrets`) has an AWS adapter (S3, SQS,
-//! DynamoDB) and an embedded adapter (files + SQLite) so that the same use cases run in
+//! Every port (`BlobStore`, `Queue`, `Table`, `Clock`, `Secrets`, `EventBus`, `MailSender`)
+//! has an AWS adapter (S3, SQS, DynamoDB, KMS, EventBridge, SES) and a local one (files,
+//! SQLite, a spool file, SMTP) so that the same use cases run in
 //! Lambda and in `mailroom serve`. One contract test suite (tests/) runs against both.
 
 pub mod aws;
@@ -10,6 +11,7 @@ pub mod clock;
 pub mod embedded;
 pub mod error;
 pub mod meter;
+pub mod outbox;
 pub mod queue;
 pub mod secrets;
 pub mod table;
@@ -17,6 +19,7 @@ pub mod table;
 pub use blob::{BlobStore, PutOutcome};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::StoreError;
+pub use outbox::{BusEvent, EventBus, MailSender};
 pub use queue::{Queue, QueueMessage};
 pub use secrets::{LocalSecrets, Secrets};
 pub use table::{Cond, Item, Key, Page, Query, SkCond, Table, TransactOp, Update};

@@ -419,8 +419,10 @@ async fn form_submissions_open_conversations_like_email() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn relay_publishes_to_eventbridge_and_sends_with_ses_on_moto() {
     use mailroom_app::feed::Sink;
-    use mailroom_app::outbound::notify::SesNotifier;
-    use mailroom_app::outbound::relay::{EventBridgeSink, Relay};
+    use mailroom_app::outbound::notify::MailNotifier;
+    use mailroom_app::outbound::relay::{BusSink, Relay};
+    use mailroom_store::aws::{EventBridgeBus, SesSender};
+    use std::sync::Arc;
     let stack = mailroom_tests::AwsStack::create().await;
     let ports = stack.ports();
     let creds = aws_sdk_dynamodb::config::Credentials::new("test", "test", None, None, "moto");
@@ -475,10 +477,12 @@ async fn relay_publishes_to_eventbridge_and_sends_with_ses_on_moto() {
         .unwrap();
     }
     let relay = Relay {
-        sinks: vec![Box::new(EventBridgeSink { client: eb.clone(), bus: bus.clone() }) as Box<dyn Sink>],
-        notifier: Some(Box::new(SesNotifier {
+        sinks: vec![Box::new(BusSink {
+            bus: Arc::new(EventBridgeBus { client: eb.clone(), bus: bus.clone() }),
+        }) as Box<dyn Sink>],
+        notifier: Some(Box::new(MailNotifier {
             from: "mailroom@acme-corp.example".into(),
-            client: ses.clone(),
+            sender: Arc::new(SesSender { client: ses.clone() }),
         })),
     };
     let later = chrono::Utc::now() + chrono::Duration::seconds(3);
@@ -510,7 +514,10 @@ async fn relay_publishes_to_eventbridge_and_sends_with_ses_on_moto() {
         assert!(e["detail"]["id"].as_str().unwrap().starts_with("evt_"), "{e}");
     }
     // A wrong sender is refused by SES: the notifier reports it instead of losing it.
-    let bad = SesNotifier { from: "nobody@unverified.example".into(), client: ses.clone() };
+    let bad = MailNotifier {
+        from: "nobody@unverified.example".into(),
+        sender: Arc::new(SesSender { client: ses.clone() }),
+    };
     let n = mailroom_app::outbound::notify::Notification {
         to: "sofia.rossi@acme-corp.example".into(),
         reason: "mention",

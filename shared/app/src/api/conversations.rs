@@ -5,12 +5,12 @@
 use super::{ApiError, ApiResult, ApiState, Caller, J, P, Q};
 use crate::keys::conv_key;
 use crate::keys::item_str as s;
+use crate::records::{Conversation, Message, Ticket};
 use crate::thread::Threader;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Json, Response};
 use base64::Engine;
-use crate::records::{Conversation, Message, Ticket};
 use mailroom_core::html::RemoteImages;
 use mailroom_store::{Item, Key, Query, Update};
 use serde::{Deserialize, Serialize};

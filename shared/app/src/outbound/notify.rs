@@ -21,9 +21,10 @@ use anyhow::Context;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use mailroom_core::workspace::{NotifyBy, User, Workspace};
-use mailroom_store::{Cond, StoreError};
+use mailroom_store::{Cond, MailSender, StoreError};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
+use std::sync::Arc;
 
 /// A customer message older than this when it is recorded (a history import) notifies
 /// nobody, nor does routing's assignment of it, nor an SLA deadline that passed longer
@@ -72,71 +73,33 @@ pub fn build_email(from: &str, n: &Notification) -> anyhow::Result<lettre::Messa
     Ok(msg)
 }
 
-/// SMTP through lettre (`MAILROOM_NOTIFY_SMTP_URL`, e.g. `smtp://127.0.0.1:2525`,
-/// `smtps://user:pass@host`).
-pub struct SmtpNotifier {
+/// Notification emails through a [`MailSender`] (SMTP locally, SES in AWS: the adapters
+/// live in mailroom-store), from `from`.
+pub struct MailNotifier {
     pub from: String,
-    transport: lettre::AsyncSmtpTransport<lettre::Tokio1Executor>,
-}
-
-impl SmtpNotifier {
-    pub fn new(url: &str, from: &str) -> anyhow::Result<SmtpNotifier> {
-        let transport = lettre::AsyncSmtpTransport::<lettre::Tokio1Executor>::from_url(url)
-            .with_context(|| format!("MAILROOM_NOTIFY_SMTP_URL {url:?} is not an SMTP URL"))?
-            .timeout(Some(std::time::Duration::from_secs(20)))
-            .build();
-        Ok(SmtpNotifier { from: from.to_string(), transport })
-    }
+    pub sender: Arc<dyn MailSender>,
 }
 
 #[async_trait]
-impl Notifier for SmtpNotifier {
+impl Notifier for MailNotifier {
     async fn send(&self, n: &Notification) -> anyhow::Result<()> {
-        use lettre::AsyncTransport;
-        let msg = build_email(&self.from, n)?;
-        self.transport
-            .send(msg)
-            .await
-            .with_context(|| format!("sending a notification to {} by SMTP", n.to))?;
-        Ok(())
-    }
-}
-
-/// Amazon SES v2 `SendEmail` with the raw message (the same headers as SMTP).
-pub struct SesNotifier {
-    pub from: String,
-    pub client: aws_sdk_sesv2::Client,
-}
-
-#[async_trait]
-impl Notifier for SesNotifier {
-    async fn send(&self, n: &Notification) -> anyhow::Result<()> {
-        use aws_sdk_sesv2::primitives::Blob;
-        use aws_sdk_sesv2::types::{Destination, EmailContent, RawMessage};
         let raw = build_email(&self.from, n)?.formatted();
-        let content = EmailContent::builder()
-            .raw(RawMessage::builder().data(Blob::new(raw)).build().context("SES raw message")?)
-            .build();
-        self.client
-            .send_email()
-            .from_email_address(&self.from)
-            .destination(Destination::builder().to_addresses(&n.to).build())
-            .content(content)
-            .send()
+        self.sender
+            .send_raw(&self.from, std::slice::from_ref(&n.to), &raw)
             .await
-            .map_err(|e| anyhow::anyhow!("{}", aws_sdk_sesv2::error::DisplayErrorContext(&e)))
-            .with_context(|| format!("sending a notification to {} with SES", n.to))?;
+            .with_context(|| format!("sending a notification to {}", n.to))?;
         Ok(())
     }
 }
 
 /// The notifier the environment configures: `MAILROOM_NOTIFY_SMTP_URL` and
 /// `MAILROOM_NOTIFY_FROM`; `None` when no URL is set (notifications off).
-pub fn smtp_from_env() -> anyhow::Result<Option<SmtpNotifier>> {
+pub fn smtp_from_env() -> anyhow::Result<Option<MailNotifier>> {
     let Ok(url) = std::env::var("MAILROOM_NOTIFY_SMTP_URL") else { return Ok(None) };
     let from = std::env::var("MAILROOM_NOTIFY_FROM")
         .context("MAILROOM_NOTIFY_SMTP_URL is set but MAILROOM_NOTIFY_FROM is not: set the sender address")?;
-    SmtpNotifier::new(url.trim(), from.trim()).map(Some)
+    let sender = mailroom_store::embedded::SmtpSender::new(url.trim())?;
+    Ok(Some(MailNotifier { from: from.trim().to_string(), sender: Arc::new(sender) }))
 }
 
 /// The feed consumer that sends notifications.

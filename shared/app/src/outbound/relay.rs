@@ -7,7 +7,10 @@ use crate::runtime::ports::Ports;
 use anyhow::Context;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use mailroom_store::aws::{EventBridgeBus, SesSender};
+use mailroom_store::{BusEvent, EventBus};
 use sha2::{Digest, Sha256};
+use std::sync::Arc;
 
 /// The key webhook consumers verify `X-Mailroom-Signature` with: derived from the
 /// workspace's secret key (`mailroom events secret` prints it).
@@ -76,69 +79,37 @@ impl Sink for WebhookSink {
 
 /// Publishes to an EventBridge bus (in AWS; `MAILROOM_EVENT_BUS`): Source `mailroom`,
 /// DetailType the event's type, Detail the event.
-pub struct EventBridgeSink {
-    pub client: aws_sdk_eventbridge::Client,
-    pub bus: String,
+/// The feed published to an event bus (EventBridge in AWS: `source` is
+/// [`EVENT_SOURCE`], the detail type the event's type, the detail the event).
+pub struct BusSink {
+    pub bus: Arc<dyn EventBus>,
 }
 
 pub const EVENT_SOURCE: &str = "mailroom";
 
 #[async_trait]
-impl Sink for EventBridgeSink {
+impl Sink for BusSink {
     fn cursor_name(&self) -> String {
-        "eventbridge".into()
+        self.bus.name().into()
     }
 
     async fn deliver(&self, events: &[Event]) -> (usize, Option<anyhow::Error>) {
-        use aws_sdk_eventbridge::types::PutEventsRequestEntry;
-        let mut done = 0;
-        // PutEvents takes at most 10 entries.
-        for chunk in events.chunks(10) {
-            let mut entries = Vec::new();
-            for e in chunk {
-                let detail = match serde_json::to_string(e) {
-                    Ok(d) => d,
-                    Err(err) => return (done, Some(err.into())),
-                };
-                let time = DateTime::parse_from_rfc3339(&e.at)
-                    .ok()
-                    .map(|t| aws_sdk_eventbridge::primitives::DateTime::from_millis(t.timestamp_millis()));
-                entries.push(
-                    PutEventsRequestEntry::builder()
-                        .event_bus_name(&self.bus)
-                        .source(EVENT_SOURCE)
-                        .detail_type(&e.kind)
-                        .detail(detail)
-                        .set_time(time)
-                        .build(),
-                );
-            }
-            let res = self.client.put_events().set_entries(Some(entries)).send().await;
-            match res {
-                Ok(r) => {
-                    // Partial failure: the entries answer in order; the first failed one
-                    // and everything after it go again next run.
-                    if let Some(i) = r.entries().iter().position(|x| x.error_code().is_some()) {
-                        let x = &r.entries()[i];
-                        return (
-                            done + i,
-                            Some(anyhow::anyhow!(
-                                "EventBridge refused event {}: {} {}",
-                                chunk[i].id,
-                                x.error_code().unwrap_or_default(),
-                                x.error_message().unwrap_or_default()
-                            )),
-                        );
-                    }
-                    done += chunk.len();
-                }
-                Err(err) => {
-                    let msg = aws_sdk_eventbridge::error::DisplayErrorContext(&err).to_string();
-                    return (done, Some(anyhow::anyhow!("EventBridge PutEvents on {}: {msg}", self.bus)));
-                }
-            }
+        let mut entries = Vec::with_capacity(events.len());
+        for e in events {
+            let detail = match serde_json::to_string(e) {
+                Ok(d) => d,
+                Err(err) => return (0, Some(err.into())),
+            };
+            let time = DateTime::parse_from_rfc3339(&e.at).ok().map(|t| t.with_timezone(&Utc));
+            entries.push(BusEvent { source: EVENT_SOURCE.into(), detail_type: e.kind.clone(), detail, time });
         }
-        (done, None)
+        let (n, err) = self.bus.publish(&entries).await;
+        (
+            n,
+            err.map(|e| {
+                anyhow::anyhow!("event {}: {e}", events.get(n).map(|x| x.id.as_str()).unwrap_or("?"))
+            }),
+        )
     }
 }
 
@@ -205,10 +176,12 @@ impl Relay {
         let env = |k: &str| std::env::var(k).ok().map(|v| v.trim().to_string()).filter(|v| !v.is_empty());
         let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
         if let Some(bus) = env("MAILROOM_EVENT_BUS") {
-            sinks.push(Box::new(EventBridgeSink { client: aws_sdk_eventbridge::Client::new(conf), bus }));
+            let bus = EventBridgeBus { client: aws_sdk_eventbridge::Client::new(conf), bus };
+            sinks.push(Box::new(BusSink { bus: Arc::new(bus) }));
         }
         let notifier = env("MAILROOM_NOTIFY_FROM").map(|from| {
-            Box::new(crate::outbound::notify::SesNotifier { from, client: aws_sdk_sesv2::Client::new(conf) })
+            let sender = Arc::new(SesSender { client: aws_sdk_sesv2::Client::new(conf) });
+            Box::new(crate::outbound::notify::MailNotifier { from, sender })
                 as Box<dyn crate::outbound::notify::Notifier>
         });
         Relay { sinks, notifier }

@@ -11,8 +11,8 @@
 //!   stage (the From of a shared inbox's reply is the inbox, not the agent).
 
 use crate::keys;
-use crate::records::Message;
 use crate::keys::conv_key;
+use crate::records::Message;
 use crate::runtime::ports::Ports;
 use crate::thread::Threader;
 use anyhow::{Context, anyhow};

@@ -9,9 +9,9 @@
 //! first delivery wins.
 
 use crate::keys;
-use crate::records::Message;
 use crate::keys::conv_key;
 use crate::pipeline::{StagePointer, WorkspaceCache};
+use crate::records::Message;
 use crate::runtime::consumer::MessageHandler;
 use crate::runtime::ports::Ports;
 use crate::thread::Threader;

@@ -2,8 +2,8 @@
 //! Reads every message of every inbox (a listing, not the API's paged view).
 
 use crate::keys;
-use crate::records::{Conversation, Message, Ticket};
 use crate::keys::item_str as s;
+use crate::records::{Conversation, Message, Ticket};
 use crate::runtime::ports::Ports;
 use crate::thread::RootCache;
 use mailroom_store::Query;
@@ -73,7 +73,14 @@ pub async fn list(ports: &Ports) -> anyhow::Result<Vec<ConversationView>> {
         if !convs.contains_key(&root.id) {
             let ticket = t.get(&crate::keys::ticket_key(&root.id)).await?.map(|x| {
                 let x = Ticket::from_item(&x);
-                TicketView { id: x.id, pipeline: x.pipeline, stage: x.stage, status: x.status, owner: x.owner, team: x.team }
+                TicketView {
+                    id: x.id,
+                    pipeline: x.pipeline,
+                    stage: x.stage,
+                    status: x.status,
+                    owner: x.owner,
+                    team: x.team,
+                }
             });
             let c = Conversation::from_item(&root.item);
             let view = ConversationView {

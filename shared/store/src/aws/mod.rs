@@ -1,14 +1,18 @@
-//! AWS adapters: S3, SQS, DynamoDB, KMS. Clients are built once per process from the standard
+//! AWS adapters: S3, SQS, DynamoDB, KMS, EventBridge, SES. Clients are built once per process from the standard
 //! AWS environment, so `AWS_ENDPOINT_URL` points every client at moto in tests.
 
 mod dynamodb;
+mod eventbridge;
 mod kms;
 mod s3;
+mod ses;
 mod sqs;
 
 pub use dynamodb::DynamoTable;
+pub use eventbridge::EventBridgeBus;
 pub use kms::{KmsSecrets, NoSecrets};
 pub use s3::S3BlobStore;
+pub use ses::SesSender;
 pub use sqs::SqsQueue;
 
 /// The SDK clients of one process.

@@ -6,10 +6,12 @@
 //! see `Db`), which costs less than a hop to a blocking thread pool would.
 
 mod files;
+mod outbox;
 mod queue;
 mod table;
 
 pub use files::FileBlobStore;
+pub use outbox::{SmtpSender, SpoolBus};
 pub use queue::SqliteQueue;
 pub use table::SqliteTable;
 
