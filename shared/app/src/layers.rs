@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 fn layer(top: &str) -> Option<u8> {
     Some(match top {
         "runtime" | "keys" | "records" => 0,
-        "feed" | "workspace" | "thread" => 1,
+        "feed" | "workspace" | "thread" | "access" => 1,
         "reports" => 2,
         "conversations" | "load" | "views" => 3,
         "tickets" => 4,

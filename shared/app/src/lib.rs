@@ -2,6 +2,7 @@
 //! storage ports so that Lambda (AWS adapters) and `mailroom serve` (embedded adapters)
 //! run the same code.
 
+pub mod access;
 pub mod api;
 pub mod conversations;
 pub mod feed;

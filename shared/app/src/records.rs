@@ -73,6 +73,14 @@ pub struct Conversation {
     pub sla: Option<String>,
     pub sla_due_at: Option<i64>,
     pub figures_v: Option<i64>,
+    /// When we received its newest message (RFC 3339, milliseconds), and that message's
+    /// new text, shortened: kept by the route stage for lists and search.
+    pub last_activity: Option<String>,
+    pub snippet: Option<String>,
+    /// The channel of its first message (`email`, `form`, `chat`).
+    pub channel: Option<String>,
+    /// Unix seconds.
+    pub snoozed_until: Option<i64>,
 }
 
 impl Conversation {

@@ -386,7 +386,6 @@ impl<'a> Threader<'a> {
                         Update::Set("first_message_id".into(), json!(m.message_id)),
                         Update::Set("inbox".into(), json!(m.inbox)),
                         Update::Set("subject".into(), json!(m.subject)),
-                        Update::Set("gsi1sk".into(), json!(format!("{mine}#{}", root.id))),
                     ],
                     Some(Cond::And(vec![
                         match stored {

@@ -229,6 +229,7 @@ fn concrete(w: &World, method: &str, template: &str, conv: &str) -> (String, Opt
         ),
         ("put", "/admin/sla") => Some(json!({"sla_policies": [], "calendars": []})),
         ("post", "/conversations/{id}/assignment") => Some(json!({"assignee": "bob@acme.test"})),
+        ("post", "/conversations/{id}/snooze") => Some(json!({"until": null})),
         ("post", "/conversations/{id}/ticket/stage") => Some(json!({"stage": "waiting"})),
         ("post", "/conversations/{id}/ticket") => Some(json!({})),
         ("patch", "/me/settings") => Some(json!({"available": true})),

@@ -125,7 +125,7 @@ async fn edit<T>(
     caller: &Caller,
     f: impl FnOnce(&mut Workspace) -> ApiResult<T>,
 ) -> ApiResult<T> {
-    caller.require_admin()?;
+    super::require_admin(&caller)?;
     let version = workspace::version(&st.ports).await?;
     let mut ws = workspace::load(&st.ports).await?.unwrap_or_default();
     let out = f(&mut ws)?;
@@ -134,7 +134,7 @@ async fn edit<T>(
 }
 
 async fn read(st: &ApiState, caller: &Caller) -> ApiResult<Workspace> {
-    caller.require_admin()?;
+    super::require_admin(&caller)?;
     Ok(workspace::load(&st.ports).await?.unwrap_or_default())
 }
 
@@ -157,7 +157,7 @@ async fn put_workspace(
     headers: HeaderMap,
     J(ws): J<Workspace>,
 ) -> ApiResult<Json<Applied>> {
-    caller.require_admin()?;
+    super::require_admin(&caller)?;
     let version = match headers.get(axum::http::header::IF_MATCH) {
         None => workspace::version(&st.ports).await?,
         Some(v) => v
@@ -533,7 +533,7 @@ async fn put_sla(
 /// Mailbox connections and their health
 #[utoipa::path(get, path = "/admin/connections", tag = "admin", responses((status = 200, body = Vec<Object>)))]
 async fn list_connections(State(st): State<Arc<ApiState>>, caller: Caller) -> ApiResult<Json<Vec<Value>>> {
-    caller.require_admin()?;
+    super::require_admin(&caller)?;
     let mut out = Vec::new();
     for s in crate::mailbox::connection::status(&st.ports).await? {
         let mut v = serde_json::to_value(&s)?;
@@ -554,7 +554,7 @@ pub struct ConnectBody {
 
 /// The workspace inbox an admin connects.
 fn inbox_to_connect(caller: &Caller, address: &str) -> ApiResult<mailroom_core::EmailAddress> {
-    caller.require_admin()?;
+    super::require_admin(&caller)?;
     if !caller.ws.inboxes.iter().any(|i| i.address.eq_ignore_ascii_case(address)) {
         return Err(ApiError::NotFound(format!("no inbox {address}")));
     }

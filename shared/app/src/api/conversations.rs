@@ -12,7 +12,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Json, Response};
 use base64::Engine;
 use mailroom_core::html::RemoteImages;
-use mailroom_store::{Item, Key, Query, Update};
+use mailroom_store::Item;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use std::sync::Arc;
@@ -30,6 +30,7 @@ pub fn routes() -> OpenApiRouter<Arc<ApiState>> {
         .routes(routes!(create_ticket))
         .routes(routes!(move_stage))
         .routes(routes!(add_comment))
+        .routes(routes!(snooze))
         .routes(routes!(reply))
         .routes(routes!(attachment_url))
         .routes(routes!(attachment))
@@ -60,6 +61,16 @@ pub struct ConversationSummary {
     pub waiting_since: Option<String>,
     /// SLA status: met, breached, due or paused (absent without a policy).
     pub sla: Option<String>,
+    /// When the SLA target falls due (RFC 3339), while it is pending.
+    pub sla_due_at: Option<String>,
+    /// When we received the conversation's newest message (RFC 3339): the list's order.
+    pub last_activity: Option<String>,
+    /// The new text of the newest message, shortened.
+    pub snippet: Option<String>,
+    /// `email`, `form` or `chat`: the channel of the first message.
+    pub channel: Option<String>,
+    /// Snoozed until then (RFC 3339): out of the open lists until that time.
+    pub snoozed_until: Option<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -85,7 +96,12 @@ pub struct ListParams {
     /// Only open conversations whose customer has waited longer than the workspace's
     /// `stale_after`.
     pub stale: Option<bool>,
-    /// Text in the subject or the contact's address or company domain (case-insensitive).
+    /// `email`, `form` or `chat`.
+    pub channel: Option<String>,
+    /// Snoozed conversations: left out unless `true` (then only those).
+    pub snoozed: Option<bool>,
+    /// Text in the subject, the contact's address or company domain, or the newest
+    /// message's text (case-insensitive).
     pub q: Option<String>,
     /// Page size, 1 to 100 (default 25).
     pub limit: Option<u32>,
@@ -131,7 +147,12 @@ async fn summary(
         priority: c.priority,
         tags: c.tags,
         waiting_since: rfc3339(waiting),
+        sla_due_at: rfc3339(c.sla_due_at),
         sla,
+        last_activity: c.last_activity,
+        snippet: c.snippet,
+        channel: c.channel,
+        snoozed_until: rfc3339(c.snoozed_until),
     })
 }
 
@@ -150,7 +171,12 @@ pub(crate) const SUMMARY_ATTRS: &[&str] = &[
     "tags",
     "waiting_since",
     "sla",
+    "sla_due_at",
     "figures_v",
+    "last_activity",
+    "snippet",
+    "channel",
+    "snoozed_until",
 ];
 
 /// A conversation the caller may see, by any of its ids (a merged conversation's id
@@ -170,7 +196,8 @@ pub(crate) async fn visible_root(st: &ApiState, caller: &Caller, id: &str) -> Ap
 
 /// List conversations
 ///
-/// Newest first (by when we received the first message), only in inboxes the caller may see.
+/// Newest activity first (by when we received the newest message), only in inboxes the
+/// caller may see; snoozed conversations only with `snoozed=true`.
 #[utoipa::path(get, path = "/conversations", tag = "conversations", params(ListParams),
     responses((status = 200, body = ConversationPage), (status = 400, body = super::Problem), (status = 401, body = super::Problem)))]
 async fn list(
@@ -178,6 +205,16 @@ async fn list(
     caller: Caller,
     Q(p): Q<ListParams>,
 ) -> ApiResult<Json<ConversationPage>> {
+    Ok(Json(list_page(&st.ports, &caller, &p).await?))
+}
+
+/// One page of the conversations `caller` may see, filtered by `p` (the API's list, the
+/// web inbox's list).
+pub(crate) async fn list_page(
+    ports: &crate::runtime::ports::Ports,
+    caller: &Caller,
+    p: &ListParams,
+) -> ApiResult<ConversationPage> {
     let limit = super::page_limit(p.limit, 25)?;
     if let Some(status) = &p.status
         && status != "open"
@@ -188,17 +225,11 @@ async fn list(
     let assignee =
         p.assignee.as_deref().map(|a| if a == "me" { caller.email.clone() } else { a.to_lowercase() });
     let needle = p.q.as_deref().map(str::to_lowercase).filter(|q| !q.is_empty());
-    let now = st.ports.clock.now().timestamp();
+    let now = ports.clock.now().timestamp();
     let stale_after = caller.ws.stale_after_secs();
-    let mut scan = super::IndexScan::new(
-        &st.ports,
-        CONVERSATIONS_INDEX_PK,
-        p.cursor.as_deref(),
-        true,
-        100,
-        SCAN_BUDGET,
-    )?
-    .project(SUMMARY_ATTRS);
+    let mut scan =
+        super::IndexScan::new(ports, CONVERSATIONS_INDEX_PK, p.cursor.as_deref(), true, 100, SCAN_BUDGET)?
+            .project(SUMMARY_ATTRS);
     let mut out = Vec::new();
     while let Some(item) = scan.next().await? {
         let c = Conversation::from_item(&item);
@@ -213,8 +244,10 @@ async fn list(
             && assignee.as_deref().is_none_or(|a| c.assignee.as_deref() == Some(a))
             && p.team.as_deref().is_none_or(|t| c.team.as_deref() == Some(t))
             && p.unassigned.is_none_or(|u| u == c.assignee.is_none())
+            && p.channel.as_deref().is_none_or(|ch| c.channel.as_deref().unwrap_or("email") == ch)
+            && p.snoozed.unwrap_or(false) == c.snoozed_until.is_some_and(|t| t > now)
             && needle.as_deref().is_none_or(|n| {
-                [Some(&c.subject), c.contact_email.as_ref(), c.company_domain.as_ref()]
+                [Some(&c.subject), c.contact_email.as_ref(), c.company_domain.as_ref(), c.snippet.as_ref()]
                     .into_iter()
                     .flatten()
                     .any(|v| v.to_lowercase().contains(n))
@@ -222,7 +255,7 @@ async fn list(
         if !keep {
             continue;
         }
-        let sum = summary(&st.ports, &id, &item).await?;
+        let sum = summary(ports, &id, &item).await?;
         if let Some(want) = p.stale {
             let waiting = sum
                 .waiting_since
@@ -240,7 +273,7 @@ async fn list(
         }
     }
     let next_cursor = scan.next_cursor(out.len() == limit);
-    Ok(Json(ConversationPage { items: out, next_cursor }))
+    Ok(ConversationPage { items: out, next_cursor })
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -286,15 +319,7 @@ pub struct MessageDetail {
     pub blocked_images: usize,
 }
 
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct Comment {
-    pub id: String,
-    pub author: String,
-    pub body: String,
-    /// Users mentioned with `@email`.
-    pub mentions: Vec<String>,
-    pub created_at: String,
-}
+pub use crate::conversations::Comment;
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct TicketRecord {
@@ -470,10 +495,6 @@ pub(crate) async fn conversation_messages(
     Ok(out)
 }
 
-fn comments_pk(root: &str) -> String {
-    format!("comments#{root}")
-}
-
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct DetailParams {
@@ -500,27 +521,36 @@ async fn detail(
             return Err(ApiError::BadRequest(format!("images must be block or show, not {other:?}")));
         }
     };
+    Ok(Json(detail_of(&st, &caller, &root, &item, images).await?))
+}
+
+/// Everything shown of one conversation (the API's detail, the web inbox's view): its
+/// messages (text, sanitised HTML, attachments), comments, CRM records, ticket, events,
+/// outbox and default reply recipients.
+pub(crate) async fn detail_of(
+    st: &ApiState,
+    caller: &Caller,
+    root: &str,
+    item: &Item,
+    images: RemoteImages,
+) -> ApiResult<ConversationDetail> {
+    let root = root.to_string();
     let t = &st.ports.table;
     let mut messages = Vec::new();
     for m in conversation_messages(&st.ports, &root).await? {
-        messages.push(message_detail(&st, &m, images).await);
+        messages.push(message_detail(st, &m, images).await);
     }
-    let comments = t
-        .query_all(Query::new(comments_pk(&root)))
-        .await?
-        .into_iter()
-        .filter_map(|c| serde_json::from_value(Value::Object(c)).ok())
-        .collect();
-    let contact = match s(&item, "contact_email") {
+    let comments = crate::conversations::comments(&st.ports, &root).await.map_err(command_error)?;
+    let contact = match s(item, "contact_email") {
         Some(e) => t.get(&crate::keys::contact_key(&e)).await?.map(record),
         None => None,
     };
-    let company = match s(&item, "company_domain") {
+    let company = match s(item, "company_domain") {
         Some(d) => t.get(&crate::keys::company_key(&d)).await?.map(record),
         None => None,
     };
     let mut deals = Vec::new();
-    for d in strings(&item, "deal_ids") {
+    for d in strings(item, "deal_ids") {
         if let Some(x) = t.get(&crate::keys::deal_key(&d)).await? {
             deals.push(record(x));
         }
@@ -538,9 +568,9 @@ async fn detail(
             tracing::warn!(conversation = %root, error = %format!("{e:#}"), "no default reply recipients");
             crate::outbound::reply::Recipients::default()
         });
-    Ok(Json(ConversationDetail {
+    Ok(ConversationDetail {
         reply_recipients: ReplyRecipients { to: r.to, new: r.new, in_reply_to: r.in_reply_to },
-        summary: summary(&st.ports, &root, &item).await?,
+        summary: summary(&st.ports, &root, item).await?,
         messages,
         comments,
         contact,
@@ -549,7 +579,7 @@ async fn detail(
         ticket,
         events,
         outbox,
-    }))
+    })
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -643,47 +673,17 @@ async fn assign(
     J(body): J<AssignBody>,
 ) -> ApiResult<Json<ConversationSummary>> {
     let (root, item) = visible_root(&st, &caller, &id).await?;
-    let inbox = s(&item, "inbox").unwrap_or_default();
-    let ws = &caller.ws;
-    let assignee = match body.assignee.as_deref().map(str::to_lowercase) {
-        None => None,
-        Some(a) => {
-            // The assignee must be someone who can see the conversation.
-            let Some(user) = ws.users.iter().find(|u| u.email.eq_ignore_ascii_case(&a)) else {
-                return Err(ApiError::Invalid(format!("{a} is not a user of this workspace"), vec![]));
-            };
-            let them = Caller::of(user, &caller.ws);
-            if !them.can_see(&inbox) {
-                return Err(ApiError::Invalid(format!("{a} is not a member of {inbox}"), vec![]));
-            }
-            Some(them.email)
-        }
-    };
-    if let Some(team) = &body.team
-        && !ws.teams.iter().any(|t| &t.id == team)
-    {
-        return Err(ApiError::Invalid(format!("there is no team {team:?}"), vec![]));
-    }
-    // `assigned_by`: a person's assignment notifies even on old mail (routing's does not).
-    let mut actions = vec![
-        Update::Set("assignee".into(), json!(assignee)),
-        Update::Set("assigned_by".into(), json!(caller.email)),
-    ];
-    if let Some(team) = &body.team {
-        actions.push(Update::Set("team".into(), json!(team)));
-    }
-    st.ports.table.update(&conv_key(&root), actions, None).await?;
-    // Open conversations per agent, for least-loaded assignment.
-    crate::load::settle(&st.ports, &root).await?;
-    let tkey = crate::keys::ticket_key(&root);
-    if st.ports.table.get(&tkey).await?.is_some() {
-        let mut t = vec![Update::Set("owner".into(), json!(assignee))];
-        if let Some(team) = &body.team {
-            t.push(Update::Set("team".into(), json!(team)));
-        }
-        st.ports.table.update(&tkey, t, None).await?;
-    }
-    crate::reports::refresh(&st.ports, ws, &root, None).await?;
+    let inbox = Conversation::from_item(&item).inbox;
+    crate::conversations::assign(
+        &st.ports,
+        &caller,
+        &root,
+        &inbox,
+        body.assignee.as_deref(),
+        body.team.as_deref(),
+    )
+    .await
+    .map_err(command_error)?;
     st.ports.flush()?;
     let item = st.ports.table.get(&conv_key(&root)).await?.unwrap_or(item);
     Ok(Json(summary(&st.ports, &root, &item).await?))
@@ -768,6 +768,13 @@ async fn create_ticket(
     Ok((StatusCode::CREATED, Json(ticket_record(&t))))
 }
 
+fn command_error(e: crate::conversations::CommandError) -> ApiError {
+    match e {
+        crate::conversations::CommandError::Invalid(m) => ApiError::Invalid(m, vec![]),
+        crate::conversations::CommandError::Other(e) => ApiError::Internal(e),
+    }
+}
+
 fn ticket_error(e: crate::tickets::TicketError) -> ApiError {
     use crate::tickets::TicketError;
     match e {
@@ -822,47 +829,49 @@ async fn add_comment(
     J(body): J<CommentBody>,
 ) -> ApiResult<(StatusCode, Json<Comment>)> {
     let (root, item) = visible_root(&st, &caller, &id).await?;
-    let text = body.body.trim();
-    if text.is_empty() || text.len() > 20_000 {
-        return Err(ApiError::BadRequest("a comment is 1 to 20000 characters".into()));
-    }
-    let inbox = s(&item, "inbox").unwrap_or_default();
-    // Mentions: `@address` of a workspace user who may see the conversation.
-    let mut mentions: Vec<String> = Vec::new();
-    for word in text.split_whitespace() {
-        let Some(m) = word.strip_prefix('@') else { continue };
-        let m = m.trim_end_matches(|c: char| !c.is_alphanumeric()).to_lowercase();
-        if let Some(u) = caller.ws.users.iter().find(|u| u.email.eq_ignore_ascii_case(&m)) {
-            let them = Caller::of(u, &caller.ws);
-            if them.can_see(&inbox) && !mentions.contains(&them.email) {
-                mentions.push(them.email);
-            }
-        }
-    }
-    let now = st.ports.clock.now();
-    let cid = format!("c{}", hex::encode(rand::random::<[u8; 8]>()));
-    let comment = Comment {
-        id: cid.clone(),
-        author: caller.email.clone(),
-        body: text.to_string(),
-        mentions,
-        created_at: now.to_rfc3339(),
-    };
-    let mut it = Key::new(comments_pk(&root), format!("{}#{cid}", now.to_rfc3339())).item();
-    if let Value::Object(m) = serde_json::to_value(&comment)? {
-        it.extend(m);
-    }
-    st.ports.table.put(it, Some(mailroom_store::Cond::NotExists)).await?;
-    // Mentioned users are notified from this event (docs/events.md).
-    crate::feed::emit(
-        &st.ports,
-        crate::feed::Subject::Conversation(&root),
-        "comment_added",
-        json!({"author": comment.author, "comment_id": comment.id, "mentions": comment.mentions}),
-    )
-    .await?;
+    let inbox = Conversation::from_item(&item).inbox;
+    let comment = crate::conversations::add_comment(&st.ports, &caller, &root, &inbox, &body.body)
+        .await
+        .map_err(|e| match e {
+            crate::conversations::CommandError::Invalid(m) => ApiError::BadRequest(m),
+            e => command_error(e),
+        })?;
     st.ports.flush()?;
     Ok((StatusCode::CREATED, Json(comment)))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct SnoozeBody {
+    /// Until when (RFC 3339, in the future); null wakes the conversation.
+    pub until: Option<String>,
+}
+
+/// Snooze a conversation until a time
+///
+/// A snoozed conversation leaves the open lists until then (or until its customer
+/// writes again); `until: null` wakes it now.
+#[utoipa::path(post, path = "/conversations/{id}/snooze", tag = "conversations",
+    params(("id" = String, Path, description = "Conversation id")), request_body = SnoozeBody,
+    responses((status = 200, body = ConversationSummary), (status = 404, body = super::Problem), (status = 422, body = super::Problem)))]
+async fn snooze(
+    State(st): State<Arc<ApiState>>,
+    caller: Caller,
+    P(id): P<String>,
+    J(body): J<SnoozeBody>,
+) -> ApiResult<Json<ConversationSummary>> {
+    let (root, _) = visible_root(&st, &caller, &id).await?;
+    let until = match body.until.as_deref() {
+        None => None,
+        Some(t) => Some(
+            chrono::DateTime::parse_from_rfc3339(t)
+                .map_err(|e| ApiError::Invalid(format!("until {t:?} is not an RFC 3339 time: {e}"), vec![]))?
+                .with_timezone(&chrono::Utc),
+        ),
+    };
+    crate::conversations::snooze(&st.ports, &caller, &root, until).await.map_err(command_error)?;
+    st.ports.flush()?;
+    let item = st.ports.table.get(&conv_key(&root)).await?.unwrap_or_default();
+    Ok(Json(summary(&st.ports, &root, &item).await?))
 }
 
 #[derive(Debug, Serialize, ToSchema)]

@@ -21,7 +21,7 @@ use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use mailroom_core::workspace::{Role, Workspace};
+
 use serde::Serialize;
 use std::sync::Arc;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
@@ -127,54 +127,12 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// The authenticated caller: a workspace user, with the workspace they were checked
-/// against (one read per request).
-#[derive(Debug, Clone)]
-pub struct Caller {
-    pub email: String,
-    pub name: String,
-    pub role: Role,
-    pub teams: Vec<String>,
-    pub ws: Arc<Workspace>,
-}
+/// The authenticated caller: a workspace user (`access::Viewer`).
+pub use crate::access::Viewer as Caller;
 
-impl Caller {
-    /// A workspace user as a caller (the token's user, or someone the caller names).
-    pub fn of(user: &mailroom_core::workspace::User, ws: &Arc<Workspace>) -> Caller {
-        Caller {
-            email: user.email.to_lowercase(),
-            name: user.name.clone(),
-            role: user.role,
-            teams: ws.teams_of(&user.email),
-            ws: ws.clone(),
-        }
-    }
-
-    pub fn is_admin(&self) -> bool {
-        self.role == Role::Admin
-    }
-
-    pub fn require_admin(&self) -> ApiResult<()> {
-        if self.is_admin() { Ok(()) } else { Err(ApiError::Forbidden("this needs the admin role".into())) }
-    }
-
-    /// Whether the caller may see the inbox `address` (and everything in it).
-    pub fn can_see(&self, address: &str) -> bool {
-        if self.is_admin() {
-            return true;
-        }
-        let Some(inbox) = self.ws.inboxes.iter().find(|i| i.address.eq_ignore_ascii_case(address)) else {
-            return false;
-        };
-        inbox.owner.as_deref().is_some_and(|o| o.eq_ignore_ascii_case(&self.email))
-            || inbox.members.users.iter().any(|u| u.eq_ignore_ascii_case(&self.email))
-            || inbox.members.teams.iter().any(|t| self.teams.contains(t))
-    }
-
-    /// The configured inboxes the caller may see.
-    pub fn visible_inboxes(&self) -> Vec<String> {
-        self.ws.inboxes.iter().filter(|i| self.can_see(&i.address)).map(|i| i.address.clone()).collect()
-    }
+/// 403 unless the caller is an admin.
+pub fn require_admin(caller: &Caller) -> ApiResult<()> {
+    if caller.is_admin() { Ok(()) } else { Err(ApiError::Forbidden("this needs the admin role".into())) }
 }
 
 pub use crate::runtime::http::bearer;

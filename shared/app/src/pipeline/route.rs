@@ -157,6 +157,8 @@ impl RouteHandler {
             table.update(&conv_key(&root.id), actions, Some(Cond::Exists)).await?;
         }
 
+        self.note_activity(&root.id, &m, outbound, &kind).await?;
+
         // Routing: once per conversation, on its first customer (or list) message.
         if !outbound && matches!(kind.as_str(), "normal" | "list") && root.item.get("routed").is_none() {
             self.route(&ptr.message_id, &msg, &root.id, &inbox, &kind, customer.as_deref(), router, ws)
@@ -165,6 +167,41 @@ impl RouteHandler {
         let next = StagePointer { message_id: ptr.message_id.clone(), logged: Some(!logged.is_empty()) };
         self.ports.ticket_queue.send(&serde_json::to_string(&next)?).await?;
         Ok(())
+    }
+
+    /// Keeps what lists show of the conversation's newest message on the conversation:
+    /// when we received it (also the list order, `gsi1sk`), its text shortened, the
+    /// channel; a customer's new message wakes a snoozed conversation. Only a message
+    /// newer than the one recorded changes it, so arrival order does not matter.
+    async fn note_activity(&self, conv: &str, m: &Message, outbound: bool, kind: &str) -> anyhow::Result<()> {
+        use chrono::{DateTime, Utc};
+        let received = m
+            .gsi1sk
+            .as_deref()
+            .and_then(|k| k.split_once('#'))
+            .and_then(|(t, _)| DateTime::parse_from_rfc3339(t).ok())
+            .map(|t| t.with_timezone(&Utc))
+            .unwrap_or_else(|| self.ports.clock.now());
+        let at = received.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string();
+        let snippet: String = m.preview.as_deref().unwrap_or_default().chars().take(160).collect();
+        let mut actions = vec![
+            Update::Set("last_activity".into(), json!(at)),
+            Update::Set("gsi1sk".into(), json!(format!("{at}#{conv}"))),
+            Update::Set("snippet".into(), json!(snippet)),
+            Update::SetIfAbsent("channel".into(), json!(m.channel.as_deref().unwrap_or("email"))),
+        ];
+        if !outbound && kind == "normal" {
+            actions.push(Update::Remove("snoozed_until".into()));
+        }
+        let newer = Cond::Or(vec![
+            Cond::AttrNotExists("last_activity".into()),
+            Cond::Lt("last_activity".into(), json!(at)),
+        ]);
+        let cond = Cond::And(vec![Cond::Exists, Cond::AttrNotExists("parent".into()), newer]);
+        match self.ports.table.update(&keys::conv_key(conv), actions, Some(cond)).await {
+            Ok(_) | Err(StoreError::ConditionFailed) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Finds or creates a contact; returns whether it exists now.
