@@ -125,7 +125,7 @@ async fn edit<T>(
     caller: &Caller,
     f: impl FnOnce(&mut Workspace) -> ApiResult<T>,
 ) -> ApiResult<T> {
-    super::require_admin(&caller)?;
+    super::require_admin(caller)?;
     let version = workspace::version(&st.ports).await?;
     let mut ws = workspace::load(&st.ports).await?.unwrap_or_default();
     let out = f(&mut ws)?;
@@ -134,7 +134,7 @@ async fn edit<T>(
 }
 
 async fn read(st: &ApiState, caller: &Caller) -> ApiResult<Workspace> {
-    super::require_admin(&caller)?;
+    super::require_admin(caller)?;
     Ok(workspace::load(&st.ports).await?.unwrap_or_default())
 }
 
@@ -554,7 +554,7 @@ pub struct ConnectBody {
 
 /// The workspace inbox an admin connects.
 fn inbox_to_connect(caller: &Caller, address: &str) -> ApiResult<mailroom_core::EmailAddress> {
-    super::require_admin(&caller)?;
+    super::require_admin(caller)?;
     if !caller.ws.inboxes.iter().any(|i| i.address.eq_ignore_ascii_case(address)) {
         return Err(ApiError::NotFound(format!("no inbox {address}")));
     }
