@@ -61,7 +61,7 @@ if [ ! -x /usr/bin/chromium ]; then
         exit 1
     fi
 fi
-if [ ! -d tests/browser/node_modules/playwright-core ]; then
+if [ ! -d tests/browser/node_modules/playwright-core ] || [ ! -d tests/browser/node_modules/axe-core ]; then
     if ! command -v npm >/dev/null 2>&1; then
         echo "npm is missing: install Node.js 20 or later with npm and try again" >&2
         exit 1

@@ -159,6 +159,24 @@ fn rsa_key(dir: &std::path::Path, name: &str) -> EncodingKey {
 }
 
 impl MockGoogle {
+    /// The environment that points `mailroom serve` at this mock.
+    pub fn serve_env(&self) -> Vec<(String, String)> {
+        [
+            ("MAILROOM_GOOGLE_CLIENT_ID", CLIENT_ID.to_string()),
+            ("MAILROOM_GOOGLE_CLIENT_SECRET", CLIENT_SECRET.to_string()),
+            ("MAILROOM_GOOGLE_AUTH_URL", self.auth_url()),
+            ("MAILROOM_GOOGLE_TOKEN_URL", self.token_url()),
+            ("MAILROOM_GOOGLE_JWKS_URL", self.jwks_url()),
+            ("MAILROOM_GMAIL_API", self.url.clone()),
+            ("MAILROOM_PUBSUB_AUDIENCE", PUSH_AUDIENCE.to_string()),
+            ("MAILROOM_PUBSUB_EMAIL", PUSH_EMAIL.to_string()),
+            ("MAILROOM_GMAIL_TOPIC", TOPIC.to_string()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect()
+    }
+
     /// Starts the mock on 127.0.0.1 for the mailbox `email`.
     pub async fn start(email: &str) -> MockGoogle {
         let keys = tempfile::tempdir().unwrap();

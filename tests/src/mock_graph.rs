@@ -218,6 +218,20 @@ pub fn mime(from: &str, to: &str, subject: &str, message_id: &str) -> Bytes {
 }
 
 impl MockGraph {
+    /// The environment that points `mailroom serve` at this mock.
+    pub fn serve_env(&self) -> Vec<(String, String)> {
+        [
+            ("MAILROOM_MS_CLIENT_ID", CLIENT_ID.to_string()),
+            ("MAILROOM_MS_CLIENT_SECRET", CLIENT_SECRET.to_string()),
+            ("MAILROOM_MS_AUTHORITY", self.base.clone()),
+            ("MAILROOM_MS_TENANT", TENANT.to_string()),
+            ("MAILROOM_GRAPH_API", self.base.clone()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect()
+    }
+
     pub async fn start() -> MockGraph {
         let listener =
             tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind mock graph on loopback");

@@ -57,3 +57,31 @@ impl Serve {
         lines[lines.len().saturating_sub(40)..].join("\n")
     }
 }
+
+/// Connects `inbox` to `provider` through serve: the start route (admin token), the provider's authorize URL (which answers a redirect
+/// to our callback; followed by hand), the callback on serve.
+pub async fn connect_mailbox(
+    http: &reqwest::Client,
+    base: &str,
+    admin: &str,
+    provider: &str,
+    inbox: &str,
+    log: impl Fn() -> String,
+) {
+    let start_url = format!("{}/connections/{provider}/start?inbox={inbox}", base);
+    let r = http.post(&start_url).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 401, "start without the admin token: {}", r.text().await.unwrap());
+    let r = http.post(&start_url).bearer_auth("not-the-admin-token-at-all").send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 401, "start with a wrong token: {}", r.text().await.unwrap());
+    let r = http.post(&start_url).bearer_auth(admin).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 200, "start: {}", log());
+    let start: serde_json::Value = r.json().await.unwrap();
+    let authorize = start["authorize_url"].as_str().expect("authorize_url");
+    let r = http.get(authorize).send().await.unwrap();
+    assert!(r.status().is_redirection(), "authorize answered {}: {}", r.status(), r.text().await.unwrap());
+    let back = r.headers()["location"].to_str().unwrap().to_string();
+    assert!(back.starts_with(&format!("{}/oauth/callback?", base)), "redirected to {back}");
+    let page = http.get(&back).send().await.unwrap();
+    let status = page.status().as_u16();
+    assert_eq!(status, 200, "callback: {}\n{}", page.text().await.unwrap(), log());
+}

@@ -30,5 +30,7 @@ async fn main() -> Result<(), Error> {
     let ports = Ports::aws(&clients, &cfg);
     let auth = auth::Authenticator::new(None, Some(oidc))?;
     let state = Arc::new(ApiState { ports, auth, providers, public_url });
-    lambda_http::run(mailroom_app::api::router(state)).await
+    // The JSON API and the web inbox (`/app/`, session cookies) on one function.
+    let app = mailroom_app::api::router(state.clone()).merge(mailroom_app::web::router(state));
+    lambda_http::run(app).await
 }

@@ -170,6 +170,15 @@ pub enum Cmd {
         #[arg(long, default_value_t = 12)]
         hours: u64,
     },
+    /// Print a one-time sign-in link to the web inbox for a workspace user (valid 15
+    /// minutes, used once), for `mailroom serve` on this data directory (docs/web.md).
+    LoginLink {
+        /// The user's email (a `[[users]]` entry of the applied workspace).
+        user: String,
+        /// The address the browser reaches `mailroom serve` at.
+        #[arg(long, env = "MAILROOM_PUBLIC_URL", default_value = "http://127.0.0.1:3000")]
+        url: String,
+    },
     /// Print the API's OpenAPI document (JSON).
     Openapi,
     /// Benchmark: report latency at growing numbers of conversations (embedded storage);

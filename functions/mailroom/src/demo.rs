@@ -87,6 +87,10 @@ pub async fn run(data: &Path) -> Result<()> {
         "Look around: mailroom --data {} conversations | contacts | companies | report | stats",
         store.display()
     );
+    println!(
+        "Work the inbox in the browser: mailroom --data {0} serve, then open the link of\n  mailroom --data {0} login-link ana.ruiz@northwind.example",
+        store.display()
+    );
     Ok(())
 }
 

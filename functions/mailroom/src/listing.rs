@@ -111,6 +111,21 @@ pub async fn token(data: &Path, user: &str, hours: u64) -> Result<()> {
     Ok(())
 }
 
+/// `mailroom login-link`: a one-time sign-in link to the web inbox.
+pub async fn login_link(data: &Path, user: &str, url: &str) -> Result<()> {
+    let ports = mailroom_app::Ports::embedded(data)?;
+    let ws = mailroom_app::workspace::load(&ports).await?.unwrap_or_default();
+    let Some(u) = ws.users.iter().find(|u| u.email.eq_ignore_ascii_case(user)) else {
+        anyhow::bail!(
+            "{user} is not a user of the applied workspace: add a [[users]] entry and run mailroom apply"
+        );
+    };
+    let link = mailroom_app::web::session::login_link(&ports, url, &u.email).await?;
+    ports.flush()?;
+    println!("{link}");
+    Ok(())
+}
+
 /// `mailroom parse`: exit 0 for anything read (leniently, with `defects`), 1 with a
 /// one-line error only when nothing could be read.
 pub fn parse(file: &std::path::Path, json: bool) -> Result<()> {

@@ -43,6 +43,7 @@ async fn main() -> Result<()> {
         }
         Cmd::Serve { port, bind } => serve::run(data, &bind, port).await?,
         Cmd::Token { user, hours } => listing::token(data, &user, hours).await?,
+        Cmd::LoginLink { user, url } => listing::login_link(data, &user, &url).await?,
         Cmd::Openapi => println!("{}", serde_json::to_string_pretty(&mailroom_app::api::openapi())?),
         Cmd::Parse { file, json } => listing::parse(&file, json)?,
         Cmd::Demo => demo::run(data).await?,

@@ -103,6 +103,10 @@ pub const TICKETS_INDEX_PK: &str = "tickets";
 pub fn load_key(agent: &str) -> Key {
     Key::new(format!("load#{}", agent.to_lowercase()), "load")
 }
+/// An inbox's tally: its open and open-unassigned conversations (`load.rs`).
+pub fn inbox_tally_key(inbox: &str) -> Key {
+    Key::new(format!("tally#{inbox}"), "tally")
+}
 /// The agent (least-loaded) or the turn (round-robin) picked for a conversation.
 pub fn pick_key(conv: &str) -> Key {
     Key::new(format!("pick#{conv}"), "pick")
@@ -174,6 +178,23 @@ pub fn identity_subject_key(issuer: &str, subject: &str) -> Key {
 }
 pub fn identity_user_key(issuer: &str, email: &str) -> Key {
     Key::new(format!("iduser#{issuer}#{}", email.to_lowercase()), "id")
+}
+
+/// A web sign-in link, by the hash of its token (single use).
+pub fn login_link_key(token_hash: &str) -> Key {
+    Key::new(format!("login#{token_hash}"), "login")
+}
+/// A web session, by the hash of its id.
+pub fn session_key(id_hash: &str) -> Key {
+    Key::new(format!("session#{id_hash}"), "session")
+}
+/// When a user last read each conversation (`web/`: unread marks), one item per user.
+pub fn read_marks_key(email: &str) -> Key {
+    Key::new(format!("read#{}", email.to_lowercase()), "read")
+}
+/// Who is looking at or replying to a conversation now (`web/`: presence).
+pub fn presence_key(conv: &str) -> Key {
+    Key::new(format!("presence#{conv}"), "presence")
 }
 
 // ------------------------------------------------------------------ mailbox connections

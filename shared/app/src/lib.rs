@@ -18,6 +18,7 @@ pub mod runtime;
 pub mod thread;
 pub mod tickets;
 pub mod views;
+pub mod web;
 pub mod workspace;
 
 #[cfg(test)]

@@ -1,5 +1,6 @@
 //! Agents' load: how many open conversations each agent is assigned, for least-loaded
-//! assignment (docs/crm-and-routing.md).
+//! assignment (docs/crm-and-routing.md) and the inbox's "assigned to me" count; and each
+//! inbox's tally of open and open-unassigned conversations, for the inbox list.
 //!
 //! A conversation counts for its assignee while it is open. The conversation item says
 //! whom it is counted for (`load_for`); [`settle`] moves the count when that differs from
@@ -48,40 +49,64 @@ pub async fn settle_merged(ports: &Ports, id: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// One conversation item, root or merged.
+/// One conversation item, root or merged: its agent's load (`load_for`) and its inbox's
+/// tally (`tally`: `{inbox}|u` open and unassigned, `{inbox}|a` open and assigned), both
+/// moved in one transaction conditional on what the item says is counted.
 async fn settle_one(ports: &Ports, id: &str) -> anyhow::Result<()> {
     for _ in 0..16 {
         let Some(item) = ports.table.get(&keys::conv_key(id)).await? else { return Ok(()) };
         let item = &item;
         let open = s(item, "status").as_deref().unwrap_or("open") == "open" && !item.contains_key("parent");
-        let want = s(item, "assignee").filter(|_| open).map(|a| a.to_lowercase());
+        let assignee = s(item, "assignee").map(|a| a.to_lowercase());
+        let want = assignee.clone().filter(|_| open);
         let have = s(item, "load_for");
-        if want == have {
+        let inbox = s(item, "inbox").unwrap_or_default().to_lowercase();
+        let want_tally = open.then(|| format!("{inbox}|{}", if assignee.is_some() { "a" } else { "u" }));
+        let have_tally = s(item, "tally");
+        if want == have && want_tally == have_tally {
             return Ok(());
         }
-        let action = match &want {
-            Some(w) => Update::Set("load_for".into(), json!(w)),
-            None => Update::Remove("load_for".into()),
+        let set_or_remove = |k: &str, v: &Option<String>| match v {
+            Some(v) => Update::Set(k.into(), json!(v)),
+            None => Update::Remove(k.into()),
         };
-        let guard = match &have {
-            Some(h) => Cond::Eq("load_for".into(), json!(h)),
-            None => Cond::AttrNotExists("load_for".into()),
+        let guard = |k: &str, v: &Option<String>| match v {
+            Some(v) => Cond::Eq(k.into(), json!(v)),
+            None => Cond::AttrNotExists(k.into()),
         };
-        let mut ops =
-            vec![TransactOp::Update { key: conv_key(id), actions: vec![action], cond: Some(guard) }];
-        if let Some(h) = &have {
-            ops.push(TransactOp::Update {
-                key: keys::load_key(h),
-                actions: vec![Update::Add("open".into(), -1)],
-                cond: None,
-            });
+        let mut ops = vec![TransactOp::Update {
+            key: conv_key(id),
+            actions: vec![set_or_remove("load_for", &want), set_or_remove("tally", &want_tally)],
+            cond: Some(Cond::And(vec![guard("load_for", &have), guard("tally", &have_tally)])),
+        }];
+        let mut add = |key: Key, deltas: Vec<(&str, i64)>| {
+            let actions: Vec<Update> =
+                deltas.into_iter().filter(|d| d.1 != 0).map(|(k, n)| Update::Add(k.into(), n)).collect();
+            if !actions.is_empty() {
+                ops.push(TransactOp::Update { key, actions, cond: None });
+            }
+        };
+        if want != have {
+            if let Some(h) = &have {
+                add(keys::load_key(h), vec![("open", -1)]);
+            }
+            if let Some(w) = &want {
+                add(keys::load_key(w), vec![("open", 1)]);
+            }
         }
-        if let Some(w) = &want {
-            ops.push(TransactOp::Update {
-                key: keys::load_key(w),
-                actions: vec![Update::Add("open".into(), 1)],
-                cond: None,
-            });
+        if want_tally != have_tally {
+            // One update per inbox item: the old and new tallies of one inbox merge.
+            let mut per: std::collections::BTreeMap<String, (i64, i64)> = Default::default();
+            for (t, sign) in [(&have_tally, -1), (&want_tally, 1)] {
+                if let Some((i, kind)) = t.as_deref().and_then(|t| t.rsplit_once('|')) {
+                    let e = per.entry(i.to_string()).or_default();
+                    e.0 += sign;
+                    e.1 += if kind == "u" { sign } else { 0 };
+                }
+            }
+            for (i, (o, u)) in per {
+                add(keys::inbox_tally_key(&i), vec![("open", o), ("unassigned", u)]);
+            }
         }
         match ports.table.transact_write(ops).await {
             Ok(()) => return Ok(()),
@@ -90,6 +115,13 @@ async fn settle_one(ports: &Ports, id: &str) -> anyhow::Result<()> {
         }
     }
     anyhow::bail!("agent load of conversation {id}: too many concurrent changes")
+}
+
+/// An inbox's open and open-unassigned conversations (its tally).
+pub async fn inbox_tally(ports: &Ports, inbox: &str) -> anyhow::Result<(i64, i64)> {
+    let item = ports.table.get(&keys::inbox_tally_key(&inbox.to_lowercase())).await?;
+    let n = |k: &str| item.as_ref().and_then(|i| i.get(k)).and_then(Value::as_i64).unwrap_or(0);
+    Ok((n("open"), n("unassigned")))
 }
 
 /// The least-loaded of `members` for conversation `conv`, counted for it at once: the

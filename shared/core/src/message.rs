@@ -152,9 +152,11 @@ pub fn understand(raw: &[u8]) -> Result<Understood, ParseError> {
         .and_then(|d| DateTime::from_timestamp(d.to_timestamp(), 0))
         .filter(|d| d.timestamp() > 631_152_000 && *d < Utc::now() + chrono::Duration::days(2));
     let text = body_text(&msg);
+    // Only a real text/html part: mail-parser also offers a plain-text body as HTML.
+    let has_html = msg.html_part(0).is_some_and(|p| matches!(p.body, mail_parser::PartType::Html(_)));
     let html = msg
         .body_html(0)
-        .filter(|_| msg.html_body_count() > 0)
+        .filter(|_| has_html)
         .map(|h| crate::html::sanitize(&h, crate::html::RemoteImages::Allow).html);
     let split = quote::split(&text);
     let class = classify::classify(&msg);

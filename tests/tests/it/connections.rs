@@ -7,7 +7,7 @@
 
 use mailroom_app::Ports;
 use mailroom_tests::mock_google::{self, DataEncoding, Jwt, MockGoogle};
-use mailroom_tests::mock_graph::{self, MockGraph, MockMessage};
+use mailroom_tests::mock_graph::{MockGraph, MockMessage};
 use mailroom_tests::{bin, repo_root, wait_for_port};
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, BTreeSet};
@@ -168,25 +168,9 @@ fn http() -> reqwest::Client {
         .unwrap()
 }
 
-/// The start route (admin token), the provider's authorize URL (which answers a redirect
-/// to our callback; followed by hand), the callback on serve.
 async fn connect(http: &reqwest::Client, serve: &Serve, provider: &str, inbox: &str) {
-    let start_url = format!("{}/connections/{provider}/start?inbox={inbox}", serve.base);
-    let r = http.post(&start_url).send().await.unwrap();
-    assert_eq!(r.status().as_u16(), 401, "start without the admin token: {}", r.text().await.unwrap());
-    let r = http.post(&start_url).bearer_auth("not-the-admin-token-at-all").send().await.unwrap();
-    assert_eq!(r.status().as_u16(), 401, "start with a wrong token: {}", r.text().await.unwrap());
-    let r = http.post(&start_url).bearer_auth(ADMIN).send().await.unwrap();
-    assert_eq!(r.status().as_u16(), 200, "start: {}", serve.log_tail());
-    let start: Value = r.json().await.unwrap();
-    let authorize = start["authorize_url"].as_str().expect("authorize_url");
-    let r = http.get(authorize).send().await.unwrap();
-    assert!(r.status().is_redirection(), "authorize answered {}: {}", r.status(), r.text().await.unwrap());
-    let back = r.headers()["location"].to_str().unwrap().to_string();
-    assert!(back.starts_with(&format!("{}/oauth/callback?", serve.base)), "redirected to {back}");
-    let page = http.get(&back).send().await.unwrap();
-    let status = page.status().as_u16();
-    assert_eq!(status, 200, "callback: {}\n{}", page.text().await.unwrap(), serve.log_tail());
+    mailroom_tests::serve::connect_mailbox(http, &serve.base, ADMIN, provider, inbox, || serve.log_tail())
+        .await;
 }
 
 /// Waits until the inbox is `connected` with a successful sync recorded.
@@ -256,36 +240,6 @@ fn mail(n: usize, inbound: bool, inbox: &str) -> (String, Vec<u8>) {
         chrono::Utc::now().to_rfc2822()
     );
     (id, raw.into_bytes())
-}
-
-fn gmail_env(mock: &MockGoogle) -> Vec<(String, String)> {
-    [
-        ("MAILROOM_GOOGLE_CLIENT_ID", mock_google::CLIENT_ID.to_string()),
-        ("MAILROOM_GOOGLE_CLIENT_SECRET", mock_google::CLIENT_SECRET.to_string()),
-        ("MAILROOM_GOOGLE_AUTH_URL", mock.auth_url()),
-        ("MAILROOM_GOOGLE_TOKEN_URL", mock.token_url()),
-        ("MAILROOM_GOOGLE_JWKS_URL", mock.jwks_url()),
-        ("MAILROOM_GMAIL_API", mock.url.clone()),
-        ("MAILROOM_PUBSUB_AUDIENCE", mock_google::PUSH_AUDIENCE.to_string()),
-        ("MAILROOM_PUBSUB_EMAIL", mock_google::PUSH_EMAIL.to_string()),
-        ("MAILROOM_GMAIL_TOPIC", mock_google::TOPIC.to_string()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v))
-    .collect()
-}
-
-fn graph_env(mock: &MockGraph) -> Vec<(String, String)> {
-    [
-        ("MAILROOM_MS_CLIENT_ID", mock_graph::CLIENT_ID.to_string()),
-        ("MAILROOM_MS_CLIENT_SECRET", mock_graph::CLIENT_SECRET.to_string()),
-        ("MAILROOM_MS_AUTHORITY", mock.base.clone()),
-        ("MAILROOM_MS_TENANT", mock_graph::TENANT.to_string()),
-        ("MAILROOM_GRAPH_API", mock.base.clone()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v))
-    .collect()
 }
 
 /// Adds messages to the Gmail mock: inbound ones in INBOX, outbound ones in SENT.
@@ -359,7 +313,7 @@ async fn gmail_connects_through_serve_and_absorbs_a_push_burst() {
     let mock = MockGoogle::start(GMAIL_INBOX).await;
     mock.set_page_size(50);
     let mut want: BTreeSet<String> = gmail_add(&mock, 0, 6).into_iter().collect();
-    let serve = Serve::start(&gmail_env(&mock));
+    let serve = Serve::start(&mock.serve_env());
     let ports = serve.ports();
     let http = http();
 
@@ -418,7 +372,7 @@ async fn graph_connects_through_serve_and_absorbs_a_notification_burst() {
     mock.authorize_as(&user);
     let first = graph_add(&mock, &user, 0, 6);
     let mut want: BTreeSet<String> = first.iter().map(|(_, id, _)| id.clone()).collect();
-    let serve = Serve::start(&graph_env(&mock));
+    let serve = Serve::start(&mock.serve_env());
     let ports = serve.ports();
     let http = http();
 
@@ -478,8 +432,8 @@ async fn inbox_status_lists_gmail_and_graph_connections_of_one_serve() {
     let graph = MockGraph::start().await;
     let user = graph.add_user(GRAPH_INBOX);
     graph.authorize_as(&user);
-    let mut env = gmail_env(&google);
-    env.extend(graph_env(&graph));
+    let mut env = google.serve_env();
+    env.extend(graph.serve_env());
     let serve = Serve::start(&env);
     let http = http();
     assert!(serve.status().await.is_empty(), "a fresh data directory has no connections");

@@ -21,3 +21,4 @@ mod security;
 mod template;
 mod threading;
 mod tracking;
+mod web;

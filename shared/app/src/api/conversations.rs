@@ -80,7 +80,7 @@ pub struct ConversationPage {
     pub next_cursor: Option<String>,
 }
 
-#[derive(Debug, Deserialize, IntoParams)]
+#[derive(Debug, Default, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct ListParams {
     /// Only this inbox.
@@ -302,6 +302,9 @@ pub struct MessageDetail {
     pub text: String,
     /// The new part of the text (without the quoted history and the signature).
     pub new_text: String,
+    /// The quoted history under the new text, and the sender's signature, when found.
+    pub quoted_text: Option<String>,
+    pub signature: Option<String>,
     /// Sanitised HTML (no scripts, event handlers or remote-content tricks).
     pub html: Option<String>,
     pub attachments: Vec<AttachmentView>,
@@ -389,7 +392,7 @@ pub(crate) fn record(mut item: Item) -> Value {
     Value::Object(item)
 }
 
-async fn message_detail(st: &ApiState, msg: &Item, images: RemoteImages) -> MessageDetail {
+pub(crate) async fn message_detail(st: &ApiState, msg: &Item, images: RemoteImages) -> MessageDetail {
     let m = Message::from_item(msg);
     let mut d = MessageDetail {
         direction: m.direction.clone().unwrap_or_default(),
@@ -402,6 +405,8 @@ async fn message_detail(st: &ApiState, msg: &Item, images: RemoteImages) -> Mess
         date: m.date.clone(),
         text: String::new(),
         new_text: m.preview.clone().unwrap_or_default(),
+        quoted_text: None,
+        signature: None,
         html: None,
         attachments: vec![],
         inboxes: m.copies.iter().map(|c| c.inbox.clone()).collect(),
@@ -421,6 +426,8 @@ async fn message_detail(st: &ApiState, msg: &Item, images: RemoteImages) -> Mess
                 let m = u.message;
                 d.text = m.text;
                 d.new_text = m.new_text;
+                d.quoted_text = m.quoted_text;
+                d.signature = m.signature;
                 // Our own replies carry our pixel and click links: shown without them, so
                 // reading a sent message never counts as the customer's open. Only a
                 // message we sent (its Message-ID signed by us) has links to restore, and
@@ -890,26 +897,32 @@ async fn attachment_url(
     P((id, sha)): P<(String, String)>,
 ) -> ApiResult<Json<SignedUrl>> {
     let (root, _) = visible_root(&st, &caller, &id).await?;
-    let not_found = || ApiError::NotFound(format!("conversation {id} has no attachment {sha}"));
-    let att = conversation_messages(&st.ports, &root)
+    Ok(Json(signed_attachment_url(&st, &root, &sha).await?))
+}
+
+/// A signed, short-lived download URL for attachment `sha` of conversation `root` (the
+/// caller checked the conversation is visible).
+pub(crate) async fn signed_attachment_url(st: &ApiState, root: &str, sha: &str) -> ApiResult<SignedUrl> {
+    let not_found = || ApiError::NotFound(format!("conversation {root} has no attachment {sha}"));
+    let att = conversation_messages(&st.ports, root)
         .await?
         .iter()
         .flat_map(|m| m.get("attachments").and_then(Value::as_array).cloned().unwrap_or_default())
-        .find(|a| a.get("sha256").and_then(Value::as_str) == Some(sha.as_str()))
+        .find(|a| a.get("sha256").and_then(Value::as_str) == Some(sha))
         .ok_or_else(not_found)?;
     let exp = st.ports.clock.now().timestamp() + ATTACHMENT_URL_TTL_SECS;
     let claims = json!({
-        "k": crate::keys::attachment_key(&sha),
+        "k": crate::keys::attachment_key(sha),
         "n": att.get("name").and_then(Value::as_str),
         "t": att.get("content_type").and_then(Value::as_str).unwrap_or("application/octet-stream"),
         "e": exp,
     });
     let payload = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(claims.to_string());
     let sig = st.ports.signer.sign("attachment-url", &payload);
-    Ok(Json(SignedUrl {
+    Ok(SignedUrl {
         url: format!("{}/attachments/{payload}.{sig}", st.public_url.trim_end_matches('/')),
         expires_at: rfc3339(Some(exp)).unwrap_or_default(),
-    }))
+    })
 }
 
 /// Download an attachment by its signed URL

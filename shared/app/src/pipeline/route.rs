@@ -158,6 +158,8 @@ impl RouteHandler {
         }
 
         self.note_activity(&root.id, &m, outbound, &kind).await?;
+        // Every conversation counts in its inbox's tally, routed or not.
+        crate::load::settle(&self.ports, &root.id).await?;
 
         // Routing: once per conversation, on its first customer (or list) message.
         if !outbound && matches!(kind.as_str(), "normal" | "list") && root.item.get("routed").is_none() {

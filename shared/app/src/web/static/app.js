@@ -1,0 +1,183 @@
+// Mailroom's web inbox: the little the server cannot do. Keyboard shortcuts, the
+// composer's tabs, drafts kept in this browser, presence, local times and the mail
+// frames' height. Loaded as a file (the CSP allows no inline script); htmx does the rest.
+"use strict";
+
+(function () {
+  const csrf = () => document.querySelector('meta[name="csrf-token"]')?.content || "";
+
+  // ---- times: the server writes UTC; show the reader's own time zone.
+  function localTimes(root) {
+    root.querySelectorAll("time[datetime]").forEach((t) => {
+      const d = new Date(t.getAttribute("datetime"));
+      if (isNaN(d)) return;
+      const local = d.toLocaleString(undefined, { dateStyle: "medium", timeStyle: "short" });
+      if (t.title) {
+        t.title = local; // the list keeps its relative label
+      } else {
+        t.textContent = local;
+        t.title = d.toISOString().replace("T", " ").slice(0, 16) + " UTC";
+      }
+    });
+  }
+
+  // ---- mail frames: same origin, no script inside; size them to their content.
+  function sizeFrame(f) {
+    try {
+      const doc = f.contentDocument;
+      if (doc && doc.body) {
+        f.style.height = Math.min(Math.max(doc.body.scrollHeight + 24, 48), 4000) + "px";
+      }
+    } catch (_) {
+      /* an opaque frame keeps its CSS height */
+    }
+  }
+  function frames(root) {
+    root.querySelectorAll("iframe.mail-body").forEach((f) => {
+      f.addEventListener("load", () => sizeFrame(f));
+      sizeFrame(f);
+    });
+  }
+
+  // ---- drafts: every change of a composer is kept in localStorage until it is sent,
+  // so a lost session, a reload or a closed tab loses nothing.
+  const draftKey = (form) => "mailroom:draft:" + form.dataset.draft;
+  function restoreDrafts(root) {
+    root.querySelectorAll("form[data-draft]").forEach((form) => {
+      let saved = null;
+      try {
+        saved = JSON.parse(localStorage.getItem(draftKey(form)) || "null");
+      } catch (_) {
+        saved = null;
+      }
+      if (saved) {
+        Object.entries(saved).forEach(([name, value]) => {
+          const el = form.elements.namedItem(name);
+          if (el && el.tagName === "TEXTAREA" && !el.value) el.value = value;
+        });
+        const state = form.querySelector("[data-draft-state]");
+        if (state) state.textContent = "Draft restored.";
+      }
+      form.addEventListener("input", () => {
+        const data = {};
+        form.querySelectorAll("textarea, input[type=text], input[type=email]").forEach((el) => {
+          if (el.name && el.value) data[el.name] = el.value;
+        });
+        localStorage.setItem(draftKey(form), JSON.stringify(data));
+        const state = form.querySelector("[data-draft-state]");
+        if (state) state.textContent = "Draft saved in this browser.";
+      });
+    });
+  }
+  // The server says a change was made (`HX-Trigger: mr-done`): clear that form's draft
+  // and give the next reply a new idempotency key.
+  document.addEventListener("mr-done", (e) => {
+    const form = e.target.closest ? e.target.closest("form[data-draft]") : null;
+    if (!form) return;
+    localStorage.removeItem(draftKey(form));
+    form.querySelectorAll("textarea, input[type=text], input[type=email]").forEach((el) => (el.value = ""));
+    const rid = form.querySelector("[data-request-id]");
+    if (rid) {
+      const bytes = crypto.getRandomValues(new Uint8Array(8));
+      rid.value = "web-" + Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+    }
+    const state = form.querySelector("[data-draft-state]");
+    if (state) state.textContent = "";
+  });
+
+  // ---- the composer's tabs (reply / comment), with arrow keys between them.
+  function selectTab(name, focus) {
+    document.querySelectorAll("[data-tab]").forEach((tab) => {
+      const on = tab.dataset.tab === name;
+      tab.setAttribute("aria-selected", on ? "true" : "false");
+      tab.tabIndex = on ? 0 : -1;
+      const panel = document.getElementById(tab.getAttribute("aria-controls"));
+      if (panel) panel.hidden = !on;
+    });
+    if (focus) {
+      const area = document.querySelector(name === "reply" ? "[data-reply]" : "[data-comment]");
+      if (area) area.focus();
+    }
+  }
+  document.addEventListener("click", (e) => {
+    const tab = e.target.closest("[data-tab]");
+    if (tab) selectTab(tab.dataset.tab, true);
+    if (e.target.closest("[data-help]")) document.getElementById("help")?.showModal();
+  });
+  document.addEventListener("keydown", (e) => {
+    const tab = e.target.closest && e.target.closest("[data-tab]");
+    if (tab && (e.key === "ArrowRight" || e.key === "ArrowLeft")) {
+      const tabs = Array.from(document.querySelectorAll("[data-tab]"));
+      const next = tabs[(tabs.indexOf(tab) + (e.key === "ArrowRight" ? 1 : tabs.length - 1)) % tabs.length];
+      selectTab(next.dataset.tab, false);
+      next.focus();
+    }
+  });
+
+  // ---- keyboard shortcuts (not while typing).
+  function moveRow(step) {
+    const links = Array.from(document.querySelectorAll("[data-row] > a"));
+    if (!links.length) return;
+    let i = links.indexOf(document.activeElement);
+    if (i < 0) i = links.findIndex((a) => a.getAttribute("aria-current") === "true");
+    const next = links[Math.max(0, Math.min(links.length - 1, i < 0 ? 0 : i + step))];
+    next.focus();
+    next.scrollIntoView({ block: "nearest" });
+  }
+  document.addEventListener("keydown", (e) => {
+    if (e.ctrlKey || e.metaKey || e.altKey) return;
+    const t = e.target;
+    if (t.isContentEditable || ["INPUT", "TEXTAREA", "SELECT"].includes(t.tagName)) {
+      if (e.key === "Escape") t.blur();
+      return;
+    }
+    if (document.querySelector("dialog[open]")) return;
+    const click = (sel) => document.querySelector(sel)?.click();
+    switch (e.key) {
+      case "j": moveRow(1); break;
+      case "k": moveRow(-1); break;
+      case "r": selectTab("reply", true); break;
+      case "c": selectTab("comment", true); break;
+      case "a": document.querySelector("[data-assign]")?.focus(); break;
+      case "e": click("[data-close]"); break;
+      case "/": document.querySelector("[data-search]")?.focus(); break;
+      case "?": document.getElementById("help")?.showModal(); break;
+      default: return;
+    }
+    e.preventDefault();
+  });
+
+  // ---- presence: tell the server every 10 s that this conversation is open here, and
+  // whether a reply is being written.
+  function presence() {
+    const pane = document.getElementById("conv-pane");
+    if (!pane || document.hidden) return;
+    const reply = document.querySelector("[data-reply]");
+    const state = reply && (reply.value || document.activeElement === reply) ? "replying" : "viewing";
+    fetch("/app/c/" + encodeURIComponent(pane.dataset.conv) + "/presence", {
+      method: "POST",
+      credentials: "same-origin",
+      headers: { "X-CSRF-Token": csrf(), "Content-Type": "application/x-www-form-urlencoded" },
+      body: "state=" + state,
+    }).catch(() => {});
+  }
+  setInterval(presence, 10000);
+
+  // ---- a session that ended mid-way: to the sign-in page (drafts are kept).
+  document.addEventListener("htmx:responseError", (e) => {
+    if (e.detail.xhr && e.detail.xhr.status === 401) {
+      window.location.assign("/app/signin?next=" + encodeURIComponent(window.location.pathname));
+    }
+  });
+
+  function init(root) {
+    localTimes(root);
+    frames(root);
+  }
+  document.addEventListener("htmx:load", (e) => init(e.detail.elt));
+  document.addEventListener("DOMContentLoaded", () => {
+    init(document);
+    restoreDrafts(document);
+    presence();
+  });
+})();
