@@ -193,6 +193,17 @@ pub enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Benchmark: the web inbox's pages (list, search, conversation) with N conversations
+    /// stored besides the demo mailbox (embedded storage; docs/performance.md).
+    BenchWeb {
+        #[arg(long, default_value_t = 100_000)]
+        conversations: u32,
+        /// Keep the data directory in DIR.
+        #[arg(long)]
+        keep: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
     /// Validate a workspace file (.toml: inboxes, users, teams, pipelines, rules, deals;
     /// see docs/workspace.md) and write it to storage. Errors are printed as
     /// `FILE:LINE: path: message`, exit status 2, and nothing is written.

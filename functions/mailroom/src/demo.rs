@@ -56,19 +56,30 @@ const MAILBOX: &[(&str, &[u8])] = &[
     ),
 ];
 
+/// Writes the demo mailbox's messages into `dir` (created).
+pub fn write_mailbox(dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir)?;
+    for (name, bytes) in MAILBOX {
+        std::fs::write(dir.join(name), bytes)?;
+    }
+    Ok(())
+}
+
+/// The demo workspace.
+pub fn workspace() -> Result<mailroom_core::workspace::Workspace> {
+    mailroom_core::workspace::parse_toml(WORKSPACE)
+        .map_err(|e| anyhow::anyhow!("the built-in demo workspace is invalid: {e:?}"))
+}
+
 pub async fn run(data: &Path) -> Result<()> {
     let dir = data.join("demo");
     if dir.exists() {
         std::fs::remove_dir_all(&dir)?;
     }
     let mailbox = dir.join("mailbox");
-    std::fs::create_dir_all(&mailbox)?;
-    for (name, bytes) in MAILBOX {
-        std::fs::write(mailbox.join(name), bytes)?;
-    }
+    write_mailbox(&mailbox)?;
     let store = dir.join("store");
-    let ws = mailroom_core::workspace::parse_toml(WORKSPACE)
-        .map_err(|e| anyhow::anyhow!("the built-in demo workspace is invalid: {e:?}"))?;
+    let ws = workspace()?;
     let ports = mailroom_app::Ports::embedded(&store)?;
     mailroom_app::workspace::apply(&ports, &ws).await?;
     println!(

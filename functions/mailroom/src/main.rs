@@ -64,6 +64,9 @@ async fn main() -> Result<()> {
         Cmd::BenchReport { conversations, keep, json } => {
             bench::report::run(&conversations, keep.as_deref(), json).await?
         }
+        Cmd::BenchWeb { conversations, keep, json } => {
+            bench::web::run(conversations, keep.as_deref(), json).await?
+        }
         Cmd::Apply { file, json } => apply::run(data, &file, json).await?,
         Cmd::Report { from, to, inbox, tz, now, json } => {
             report::run(data, report::Options { from, to, inbox, tz, now, json }).await?

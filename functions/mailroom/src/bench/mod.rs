@@ -1,5 +1,7 @@
-//! `mailroom bench` (the pipeline: throughput, latency, storage operations) and
-//! `mailroom bench-report` (report latency at scale): docs/performance.md.
+//! `mailroom bench` (the pipeline: throughput, latency, storage operations),
+//! `mailroom bench-report` (report latency at scale) and `mailroom bench-web` (the web
+//! inbox's pages at scale): docs/performance.md.
 
 pub mod pipeline;
 pub mod report;
+pub mod web;
