@@ -3,7 +3,8 @@
 //
 //   node inbox.mjs CONFIG.json
 //
-// CONFIG (written by tests/tests/it/web.rs): base, agentLink, outsiderLink, quoteWord,
+// CONFIG (written by tests/tests/it/web.rs): base, agentLink, agentLinkAgain, outsiderLink,
+// hugeWord, quoteWord,
 // quoteSubject, hostileWord, replyText, signature, teammate, stage, ingestToken, inbox,
 // customerReply (raw RFC 5322, its Date `__DATE__`), customerReplyText, shots (a directory for screenshots).
 //
@@ -141,14 +142,19 @@ try {
   await axe(page, "shortcuts dialog");
   await page.keyboard.press("Escape");
 
-  // -- search, then open with the keyboard
+  // -- the unassigned view, search in it, then open with the keyboard
+  await Promise.all([page.waitForURL(/assignee=none/), page.click("nav.views >> text=Unassigned")]);
+  await rows(page).first().waitFor({ timeout: T });
   await page.keyboard.press("/");
   check(await page.evaluate(() => document.activeElement?.hasAttribute("data-search")), "/ focuses the search");
   await page.keyboard.type(cfg.quoteWord);
   await page.keyboard.press("Enter");
   await page.waitForFunction((n) => document.querySelectorAll("[data-row]").length === n, 1, { timeout: T }).catch(() => {});
   const found = await rows(page).allTextContents();
-  check(found.length === 1 && found[0].includes(cfg.quoteSubject), `search finds the one conversation: ${JSON.stringify(found)}`);
+  check(
+    found.length === 1 && found[0].includes(cfg.quoteSubject) && found[0].includes("unassigned"),
+    `search among the unassigned finds the one conversation: ${JSON.stringify(found)}`,
+  );
   await page.keyboard.press("Escape");
   await page.keyboard.press("j");
   await Promise.all([page.waitForURL(/\/app\/c\//, { timeout: T }), page.keyboard.press("Enter")]);
@@ -170,6 +176,12 @@ try {
   await page.screenshot({ path: join(cfg.shots, "conversation.png") });
   await page.click("#panel-reply button[type=submit]");
   check(await notice(page, "Reply queued"), "the reply is queued");
+  const delivery = await page.locator("#conv-live [data-delivery]").first().textContent().catch(() => "");
+  const inThread = await page.locator("#conv-live .thread").textContent();
+  check(
+    ["queued", "sending", "sent"].includes(delivery.trim()) || inThread.includes("James O'Connor"),
+    `the reply shows in the thread at once, with its delivery state (${delivery})`,
+  );
   check(
     await page.evaluate((k) => localStorage.getItem(k) === null && document.getElementById("reply-text").value === "", draftKey),
     "the sent reply's draft is cleared",
@@ -245,7 +257,7 @@ try {
       handlers: Array.from(document.querySelectorAll("*")).filter((e) => Array.from(e.attributes).some((a) => a.name.startsWith("on"))).length,
       forms: document.forms.length,
       remoteImages: Array.from(document.images).filter((i) => /^https?:/.test(i.getAttribute("src") || "")).length,
-      jsLinks: Array.from(document.links).filter((a) => /^\s*javascript:/i.test(a.getAttribute("href") || "")).length,
+      jsLinks: Array.from(document.links).filter((a) => /^\s*(javascript|data|vbscript):/i.test(a.getAttribute("href") || "")).length,
       text: document.body.textContent.slice(0, 200),
     }));
     check(
@@ -262,6 +274,31 @@ try {
   check(blockedNote >= 1, "the reader is told remote images were blocked");
   await axe(page, "hostile conversation");
   await page.screenshot({ path: join(cfg.shots, "hostile.png") });
+
+  // -- a huge message opens, and stays inert
+  await page.goto(`${cfg.base}/app/?status=&q=${encodeURIComponent(cfg.hugeWord)}`);
+  await rows(page).first().waitFor({ timeout: T });
+  await Promise.all([page.waitForURL(/\/app\/c\//, { timeout: 30_000 }), rows(page).first().locator("a").click()]);
+  check((await page.locator("#conv-title").textContent()).includes("Enormous"), "a 6 MB message opens");
+  const hugeFrame = await ctx.request.get(cfg.base + (await page.locator("iframe.mail-body").first().getAttribute("src")));
+  check(hugeFrame.status() === 200 && (await hugeFrame.text()).includes("row 59999"), "and its frame holds all of it");
+
+  // -- a session that ends mid-draft: back to sign-in, the draft still there after
+  await page.goto(cfg.base + "/app/?status=open");
+  await rows(page).first().waitFor({ timeout: T });
+  await Promise.all([page.waitForURL(/\/app\/c\//), rows(page).first().locator("a").click()]);
+  const draftConv = page.url().split("?")[0];
+  await page.click("#tab-comment");
+  await page.fill("#comment-text", "A draft written while the session ends");
+  await page.locator("#comment-text").dispatchEvent("input");
+  await ctx.clearCookies();
+  expectedErrors.add(draftConv + "/comment");
+  await Promise.all([page.waitForURL(/\/app\/signin/, { timeout: T }), page.click("#panel-comment button[type=submit]")]);
+  check(page.url().includes("/app/signin"), `an expired session goes to sign-in (at ${page.url()})`);
+  await page.goto(cfg.agentLinkAgain);
+  await page.goto(draftConv);
+  const kept = await page.locator("#comment-text").inputValue();
+  check(kept === "A draft written while the session ends", `the draft survives the expiry (${JSON.stringify(kept)})`);
 
   // -- reports
   await page.goto(cfg.base + "/app/reports");

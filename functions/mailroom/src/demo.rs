@@ -9,6 +9,8 @@ use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::Path;
 
+/// The agent the demo's sign-in link is for.
+const DEMO_AGENT: &str = "ana.ruiz@northwind.example";
 const WORKSPACE: &str = include_str!("../../../examples/demo/workspace.toml");
 const MAILBOX: &[(&str, &[u8])] = &[
     ("01-support-login.eml", include_bytes!("../../../examples/demo/mailbox/01-support-login.eml")),
@@ -98,8 +100,15 @@ pub async fn run(data: &Path) -> Result<()> {
         "Look around: mailroom --data {} conversations | contacts | companies | report | stats",
         store.display()
     );
+    // A sign-in link for the demo's agent, for `serve` on its default address.
+    let link = mailroom_app::web::session::login_link(&ports, "http://127.0.0.1:3000", DEMO_AGENT).await?;
+    ports.flush()?;
+    println!();
+    println!("Work the inbox in the browser as {DEMO_AGENT}:");
+    println!("  mailroom --data {} serve", store.display());
+    println!("  then open {link}");
     println!(
-        "Work the inbox in the browser: mailroom --data {0} serve, then open the link of\n  mailroom --data {0} login-link ana.ruiz@northwind.example",
+        "  (it signs in once, within 15 minutes; `mailroom --data {} login-link USER` makes another)",
         store.display()
     );
     Ok(())

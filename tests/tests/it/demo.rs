@@ -45,4 +45,37 @@ fn demo_runs_on_a_fresh_directory_and_lands_every_message() {
         Command::new(bin("mailroom")).arg("--data").arg(&store).args(["stats", "--json"]).output().unwrap();
     let s2: Value = serde_json::from_slice(&stats.stdout).unwrap();
     assert_eq!(s2["tickets"], 9, "{s2}");
+
+    // It ends with a sign-in link for the demo's agent, which signs in to serve's web
+    // inbox on that store (once).
+    let stdout = String::from_utf8_lossy(&again.stdout);
+    let link = stdout
+        .split_whitespace()
+        .find(|w| w.starts_with("http://127.0.0.1:3000/app/login/"))
+        .unwrap_or_else(|| panic!("no sign-in link in:\n{stdout}"));
+    let path = link.trim_start_matches("http://127.0.0.1:3000");
+    let port = mailroom_tests::free_port();
+    let mut serve = Command::new(bin("mailroom"))
+        .arg("--data")
+        .arg(&store)
+        .args(["serve", "--port", &port.to_string()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    mailroom_tests::wait_for_port(port, std::time::Duration::from_secs(20));
+    let get = |p: &str| {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        use std::io::{Read, Write};
+        write!(s, "GET {p} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").unwrap();
+        let mut r = String::new();
+        s.read_to_string(&mut r).unwrap();
+        r
+    };
+    let first = get(path);
+    let second = get(path);
+    let _ = serve.kill();
+    let _ = serve.wait();
+    assert!(first.starts_with("HTTP/1.1 303") && first.contains("mr_session="), "{first}");
+    assert!(second.contains("bad-link"), "a link signs in once: {second}");
 }

@@ -39,6 +39,7 @@ fn hostile(trap: &str) -> Vec<u8> {
          <script>alert('script')</script><img src=\"x\" onerror=\"alert('onerror')\">\
          <img src=\"{trap}/pixel.gif\" width=\"1\" height=\"1\">\
          <a href=\"javascript:alert('link')\">click</a>\
+         <a href=\"data:text/html,<script>alert('data')</script>\">data link</a>\
          <form action=\"{trap}/steal\" method=\"post\"><input name=\"password\"><button>Log in</button></form>\
          <iframe src=\"{trap}/frame\"></iframe><object data=\"{trap}/object\"></object>\
          <svg><script>alert('svg')</script></svg></body></html>"
@@ -50,6 +51,35 @@ fn hostile(trap: &str) -> Vec<u8> {
         "text/html",
         &html,
     )
+}
+
+/// A message of about 6 MB of nested markup.
+fn huge() -> Vec<u8> {
+    let mut html = String::from("<html><body><p>An enormous newsletter.</p>");
+    for i in 0..60_000 {
+        html.push_str(&format!("<div class=\"c{i}\"><span>row {i}</span><b>bold</b></div>\r\n"));
+    }
+    html.push_str("</body></html>");
+    mail("<huge-1@bulk.example>", "Bulk Sender <news@bulk.example>", "Enormous catalogue", "text/html", &html)
+}
+
+/// The acme workspace with nobody assigned automatically in sales (the rules route there
+/// without assigning, the team has no fallback assignment): the agent finds the quote
+/// among the unassigned.
+fn workspace_without_sales_assignment(dir: &std::path::Path) -> std::path::PathBuf {
+    let text = std::fs::read_to_string(repo_root().join("examples/acme-corp.toml")).unwrap();
+    let rule = "actions = { team = \"sales\", assign = \"round_robin\" }";
+    let team = "members = [\"james.oconnor@acme-corp.example\", \"elena.petrova@acme-corp.example\"]\n\
+                # Conversations routed here without an assignment of their own (inbox fallback).\n\
+                assign = \"round_robin\"";
+    assert!(text.contains(rule) && text.contains(team), "examples/acme-corp.toml changed: update this test");
+    let text = text.replace(rule, "actions = { team = \"sales\" }").replace(
+        team,
+        "members = [\"james.oconnor@acme-corp.example\", \"elena.petrova@acme-corp.example\"]",
+    );
+    let path = dir.join("acme-unassigned.toml");
+    std::fs::write(&path, text).unwrap();
+    path
 }
 
 /// A loopback HTTP server that only counts what reaches it.
@@ -122,13 +152,12 @@ async fn an_agent_works_a_conversation_in_the_browser_and_hostile_mail_stays_ine
         &["INBOX"],
     );
     google.add_message(&hostile(&trap_url), &["INBOX"]);
+    google.add_message(&huge(), &["INBOX"]);
     let smtp = SmtpSink::start();
 
     let data = tempfile::tempdir().unwrap();
-    mailroom_tests::mailroom_ok(
-        data.path(),
-        &["apply", repo_root().join("examples/acme-corp.toml").to_str().unwrap()],
-    );
+    let ws = workspace_without_sales_assignment(data.path());
+    mailroom_tests::mailroom_ok(data.path(), &["apply", ws.to_str().unwrap()]);
     let mut env = google.serve_env();
     env.extend([
         ("MAILROOM_ADMIN_TOKEN".to_string(), ADMIN.to_string()),
@@ -141,9 +170,9 @@ async fn an_agent_works_a_conversation_in_the_browser_and_hostile_mail_stays_ine
     let serve = Serve::start(data, &env_refs);
     let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
     connect_mailbox(&http, &serve.base, ADMIN, "gmail", SALES, || serve.log_tail()).await;
-    wait_for("the three messages listed", &serve, Duration::from_secs(40), || {
+    wait_for("the four messages listed", &serve, Duration::from_secs(60), || {
         let v = mailroom_tests::mailroom_json(serve.data(), &["conversations", "--json"]);
-        (v.as_array().map_or(0, Vec::len) >= 3).then_some(())
+        (v.as_array().map_or(0, Vec::len) >= 4).then_some(())
     })
     .await;
 
@@ -160,6 +189,8 @@ async fn an_agent_works_a_conversation_in_the_browser_and_hostile_mail_stays_ine
     let cfg = serde_json::json!({
         "base": serve.base,
         "agentLink": login_link(&serve, AGENT),
+        "agentLinkAgain": login_link(&serve, AGENT),
+        "hugeWord": "enormous",
         "outsiderLink": login_link(&serve, OUTSIDER),
         "quoteWord": "seats",
         "quoteSubject": "Quote for 40 seats",
@@ -185,6 +216,15 @@ async fn an_agent_works_a_conversation_in_the_browser_and_hostile_mail_stays_ine
         .expect("node is missing: install Node.js 20 or later");
     let stdout = String::from_utf8_lossy(&out.stdout);
     println!("inbox.mjs: {stdout}");
+    if !out.status.success() {
+        for c in mailroom_tests::mailroom_json(serve.data(), &["conversations", "--json"])
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
+            println!("conversation {} {} {} {}", c["subject"], c["status"], c["assignee"], c["team"]);
+        }
+    }
     assert!(
         out.status.success(),
         "the browser walk failed:\n{}\n{stdout}\nserve's log:\n{}",

@@ -80,6 +80,7 @@ pub(super) async fn live_tpl(
                 at_exact,
                 error: m.error.clone(),
                 has_html: m.html.is_some(),
+                height_hint: height_hint(&m.text),
                 frame_src: format!("/app/c/{root}/m/{idx}{show}"),
                 blocked_images: m.blocked_images,
                 show_images_href: format!("/app/c/{root}?images=show"),
@@ -107,10 +108,15 @@ pub(super) async fn live_tpl(
             }
         })
         .collect();
+    // A reply shows at once with its delivery state, until its copy is in the thread.
+    let in_thread: std::collections::HashSet<&str> =
+        d.messages.iter().map(|m| m.message_id.trim_matches(['<', '>'])).collect();
     let outbox = d
         .outbox
         .iter()
-        .filter(|o| o["status"] != "sent")
+        .filter(|o| {
+            !in_thread.contains(o["message_id"].as_str().unwrap_or_default().trim_matches(['<', '>']))
+        })
         .map(|o| OutView {
             author: o["author"].as_str().unwrap_or_default().to_string(),
             status: o["status"].as_str().unwrap_or_default().to_string(),
@@ -147,7 +153,12 @@ pub(super) async fn live_tpl(
             format!("/app/?q={}&status=", form_urlencoded::byte_serialize(e.as_bytes()).collect::<String>());
         (e, name, href)
     });
-    let company = field(&d.company, "domain").map(|dm| (field(&d.company, "name").unwrap_or_default(), dm));
+    // Each record links to its conversations (the list's search matches contact and domain).
+    let company = field(&d.company, "domain").map(|dm| {
+        let href =
+            format!("/app/?q={}&status=", form_urlencoded::byte_serialize(dm.as_bytes()).collect::<String>());
+        (field(&d.company, "name").unwrap_or_default(), dm, href)
+    });
     let deals = d
         .deals
         .iter()
@@ -226,6 +237,13 @@ pub(super) async fn live_tpl(
         stages,
         earlier,
     }
+}
+
+/// How many lines the frame of a message needs, guessed from its text (the page cannot
+/// measure a frame with an opaque origin): app.js sets the frame's height from it.
+fn height_hint(text: &str) -> usize {
+    let lines: usize = text.lines().map(|l| 1 + l.chars().count() / 90).sum();
+    (lines + 2).clamp(4, 60)
 }
 
 pub(super) async fn conversation_detail(
@@ -340,9 +358,8 @@ pub(super) async fn live(
 
 /// One message's HTML, for the sandboxed frame of the thread: a document of its own whose
 /// policy allows no script, no request anywhere but `data:` and `cid:` images (and remote
-/// ones once the reader asked), no form, and opens links in a new tab. The sandbox keeps
-/// the same origin (so the page can size the frame to its content) but never allows
-/// scripts: nothing in the frame can run to use that origin.
+/// ones once the reader asked), no form, and opens links in a new tab. The sandbox gives it
+/// an opaque origin: nothing in it can reach the page, its cookies or its storage.
 pub(super) async fn message_body(
     State(st): State<Arc<WebState>>,
     c: Ctx,
@@ -366,7 +383,7 @@ pub(super) async fn message_body(
     );
     let img = if images == RemoteImages::Allow { "data: cid: https: http:" } else { "data: cid:" };
     let csp = format!(
-        "default-src 'none'; style-src 'unsafe-inline'; img-src {img}; font-src 'none'; form-action 'none'; base-uri 'self'; frame-ancestors 'self'; sandbox allow-same-origin allow-popups allow-popups-to-escape-sandbox"
+        "default-src 'none'; style-src 'unsafe-inline'; img-src {img}; font-src 'none'; form-action 'none'; base-uri 'self'; frame-ancestors 'self'; sandbox allow-popups allow-popups-to-escape-sandbox"
     );
     let mut r = Html(doc).into_response();
     let h = r.headers_mut();

@@ -141,7 +141,8 @@ pub struct LiveTpl {
     pub outbox: Vec<OutView>,
     pub comments: Vec<CommentView>,
     pub contact: Option<(String, String, String)>,
-    pub company: Option<(String, String)>,
+    /// Name, domain, link.
+    pub company: Option<(String, String, String)>,
     pub deals: Vec<String>,
     pub logged: String,
     /// Pipeline name, stage name, stage id.
@@ -161,6 +162,8 @@ pub struct MsgView {
     pub at_exact: String,
     pub error: Option<String>,
     pub has_html: bool,
+    /// Lines the mail frame should show (`thread::height_hint`).
+    pub height_hint: usize,
     pub frame_src: String,
     pub blocked_images: usize,
     pub show_images_href: String,

@@ -21,21 +21,12 @@
     });
   }
 
-  // ---- mail frames: same origin, no script inside; size them to their content.
-  function sizeFrame(f) {
-    try {
-      const doc = f.contentDocument;
-      if (doc && doc.body) {
-        f.style.height = Math.min(Math.max(doc.body.scrollHeight + 24, 48), 4000) + "px";
-      }
-    } catch (_) {
-      /* an opaque frame keeps its CSS height */
-    }
-  }
+  // ---- mail frames: sandboxed with an opaque origin, so the page cannot measure them;
+  // the server guesses the lines a message needs (data-lines).
   function frames(root) {
-    root.querySelectorAll("iframe.mail-body").forEach((f) => {
-      f.addEventListener("load", () => sizeFrame(f));
-      sizeFrame(f);
+    root.querySelectorAll("iframe.mail-body[data-lines]").forEach((f) => {
+      const lines = parseInt(f.dataset.lines, 10) || 12;
+      f.style.height = lines * 1.45 + 1.5 + "em";
     });
   }
 
