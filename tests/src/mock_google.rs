@@ -90,6 +90,8 @@ struct Grant {
 
 struct State_ {
     email: String,
+    /// This mock's URL: the `iss` of its ID tokens.
+    issuer: String,
     history_id: u64,
     floor: u64,
     page_size: usize,
@@ -119,6 +121,8 @@ struct State_ {
 struct Shared {
     state: Arc<Mutex<State_>>,
     jwks: Arc<Value>,
+    /// Signs the ID tokens of the code exchange (the key the JWKS publishes).
+    id_key: Arc<EncodingKey>,
     /// While `true`, messages.get waits (to hold a sync in the middle of its work).
     gets_held: tokio::sync::watch::Sender<bool>,
 }
@@ -193,6 +197,7 @@ impl MockGoogle {
         let shared = Shared {
             state: Arc::new(Mutex::new(State_ {
                 email: email.to_string(),
+                issuer: String::new(),
                 history_id: 1_000_000,
                 floor: 0,
                 page_size: 3,
@@ -214,6 +219,7 @@ impl MockGoogle {
                 send_failure: None,
             })),
             jwks: Arc::new(jwks),
+            id_key: Arc::new(good.clone()),
             gets_held: tokio::sync::watch::channel(false).0,
         };
         let app = Router::new()
@@ -231,6 +237,7 @@ impl MockGoogle {
             .with_state(shared.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
+        shared.lock().issuer = url.clone();
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
@@ -602,8 +609,15 @@ async fn token(State(sh): State<Shared>, Form(f): Form<HashMap<String, String>>)
             let rt = new_token(&mut s, "1//mock-refresh");
             s.grants.insert(rt.clone(), Grant { revoked: false });
             let at = issue_access(&mut s, &rt);
+            // An OpenID Connect ID token for the account, signed with the published key.
+            let now = chrono::Utc::now().timestamp();
+            let claims = json!({"iss": s.issuer, "aud": CLIENT_ID, "sub": format!("sub-{}", s.email),
+                "email": s.email, "email_verified": true, "iat": now, "exp": now + 600});
+            let mut header = Header::new(Algorithm::RS256);
+            header.kid = Some(GOOD_KID.into());
+            let id_token = jsonwebtoken::encode(&header, &claims, &sh.id_key).unwrap();
             let mut body = json!({"access_token": at, "expires_in": 3599, "scope": scope, "token_type": "Bearer",
-                "id_token": "not-a-real-id-token"});
+                "id_token": id_token});
             if consent {
                 body["refresh_token"] = json!(rt);
             }

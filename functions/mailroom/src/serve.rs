@@ -155,7 +155,7 @@ pub async fn run(data: &Path, bind: &str, port: u16) -> Result<()> {
         .with_state(state)
         .merge(mailroom_app::mailbox::routes::router(Arc::new(web)))
         .merge(mailroom_app::api::router(api.clone()))
-        .merge(mailroom_app::web::router(api))
+        .merge(mailroom_app::web::router(api, mailroom_app::web::oidc::WebOidc::from_env()?))
         .merge(mailroom_app::outbound::track::router(ports.clone()))
         .merge(mailroom_app::forms::router(ports.clone()));
     let app = match cors {

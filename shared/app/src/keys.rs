@@ -184,6 +184,10 @@ pub fn identity_user_key(issuer: &str, email: &str) -> Key {
 pub fn login_link_key(token_hash: &str) -> Key {
     Key::new(format!("login#{token_hash}"), "login")
 }
+/// A browser's OIDC sign-in in progress, by the hash of its state.
+pub fn web_auth_state_key(state_hash: &str) -> Key {
+    Key::new(format!("webauth#{state_hash}"), "state")
+}
 /// A web session, by the hash of its id.
 pub fn session_key(id_hash: &str) -> Key {
     Key::new(format!("session#{id_hash}"), "session")

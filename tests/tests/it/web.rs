@@ -260,3 +260,66 @@ async fn an_agent_works_a_conversation_in_the_browser_and_hostile_mail_stays_ine
     // Nothing in the hostile message made a request.
     assert_eq!(trap_hits.load(Ordering::SeqCst), 0, "the hostile message reached the trap");
 }
+
+/// Browser sign-in through the OIDC provider (the Cognito hosted UI in AWS), over plain
+/// HTTP: start, the provider's redirect back with a code, the callback exchanging it with
+/// the PKCE verifier and checking the ID token, a session; a callback replayed or with a
+/// forged state signs nobody in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agents_sign_in_through_the_oidc_provider() {
+    use mailroom_tests::mock_google::{CLIENT_ID, CLIENT_SECRET};
+    let idp = MockGoogle::start(AGENT).await;
+    let data = tempfile::tempdir().unwrap();
+    mailroom_tests::mailroom_ok(
+        data.path(),
+        &["apply", repo_root().join("examples/acme-corp.toml").to_str().unwrap()],
+    );
+    let (auth, token, jwks) = (idp.auth_url(), idp.token_url(), idp.jwks_url());
+    let serve = Serve::start(
+        data,
+        &[
+            ("MAILROOM_OIDC_ISSUER", &idp.url),
+            ("MAILROOM_OIDC_AUDIENCE", CLIENT_ID),
+            ("MAILROOM_OIDC_JWKS_URL", &jwks),
+            ("MAILROOM_WEB_OIDC_AUTHORIZE_URL", &auth),
+            ("MAILROOM_WEB_OIDC_TOKEN_URL", &token),
+            ("MAILROOM_WEB_OIDC_CLIENT_SECRET", CLIENT_SECRET),
+        ],
+    );
+    let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let location = |r: &reqwest::Response| r.headers()["location"].to_str().unwrap().to_string();
+
+    let page = http.get(serve.url("/app/signin?next=/app/c/x")).send().await.unwrap().text().await.unwrap();
+    assert!(page.contains("/app/auth/start?next="), "the sign-in page offers the provider: {page}");
+    let r = http.get(serve.url("/app/auth/start?next=%2Fapp%2F%3Fstatus%3Dclosed")).send().await.unwrap();
+    assert!(r.status().is_redirection(), "{}", serve.log_tail());
+    let to_idp = location(&r);
+    assert!(to_idp.starts_with(&auth) && to_idp.contains("code_challenge_method=S256"), "{to_idp}");
+    assert!(
+        to_idp.contains(&format!("redirect_uri={}", urlencode(&serve.url("/app/auth/callback")))),
+        "{to_idp}"
+    );
+    let back = location(&http.get(&to_idp).send().await.unwrap());
+    assert!(back.starts_with(&serve.url("/app/auth/callback?")), "{back}");
+
+    let r = http.get(&back).send().await.unwrap();
+    assert!(r.status().is_redirection(), "callback: {}\n{}", r.status(), serve.log_tail());
+    assert_eq!(location(&r), "/app/?status=closed", "back where the user was going");
+    let cookie = r.headers()["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_string();
+    assert!(cookie.starts_with("mr_session="), "{cookie}");
+    let inbox = http.get(serve.url("/app/")).header("cookie", &cookie).send().await.unwrap();
+    assert_eq!(inbox.status().as_u16(), 200);
+    assert!(inbox.text().await.unwrap().contains("James O"), "signed in as the token's user");
+
+    // The same callback again (the state is single use), and a forged state.
+    let again = http.get(&back).send().await.unwrap();
+    assert_eq!(location(&again), "/app/signin?message=provider", "a replayed callback signs nobody in");
+    assert!(again.headers().get("set-cookie").is_none());
+    let forged = back.replace("state=", "state=0");
+    let r = http.get(&forged).send().await.unwrap();
+    assert_eq!(location(&r), "/app/signin?message=provider");
+}
+
+fn urlencode(s: &str) -> String {
+    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}

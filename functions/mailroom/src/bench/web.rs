@@ -91,7 +91,7 @@ pub async fn run(n: u32, keep: Option<&std::path::Path>, json_out: bool) -> Resu
         public_url: providers.public_url.clone(),
         providers,
     });
-    let app = mailroom_app::web::router(api);
+    let app = mailroom_app::web::router(api, None);
     let sid = mailroom_app::web::session::start(&ports, AGENT).await?;
     let cookie = format!("{}={sid}", mailroom_app::web::session::COOKIE);
     // A real conversation of the demo to open: the search's first row.

@@ -14,6 +14,7 @@
 mod actions;
 mod ctx;
 mod list;
+pub mod oidc;
 mod pages;
 pub mod session;
 mod signin;
@@ -31,6 +32,8 @@ use std::sync::Arc;
 /// What the pages share: the API's state (ports, authenticator, providers, public URL).
 pub struct WebState {
     pub api: Arc<ApiState>,
+    /// Browser sign-in through the OIDC provider, when configured.
+    pub oidc: Option<oidc::WebOidc>,
 }
 
 impl WebState {
@@ -44,8 +47,8 @@ impl WebState {
 /// mail frames from our origin, no plugins, never framed, no `<base>`.
 pub const PAGE_CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; frame-src 'self'; object-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'";
 
-pub fn router(api: Arc<ApiState>) -> Router {
-    let st = Arc::new(WebState { api });
+pub fn router(api: Arc<ApiState>, oidc: Option<oidc::WebOidc>) -> Router {
+    let st = Arc::new(WebState { api, oidc });
     Router::new()
         .route("/app", get(|| async { axum::response::Redirect::permanent("/app/") }))
         .route("/app/", get(list::inbox))
@@ -64,6 +67,8 @@ pub fn router(api: Arc<ApiState>) -> Router {
         .route("/app/c/{id}/presence", post(actions::presence))
         .route("/app/signin", get(signin::signin))
         .route("/app/login/{token}", get(signin::login))
+        .route("/app/auth/start", get(signin::auth_start))
+        .route("/app/auth/callback", get(signin::auth_callback))
         .route("/app/logout", post(signin::logout))
         .route("/app/settings", get(pages::settings))
         .route("/app/reports", get(pages::reports))
