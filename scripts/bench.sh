@@ -10,6 +10,7 @@
 # 4. scripts/coldstart.py: init and first-event latency of each function
 # 5. criterion: the parse-classify-thread core (shared/app/benches/core.rs)
 # 6. `mailroom bench-report`: report latency at 10k and 100k conversations
+# 7. `mailroom bench-web`: the web inbox's pages with 100k conversations
 # Needs what scripts/test.sh installs (.venv with moto and cargo-lambda) and the shared
 # tools beside this checkout (../shared/tools/gen_corpus.py).
 set -euo pipefail
@@ -45,3 +46,6 @@ cargo bench --locked -p mailroom-app --bench core
 
 step "report latency at 10k and 100k conversations (embedded)"
 target/release/mailroom bench-report --conversations 10000,100000
+
+step "web inbox pages with 100k conversations (embedded)"
+target/release/mailroom bench-web --conversations 100000

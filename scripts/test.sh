@@ -3,8 +3,8 @@
 #   - moto[server], cfn-lint and cargo-lambda from PyPI into .venv (under the project)
 #   - dovecot from Debian's packages (dovecot-imapd; the IMAP tests run it as a
 #     user-level process with their own config)
-#   - chromium from Debian's packages and playwright-core from npm (tests/browser,
-#     the headless check of the reports dashboard)
+#   - chromium from Debian's packages, playwright-core and axe-core from npm
+#     (tests/browser: the web inbox walk and the reports dashboard, headless)
 #   - one moto server for the whole run, on loopback
 # then builds the workspace once and runs cargo fmt --check, clippy and every test.
 set -euo pipefail

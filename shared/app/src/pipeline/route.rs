@@ -158,13 +158,17 @@ impl RouteHandler {
         }
 
         self.note_activity(&root.id, &m, outbound, &kind).await?;
-        // Every conversation counts in its inbox's tally, routed or not.
-        crate::load::settle(&self.ports, &root.id).await?;
 
         // Routing: once per conversation, on its first customer (or list) message.
         if !outbound && matches!(kind.as_str(), "normal" | "list") && root.item.get("routed").is_none() {
+            // Settles the load and the inbox's tally too.
             self.route(&ptr.message_id, &msg, &root.id, &inbox, &kind, customer.as_deref(), router, ws)
                 .await?;
+        } else if root.item.get("tally").is_none() {
+            // Every conversation counts in its inbox's tally, routed or not (one that
+            // starts with our own message, or noise). Once counted, later messages change
+            // nothing here: status and assignment changes settle it themselves.
+            crate::load::settle(&self.ports, &root.id).await?;
         }
         let next = StagePointer { message_id: ptr.message_id.clone(), logged: Some(!logged.is_empty()) };
         self.ports.ticket_queue.send(&serde_json::to_string(&next)?).await?;
