@@ -12,6 +12,7 @@ pub mod mbox;
 pub mod message;
 pub mod placeholder;
 pub mod quote;
+pub mod repair;
 pub mod routing;
 pub mod signed;
 pub mod subject;

@@ -17,6 +17,10 @@ use thiserror::Error;
 pub struct Mailbox {
     pub name: Option<String>,
     pub email: String,
+    /// Read from a header RFC 5322 parsing could not read (`MAILER-DAEMON`, a missing `<`,
+    /// an unquoted name with dots): the best reading, not what the header says exactly.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub repaired: bool,
 }
 
 /// What we keep of an attachment; its bytes go to the blob store under its sha256.
@@ -29,6 +33,18 @@ pub struct Attachment {
     /// Shown in the body (Content-Disposition inline, or referenced by Content-ID).
     pub inline: bool,
     pub content_id: Option<String>,
+    /// An attached message (message/rfc822: a forwarded mail, a bounce's original), read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<AttachedMessage>,
+}
+
+/// What is shown of an attached message before it is opened.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttachedMessage {
+    pub message_id: Option<String>,
+    pub from: Option<Mailbox>,
+    pub subject: String,
+    pub date: Option<DateTime<Utc>>,
 }
 
 /// The normalised message. `mailroom parse --json` prints it.
@@ -125,9 +141,29 @@ pub fn understand(raw: &[u8]) -> Result<Understood, ParseError> {
     let digest = sha256(raw).to_string();
     // A parser bug must cost one message, not the batch or the process: the raw bytes are
     // already stored, and the error names the problem.
-    let parsed = std::panic::catch_unwind(|| MessageParser::default().parse(raw));
-    let mut msg = parsed.map_err(|_| ParseError::ParserPanic)?.ok_or(ParseError::Unreadable)?;
-    let mut defects = Vec::new();
+    let first = parse(raw)?;
+    // What mail-parser cannot read itself (raw 8-bit headers, broken base64, uuencode) is
+    // repaired in a copy that is read again; the stored raw message stays as it came.
+    // A repair can uncover the next one (a second truncated forward): a few rounds.
+    let plan = crate::repair::plan(raw, &first);
+    let mut defects = plan.notes.clone();
+    let repaired;
+    let mut msg = if plan.is_empty() {
+        first
+    } else {
+        drop(first);
+        let mut bytes = plan.apply(raw);
+        for _ in 0..3 {
+            let next = crate::repair::plan(&bytes, &parse(&bytes)?);
+            if next.is_empty() {
+                break;
+            }
+            defects.extend(next.notes.iter().cloned());
+            bytes = next.apply(&bytes);
+        }
+        repaired = bytes;
+        parse(&repaired)?
+    };
     if msg.headers().is_empty() {
         defects.push("no header block".to_string());
     }
@@ -163,9 +199,12 @@ pub fn understand(raw: &[u8]) -> Result<Understood, ParseError> {
     let original_message_ids =
         if matches!(class.kind, Kind::Bounce | Kind::AutoReply) { original_ids(&msg) } else { vec![] };
     let subject = msg.subject().unwrap_or_default().trim().to_string();
-    let from = mailboxes(msg.from()).into_iter().next();
-    let sender = mailboxes(msg.sender()).into_iter().next();
-    let (to, cc, reply_to) = (mailboxes(msg.to()), mailboxes(msg.cc()), mailboxes(msg.reply_to()));
+    let domain = fallback_domain(&msg, if synthetic_id { "" } else { &message_id });
+    let mut read =
+        |name: &str, parsed: Option<&Address<'_>>| addresses(&msg, name, parsed, &domain, &mut defects);
+    let from = read("From", msg.from()).into_iter().next();
+    let sender = read("Sender", msg.sender()).into_iter().next();
+    let (to, cc, reply_to) = (read("To", msg.to()), read("Cc", msg.cc()), read("Reply-To", msg.reply_to()));
     let (in_reply_to, references) = (ids(msg.in_reply_to()), ids(msg.references()));
     let loop_header = msg.header_raw("X-Mailroom-Loop").map(|s| s.trim().to_string());
     let auth_results =
@@ -205,6 +244,13 @@ pub fn understand(raw: &[u8]) -> Result<Understood, ParseError> {
     Ok(Understood { message, bodies })
 }
 
+/// mail-parser's reading; a panic in it costs this message only.
+fn parse(bytes: &[u8]) -> Result<Message<'_>, ParseError> {
+    std::panic::catch_unwind(|| MessageParser::default().parse(bytes))
+        .map_err(|_| ParseError::ParserPanic)?
+        .ok_or(ParseError::Unreadable)
+}
+
 /// The raw value of the *first* (topmost) header called `name`: mail-parser's
 /// `header_raw` gives the last one.
 fn first_header_raw<'m>(msg: &'m Message<'_>, name: &str) -> Option<&'m str> {
@@ -213,16 +259,77 @@ fn first_header_raw<'m>(msg: &'m Message<'_>, name: &str) -> Option<&'m str> {
     std::str::from_utf8(raw.get(h.offset_start as usize..h.offset_end as usize)?).ok()
 }
 
-fn mailboxes(a: Option<&Address<'_>>) -> Vec<Mailbox> {
-    let Some(a) = a else { return vec![] };
-    a.iter()
-        .filter_map(|x| {
-            let email = EmailAddress::parse(x.address()?).ok()?;
-            let name =
-                x.name().map(|n| n.trim().trim_matches('"').trim().to_string()).filter(|n| !n.is_empty());
-            Some(Mailbox { name, email: email.to_string() })
-        })
-        .collect()
+/// The addresses of one header: mail-parser's reading, and where any of its entries is not
+/// a valid address (or it found none), the lenient reading of the header's text for the
+/// addresses it missed, marked repaired.
+fn addresses(
+    msg: &Message<'_>,
+    header: &str,
+    parsed: Option<&Address<'_>>,
+    domain: &str,
+    defects: &mut Vec<String>,
+) -> Vec<Mailbox> {
+    let mut out = Vec::new();
+    let mut all_valid = true;
+    for x in parsed.iter().flat_map(|a| a.iter()) {
+        match x.address().map(EmailAddress::parse) {
+            Some(Ok(email)) => {
+                let name =
+                    x.name().map(|n| n.trim().trim_matches('"').trim().to_string()).filter(|n| !n.is_empty());
+                out.push(Mailbox { name, email: email.to_string(), repaired: false });
+            }
+            _ => all_valid = false,
+        }
+    }
+    if all_valid && !out.is_empty() {
+        return out;
+    }
+    let Some(text) = first_header_raw(msg, header).map(decode_words) else { return out };
+    // Only a sender is completed with a domain (`MAILER-DAEMON`, the null sender): a
+    // recipient without one is no one we can name.
+    let sender = matches!(header, "From" | "Sender");
+    for (name, local) in crate::repair::address::lenient(&text) {
+        let full = match local.contains('@') {
+            true => local,
+            false if sender => format!("{local}@{domain}"),
+            false => continue,
+        };
+        let Ok(email) = EmailAddress::parse(&full) else { continue };
+        let email = email.to_string();
+        if !out.iter().any(|m: &Mailbox| m.email.eq_ignore_ascii_case(&email)) {
+            defects.push(format!("{header} header not RFC 5322: read as {email}"));
+            out.push(Mailbox { name, email, repaired: true });
+        }
+    }
+    out
+}
+
+/// RFC 2047 encoded words in a header's raw text, decoded by mail-parser itself (read as
+/// an unstructured header).
+fn decode_words(text: &str) -> String {
+    let text = text.trim();
+    if !text.contains("=?") {
+        return text.to_string();
+    }
+    let wrapped = format!("Subject: {}\r\n\r\n", text.replace(['\r', '\n'], " "));
+    MessageParser::default()
+        .parse(wrapped.as_bytes())
+        .and_then(|m| m.subject().map(str::to_string))
+        .unwrap_or_else(|| text.to_string())
+}
+
+/// The domain that completes an address without one (`MAILER-DAEMON`): the Message-ID's,
+/// else the host that handed the message to our server (the topmost Received `from`),
+/// else `unknown.invalid`.
+fn fallback_domain(msg: &Message<'_>, message_id: &str) -> String {
+    let from_id = message_id.rsplit_once('@').map(|(_, d)| d.trim_end_matches('>').to_string());
+    let from_received = || {
+        msg.received_all().next().and_then(|r| r.from().map(|h| h.to_string())).filter(|h| h.contains('.'))
+    };
+    from_id
+        .filter(|d| d.contains('.') && d.chars().all(|c| c.is_ascii_alphanumeric() || ".-".contains(c)))
+        .or_else(from_received)
+        .unwrap_or_else(|| "unknown.invalid".into())
 }
 
 fn ids(v: &HeaderValue<'_>) -> Vec<String> {
@@ -342,6 +449,16 @@ fn attachment_meta(part: &MessagePart<'_>, bytes: &[u8]) -> Attachment {
         .map(|n| n.trim().to_string())
         .filter(|n| !n.is_empty())
         .or_else(|| part.message().and_then(|m| m.subject()).map(|s| format!("{}.eml", s.trim())));
+    let message = part.message().map(|m| AttachedMessage {
+        message_id: m.message_id().map(|i| i.trim().to_string()).filter(|i| !i.is_empty()),
+        from: m.from().and_then(|a| a.first()).and_then(|x| {
+            let email = EmailAddress::parse(x.address()?).ok()?.to_string();
+            let name = x.name().map(|n| n.trim().to_string()).filter(|n| !n.is_empty());
+            Some(Mailbox { name, email, repaired: false })
+        }),
+        subject: m.subject().unwrap_or_default().trim().to_string(),
+        date: m.date().and_then(|d| DateTime::from_timestamp(d.to_timestamp(), 0)),
+    });
     Attachment {
         name,
         content_type,
@@ -349,6 +466,7 @@ fn attachment_meta(part: &MessagePart<'_>, bytes: &[u8]) -> Attachment {
         sha256: sha256(bytes).to_string(),
         inline,
         content_id,
+        message,
     }
 }
 

@@ -5,4 +5,5 @@ mod corpus_bounces;
 mod corpus_other;
 mod corpus_understand;
 mod fuzz_regressions;
+mod parse_legacy;
 mod routing_synthetic;

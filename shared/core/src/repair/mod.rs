@@ -1,0 +1,221 @@
+//! A thin layer over mail-parser for the mail real helpdesks receive: where mail-parser's
+//! first reading shows a problem it cannot fix itself, a repaired copy of the raw bytes is
+//! made and read again. The stored raw message is never changed; the repairs are listed
+//! in the parsed message's `defects`.
+//!
+//! Repairs of the bytes (then read again by mail-parser):
+//! - header values in raw 8-bit text that is not UTF-8 (GBK, Big5, Shift_JIS, Windows-1252,
+//!   raw ISO-2022-JP), in the message's headers and every part's (file names), decoded
+//!   with the charset the part or the message declares, else a detected one
+//!   ([`charset`]), and written back as UTF-8, which mail-parser reads (RFC 6532);
+//! - base64 bodies with characters outside the alphabet, which mail-parser keeps as
+//!   undecoded text: decoded as far as they go ([`decode::base64_tolerant`]) and written
+//!   back clean;
+//! - `x-uuencode` / `uuencode` parts: decoded and written back as base64.
+//!
+//! Address headers that RFC 5322 parsing cannot read are read by [`address::lenient`]
+//! after the second reading (message.rs).
+
+pub mod address;
+pub mod charset;
+pub mod decode;
+
+use base64::Engine;
+use mail_parser::{HeaderName, HeaderValue, Message, MessagePart, MimeHeaders, PartType};
+use std::ops::Range;
+
+/// The repairs one message needs: byte ranges of the raw message and what replaces each.
+#[derive(Default)]
+pub struct Plan {
+    edits: Vec<(Range<usize>, Vec<u8>)>,
+    /// What was repaired, for the message's `defects`.
+    pub notes: Vec<String>,
+}
+
+impl Plan {
+    pub fn is_empty(&self) -> bool {
+        self.edits.is_empty()
+    }
+
+    /// The repaired copy of `raw`.
+    pub fn apply(mut self, raw: &[u8]) -> Vec<u8> {
+        self.edits.sort_by_key(|(r, _)| r.start);
+        let mut out = Vec::with_capacity(raw.len() + raw.len() / 8);
+        let mut at = 0;
+        for (r, with) in self.edits {
+            if r.start < at || r.end > raw.len() || r.start > r.end {
+                continue; // overlapping or out of range: keep the original bytes
+            }
+            out.extend_from_slice(&raw[at..r.start]);
+            out.extend_from_slice(&with);
+            at = r.end;
+        }
+        out.extend_from_slice(&raw[at..]);
+        out
+    }
+}
+
+/// Looks at mail-parser's first reading of `raw` and plans the repairs it needs.
+pub fn plan(raw: &[u8], msg: &Message<'_>) -> Plan {
+    let mut parts = Vec::new();
+    collect_parts(raw, msg, &mut parts);
+    let mut plan = Plan::default();
+    let body_charset = parts.iter().find_map(|p| text_charset(p));
+
+    // Raw 8-bit headers: one detection over all of the message's undecodable header bytes.
+    let bad: Vec<(&MessagePart<'_>, &mail_parser::Header<'_>)> = parts
+        .iter()
+        .flat_map(|p| p.headers.iter().map(move |h| (*p, h)))
+        .filter(|(_, h)| raw.get(range(h.offset_start, h.offset_end)).is_some_and(charset::needs_decoding))
+        .collect();
+    if !bad.is_empty() {
+        let sample: Vec<u8> =
+            bad.iter().flat_map(|(_, h)| raw[range(h.offset_start, h.offset_end)].to_vec()).collect();
+        let detected = charset::detect(&sample);
+        for (part, h) in bad {
+            let r = range(h.offset_start, h.offset_end);
+            let declared = text_charset(part).or(body_charset);
+            let (text, enc, lossy) = charset::decode(&raw[r.clone()], declared, detected);
+            let loss = if lossy { ", undecodable bytes replaced" } else { "" };
+            plan.notes.push(format!(
+                "{} header in raw 8-bit text: read as {}{loss}",
+                h.name.as_str(),
+                enc.name()
+            ));
+            plan.edits.push((r, text.into_bytes()));
+        }
+    }
+
+    attached_messages(raw, msg, &mut plan);
+
+    for part in parts.iter().filter(|p| !matches!(p.body, PartType::Multipart(_) | PartType::Message(_))) {
+        let Some(cte) = part.headers.iter().find(|h| h.name == HeaderName::ContentTransferEncoding) else {
+            continue;
+        };
+        let token = match &cte.value {
+            HeaderValue::Text(t) => t.trim().to_ascii_lowercase(),
+            _ => continue,
+        };
+        let body = range(part.offset_body, part.offset_end);
+        let Some(bytes) = raw.get(body.clone()) else { continue };
+        let decoded = match token.as_str() {
+            "base64" if part.is_encoding_problem && decode::base64_is_broken(bytes) => {
+                let d = decode::base64_tolerant(bytes);
+                plan.notes.push(format!(
+                    "base64 body with characters outside the alphabet: {} bytes decoded",
+                    d.len()
+                ));
+                d
+            }
+            "base64" if decode::base64_is_truncated(bytes) => {
+                let d = decode::base64_tolerant(bytes);
+                plan.notes.push(format!("base64 body cut short: {} bytes decoded", d.len()));
+                d
+            }
+            "x-uuencode" | "uuencode" | "x-uue" => {
+                let Some((d, _name)) = decode::uudecode(bytes) else {
+                    plan.notes.push("uuencoded part without a begin line: kept as it is".into());
+                    continue;
+                };
+                plan.notes.push(format!("uuencoded part: {} bytes decoded", d.len()));
+                let value = range(cte.offset_start, cte.offset_end);
+                let eol: &[u8] = if raw[value.clone()].ends_with(b"\r\n") { b"\r\n" } else { b"\n" };
+                plan.edits.push((value, [b" base64".as_slice(), eol].concat()));
+                d
+            }
+            _ => continue,
+        };
+        plan.edits.push((body, base64_lines(&decoded)));
+    }
+    plan
+}
+
+/// An attached message sent without a transfer encoding whose own multipart boundary never
+/// comes (a truncated forward) makes mail-parser read on past its container's next
+/// boundary, taking every later attachment into it. Such a part is re-sent as base64, so
+/// that it is read on its own up to its container's boundary.
+fn attached_messages(raw: &[u8], msg: &Message<'_>, plan: &mut Plan) {
+    for container in &msg.parts {
+        let PartType::Multipart(ids) = &container.body else { continue };
+        let Some(boundary) = container.content_type().and_then(|c| c.attribute("boundary")) else { continue };
+        // Only the container's own boundary: one further out would need the container
+        // closed as well (mail-parser reads an unclosed multipart to the end).
+        let delimiter = format!("\n--{boundary}");
+        for part in ids.iter().filter_map(|id| msg.parts.get(*id as usize)) {
+            // Read as a message, or (the last part, read to the end) kept as text.
+            let is_message = part.content_type().is_some_and(|c| {
+                c.ctype().eq_ignore_ascii_case("message")
+                    && c.subtype().is_some_and(|s| s.eq_ignore_ascii_case("rfc822"))
+            });
+            if let PartType::Message(inner) = &part.body {
+                let shared = inner.raw_message().as_ptr() >= raw.as_ptr()
+                    && inner.raw_message().as_ptr() < raw.as_ptr().wrapping_add(raw.len());
+                if shared {
+                    attached_messages(raw, inner, plan);
+                }
+            } else if !is_message {
+                continue;
+            }
+            if part.encoding != mail_parser::Encoding::None {
+                continue;
+            }
+            let body = range(part.offset_body, part.offset_end);
+            let Some(bytes) = raw.get(body.clone()) else { continue };
+            let Some(cut) = find(bytes, delimiter.as_bytes()) else { continue };
+            let end = if cut > 0 && bytes[cut - 1] == b'\r' { cut - 1 } else { cut };
+            plan.notes.push(format!(
+                "attached message runs past its container's boundary: read as {end} bytes up to it"
+            ));
+            match part.headers.iter().find(|h| h.name == HeaderName::ContentTransferEncoding) {
+                Some(h) => plan.edits.push((range(h.offset_start, h.offset_end), b" base64\r\n".to_vec())),
+                None => {
+                    let at = part.offset_header as usize;
+                    plan.edits.push((at..at, b"Content-Transfer-Encoding: base64\r\n".to_vec()));
+                }
+            }
+            plan.edits.push((body.start..body.start + end, base64_lines(&bytes[..end])));
+        }
+    }
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    memchr::memmem::find(hay, needle)
+}
+
+/// Every part of `msg` and of the messages nested in it that share its raw bytes (a
+/// message/rfc822 part sent without a transfer encoding); offsets are into `raw`.
+fn collect_parts<'m, 'x>(raw: &[u8], msg: &'m Message<'x>, out: &mut Vec<&'m MessagePart<'x>>) {
+    for part in &msg.parts {
+        out.push(part);
+        if let PartType::Message(m) = &part.body {
+            let shared = m.raw_message().as_ptr() == raw.as_ptr() && m.raw_message().len() == raw.len();
+            if shared {
+                collect_parts(raw, m, out);
+            }
+        }
+    }
+}
+
+/// The charset a text part declares.
+fn text_charset(part: &MessagePart<'_>) -> Option<&'static encoding_rs::Encoding> {
+    let ct = part.content_type()?;
+    if !ct.ctype().eq_ignore_ascii_case("text") {
+        return None;
+    }
+    charset::declared(ct.attribute("charset")?)
+}
+
+fn range(start: u32, end: u32) -> Range<usize> {
+    start as usize..end as usize
+}
+
+/// Base64 in 76-character lines, each ending in CRLF.
+fn base64_lines(bytes: &[u8]) -> Vec<u8> {
+    let enc = base64::engine::general_purpose::STANDARD.encode(bytes);
+    let mut out = Vec::with_capacity(enc.len() + enc.len() / 38 + 2);
+    for line in enc.as_bytes().chunks(76) {
+        out.extend_from_slice(line);
+        out.extend_from_slice(b"\r\n");
+    }
+    out
+}
