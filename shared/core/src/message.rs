@@ -141,107 +141,112 @@ pub fn understand(raw: &[u8]) -> Result<Understood, ParseError> {
     let digest = sha256(raw).to_string();
     // A parser bug must cost one message, not the batch or the process: the raw bytes are
     // already stored, and the error names the problem.
-    let first = parse(raw)?;
-    // What mail-parser cannot read itself (raw 8-bit headers, broken base64, uuencode) is
-    // repaired in a copy that is read again; the stored raw message stays as it came.
-    // A repair can uncover the next one (a second truncated forward): a few rounds.
-    let plan = crate::repair::plan(raw, &first);
-    let mut defects = plan.notes.clone();
-    let repaired;
-    let mut msg = if plan.is_empty() {
-        first
-    } else {
-        drop(first);
-        let mut bytes = plan.apply(raw);
-        for _ in 0..3 {
-            let next = crate::repair::plan(&bytes, &parse(&bytes)?);
-            if next.is_empty() {
-                break;
+    read(raw, |mut msg, mut defects| {
+        if msg.headers().is_empty() {
+            defects.push("no header block".to_string());
+        }
+        let (message_id, synthetic_id) = match msg.message_id().map(str::trim).filter(|m| !m.is_empty()) {
+            Some(m) => (m.to_string(), false),
+            None => {
+                defects.push("no Message-ID: a synthetic id from the raw sha256 is used".into());
+                (format!("{digest}@sha256.mailroom.invalid"), true)
             }
-            defects.extend(next.notes.iter().cloned());
-            bytes = next.apply(&bytes);
+        };
+        let date = msg
+            .date()
+            .and_then(|d| DateTime::from_timestamp(d.to_timestamp(), 0))
+            .filter(|d| d.timestamp() > 631_152_000 && *d < Utc::now() + chrono::Duration::days(2));
+        if date.is_none() {
+            defects.push("no usable Date header".into());
         }
-        repaired = bytes;
-        parse(&repaired)?
-    };
-    if msg.headers().is_empty() {
-        defects.push("no header block".to_string());
+        let received = msg
+            .received_all()
+            .next()
+            .and_then(|r| r.date.as_ref())
+            .and_then(|d| DateTime::from_timestamp(d.to_timestamp(), 0))
+            .filter(|d| d.timestamp() > 631_152_000 && *d < Utc::now() + chrono::Duration::days(2));
+        let text = body_text(&msg);
+        // Only a real text/html part: mail-parser also offers a plain-text body as HTML.
+        let has_html = msg.html_part(0).is_some_and(|p| matches!(p.body, mail_parser::PartType::Html(_)));
+        let html = msg
+            .body_html(0)
+            .filter(|_| has_html)
+            .map(|h| crate::html::sanitize(&h, crate::html::RemoteImages::Allow).html);
+        let split = quote::split(&text);
+        let class = classify::classify(&msg);
+        let original_message_ids =
+            if matches!(class.kind, Kind::Bounce | Kind::AutoReply) { original_ids(&msg) } else { vec![] };
+        let subject = msg.subject().unwrap_or_default().trim().to_string();
+        let domain = fallback_domain(&msg, if synthetic_id { "" } else { &message_id });
+        let mut read =
+            |name: &str, parsed: Option<&Address<'_>>| addresses(&msg, name, parsed, &domain, &mut defects);
+        let from = read("From", msg.from()).into_iter().next();
+        let sender = read("Sender", msg.sender()).into_iter().next();
+        let (to, cc, reply_to) =
+            (read("To", msg.to()), read("Cc", msg.cc()), read("Reply-To", msg.reply_to()));
+        let (in_reply_to, references) = (ids(msg.in_reply_to()), ids(msg.references()));
+        let loop_header = msg.header_raw("X-Mailroom-Loop").map(|s| s.trim().to_string());
+        let auth_results = first_header_raw(&msg, "Authentication-Results")
+            .and_then(crate::auth_results::AuthResults::parse);
+        let (attachments, bodies) = take_attachments(&mut msg);
+        let message = ParsedMessage {
+            message_id,
+            synthetic_id,
+            from,
+            sender,
+            to,
+            cc,
+            reply_to,
+            subject_key: subject::analyse(&subject).key,
+            subject,
+            date,
+            received,
+            in_reply_to,
+            references,
+            new_text: split.new_text,
+            quoted_text: split.quoted,
+            signature: split.signature,
+            text,
+            html,
+            attachments,
+            kind: class.kind,
+            bounce: class.bounce,
+            signals: class.signals,
+            list_id: class.list_id,
+            original_message_ids,
+            loop_header,
+            auth_results,
+            sha256: digest,
+            size: raw.len() as u64,
+            defects,
+        };
+        Understood { message, bodies }
+    })
+}
+
+/// Reads `raw` with mail-parser, and where that reading shows a problem it cannot fix
+/// itself (raw 8-bit headers, broken base64, uuencode, a runaway attached message), reads
+/// a repaired copy instead (`repair`; the stored raw message stays as it came); a repair
+/// can uncover the next one (a second truncated forward), so a few rounds. `f` gets the
+/// final reading and the repairs made.
+fn read<T>(raw: &[u8], f: impl FnOnce(Message<'_>, Vec<String>) -> T) -> Result<T, ParseError> {
+    let first = parse(raw)?;
+    let plan = crate::repair::plan(raw, &first);
+    if plan.is_empty() {
+        return Ok(f(first, Vec::new()));
     }
-    let (message_id, synthetic_id) = match msg.message_id().map(str::trim).filter(|m| !m.is_empty()) {
-        Some(m) => (m.to_string(), false),
-        None => {
-            defects.push("no Message-ID: a synthetic id from the raw sha256 is used".into());
-            (format!("{digest}@sha256.mailroom.invalid"), true)
+    drop(first);
+    let mut notes = plan.notes.clone();
+    let mut bytes = plan.apply(raw);
+    for _ in 0..3 {
+        let next = crate::repair::plan(&bytes, &parse(&bytes)?);
+        if next.is_empty() {
+            break;
         }
-    };
-    let date = msg
-        .date()
-        .and_then(|d| DateTime::from_timestamp(d.to_timestamp(), 0))
-        .filter(|d| d.timestamp() > 631_152_000 && *d < Utc::now() + chrono::Duration::days(2));
-    if date.is_none() {
-        defects.push("no usable Date header".into());
+        notes.extend(next.notes.iter().cloned());
+        bytes = next.apply(&bytes);
     }
-    let received = msg
-        .received_all()
-        .next()
-        .and_then(|r| r.date.as_ref())
-        .and_then(|d| DateTime::from_timestamp(d.to_timestamp(), 0))
-        .filter(|d| d.timestamp() > 631_152_000 && *d < Utc::now() + chrono::Duration::days(2));
-    let text = body_text(&msg);
-    // Only a real text/html part: mail-parser also offers a plain-text body as HTML.
-    let has_html = msg.html_part(0).is_some_and(|p| matches!(p.body, mail_parser::PartType::Html(_)));
-    let html = msg
-        .body_html(0)
-        .filter(|_| has_html)
-        .map(|h| crate::html::sanitize(&h, crate::html::RemoteImages::Allow).html);
-    let split = quote::split(&text);
-    let class = classify::classify(&msg);
-    let original_message_ids =
-        if matches!(class.kind, Kind::Bounce | Kind::AutoReply) { original_ids(&msg) } else { vec![] };
-    let subject = msg.subject().unwrap_or_default().trim().to_string();
-    let domain = fallback_domain(&msg, if synthetic_id { "" } else { &message_id });
-    let mut read =
-        |name: &str, parsed: Option<&Address<'_>>| addresses(&msg, name, parsed, &domain, &mut defects);
-    let from = read("From", msg.from()).into_iter().next();
-    let sender = read("Sender", msg.sender()).into_iter().next();
-    let (to, cc, reply_to) = (read("To", msg.to()), read("Cc", msg.cc()), read("Reply-To", msg.reply_to()));
-    let (in_reply_to, references) = (ids(msg.in_reply_to()), ids(msg.references()));
-    let loop_header = msg.header_raw("X-Mailroom-Loop").map(|s| s.trim().to_string());
-    let auth_results =
-        first_header_raw(&msg, "Authentication-Results").and_then(crate::auth_results::AuthResults::parse);
-    let (attachments, bodies) = take_attachments(&mut msg);
-    let message = ParsedMessage {
-        message_id,
-        synthetic_id,
-        from,
-        sender,
-        to,
-        cc,
-        reply_to,
-        subject_key: subject::analyse(&subject).key,
-        subject,
-        date,
-        received,
-        in_reply_to,
-        references,
-        new_text: split.new_text,
-        quoted_text: split.quoted,
-        signature: split.signature,
-        text,
-        html,
-        attachments,
-        kind: class.kind,
-        bounce: class.bounce,
-        signals: class.signals,
-        list_id: class.list_id,
-        original_message_ids,
-        loop_header,
-        auth_results,
-        sha256: digest,
-        size: raw.len() as u64,
-        defects,
-    };
-    Ok(Understood { message, bodies })
+    Ok(f(parse(&bytes)?, notes))
 }
 
 /// mail-parser's reading; a panic in it costs this message only.
@@ -351,10 +356,7 @@ fn ids(v: &HeaderValue<'_>) -> Vec<String> {
 /// rest of its work (classification, HTML sanitising, attachments): what the route stage
 /// matches keyword rules on. An unreadable message has no text.
 pub fn text_body(raw: &[u8]) -> String {
-    std::panic::catch_unwind(|| MessageParser::default().parse(raw).map(|m| body_text(&m)))
-        .ok()
-        .flatten()
-        .unwrap_or_default()
+    read(raw, |m, _| body_text(&m)).unwrap_or_default()
 }
 
 /// The text body: the text/plain parts, or mail-parser's text rendering of the HTML.
