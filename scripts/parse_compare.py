@@ -103,9 +103,10 @@ def summary(label, results, py):
     att_diff = [
         p for p, r in results.items() if r is not None and py[p] is not None and len(r["attachments"]) != py[p]
     ]
+    body_fffd = [p for p, r in results.items() if r is not None and FFFD in (r.get("text") or "")]
     print(f"{label}: {len(read)} of {len(results)} read; U+FFFD in a header or file name: "
-          f"{len(with_fffd)}; no sender: {len(no_sender)}; attachment count differs from Python's: "
-          f"{len(att_diff)}")
+          f"{len(with_fffd)}; in the text body: {len(body_fffd)}; no sender: {len(no_sender)}; "
+          f"attachment count differs from Python's: {len(att_diff)}")
     return with_fffd, no_sender, att_diff
 
 

@@ -21,12 +21,17 @@ fn is_iso_2022_jp(bytes: &[u8]) -> bool {
 /// ASCII labels too: encoding_rs reads them as Windows-1252 (as browsers do), but a
 /// message that says its text is ASCII says nothing about its 8-bit header bytes.
 pub fn declared(label: &str) -> Option<&'static Encoding> {
-    let label = label.trim().trim_matches('"').to_ascii_lowercase();
-    let ascii = ["us-ascii", "ascii", "ansi_x3.4-1968", "iso646-us", "us", "646", "cp367", "ibm367"];
-    if ascii.contains(&label.as_str()) {
+    if is_ascii_label(label) {
         return None;
     }
-    Encoding::for_label(label.as_bytes()).filter(|e| *e != UTF_8)
+    Encoding::for_label(label.trim().trim_matches('"').as_bytes()).filter(|e| *e != UTF_8)
+}
+
+/// A charset label that names ASCII.
+pub fn is_ascii_label(label: &str) -> bool {
+    let label = label.trim().trim_matches('"').to_ascii_lowercase();
+    ["us-ascii", "ascii", "ansi_x3.4-1968", "iso646-us", "us", "646", "cp367", "ibm367"]
+        .contains(&label.as_str())
 }
 
 /// What chardetng makes of `sample` (the message's undecodable header bytes).

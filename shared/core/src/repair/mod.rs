@@ -87,6 +87,9 @@ pub fn plan(raw: &[u8], msg: &Message<'_>) -> Plan {
     }
 
     attached_messages(raw, msg, &mut plan);
+    for part in &parts {
+        undeclared_text(raw, part, &mut plan);
+    }
 
     for part in parts.iter().filter(|p| !matches!(p.body, PartType::Multipart(_) | PartType::Message(_))) {
         let Some(cte) = part.headers.iter().find(|h| h.name == HeaderName::ContentTransferEncoding) else {
@@ -194,6 +197,66 @@ fn collect_parts<'m, 'x>(raw: &[u8], msg: &'m Message<'x>, out: &mut Vec<&'m Mes
             }
         }
     }
+}
+
+/// A text part sent 8-bit whose bytes its charset cannot decode: no charset (or ASCII)
+/// and not UTF-8, or a legacy charset that does not fit (EUC-JP bytes labelled
+/// ISO-2022-JP). mail-parser would put U+FFFD in place of every such byte. The charset
+/// chardetng detects is declared on the part instead, if it decodes every byte. A part
+/// labelled UTF-8 is left alone: a few bad bytes in UTF-8 text are likelier than a wrong
+/// label, and a guess would garble the rest.
+fn undeclared_text(raw: &[u8], part: &MessagePart<'_>, plan: &mut Plan) {
+    if part.encoding != mail_parser::Encoding::None
+        || !matches!(part.body, PartType::Text(_) | PartType::Html(_))
+    {
+        return;
+    }
+    let Some(bytes) = raw.get(range(part.offset_body, part.offset_end)) else { return };
+    if bytes.is_ascii() {
+        return;
+    }
+    let label = part.content_type().and_then(|c| c.attribute("charset"));
+    let fits = match label.filter(|l| !charset::is_ascii_label(l)) {
+        None => std::str::from_utf8(bytes).is_ok(),
+        Some(l) => match encoding_rs::Encoding::for_label(l.trim().as_bytes()) {
+            Some(e) if e != encoding_rs::UTF_8 => {
+                e.decode_without_bom_handling_and_without_replacement(bytes).is_some()
+            }
+            _ => true,
+        },
+    };
+    if fits {
+        return;
+    }
+    let enc = charset::detect(bytes);
+    if enc == encoding_rs::UTF_8 || enc.decode_without_bom_handling_and_without_replacement(bytes).is_none() {
+        return;
+    }
+    plan.notes.push(match label {
+        None => format!("8-bit text without a charset: read as {}", enc.name()),
+        Some(l) => format!("8-bit text that charset {l} cannot decode: read as {}", enc.name()),
+    });
+    let Some(h) = part.headers.iter().find(|h| h.name == HeaderName::ContentType) else {
+        let at = part.offset_header as usize;
+        plan.edits
+            .push((at..at, format!("Content-Type: text/plain; charset={}\r\n", enc.name()).into_bytes()));
+        return;
+    };
+    let r = range(h.offset_start, h.offset_end);
+    let Some(value) = raw.get(r.clone()).and_then(|v| std::str::from_utf8(v).ok()) else { return };
+    let trimmed = value.trim_end();
+    let eol = &value[trimmed.len()..];
+    let lower = trimmed.to_ascii_lowercase();
+    let new = match lower.find("charset=") {
+        // Replace the ASCII label (quoted or not) with the detected charset.
+        Some(i) => {
+            let start = i + "charset=".len();
+            let end = trimmed[start..].find([';', ' ', '\t']).map_or(trimmed.len(), |e| start + e);
+            format!("{}{}{}{eol}", &trimmed[..start], enc.name(), &trimmed[end..])
+        }
+        None => format!("{trimmed}; charset={}{eol}", enc.name()),
+    };
+    plan.edits.push((r, new.into_bytes()));
 }
 
 /// The charset a text part declares.

@@ -263,6 +263,37 @@ Message-ID: <first.one@example.org>\r\n\
 MIME-Version: 1.0\r\n\
 Content-Type: multipart/alternative; boundary=never\r\n\
 ";
+const UNDECLARED_BODIES: &[u8] = b"From: Ivy <ivy@example.cn>\r\n\
+To: support@acme.example\r\n\
+Subject: bodies\r\n\
+Date: Tue, 5 Mar 2024 10:00:00 +0000\r\n\
+Message-ID: <ub1@example.cn>\r\n\
+MIME-Version: 1.0\r\n\
+Content-Type: multipart/mixed; boundary=b6\r\n\
+\r\n\
+--b6\r\n\
+Content-Type: text/plain\r\n\
+\r\n\
+\xc4\xfa\xba\xc3\xa3\xac\xc7\xeb\xce\xca\xce\xd2\xb5\xc4\xb7\xa2\xc6\xb1\xca\xb2\xc3\xb4\xca\xb1\xba\xf2\xc4\xdc\xbf\xaa\xb3\xf6\xc0\xb4\xa3\xbf\xd0\xbb\xd0\xbb\xa1\xa3\r\n\
+--b6\r\n\
+Content-Type: text/plain; charset=us-ascii\r\n\
+\r\n\
+Gr\xfc\xdfe aus M\xfcnchen, vielen Dank f\xfcr Ihre schnelle Antwort.\r\n\
+--b6\r\n\
+Content-Type: text/plain; charset=\"ISO-2022-JP\"\r\n\
+Content-Transfer-Encoding: 7bit\r\n\
+\r\n\
+\xa5\xe1\xa1\xbc\xa5\xeb\xa5\xa2\xa5\xc9\xa5\xec\xa5\xb9\xa4\xf2\xa4\xb4\xb3\xce\xc7\xa7\xa4\xce\xbe\xe5\xa1\xa2\xba\xc6\xc1\xf7\xbf\xae\xa4\xb7\xa4\xc6\xa4\xaf\xa4\xc0\xa4\xb5\xa4\xa4\xa1\xa3\r\n\
+--b6--\r\n\
+";
+const NO_CONTENT_TYPE: &[u8] = b"From: Jun <jun@example.jp>\r\n\
+To: support@acme.example\r\n\
+Subject: sjis\r\n\
+Date: Tue, 5 Mar 2024 10:00:00 +0000\r\n\
+Message-ID: <nct1@example.jp>\r\n\
+\r\n\
+\x82\xa8\x90\xa2\x98b\x82\xc9\x82\xc8\x82\xc1\x82\xc4\x82\xa8\x82\xe8\x82\xdc\x82\xb7\x81B\x90\xbf\x8b\x81\x8f\x91\x82\xcc\x8c\x8f\x82\xc5\x82\xb2\x98A\x97\x8d\x82\xa2\x82\xbd\x82\xb5\x82\xdc\x82\xb5\x82\xbd\x81B\r\n\
+";
 
 fn mb(name: Option<&str>, email: &str, repaired: bool) -> Mailbox {
     Mailbox { name: name.map(str::to_string), email: email.to_string(), repaired }
@@ -301,7 +332,22 @@ fn class_1_raw_8bit_headers_in_legacy_charsets_are_decoded() {
     assert_eq!(m.subject, "Prüfbericht für März");
     assert_eq!(m.from, Some(mb(Some("Jörg Müller"), "joerg@example.de", false)));
     assert_eq!(names(LATIN1), [(Some("Prüfbericht März.pdf".into()), "application/pdf".into(), 9)]);
-    for raw in [GBK, BIG5, SJIS_UNDECLARED, LATIN1] {
+    // Bodies sent 8-bit with no charset, declaring ASCII, or labelled ISO-2022-JP (a 7-bit
+    // charset) over EUC-JP bytes: the detected charset.
+    let m = understand(UNDECLARED_BODIES).expect("parses").message;
+    assert_eq!(
+        m.text,
+        "您好，请问我的发票什么时候能开出来？谢谢。\nGrüße aus München, vielen Dank für Ihre schnelle Antwort.\n\
+         メールアドレスをご確認の上、再送信してください。"
+    );
+    let m = understand(NO_CONTENT_TYPE).expect("parses").message;
+    assert_eq!(m.text.trim(), "お世話になっております。請求書の件でご連絡いたしました。");
+    assert!(
+        m.defects.iter().any(|d| d == "8-bit text without a charset: read as Shift_JIS"),
+        "{:?}",
+        m.defects
+    );
+    for raw in [GBK, BIG5, SJIS_UNDECLARED, LATIN1, UNDECLARED_BODIES, NO_CONTENT_TYPE] {
         let json = serde_json::to_string(&understand(raw).expect("parses").message).expect("json");
         assert!(!json.contains('\u{fffd}'), "{json}");
     }
