@@ -86,7 +86,14 @@ pub fn plan(raw: &[u8], msg: &Message<'_>) -> Plan {
         }
     }
 
+    // Structure first: once a part's extent changes, its body is planned on the next
+    // round's reading, where its boundaries are right.
+    let before = plan.edits.len();
     attached_messages(raw, msg, &mut plan);
+    unclosed_multiparts(raw, msg, &mut plan);
+    if plan.edits.len() > before {
+        return plan;
+    }
     for part in &parts {
         undeclared_text(raw, part, &mut plan);
     }
@@ -122,7 +129,8 @@ pub fn plan(raw: &[u8], msg: &Message<'_>) -> Plan {
                 };
                 plan.notes.push(format!("uuencoded part: {} bytes decoded", d.len()));
                 let value = range(cte.offset_start, cte.offset_end);
-                let eol: &[u8] = if raw[value.clone()].ends_with(b"\r\n") { b"\r\n" } else { b"\n" };
+                let crlf = raw.get(value.clone()).is_some_and(|v| v.ends_with(b"\r\n"));
+                let eol: &[u8] = if crlf { b"\r\n" } else { b"\n" };
                 plan.edits.push((value, [b" base64".as_slice(), eol].concat()));
                 d
             }
@@ -131,6 +139,30 @@ pub fn plan(raw: &[u8], msg: &Message<'_>) -> Plan {
         plan.edits.push((body, base64_lines(&decoded)));
     }
     plan
+}
+
+/// A multipart inside another that is never closed (no `--inner--` before the outer
+/// boundary comes again): mail-parser reads it to the end of the message, taking the outer
+/// multipart's later parts into it. Its closing delimiter is written in before the outer
+/// boundary, as Python's parser reads it.
+fn unclosed_multiparts(raw: &[u8], msg: &Message<'_>, plan: &mut Plan) {
+    let boundary =
+        |p: &MessagePart<'_>| p.content_type().and_then(|c| c.attribute("boundary")).map(str::to_string);
+    for outer in &msg.parts {
+        let (PartType::Multipart(ids), Some(ob)) = (&outer.body, boundary(outer)) else { continue };
+        for inner in ids.iter().filter_map(|id| msg.parts.get(*id as usize)) {
+            let (PartType::Multipart(_), Some(ib)) = (&inner.body, boundary(inner)) else { continue };
+            let Some(bytes) = raw.get(range(inner.offset_body, inner.offset_end)) else { continue };
+            let Some(cut) = find(bytes, format!("\n--{ob}").as_bytes()) else { continue };
+            if find(&bytes[..cut], format!("--{ib}--").as_bytes()).is_some() {
+                continue;
+            }
+            plan.notes
+                .push("multipart never closed before its container's next boundary: closed there".into());
+            let at = inner.offset_body as usize + cut;
+            plan.edits.push((at..at, format!("\r\n--{ib}--").into_bytes()));
+        }
+    }
 }
 
 /// An attached message sent without a transfer encoding whose own multipart boundary never
@@ -243,7 +275,12 @@ fn undeclared_text(raw: &[u8], part: &MessagePart<'_>, plan: &mut Plan) {
         return;
     };
     let r = range(h.offset_start, h.offset_end);
-    let Some(value) = raw.get(r.clone()).and_then(|v| std::str::from_utf8(v).ok()) else { return };
+    // A Content-Type header in raw 8-bit text (a file name) is being decoded by the header
+    // repair; this part's charset waits for the next round.
+    let Some(value) = raw.get(r.clone()).and_then(|v| std::str::from_utf8(v).ok()) else {
+        plan.notes.pop();
+        return;
+    };
     let trimmed = value.trim_end();
     let eol = &value[trimmed.len()..];
     let lower = trimmed.to_ascii_lowercase();

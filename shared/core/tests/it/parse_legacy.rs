@@ -294,6 +294,33 @@ Message-ID: <nct1@example.jp>\r\n\
 \r\n\
 \x82\xa8\x90\xa2\x98b\x82\xc9\x82\xc8\x82\xc1\x82\xc4\x82\xa8\x82\xe8\x82\xdc\x82\xb7\x81B\x90\xbf\x8b\x81\x8f\x91\x82\xcc\x8c\x8f\x82\xc5\x82\xb2\x98A\x97\x8d\x82\xa2\x82\xbd\x82\xb5\x82\xdc\x82\xb5\x82\xbd\x81B\r\n\
 ";
+const UNCLOSED_INNER: &[u8] = b"From: Kim <kim@example.org>\r\n\
+To: support@acme.example\r\n\
+Subject: unclosed\r\n\
+Date: Tue, 5 Mar 2024 10:00:00 +0000\r\n\
+Message-ID: <uc1@example.org>\r\n\
+MIME-Version: 1.0\r\n\
+Content-Type: multipart/mixed; boundary=outer\r\n\
+\r\n\
+--outer\r\n\
+Content-Type: multipart/mixed; boundary=inner\r\n\
+\r\n\
+--inner\r\n\
+Content-Type: text/plain\r\n\
+\r\n\
+body\r\n\
+--inner\r\n\
+Content-Type: application/pdf; name=a.pdf\r\n\
+Content-Transfer-Encoding: base64\r\n\
+\r\n\
+JVBERi0xLjQK\r\n\
+--outer\r\n\
+Content-Type: application/pdf; name=b.pdf\r\n\
+Content-Transfer-Encoding: base64\r\n\
+\r\n\
+JVBERi0xLjQK\r\n\
+--outer--\r\n\
+";
 
 fn mb(name: Option<&str>, email: &str, repaired: bool) -> Mailbox {
     Mailbox { name: name.map(str::to_string), email: email.to_string(), repaired }
@@ -422,6 +449,16 @@ fn class_3_forwarded_messages_reports_and_html_files_are_attachments() {
         [(Some("first.eml"), n, Some("first one")), (Some("second.eml"), n + 2, Some("second one"))]
     );
     assert_eq!(u.bodies[0], TRUNC_INNER_1[..TRUNC_INNER_1.len() - 2]);
+
+    // An inner multipart never closed: closed where the outer boundary comes again, so the
+    // outer multipart's last attachment is its own (mail-parser alone lists only a.pdf).
+    assert_eq!(
+        names(UNCLOSED_INNER),
+        [
+            (Some("a.pdf".into()), "application/pdf".into(), 9),
+            (Some("b.pdf".into()), "application/pdf".into(), 9)
+        ]
+    );
 }
 
 #[test]
