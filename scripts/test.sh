@@ -85,6 +85,9 @@ echo "moto on $MAILROOM_TEST_MOTO"
 step "format"
 cargo fmt --all -- --check
 
+step "dependency audit (RustSec advisories, scripts/audit.py)"
+python3 scripts/audit.py check
+
 step "build"
 cargo build --workspace --all-targets --locked
 

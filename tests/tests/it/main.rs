@@ -3,6 +3,7 @@
 
 mod api;
 mod apply;
+mod audit;
 mod connections;
 mod contract;
 mod crm;
