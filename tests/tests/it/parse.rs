@@ -170,3 +170,43 @@ fn walk(dir: &Path) -> usize {
     let Ok(rd) = std::fs::read_dir(dir) else { return 0 };
     rd.map(|e| e.unwrap()).map(|e| if e.file_type().unwrap().is_dir() { walk(&e.path()) } else { 1 }).sum()
 }
+
+/// Issue 25: a From header RFC 5322 parsing cannot read (`Name addr`, no angle brackets)
+/// still gives the message its sender, so it is logged on a contact and its company like
+/// any other. Before the lenient reading it had no sender and no contact.
+#[test]
+fn a_message_with_a_broken_from_is_still_logged_on_its_sender() {
+    let dir = tempfile::tempdir().unwrap();
+    let (data, inbox) = (dir.path().join("data"), dir.path().join("in"));
+    std::fs::create_dir(&inbox).unwrap();
+    std::fs::write(
+        inbox.join("1.eml"),
+        "From: Big Bug bb@bug.example\r\nTo: support@acme-corp.example\r\nSubject: Cannot log in\r\n\
+         Date: Tue, 5 Mar 2024 10:00:00 +0000\r\nMessage-ID: <bf1@bug.example>\r\n\r\n\
+         I cannot log in since this morning.\r\n",
+    )
+    .unwrap();
+    let run = |args: &[&str]| {
+        let out = Command::new(bin("mailroom")).arg("--data").arg(&data).args(args).output().unwrap();
+        assert!(out.status.success(), "mailroom {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let workspace = mailroom_tests::repo_root().join("examples/acme-corp.toml");
+    run(&["apply", workspace.to_str().unwrap()]);
+    let imported: Value = serde_json::from_str(&run(&[
+        "import",
+        inbox.to_str().unwrap(),
+        "--inbox",
+        "support@acme-corp.example",
+        "--json",
+    ]))
+    .unwrap();
+    assert_eq!(
+        (imported["processed"].as_u64(), imported["failed"].as_u64()),
+        (Some(1), Some(0)),
+        "{imported}"
+    );
+    let contacts = run(&["contacts"]);
+    let row: Vec<&str> = contacts.lines().next().unwrap_or_default().split_whitespace().collect();
+    assert_eq!(row, ["bb@bug.example", "Big", "Bug", "bug.example"], "{contacts}");
+}
