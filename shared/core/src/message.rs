@@ -154,7 +154,7 @@ pub fn understand(raw: &[u8]) -> Result<Understood, ParseError> {
         };
         let date = msg
             .date()
-            .and_then(|d| DateTime::from_timestamp(d.to_timestamp(), 0))
+            .and_then(utc)
             .filter(|d| d.timestamp() > 631_152_000 && *d < Utc::now() + chrono::Duration::days(2));
         if date.is_none() {
             defects.push("no usable Date header".into());
@@ -163,7 +163,7 @@ pub fn understand(raw: &[u8]) -> Result<Understood, ParseError> {
             .received_all()
             .next()
             .and_then(|r| r.date.as_ref())
-            .and_then(|d| DateTime::from_timestamp(d.to_timestamp(), 0))
+            .and_then(utc)
             .filter(|d| d.timestamp() > 631_152_000 && *d < Utc::now() + chrono::Duration::days(2));
         let text = body_text(&msg);
         // Only a real text/html part: mail-parser also offers a plain-text body as HTML.
@@ -277,13 +277,9 @@ fn addresses(
     let mut out = Vec::new();
     let mut all_valid = true;
     for x in parsed.iter().flat_map(|a| a.iter()) {
-        match x.address().map(EmailAddress::parse) {
-            Some(Ok(email)) => {
-                let name =
-                    x.name().map(|n| n.trim().trim_matches('"').trim().to_string()).filter(|n| !n.is_empty());
-                out.push(Mailbox { name, email: email.to_string(), repaired: false });
-            }
-            _ => all_valid = false,
+        match mailbox(x) {
+            Some(m) => out.push(m),
+            None => all_valid = false,
         }
     }
     if all_valid && !out.is_empty() {
@@ -307,6 +303,18 @@ fn addresses(
         }
     }
     out
+}
+
+/// A header date in UTC.
+fn utc(d: &mail_parser::DateTime) -> Option<DateTime<Utc>> {
+    DateTime::from_timestamp(d.to_timestamp(), 0)
+}
+
+/// One address as mail-parser read it, if it is a valid one.
+fn mailbox(x: &mail_parser::Addr<'_>) -> Option<Mailbox> {
+    let email = EmailAddress::parse(x.address()?).ok()?.to_string();
+    let name = x.name().map(|n| n.trim().trim_matches('"').trim().to_string()).filter(|n| !n.is_empty());
+    Some(Mailbox { name, email, repaired: false })
 }
 
 /// RFC 2047 encoded words in a header's raw text, decoded by mail-parser itself (read as
@@ -453,13 +461,9 @@ fn attachment_meta(part: &MessagePart<'_>, bytes: &[u8]) -> Attachment {
         .or_else(|| part.message().and_then(|m| m.subject()).map(|s| format!("{}.eml", s.trim())));
     let message = part.message().map(|m| AttachedMessage {
         message_id: m.message_id().map(|i| i.trim().to_string()).filter(|i| !i.is_empty()),
-        from: m.from().and_then(|a| a.first()).and_then(|x| {
-            let email = EmailAddress::parse(x.address()?).ok()?.to_string();
-            let name = x.name().map(|n| n.trim().to_string()).filter(|n| !n.is_empty());
-            Some(Mailbox { name, email, repaired: false })
-        }),
+        from: m.from().and_then(|a| a.first()).and_then(mailbox),
         subject: m.subject().unwrap_or_default().trim().to_string(),
-        date: m.date().and_then(|d| DateTime::from_timestamp(d.to_timestamp(), 0)),
+        date: m.date().and_then(utc),
     });
     Attachment {
         name,

@@ -57,8 +57,9 @@ impl Plan {
 
 /// Looks at mail-parser's first reading of `raw` and plans the repairs it needs.
 pub fn plan(raw: &[u8], msg: &Message<'_>) -> Plan {
-    let mut parts = Vec::new();
-    collect_parts(raw, msg, &mut parts);
+    // The message's own parts. An attached message's parts are not repaired: they are its
+    // bytes, kept as they came (the attachment is those bytes).
+    let parts: Vec<&MessagePart<'_>> = msg.parts.iter().collect();
     let mut plan = Plan::default();
     let body_charset = parts.iter().find_map(|p| text_charset(p));
 
@@ -183,9 +184,7 @@ fn attached_messages(raw: &[u8], msg: &Message<'_>, plan: &mut Plan) {
                     && c.subtype().is_some_and(|s| s.eq_ignore_ascii_case("rfc822"))
             });
             if let PartType::Message(inner) = &part.body {
-                let shared = inner.raw_message().as_ptr() >= raw.as_ptr()
-                    && inner.raw_message().as_ptr() < raw.as_ptr().wrapping_add(raw.len());
-                if shared {
+                if shares_raw(raw, inner) {
                     attached_messages(raw, inner, plan);
                 }
             } else if !is_message {
@@ -217,20 +216,6 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     memchr::memmem::find(hay, needle)
 }
 
-/// Every part of `msg` and of the messages nested in it that share its raw bytes (a
-/// message/rfc822 part sent without a transfer encoding); offsets are into `raw`.
-fn collect_parts<'m, 'x>(raw: &[u8], msg: &'m Message<'x>, out: &mut Vec<&'m MessagePart<'x>>) {
-    for part in &msg.parts {
-        out.push(part);
-        if let PartType::Message(m) = &part.body {
-            let shared = m.raw_message().as_ptr() == raw.as_ptr() && m.raw_message().len() == raw.len();
-            if shared {
-                collect_parts(raw, m, out);
-            }
-        }
-    }
-}
-
 /// A text part sent 8-bit whose bytes its charset cannot decode: no charset (or ASCII)
 /// and not UTF-8, or a legacy charset that does not fit (EUC-JP bytes labelled
 /// ISO-2022-JP). mail-parser would put U+FFFD in place of every such byte. The charset
@@ -248,13 +233,13 @@ fn undeclared_text(raw: &[u8], part: &MessagePart<'_>, plan: &mut Plan) {
         return;
     }
     let label = part.content_type().and_then(|c| c.attribute("charset"));
-    let fits = match label.filter(|l| !charset::is_ascii_label(l)) {
+    let fits = match label {
         None => std::str::from_utf8(bytes).is_ok(),
-        Some(l) => match encoding_rs::Encoding::for_label(l.trim().as_bytes()) {
-            Some(e) if e != encoding_rs::UTF_8 => {
-                e.decode_without_bom_handling_and_without_replacement(bytes).is_some()
-            }
-            _ => true,
+        Some(l) if charset::is_ascii_label(l) => std::str::from_utf8(bytes).is_ok(),
+        Some(l) => match charset::declared(l) {
+            Some(e) => e.decode_without_bom_handling_and_without_replacement(bytes).is_some(),
+            // UTF-8, or a label nobody knows: left as mail-parser reads it.
+            None => true,
         },
     };
     if fits {
@@ -294,6 +279,14 @@ fn undeclared_text(raw: &[u8], part: &MessagePart<'_>, plan: &mut Plan) {
         None => format!("{trimmed}; charset={}{eol}", enc.name()),
     };
     plan.edits.push((r, new.into_bytes()));
+}
+
+/// Whether a nested message was read in place from `raw` (sent without a transfer
+/// encoding), so that its parts' offsets are offsets into `raw`; one sent as base64 was
+/// read from its own decoded bytes.
+fn shares_raw(raw: &[u8], m: &Message<'_>) -> bool {
+    let inner = m.raw_message().as_ptr();
+    inner >= raw.as_ptr() && inner < raw.as_ptr().wrapping_add(raw.len())
 }
 
 /// The charset a text part declares.
