@@ -128,15 +128,52 @@ pub fn moto_env() -> Vec<(String, String)> {
     ]
 }
 
-pub async fn moto_clients() -> AwsClients {
+/// The AWS SDK configuration for the moto server.
+pub async fn moto_conf() -> aws_config::SdkConfig {
     let creds = aws_sdk_dynamodb::config::Credentials::new("test", "test", None, None, "moto");
-    let conf = aws_config::defaults(aws_config::BehaviorVersion::latest())
+    aws_config::defaults(aws_config::BehaviorVersion::latest())
         .endpoint_url(moto_endpoint())
         .region(aws_config::Region::new("us-east-1"))
         .credentials_provider(creds)
         .load()
-        .await;
-    AwsClients::from_conf(&conf, true)
+        .await
+}
+
+pub async fn moto_clients() -> AwsClients {
+    AwsClients::from_conf(&moto_conf().await, true)
+}
+
+/// A fresh EventBridge bus on moto whose every `mailroom` event lands in a fresh SQS
+/// queue, where a test can read what was published: `(bus name, queue URL)`.
+pub async fn event_bus_into_queue(conf: &aws_config::SdkConfig) -> (String, String) {
+    let (eb, sqs) = (aws_sdk_eventbridge::Client::new(conf), aws_sdk_sqs::Client::new(conf));
+    let bus = unique("bus");
+    eb.create_event_bus().name(&bus).send().await.unwrap();
+    let q = sqs.create_queue().queue_name(unique("bus-q")).send().await.unwrap();
+    let q_url = q.queue_url().unwrap().to_string();
+    let attrs = sqs
+        .get_queue_attributes()
+        .queue_url(&q_url)
+        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .unwrap();
+    let q_arn = attrs.attributes().unwrap()[&aws_sdk_sqs::types::QueueAttributeName::QueueArn].clone();
+    eb.put_rule()
+        .name("all")
+        .event_bus_name(&bus)
+        .event_pattern(r#"{"source":["mailroom"]}"#)
+        .send()
+        .await
+        .unwrap();
+    eb.put_targets()
+        .rule("all")
+        .event_bus_name(&bus)
+        .targets(aws_sdk_eventbridge::types::Target::builder().id("q").arn(&q_arn).build().unwrap())
+        .send()
+        .await
+        .unwrap();
+    (bus, q_url)
 }
 
 /// A fresh bucket, table (with gsi1), ingest queue and its DLQ on moto.

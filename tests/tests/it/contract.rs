@@ -414,39 +414,9 @@ async fn event_bus_spool_adapter() {
 
 #[tokio::test]
 async fn event_bus_eventbridge_adapter_on_moto() {
-    let conf = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .endpoint_url(mailroom_tests::moto_endpoint())
-        .region(aws_config::Region::new("us-east-1"))
-        .credentials_provider(aws_sdk_sqs::config::Credentials::new("test", "test", None, None, "moto"))
-        .load()
-        .await;
+    let conf = mailroom_tests::moto_conf().await;
+    let (bus_name, q_url) = mailroom_tests::event_bus_into_queue(&conf).await;
     let (eb, sqs) = (aws_sdk_eventbridge::Client::new(&conf), aws_sdk_sqs::Client::new(&conf));
-    let bus_name = mailroom_tests::unique("bus");
-    eb.create_event_bus().name(&bus_name).send().await.unwrap();
-    let q = sqs.create_queue().queue_name(mailroom_tests::unique("bus-q")).send().await.unwrap();
-    let q_url = q.queue_url().unwrap().to_string();
-    let attrs = sqs
-        .get_queue_attributes()
-        .queue_url(&q_url)
-        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
-        .send()
-        .await
-        .unwrap();
-    let q_arn = attrs.attributes().unwrap()[&aws_sdk_sqs::types::QueueAttributeName::QueueArn].clone();
-    eb.put_rule()
-        .name("all")
-        .event_bus_name(&bus_name)
-        .event_pattern(r#"{"source":["mailroom"]}"#)
-        .send()
-        .await
-        .unwrap();
-    eb.put_targets()
-        .rule("all")
-        .event_bus_name(&bus_name)
-        .targets(aws_sdk_eventbridge::types::Target::builder().id("q").arn(&q_arn).build().unwrap())
-        .send()
-        .await
-        .unwrap();
     let bus = mailroom_store::aws::EventBridgeBus { client: eb, bus: bus_name };
     bus_contract(&bus, async |n| {
         let mut got = Vec::new();
@@ -496,12 +466,7 @@ async fn mail_sender_smtp_adapter() {
 
 #[tokio::test]
 async fn mail_sender_ses_adapter_on_moto() {
-    let conf = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .endpoint_url(mailroom_tests::moto_endpoint())
-        .region(aws_config::Region::new("us-east-1"))
-        .credentials_provider(aws_sdk_sqs::config::Credentials::new("test", "test", None, None, "moto"))
-        .load()
-        .await;
+    let conf = mailroom_tests::moto_conf().await;
     let ses = aws_sdk_sesv2::Client::new(&conf);
     ses.create_email_identity().email_identity("mailroom@acme.example").send().await.unwrap();
     let sender = mailroom_store::aws::SesSender { client: ses };

@@ -425,44 +425,13 @@ async fn relay_publishes_to_eventbridge_and_sends_with_ses_on_moto() {
     use std::sync::Arc;
     let stack = mailroom_tests::AwsStack::create().await;
     let ports = stack.ports();
-    let creds = aws_sdk_dynamodb::config::Credentials::new("test", "test", None, None, "moto");
-    let conf = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .endpoint_url(mailroom_tests::moto_endpoint())
-        .region(aws_config::Region::new("us-east-1"))
-        .credentials_provider(creds)
-        .load()
-        .await;
+    let conf = mailroom_tests::moto_conf().await;
     let ws = mailroom_tests::acme_workspace();
     mailroom_app::workspace::apply(&ports, &ws).await.unwrap();
 
     let eb = aws_sdk_eventbridge::Client::new(&conf);
-    let bus = mailroom_tests::unique("bus");
-    eb.create_event_bus().name(&bus).send().await.unwrap();
     let sqs = aws_sdk_sqs::Client::new(&conf);
-    let q = sqs.create_queue().queue_name(mailroom_tests::unique("events")).send().await.unwrap();
-    let q_url = q.queue_url().unwrap().to_string();
-    let attrs = sqs
-        .get_queue_attributes()
-        .queue_url(&q_url)
-        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
-        .send()
-        .await
-        .unwrap();
-    let q_arn = attrs.attributes().unwrap()[&aws_sdk_sqs::types::QueueAttributeName::QueueArn].clone();
-    eb.put_rule()
-        .name("all-mailroom")
-        .event_bus_name(&bus)
-        .event_pattern(r#"{"source": ["mailroom"]}"#)
-        .send()
-        .await
-        .unwrap();
-    eb.put_targets()
-        .rule("all-mailroom")
-        .event_bus_name(&bus)
-        .targets(aws_sdk_eventbridge::types::Target::builder().id("q").arn(&q_arn).build().unwrap())
-        .send()
-        .await
-        .unwrap();
+    let (bus, q_url) = mailroom_tests::event_bus_into_queue(&conf).await;
     let ses = aws_sdk_sesv2::Client::new(&conf);
     ses.create_email_identity().email_identity("mailroom@acme-corp.example").send().await.unwrap();
 
