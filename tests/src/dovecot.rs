@@ -254,6 +254,26 @@ impl Dovecot {
         assert!(out.status.success(), "doveadm save: {}", String::from_utf8_lossy(&out.stderr));
     }
 
+    /// The user's INBOX maildir, where a local delivery agent writes
+    /// (`SmtpSink::start_delivering`).
+    pub fn inbox_maildir(&self) -> PathBuf {
+        self.dir.path().join("mail").join(&self.user)
+    }
+
+    /// Stops dovecot (a server that is down); `Drop` finds it stopped.
+    pub fn stop(&mut self) {
+        let _ = Command::new("kill").arg(self.child.id().to_string()).status();
+        let t = Instant::now();
+        while t.elapsed() < Duration::from_secs(5) {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// `(uid, flags)` of every message in `mailbox`.
     pub fn flags(&self, mailbox: &str) -> Vec<(u32, String)> {
         let out = self.doveadm(&["fetch", "-u", &self.user, "uid flags", "mailbox", mailbox, "all"]);
@@ -337,15 +357,6 @@ impl Dovecot {
 impl Drop for Dovecot {
     fn drop(&mut self) {
         // SIGTERM lets the master stop its children; SIGKILL only if it does not.
-        let _ = Command::new("kill").arg(self.child.id().to_string()).status();
-        let t = Instant::now();
-        while t.elapsed() < Duration::from_secs(5) {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.stop();
     }
 }

@@ -52,10 +52,30 @@ impl SmtpSink {
         SmtpSink::spawn(Some((user.to_string(), password.to_string())))
     }
 
+    /// A server with AUTH like [`SmtpSink::start_with_auth`] that also delivers every
+    /// message it accepts into `maildir`, as a local delivery agent does, on `port` (a
+    /// free one when `None`: a test that restarts the server keeps its port).
+    pub fn start_delivering(
+        user: &str,
+        password: &str,
+        maildir: &std::path::Path,
+        port: Option<u16>,
+    ) -> SmtpSink {
+        SmtpSink::spawn_with(Some((user.to_string(), password.to_string())), Some(maildir), port)
+    }
+
     fn spawn(credentials: Option<(String, String)>) -> SmtpSink {
+        SmtpSink::spawn_with(credentials, None, None)
+    }
+
+    fn spawn_with(
+        credentials: Option<(String, String)>,
+        maildir: Option<&std::path::Path>,
+        port: Option<u16>,
+    ) -> SmtpSink {
         let python = python();
         let dir = tempfile::tempdir().expect("temp dir for the SMTP sink");
-        let port = crate::free_port();
+        let port = port.unwrap_or_else(crate::free_port);
         let mut cmd = Command::new(python);
         cmd.arg(crate::repo_root().join("scripts/smtp_sink.py"))
             .args(["--port", &port.to_string()])
@@ -65,6 +85,9 @@ impl SmtpSink {
             .stderr(Stdio::piped());
         if let Some((u, p)) = &credentials {
             cmd.args(["--user", u, "--password", p]);
+        }
+        if let Some(d) = maildir {
+            cmd.arg("--maildir").arg(d);
         }
         let child = cmd.spawn().expect("starting scripts/smtp_sink.py");
         crate::wait_for_port(port, Duration::from_secs(20));

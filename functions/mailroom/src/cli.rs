@@ -261,6 +261,21 @@ pub enum InboxCmd {
         #[arg(long, env = "MAILROOM_PUBLIC_URL", default_value = "http://127.0.0.1:3000")]
         public_url: String,
     },
+    /// Send a test email to the inbox and follow it through the whole path (received,
+    /// threaded, logged, routed, ticket, reply, Sent copy), running the pipeline here;
+    /// each step pass, fail or waiting with the reason. Exit status 1 when a step fails.
+    Verify {
+        /// The inbox address.
+        address: String,
+        /// The admin the reply is sent as (default: the workspace's first admin).
+        #[arg(long = "as")]
+        by: Option<String>,
+        /// Seconds a step may wait (default MAILROOM_VERIFY_WAIT_SECONDS, 180).
+        #[arg(long)]
+        wait: Option<u64>,
+        #[arg(long)]
+        json: bool,
+    },
     /// Each connection's health (state, last success and error, lag, failures) and sync
     /// cursors.
     Status {

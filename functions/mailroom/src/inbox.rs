@@ -230,3 +230,77 @@ pub async fn connect_oauth(data: &Path, address: &str, provider: &str, public_ur
     println!("Open this link within 10 minutes, with `mailroom serve` running at {public_url}:\n{url}");
     Ok(())
 }
+
+/// `mailroom inbox verify ADDRESS`: a verification run (`mailroom_app::verify`), moved on
+/// every second with the pipeline and the send queue run here in between. True when it
+/// passed.
+pub async fn verify(
+    data: &Path,
+    address: &str,
+    by: Option<String>,
+    wait: Option<u64>,
+    json: bool,
+) -> Result<bool> {
+    use mailroom_app::verify::{StepStatus, Verifier};
+    use mailroom_app::{Worker, outbound::send::SendHandler};
+    use std::sync::Arc;
+    let inbox = EmailAddress::parse(address).with_context(|| format!("inbox address {address:?}"))?;
+    let ports = Ports::embedded(data)?;
+    let ws = mailroom_app::workspace::load(&ports).await?.unwrap_or_default();
+    if !ws.inboxes.iter().any(|i| i.address.eq_ignore_ascii_case(address)) {
+        bail!("{address} is not an inbox of this workspace (mailroom apply)");
+    }
+    let by = match by {
+        Some(b) => b,
+        None => ws
+            .users
+            .iter()
+            .find(|u| u.role == mailroom_core::workspace::Role::Admin)
+            .map(|u| u.email.clone())
+            .context("the workspace has no admin to send the test reply as: pass --as USER")?,
+    };
+    let providers =
+        Arc::new(mailroom_app::runtime::config::ProvidersConfig::from_env("http://127.0.0.1:3000")?);
+    let mut verifier = Verifier::new(ports.clone(), providers.clone());
+    if let Some(w) = wait {
+        verifier.wait = Duration::from_secs(w);
+    }
+    let mut stages = Stages::new(&ports).retry_base(Duration::from_millis(200));
+    let send = SendHandler::new(ports.clone(), providers);
+    stages.workers.push(Worker::new(ports.send_queue.clone(), Arc::new(send)));
+    let mut run = verifier.start(&inbox, &by).await?;
+    let mut shown = 0;
+    loop {
+        if !json {
+            for s in run.steps.iter().skip(shown) {
+                if !matches!(s.status, StepStatus::Pass | StepStatus::Fail | StepStatus::Skipped) {
+                    break;
+                }
+                let mark = match s.status {
+                    StepStatus::Pass => "pass",
+                    StepStatus::Fail => "FAIL",
+                    _ => "skip",
+                };
+                let took = match (s.started_at, s.at) {
+                    (Some(a), Some(b)) => format!(" ({:.1} s)", (b - a).num_milliseconds() as f64 / 1000.0),
+                    _ => String::new(),
+                };
+                println!("{mark:4}  {}{took}: {}", s.label, s.detail.as_deref().unwrap_or_default());
+                shown += 1;
+            }
+        }
+        if run.finished() {
+            break;
+        }
+        stages.process_visible().await?;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        stages.process_visible().await?;
+        run = verifier.advance(run).await?;
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&run)?);
+    } else {
+        println!("verification {} of {}: {}", run.id, run.inbox, run.outcome);
+    }
+    Ok(run.outcome == "passed")
+}

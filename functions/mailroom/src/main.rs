@@ -32,6 +32,11 @@ async fn main() -> Result<()> {
             }
         }
         Cmd::Inbox { cmd: InboxCmd::Status { json } } => inbox::status(data, json).await?,
+        Cmd::Inbox { cmd: InboxCmd::Verify { address, by, wait, json } } => {
+            if !inbox::verify(data, &address, by, wait, json).await? {
+                std::process::exit(1);
+            }
+        }
         Cmd::Inbox { cmd: InboxCmd::Connect { address, provider, public_url } } => {
             inbox::connect_oauth(data, &address, &provider, &public_url).await?
         }

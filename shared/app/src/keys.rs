@@ -254,6 +254,25 @@ pub fn tracking_summary_key(message_id: &str) -> Key {
     Key::new(tracking_pk(message_id), "sum")
 }
 
+// ------------------------------------------------------------------ inbox verification
+
+/// One verification run of an inbox ("send a test email"), newest last by id.
+pub fn verify_run_key(inbox: &EmailAddress, run: &str) -> Key {
+    Key::new(verify_runs_pk(inbox), format!("run#{run}"))
+}
+pub fn verify_runs_pk(inbox: &EmailAddress) -> String {
+    format!("verify#{}", inbox.key())
+}
+/// The record that makes a test message a test message: written before it is sent, read
+/// by the match stage for Message-IDs with the verification prefix only.
+pub fn verify_message_key(message_id: &str) -> Key {
+    Key::new(format!("verifymsg#{message_id}"), "v")
+}
+/// The Message-ID prefix of verification test messages.
+pub const VERIFY_MID_PREFIX: &str = "mailroom-verify.";
+/// The index partition test conversations and tickets move to, out of every list.
+pub const TEST_INDEX_PK: &str = "verify-test";
+
 // ------------------------------------------------------------------ attributes
 
 /// A string attribute of an item.

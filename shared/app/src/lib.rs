@@ -17,6 +17,7 @@ pub mod reports;
 pub mod runtime;
 pub mod thread;
 pub mod tickets;
+pub mod verify;
 pub mod views;
 pub mod web;
 pub mod workspace;

@@ -52,7 +52,12 @@ pub fn new_ticket(
     item.insert("created_at".into(), json!(now));
     // Every stage the ticket enters, with when: SLA pauses are measured on it.
     item.insert("stage_log".into(), json!([[stage, now]]));
-    item.insert("gsi1pk".into(), json!(keys::TICKETS_INDEX_PK));
+    // A verification's ticket stays out of the ticket lists.
+    let index = if conv.get("test").is_some() { keys::TEST_INDEX_PK } else { keys::TICKETS_INDEX_PK };
+    item.insert("gsi1pk".into(), json!(index));
+    if let Some(run) = conv.get("test") {
+        item.insert("test".into(), run.clone());
+    }
     item.insert("gsi1sk".into(), json!(format!("{now}#{root}")));
     item
 }

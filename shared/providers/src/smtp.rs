@@ -94,6 +94,39 @@ pub async fn send(
     let to = recipients.iter().map(|r| parse(r)).collect::<Result<Vec<_>, _>>()?;
     let envelope =
         lettre::address::Envelope::new(Some(parse(from)?), to).map_err(|e| config(e.to_string()))?;
+    let transport = transport(ep, credentials)?;
+    match transport.send_raw(&envelope, raw).await {
+        Ok(_) => Ok(()),
+        Err(e) if e.is_permanent() => {
+            Err(SmtpError::Permanent { host: ep.host.clone(), detail: e.to_string() })
+        }
+        Err(e) => Err(SmtpError::Transient { host: ep.host.clone(), detail: e.to_string() }),
+    }
+}
+
+/// Connects, says EHLO and logs in with `credentials`, then quits: the settings check of
+/// an inbox's SMTP before anything is stored.
+pub async fn check(ep: &SmtpEndpoint, credentials: Option<(String, String)>) -> Result<(), SmtpError> {
+    let config = |detail: String| SmtpError::Config { host: ep.host.clone(), detail };
+    crate::net::resolve(&ep.host, ep.port, ep.allow_private).await.map_err(config)?;
+    match transport(ep, credentials)?.test_connection().await {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(SmtpError::Transient {
+            host: ep.host.clone(),
+            detail: "the server did not answer NOOP".into(),
+        }),
+        Err(e) if e.is_permanent() => {
+            Err(SmtpError::Permanent { host: ep.host.clone(), detail: e.to_string() })
+        }
+        Err(e) => Err(SmtpError::Transient { host: ep.host.clone(), detail: e.to_string() }),
+    }
+}
+
+fn transport(
+    ep: &SmtpEndpoint,
+    credentials: Option<(String, String)>,
+) -> Result<AsyncSmtpTransport<Tokio1Executor>, SmtpError> {
+    let config = |detail: String| SmtpError::Config { host: ep.host.clone(), detail };
     let tls = match ep.security {
         SmtpSecurity::None => Tls::None,
         sec => {
@@ -114,12 +147,5 @@ pub async fn send(
     if let Some((user, password)) = credentials {
         builder = builder.credentials(Credentials::new(user, password));
     }
-    let transport = builder.build();
-    match transport.send_raw(&envelope, raw).await {
-        Ok(_) => Ok(()),
-        Err(e) if e.is_permanent() => {
-            Err(SmtpError::Permanent { host: ep.host.clone(), detail: e.to_string() })
-        }
-        Err(e) => Err(SmtpError::Transient { host: ep.host.clone(), detail: e.to_string() }),
-    }
+    Ok(builder.build())
 }

@@ -656,11 +656,13 @@ async fn an_admin_connects_imap_through_the_api() {
     let (admin, agent) = (token("ann@acme.test"), token("bob@acme.test"));
     let http = reqwest::Client::new();
     let url = serve.url(&format!("/admin/inboxes/{INBOX}/imap"));
+    // The connect logs in to SMTP too.
+    let smtp = mailroom_tests::smtp::SmtpSink::start_with_auth(&dv.user, &dv.password);
     let body = |password: &str| {
         serde_json::json!({
             "host": "127.0.0.1", "port": dv.port_tls, "security": "tls", "user": dv.user,
             "password": password, "ca_pem": dv.ca_pem(),
-            "smtp": {"host": "127.0.0.1", "port": 2525, "security": "none"}
+            "smtp": {"host": "127.0.0.1", "port": smtp.port(), "security": "none"}
         })
     };
     let post = |tok: &str, b: Value| http.post(&url).bearer_auth(tok.to_string()).json(&b).send();

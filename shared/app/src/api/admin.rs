@@ -120,7 +120,7 @@ pub(super) async fn commit(
 }
 
 /// Read, change with `f`, validate, apply. Admins only.
-async fn edit<T>(
+pub(crate) async fn edit<T>(
     st: &ApiState,
     caller: &Caller,
     f: impl FnOnce(&mut Workspace) -> ApiResult<T>,
@@ -657,10 +657,20 @@ async fn connect_imap(
     P(address): P<String>,
     J(body): J<ImapConnectBody>,
 ) -> ApiResult<Json<ImapConnected>> {
+    Ok(Json(connect_imap_as(&st, &caller, &address, body).await?))
+}
+
+/// Connects an inbox over IMAP (and SMTP) for `caller` (the API and the settings pages).
+pub(crate) async fn connect_imap_as(
+    st: &ApiState,
+    caller: &Caller,
+    address: &str,
+    body: ImapConnectBody,
+) -> ApiResult<ImapConnected> {
     use crate::mailbox::imap::{
         self, ImapSettings, PollError, PollOptions, Security, SmtpSecurity, SmtpSettings,
     };
-    let inbox = inbox_to_connect(&caller, &address)?;
+    let inbox = inbox_to_connect(caller, address)?;
     if body.host.trim().is_empty() || body.user.trim().is_empty() || body.password.is_empty() {
         return Err(ApiError::Invalid("host, user and password are required".into(), vec![]));
     }
@@ -686,14 +696,14 @@ async fn connect_imap(
         allow_private_host: caller.ws.security.allow_private_mail_hosts,
     };
     match imap::connect(&st.ports, &inbox, settings, &body.password, &PollOptions::default()).await {
-        Ok(c) => Ok(Json(ImapConnected {
+        Ok(c) => Ok(ImapConnected {
             inbox: c.inbox,
             inbox_folder: c.inbox_folder,
             sent_folder: c.sent_folder,
             cursors_kept: c.cursors_kept,
-        })),
+        }),
         // What the mail server said is for the admin to act on.
-        Err(e @ PollError::Imap(_)) => {
+        Err(e @ (PollError::Imap(_) | PollError::Smtp(_))) => {
             Err(ApiError::Invalid(format!("cannot connect {address} over IMAP: {e}"), vec![]))
         }
         Err(e) => Err(ApiError::Internal(e.into())),

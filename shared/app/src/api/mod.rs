@@ -15,6 +15,7 @@ pub mod auth;
 pub mod conversations;
 pub mod directory;
 pub mod identity;
+pub mod verify;
 
 use crate::runtime::ports::Ports;
 use axum::extract::FromRequestParts;
@@ -191,6 +192,7 @@ pub fn router(state: Arc<ApiState>) -> axum::Router {
         .merge(conversations::routes())
         .merge(directory::routes())
         .merge(admin::routes())
+        .merge(verify::routes())
         .split_for_parts();
     let doc = Arc::new(doc);
     router
@@ -254,6 +256,7 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
         .merge(conversations::routes())
         .merge(directory::routes())
         .merge(admin::routes())
+        .merge(verify::routes())
         .split_for_parts();
     doc
 }

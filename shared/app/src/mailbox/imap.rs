@@ -203,6 +203,9 @@ pub enum PollError {
     Store(#[from] StoreError),
     #[error("{0} is not an IMAP connection")]
     NotImap(String),
+    /// The SMTP check of a connect (login refused, unreachable, TLS).
+    #[error("SMTP: {0}")]
+    Smtp(String),
     #[error(
         "the event's inbox {0:?} is not an email address: send {{\"inbox\": \"support@example.com\"}}, or {{}} to poll every inbox"
     )]
@@ -352,6 +355,21 @@ pub async fn connect(
     let folders = session.folders().await;
     session.logout().await;
     let folders = folders?;
+    if let Some(m) = &settings.smtp {
+        let ep = mailroom_providers::smtp::SmtpEndpoint {
+            host: m.host.clone(),
+            port: m.port,
+            security: m.security,
+            extra_ca_pem: settings.ca_pem.clone(),
+            hello_name: inbox.domain().to_string(),
+            timeout: opts.connect_timeout,
+            allow_private: settings.allow_private_host,
+        };
+        let user = m.user.clone().unwrap_or_else(|| settings.user.clone());
+        mailroom_providers::smtp::check(&ep, Some((user, password.to_string())))
+            .await
+            .map_err(|e| PollError::Smtp(e.to_string()))?;
+    }
 
     let same_place = match connection::get(ports, inbox).await? {
         Some(old) => serde_json::from_value::<ImapSettings>(old.settings).is_ok_and(|o| {

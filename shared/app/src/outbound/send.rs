@@ -256,7 +256,46 @@ impl SendHandler {
                     .flat_map(|k| item.get(*k).and_then(Value::as_array).cloned().unwrap_or_default())
                     .filter_map(|v| v.as_str().map(str::to_string))
                     .collect();
-                self.smtp(&inbox, conn.settings, &to, &mime).await
+                self.smtp(&inbox, conn.settings, &to, &mime, true).await
+            }
+        }
+    }
+
+    /// Sends `mime` from `inbox` to `to` through the inbox's own provider, the way a reply
+    /// goes, except that an IMAP inbox files no copy in Sent: the test message of an inbox
+    /// verification (`crate::verify`). The error is the provider's reason, for the admin.
+    pub async fn submit_test(
+        &self,
+        inbox: &EmailAddress,
+        to: &[String],
+        mime: &[u8],
+    ) -> Result<String, String> {
+        let conn = connection::get(&self.ports, inbox)
+            .await
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| format!("{inbox} has no mailbox connection"))?;
+        let r = match conn.provider {
+            Provider::Gmail => self.gmail(inbox, mime, None).await,
+            Provider::Graph => {
+                let user =
+                    conn.settings.get("user_id").and_then(Value::as_str).unwrap_or_default().to_string();
+                self.graph(inbox, &user, mime).await
+            }
+            Provider::Imap => self.smtp(inbox, conn.settings.clone(), to, mime, false).await,
+        };
+        let via = match conn.provider {
+            Provider::Imap => {
+                let host = conn.settings.pointer("/smtp/host").and_then(Value::as_str).unwrap_or("?");
+                let port = conn.settings.pointer("/smtp/port").and_then(Value::as_u64).unwrap_or(0);
+                format!("SMTP {host}:{port}")
+            }
+            Provider::Gmail => "the Gmail API".into(),
+            Provider::Graph => "Microsoft Graph".into(),
+        };
+        match r {
+            Ok(_) => Ok(format!("sent from {inbox} to itself through {via}")),
+            Err(Failure::Terminal(e) | Failure::Transient(e)) => {
+                Err(format!("{via} refused the test message: {e}"))
             }
         }
     }
@@ -316,6 +355,7 @@ impl SendHandler {
         settings: Value,
         to: &[String],
         mime: &[u8],
+        file_sent: bool,
     ) -> Result<Accepted, Failure> {
         use crate::mailbox::imap::{ImapSettings, PollOptions, SECRET};
         use mailroom_providers::imap::{Credentials, ImapSession};
@@ -354,7 +394,7 @@ impl SendHandler {
             }
         })?;
         let mut acc = Accepted::default();
-        if smtp_cfg.append_sent {
+        if smtp_cfg.append_sent && file_sent {
             // Sent already: a failed APPEND is recorded, never retried as a send.
             let creds = Credentials::Password { user: settings.user.clone(), password };
             let appended = async {

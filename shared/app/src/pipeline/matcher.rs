@@ -128,14 +128,15 @@ impl MatchHandler {
             // A Sent copy turning a recorded inbound message outbound: the reports must
             // count it again (the ticket stage records reports and leaves outbound alone).
             let flips = ptr.folder == Folder::Sent
-                && existing
-                    .as_ref()
-                    .is_some_and(|e| e.get("direction").and_then(Value::as_str) != Some("outbound"));
+                && existing.as_ref().is_some_and(|e| {
+                    e.get("direction").and_then(Value::as_str) != Some("outbound") && e.get("test").is_none()
+                });
             let mut ops = vec![mark];
             if !first_copy {
                 let mut actions = vec![Update::Append("copies".into(), vec![copy.clone()])];
-                // A Sent copy tells the truth about direction whichever copy came first.
-                if ptr.folder == Folder::Sent {
+                // A Sent copy tells the truth about direction whichever copy came first
+                // (a verification's test message excepted: it is inbound by design).
+                if flips {
                     actions.push(Update::Set("direction".into(), json!("outbound")));
                     actions.push(Update::Remove("spoofed".into()));
                 }
@@ -166,6 +167,19 @@ impl MatchHandler {
             }
         }
         bail!("message {}: gave up after 5 conflicting attempts", m.message_id)
+    }
+
+    /// The run and test contact of a verification's test message, told by the record
+    /// the run wrote before sending it; only Message-IDs with the run's prefix are looked
+    /// up, so other mail costs nothing here.
+    async fn verification(&self, message_id: &str) -> anyhow::Result<Option<(String, String)>> {
+        if !message_id.starts_with(crate::keys::VERIFY_MID_PREFIX) {
+            return Ok(None);
+        }
+        let Some(rec) = self.ports.table.get(&keys::verify_message_key(message_id)).await? else {
+            return Ok(None);
+        };
+        Ok(keys::item_str(&rec, "run").zip(keys::item_str(&rec, "contact")))
     }
 
     async fn send_to_route(&self, message_id: &str) -> anyhow::Result<()> {
@@ -229,13 +243,19 @@ impl MatchHandler {
             Some(f) => self.is_own(f, &ptr.inbox).await?,
             None => false,
         };
-        let direction = self.direction(ptr, m, from.as_deref(), from_own).await?;
+        // A verification's test message (crate::verify) is a customer's message from its
+        // run's test contact, whatever its From says: the record proves we sent it.
+        let test = self.verification(&m.message_id).await?;
+        let direction = match &test {
+            Some(_) => Direction::Inbound,
+            None => self.direction(ptr, m, from.as_deref(), from_own).await?,
+        };
         let outbound = direction == Direction::Outbound;
         // Primary external parties: the sender of inbound mail, the To of outbound mail.
-        let mut parties: Vec<String> = Vec::new();
+        let mut parties: Vec<String> = test.iter().map(|(_, contact)| contact.clone()).collect();
         let primary: Vec<&mailroom_core::Mailbox> =
             if outbound { m.to.iter().collect() } else { m.from.iter().collect() };
-        for a in primary {
+        for a in primary.into_iter().filter(|_| test.is_none()) {
             let e = a.email.to_lowercase();
             if !parties.contains(&e) && !self.is_own(&e, &ptr.inbox).await? {
                 parties.push(e);
@@ -315,6 +335,10 @@ impl MatchHandler {
         if direction == Direction::Spoofed {
             put(&mut item, "spoofed", json!(true));
         }
+        if let Some((run, contact)) = &test {
+            put(&mut item, "test", json!(run));
+            put(&mut item, "test_contact", json!(contact));
+        }
         // The reports' channel: told by the source, never by a header anyone can write.
         put(
             &mut item,
@@ -331,6 +355,10 @@ impl MatchHandler {
             && let Some(sent) = self.ports.table.get(&crate::keys::sent_key(&m.message_id)).await?
         {
             put(&mut item, "author", sent.get("author").cloned().unwrap_or(Value::Null));
+            // A verification's reply is a test message too.
+            if let Some(run) = sent.get("test").filter(|v| v.is_string()) {
+                put(&mut item, "test", run.clone());
+            }
         }
         put(&mut item, "created_at", json!(now));
         put(&mut item, "gsi1pk", json!(keys::messages_index_pk(&ptr.inbox)));

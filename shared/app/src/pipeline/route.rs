@@ -105,11 +105,23 @@ impl RouteHandler {
                 cc.push(a);
             }
         }
+        // A verification's test message (crate::verify) is logged on its run's test
+        // contact, which no list shows and the run removes when it ends.
+        let test = s(&msg, "test");
+        if let Some(tc) = s(&msg, "test_contact").filter(|_| !outbound) {
+            self.test_contact(&tc, test.as_deref().unwrap_or_default()).await?;
+            primary = vec![tc];
+            cc.clear();
+        }
         let name = if outbound { None } else { m.from_name.clone() };
         let mut logged = Vec::new();
         for email in &primary {
             // Noise (auto-replies, bounces, list mail) never creates contacts.
-            let exists = self.contact(ws, email, name.as_deref(), !noise).await?;
+            let exists = if s(&msg, "test_contact").as_deref() == Some(email.as_str()) {
+                true
+            } else {
+                self.contact(ws, email, name.as_deref(), !noise).await?
+            };
             if exists {
                 logged.push(email.clone());
             }
@@ -135,7 +147,7 @@ impl RouteHandler {
         // The conversation's customer, company and deals: set once.
         let customer = if noise { None } else { primary.first().cloned() };
         if let Some(c) = &customer {
-            let domain = company_domain(c, &ws.company_exclusions);
+            let domain = company_domain(c, &ws.company_exclusions).filter(|_| test.is_none());
             let mut deals: Vec<String> = Vec::new();
             for owner in std::iter::once(c.clone()).chain(domain.clone()) {
                 for d in table.query_all(Query::new(format!("deals#{owner}"))).await? {
@@ -153,6 +165,11 @@ impl RouteHandler {
             ];
             if !deals.is_empty() {
                 actions.push(Update::Set("deal_ids".into(), json!(deals)));
+            }
+            if let Some(run) = &test {
+                // Out of every conversation list (the lists read the gsi1 partition).
+                actions.push(Update::Set("test".into(), json!(run)));
+                actions.push(Update::Set("gsi1pk".into(), json!(keys::TEST_INDEX_PK)));
             }
             table.update(&conv_key(&root.id), actions, Some(Cond::Exists)).await?;
         }
@@ -208,6 +225,18 @@ impl RouteHandler {
             Ok(_) | Err(StoreError::ConditionFailed) => Ok(()),
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// A verification run's test contact: a contact item (so logging and routing on
+    /// contact properties work as for anyone) without the index attributes that would
+    /// put it in the contacts list, and without a company.
+    async fn test_contact(&self, email: &str, run: &str) -> anyhow::Result<()> {
+        let mut item = keys::contact_key(email).item();
+        item.insert("email".into(), json!(email));
+        item.insert("name".into(), json!("Mailroom verification"));
+        item.insert("test".into(), json!(run));
+        item.insert("created_at".into(), json!(self.ports.clock.now().to_rfc3339()));
+        put_if_absent(self.ports.table.as_ref(), item).await
     }
 
     /// Finds or creates a contact; returns whether it exists now.

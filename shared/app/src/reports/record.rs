@@ -436,6 +436,10 @@ pub async fn refresh(
 ) -> anyhow::Result<()> {
     for _ in 0..20 {
         let root = Threader::new(ports).find(conv).await?;
+        // A verification's conversation (crate::verify) counts in no report.
+        if root.item.get("test").is_some() {
+            return Ok(());
+        }
         let key = keys::conv_owner(&root.id);
         let owner = ports.table.get(&key).await?;
         let mut msgs: BTreeMap<String, MsgFact> = owner

@@ -17,6 +17,7 @@ mod list;
 pub mod oidc;
 mod pages;
 pub mod session;
+mod settings;
 mod signin;
 mod thread;
 mod view;
@@ -70,7 +71,12 @@ pub fn router(api: Arc<ApiState>, oidc: Option<oidc::WebOidc>) -> Router {
         .route("/app/auth/start", get(signin::auth_start))
         .route("/app/auth/callback", get(signin::auth_callback))
         .route("/app/logout", post(signin::logout))
-        .route("/app/settings", get(pages::settings))
+        .route("/app/settings", get(settings::inboxes))
+        .route("/app/settings/inboxes/new", get(settings::new_form).post(settings::create))
+        .route("/app/settings/inboxes/{address}", get(settings::inbox))
+        .route("/app/settings/inboxes/{address}/verify", post(settings::verify_start))
+        .route("/app/settings/inboxes/{address}/verify/{run}", get(settings::verify_page))
+        .route("/app/settings/inboxes/{address}/{part}", post(settings::save))
         .route("/app/reports", get(pages::reports))
         .route("/app/static/{file}", get(asset))
         .layer(axum::middleware::map_response(security_headers))

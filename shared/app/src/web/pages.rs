@@ -1,4 +1,4 @@
-//! The pages besides the inbox: reports (headline figures) and settings.
+//! The pages besides the inbox and settings: reports (headline figures).
 
 use super::WebState;
 use axum::extract::State;
@@ -9,16 +9,6 @@ use std::sync::Arc;
 use super::ctx::*;
 
 // ------------------------------------------------------------------ other pages
-
-/// Admins only (anyone else: 404). The settings pages are a later step (docs/web.md).
-pub(super) async fn settings(c: Ctx) -> Response {
-    if !c.viewer.is_admin() {
-        return not_found(&c);
-    }
-    simple_page(&c, "settings", "Settings", vec![
-        "Inboxes, routing rules, tickets, signatures and members are set with `mailroom apply` and the admin API (docs/workspace.md, docs/api.md) until the settings pages are built.".into(),
-    ])
-}
 
 /// The report's headline figures over the inboxes the user sees; the charts are the
 /// reports dashboard (`/dashboard` with an API token).

@@ -1,0 +1,575 @@
+//! The settings pages an admin sets an inbox up with (docs/inbox-setup.md): the inboxes
+//! and their health, a new inbox (IMAP and SMTP with the login tried on both before
+//! anything is kept; Gmail and Microsoft 365 through their sign-in), an inbox's tickets,
+//! access and signature, and "send a test email" (`crate::verify`) with its steps
+//! followed live. Anyone but an admin gets 404. Every change goes through the admin
+//! API's services (`api::admin::edit`, `connect_imap_as`, `api::verify`): the same
+//! validation as `mailroom apply`.
+
+use super::WebState;
+use super::ctx::*;
+use crate::api::admin::{ImapConnectBody, SmtpBody, connect_imap_as, edit};
+use crate::api::{ApiError, verify as api_verify};
+use crate::mailbox::connection::{self, Connection};
+use crate::verify::{Run, StepStatus};
+use askama::Template;
+use axum::Form;
+use axum::extract::{Path, State};
+use axum::http::HeaderMap;
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use chrono::Utc;
+use mailroom_core::workspace::{Inbox, InboxType, Members};
+use std::sync::Arc;
+
+pub(super) struct Row {
+    pub address: String,
+    pub kind: &'static str,
+    pub provider: String,
+    pub state: String,
+    pub state_class: &'static str,
+    pub last_sync: String,
+    pub last_error: Option<String>,
+    pub members: String,
+    pub tickets_on: bool,
+    pub stage_value: String,
+    pub signature: String,
+}
+
+fn row(i: &Inbox, c: Option<&Connection>) -> Row {
+    let now = Utc::now();
+    let (state, class) = match c {
+        None => ("not connected".to_string(), "failed"),
+        Some(c) => (
+            c.state.as_str().replace('_', " "),
+            match c.state {
+                connection::State::Connected => "open",
+                connection::State::Degraded => "due",
+                connection::State::ReconnectRequired => "failed",
+            },
+        ),
+    };
+    let mut members: Vec<String> = i.members.users.clone();
+    members.extend(i.members.teams.iter().map(|t| format!("team {t}")));
+    Row {
+        address: i.address.clone(),
+        kind: if i.kind == InboxType::Individual { "Individual" } else { "Team" },
+        provider: c.map(|c| c.provider.as_str().to_string()).unwrap_or_else(|| "-".into()),
+        state,
+        state_class: class,
+        last_sync: c
+            .and_then(|c| c.last_success)
+            .map(|t| format!("{} min ago", (now - t).num_minutes()))
+            .unwrap_or_else(|| "never".into()),
+        last_error: c.and_then(|c| c.last_error.clone()),
+        members: if members.is_empty() { "admins only".into() } else { members.join(", ") },
+        tickets_on: i.tickets.enabled,
+        stage_value: format!(
+            "{}/{}",
+            i.tickets.pipeline.clone().unwrap_or_default(),
+            i.tickets.stage.clone().unwrap_or_default()
+        ),
+        signature: i.signature.clone().unwrap_or_default(),
+    }
+}
+
+#[derive(Template)]
+#[template(path = "web/settings/inboxes.html")]
+struct InboxesTpl {
+    csrf: String,
+    name: String,
+    admin: bool,
+    section: &'static str,
+    rows: Vec<Row>,
+}
+
+#[derive(Default)]
+pub(super) struct NewValues {
+    pub address: String,
+    pub kind: String,
+    pub provider: String,
+    pub host: String,
+    pub port: String,
+    pub security: String,
+    pub user: String,
+    pub smtp_host: String,
+    pub smtp_port: String,
+    pub smtp_security: String,
+    pub ca_pem: String,
+}
+
+#[derive(Template)]
+#[template(path = "web/settings/new.html")]
+struct NewTpl {
+    csrf: String,
+    name: String,
+    admin: bool,
+    section: &'static str,
+    error: Option<String>,
+    v: NewValues,
+}
+
+#[derive(Template)]
+#[template(path = "web/settings/inbox.html")]
+struct InboxTpl {
+    csrf: String,
+    name: String,
+    admin: bool,
+    section: &'static str,
+    i: Row,
+    notice: Option<String>,
+    last_run: Option<(String, String)>,
+    /// (pipeline/stage, label) of every stage a ticket may start in.
+    stages: Vec<(String, String)>,
+    users: Vec<(String, String, bool)>,
+    teams: Vec<(String, String, bool)>,
+}
+
+pub(super) struct StepView {
+    pub key: String,
+    pub label: String,
+    pub status: &'static str,
+    pub took: String,
+    pub detail: String,
+}
+
+#[derive(Template)]
+#[template(path = "web/settings/verify.html")]
+struct VerifyTpl {
+    csrf: String,
+    name: String,
+    admin: bool,
+    section: &'static str,
+    address: String,
+    run_id: String,
+    outcome: String,
+    running: bool,
+    steps: Vec<StepView>,
+}
+
+#[derive(Template)]
+#[template(path = "web/settings/steps.html")]
+struct StepsTpl {
+    address: String,
+    run_id: String,
+    outcome: String,
+    running: bool,
+    steps: Vec<StepView>,
+}
+
+fn admin_only(c: &Ctx) -> Result<(), Response> {
+    if c.viewer.is_admin() { Ok(()) } else { Err(not_found(c)) }
+}
+
+fn page(t: impl Template) -> Response {
+    match render(t) {
+        Ok(h) => Html(h).into_response(),
+        Err(r) => r,
+    }
+}
+
+/// `GET /app/settings`: every inbox with its kind, provider, health and members.
+pub(super) async fn inboxes(State(st): State<Arc<WebState>>, c: Ctx) -> Response {
+    if let Err(r) = admin_only(&c) {
+        return r;
+    }
+    let conns = match connection::list(&st.api.ports).await {
+        Ok(l) => l,
+        Err(e) => return internal(e),
+    };
+    let rows = c
+        .viewer
+        .ws
+        .inboxes
+        .iter()
+        .map(|i| row(i, conns.iter().find(|x| x.inbox.eq_ignore_ascii_case(&i.address))))
+        .collect();
+    page(InboxesTpl {
+        csrf: c.session.csrf.clone(),
+        name: c.viewer.name.clone(),
+        admin: true,
+        section: "settings",
+        rows,
+    })
+}
+
+/// `GET /app/settings/inboxes/new`.
+pub(super) async fn new_form(c: Ctx) -> Response {
+    if let Err(r) = admin_only(&c) {
+        return r;
+    }
+    let v = NewValues {
+        kind: "team".into(),
+        provider: "imap".into(),
+        security: "tls".into(),
+        smtp_security: "starttls".into(),
+        ..NewValues::default()
+    };
+    new_page(&c, None, v)
+}
+
+fn new_page(c: &Ctx, error: Option<String>, v: NewValues) -> Response {
+    page(NewTpl {
+        csrf: c.session.csrf.clone(),
+        name: c.viewer.name.clone(),
+        admin: true,
+        section: "settings",
+        error,
+        v,
+    })
+}
+
+fn problem(e: ApiError) -> String {
+    match e {
+        ApiError::Invalid(d, errors) if !errors.is_empty() => format!("{d}: {}", errors.join("; ")),
+        ApiError::Invalid(d, _)
+        | ApiError::BadRequest(d)
+        | ApiError::Conflict(d)
+        | ApiError::NotFound(d)
+        | ApiError::Forbidden(d) => d,
+        other => format!("{other:?}"),
+    }
+}
+
+/// `POST /app/settings/inboxes/new`: adds the inbox to the workspace and connects it.
+/// IMAP: the login is tried on IMAP and SMTP first; a refusal takes the inbox out again
+/// and shows the server's reason. Gmail and Microsoft 365: on to the provider's sign-in.
+pub(super) async fn create(
+    State(st): State<Arc<WebState>>,
+    c: Ctx,
+    headers: HeaderMap,
+    Form(fields): Form<Fields>,
+) -> Response {
+    if let Err(r) = admin_only(&c).and_then(|_| csrf(&c, &headers, &fields)) {
+        return r;
+    }
+    let f = |k: &str| field(&fields, k).unwrap_or_default().trim().to_string();
+    let v = NewValues {
+        address: f("address").to_lowercase(),
+        kind: f("kind"),
+        provider: f("provider"),
+        host: f("host"),
+        port: f("port"),
+        security: f("security"),
+        user: f("user"),
+        smtp_host: f("smtp_host"),
+        smtp_port: f("smtp_port"),
+        smtp_security: f("smtp_security"),
+        ca_pem: field(&fields, "ca_pem").unwrap_or_default().to_string(),
+    };
+    if mailroom_core::EmailAddress::parse(&v.address).is_err() {
+        return new_page(&c, Some(format!("{:?} is not an email address", v.address)), v);
+    }
+    if c.viewer.ws.inboxes.iter().any(|i| i.address.eq_ignore_ascii_case(&v.address)) {
+        return new_page(&c, Some(format!("{} is an inbox already: open it from the list", v.address)), v);
+    }
+    let port = |s: &str, what: &str| -> Result<Option<u16>, String> {
+        if s.is_empty() {
+            Ok(None)
+        } else {
+            s.parse().map(Some).map_err(|_| format!("{what} {s:?} is not a port number"))
+        }
+    };
+    let imap_body = if v.provider == "imap" {
+        let parsed = (|| -> Result<ImapConnectBody, String> {
+            if v.host.is_empty() || v.user.is_empty() || field(&fields, "password").is_none() {
+                return Err("IMAP host, user and password are required".into());
+            }
+            if v.smtp_host.is_empty() {
+                return Err("the SMTP host is required: without it the inbox cannot send replies".into());
+            }
+            Ok(ImapConnectBody {
+                host: v.host.clone(),
+                port: port(&v.port, "IMAP port")?,
+                security: Some(v.security.parse().map_err(|e: String| e)?),
+                user: v.user.clone(),
+                password: field(&fields, "password").unwrap_or_default().to_string(),
+                backfill_days: None,
+                ca_pem: Some(v.ca_pem.clone()).filter(|p| !p.trim().is_empty()),
+                smtp: Some(SmtpBody {
+                    host: v.smtp_host.clone(),
+                    port: port(&v.smtp_port, "SMTP port")?,
+                    security: Some(v.smtp_security.parse().map_err(|e: String| e)?),
+                    user: None,
+                    append_sent: None,
+                }),
+            })
+        })();
+        match parsed {
+            Ok(b) => Some(b),
+            Err(e) => return new_page(&c, Some(e), v),
+        }
+    } else {
+        None
+    };
+    let kind = if v.kind == "individual" { InboxType::Individual } else { InboxType::Shared };
+    let me = c.viewer.email.clone();
+    use mailroom_core::workspace::Provider as Kind;
+    let inbox = Inbox {
+        address: v.address.clone(),
+        kind,
+        provider: match v.provider.as_str() {
+            "gmail" => Kind::Gmail,
+            "graph" => Kind::Microsoft,
+            _ => Kind::Imap,
+        },
+        owner: (kind == InboxType::Individual).then(|| me.clone()),
+        members: Members::default(),
+        tickets: Default::default(),
+        signature: None,
+        fallback_team: None,
+        create_cc_contacts: false,
+        tracking: false,
+    };
+    if let Err(e) = edit(&st.api, &c.viewer, |ws| {
+        ws.inboxes.push(inbox);
+        Ok(())
+    })
+    .await
+    {
+        return new_page(&c, Some(problem(e)), v);
+    }
+    // The caller as the API sees them after the change (the new inbox included).
+    let viewer = match reload(&st, &c).await {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    let address = v.address.clone();
+    let undo = || async {
+        let _ = edit(&st.api, &viewer, |ws| {
+            ws.inboxes.retain(|i| !i.address.eq_ignore_ascii_case(&address));
+            Ok(())
+        })
+        .await;
+    };
+    match imap_body {
+        Some(body) => match connect_imap_as(&st.api, &viewer, &v.address, body).await {
+            Ok(done) => {
+                let sent = done
+                    .sent_folder
+                    .map(|s| format!("Sent folder {s:?}"))
+                    .unwrap_or_else(|| "no Sent folder (sent mail is not synced)".into());
+                let notice = format!("Connected: folders found INBOX {:?} and {sent}.", done.inbox_folder);
+                Redirect::to(&format!("/app/settings/inboxes/{}?notice={}", v.address, enc(&notice)))
+                    .into_response()
+            }
+            Err(e) => {
+                undo().await;
+                new_page(&c, Some(problem(e)), v)
+            }
+        },
+        None => {
+            use crate::mailbox::connection::Provider;
+            let provider = if v.provider == "graph" { Provider::Graph } else { Provider::Gmail };
+            let Ok(addr) = mailroom_core::EmailAddress::parse(&v.address) else { return internal("address") };
+            match crate::mailbox::oauth::start(&st.api.ports, &st.api.providers, provider, &addr).await {
+                Ok(url) => Redirect::to(&url).into_response(),
+                Err(e) => {
+                    undo().await;
+                    new_page(&c, Some(e.to_string()), v)
+                }
+            }
+        }
+    }
+}
+
+fn enc(s: &str) -> String {
+    form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
+/// The signed-in admin against the workspace as it is now.
+async fn reload(st: &WebState, c: &Ctx) -> Result<crate::access::Viewer, Response> {
+    let ws = crate::workspace::load(&st.api.ports).await.map_err(internal)?.unwrap_or_default();
+    let user = ws.users.iter().find(|u| u.email.eq_ignore_ascii_case(&c.viewer.email)).cloned();
+    let user = user.ok_or_else(|| not_found(c))?;
+    Ok(crate::access::Viewer::of(&user, &Arc::new(ws)))
+}
+
+/// `GET /app/settings/inboxes/{address}`.
+pub(super) async fn inbox(
+    State(st): State<Arc<WebState>>,
+    c: Ctx,
+    Path(address): Path<String>,
+    axum::extract::Query(q): axum::extract::Query<Vec<(String, String)>>,
+) -> Response {
+    if let Err(r) = admin_only(&c) {
+        return r;
+    }
+    let ws = &c.viewer.ws;
+    let Some(i) = ws.inboxes.iter().find(|i| i.address.eq_ignore_ascii_case(&address)) else {
+        return not_found(&c);
+    };
+    let Ok(addr) = mailroom_core::EmailAddress::parse(&i.address) else { return not_found(&c) };
+    let conn = match connection::get(&st.api.ports, &addr).await {
+        Ok(x) => x,
+        Err(e) => return internal(e),
+    };
+    let last_run = match crate::verify::latest(&st.api.ports, &addr).await {
+        Ok(r) => r.map(|r| (r.id, r.outcome)),
+        Err(e) => return internal(e),
+    };
+    let mut stages = vec![("/".to_string(), "the inbox's default".to_string())];
+    for p in &ws.pipelines {
+        for s in &p.stages {
+            stages.push((
+                format!("{}/{}", p.id, s.id),
+                format!("{}: {}", p.name.as_deref().unwrap_or(&p.id), s.name.as_deref().unwrap_or(&s.id)),
+            ));
+        }
+    }
+    let users = ws
+        .users
+        .iter()
+        .map(|u| {
+            (
+                u.email.clone(),
+                u.name.clone(),
+                i.members.users.iter().any(|m| m.eq_ignore_ascii_case(&u.email)),
+            )
+        })
+        .collect();
+    let teams = ws
+        .teams
+        .iter()
+        .map(|t| {
+            (t.id.clone(), t.name.clone().unwrap_or_else(|| t.id.clone()), i.members.teams.contains(&t.id))
+        })
+        .collect();
+    page(InboxTpl {
+        csrf: c.session.csrf.clone(),
+        name: c.viewer.name.clone(),
+        admin: true,
+        section: "settings",
+        i: row(i, conn.as_ref()),
+        notice: q.into_iter().find(|(k, _)| k == "notice").map(|(_, v)| v),
+        last_run,
+        stages,
+        users,
+        teams,
+    })
+}
+
+/// `POST /app/settings/inboxes/{address}/{part}`: tickets, members or signature.
+pub(super) async fn save(
+    State(st): State<Arc<WebState>>,
+    c: Ctx,
+    headers: HeaderMap,
+    Path((address, part)): Path<(String, String)>,
+    Form(fields): Form<Fields>,
+) -> Response {
+    if let Err(r) = admin_only(&c).and_then(|_| csrf(&c, &headers, &fields)) {
+        return r;
+    }
+    let all =
+        |k: &str| -> Vec<String> { fields.iter().filter(|(n, _)| n == k).map(|(_, v)| v.clone()).collect() };
+    let r = edit(&st.api, &c.viewer, |ws| {
+        let i = ws
+            .inboxes
+            .iter_mut()
+            .find(|i| i.address.eq_ignore_ascii_case(&address))
+            .ok_or_else(|| ApiError::NotFound(format!("no inbox {address}")))?;
+        match part.as_str() {
+            "tickets" => {
+                let (p, s) = field(&fields, "stage").unwrap_or("/").split_once('/').unwrap_or(("", ""));
+                i.tickets.enabled = field(&fields, "enabled").is_some();
+                i.tickets.pipeline = Some(p.to_string()).filter(|p| !p.is_empty());
+                i.tickets.stage = Some(s.to_string()).filter(|s| !s.is_empty());
+            }
+            "members" => i.members = Members { users: all("user"), teams: all("team") },
+            "signature" => {
+                let sig = field(&fields, "signature").unwrap_or_default();
+                if sig.len() > 10_000 {
+                    return Err(ApiError::BadRequest("a signature is at most 10000 characters".into()));
+                }
+                i.signature = Some(sig.to_string()).filter(|s| !s.trim().is_empty());
+            }
+            other => return Err(ApiError::NotFound(format!("no settings part {other}"))),
+        }
+        Ok(())
+    })
+    .await;
+    let notice = match r {
+        Ok(()) => format!("Saved {part}."),
+        Err(ApiError::NotFound(_)) => return not_found(&c),
+        Err(e) => format!("Not saved: {}", problem(e)),
+    };
+    Redirect::to(&format!("/app/settings/inboxes/{address}?notice={}", enc(&notice))).into_response()
+}
+
+/// `POST /app/settings/inboxes/{address}/verify`: starts a run and shows it.
+pub(super) async fn verify_start(
+    State(st): State<Arc<WebState>>,
+    c: Ctx,
+    headers: HeaderMap,
+    Path(address): Path<String>,
+    Form(fields): Form<Fields>,
+) -> Response {
+    if let Err(r) = admin_only(&c).and_then(|_| csrf(&c, &headers, &fields)) {
+        return r;
+    }
+    match api_verify::start_as(&st.api, &c.viewer, &address).await {
+        Ok(run) => {
+            Redirect::to(&format!("/app/settings/inboxes/{address}/verify/{}", run.id)).into_response()
+        }
+        Err(e) => api_error(&c, e),
+    }
+}
+
+fn step_views(run: &Run) -> Vec<StepView> {
+    run.steps
+        .iter()
+        .map(|s| StepView {
+            key: s.key.clone(),
+            label: s.label.clone(),
+            status: match s.status {
+                StepStatus::Pending => "pending",
+                StepStatus::Waiting => "waiting",
+                StepStatus::Pass => "pass",
+                StepStatus::Fail => "fail",
+                StepStatus::Skipped => "skipped",
+            },
+            took: match (s.started_at, s.at) {
+                (Some(a), Some(b)) => format!("{:.1} s", (b - a).num_milliseconds() as f64 / 1000.0),
+                _ => String::new(),
+            },
+            detail: s.detail.clone().unwrap_or_default(),
+        })
+        .collect()
+}
+
+/// `GET /app/settings/inboxes/{address}/verify/{run}`: the run, moved on while it runs;
+/// to htmx (the page's poll every 2 seconds) the steps part alone.
+pub(super) async fn verify_page(
+    State(st): State<Arc<WebState>>,
+    c: Ctx,
+    headers: HeaderMap,
+    Path((address, id)): Path<(String, String)>,
+) -> Response {
+    if let Err(r) = admin_only(&c) {
+        return r;
+    }
+    let run = match api_verify::run_as(&st.api, &c.viewer, &address, &id).await {
+        Ok(run) => run,
+        Err(e) => return api_error(&c, e),
+    };
+    let steps = StepsTpl {
+        address,
+        run_id: run.id.clone(),
+        outcome: run.outcome.clone(),
+        running: !run.finished(),
+        steps: step_views(&run),
+    };
+    if is_htmx(&headers) {
+        return page(steps);
+    }
+    page(VerifyTpl {
+        csrf: c.session.csrf.clone(),
+        name: c.viewer.name.clone(),
+        admin: true,
+        section: "settings",
+        address: steps.address,
+        run_id: steps.run_id,
+        outcome: steps.outcome,
+        running: steps.running,
+        steps: steps.steps,
+    })
+}

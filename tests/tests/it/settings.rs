@@ -1,0 +1,85 @@
+//! The settings pages in headless Chromium (tests/browser/settings.mjs): an admin creates
+//! a team inbox on IMAP against the test dovecot with SMTP submission, turns tickets on,
+//! adds a member and runs "send a test email" to all green; axe-core on every page; a
+//! non-admin gets 404. Nothing the verification made shows in the lists or the report.
+
+use mailroom_tests::dovecot::Dovecot;
+use mailroom_tests::repo_root;
+use mailroom_tests::serve::Serve;
+use mailroom_tests::smtp::SmtpSink;
+
+const INBOX: &str = "help@acme.test";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_sets_up_an_imap_inbox_in_the_browser_and_verifies_it() {
+    let browser = repo_root().join("tests/browser");
+    assert!(
+        browser.join("node_modules/playwright-core").exists()
+            && browser.join("node_modules/axe-core").exists(),
+        "playwright-core or axe-core is missing: run `npm ci` in tests/browser (scripts/test.sh does)"
+    );
+    let dv = Dovecot::start();
+    let smtp = SmtpSink::start_delivering(&dv.user, &dv.password, &dv.inbox_maildir(), None);
+    let data = tempfile::tempdir().unwrap();
+    let ws = data.path().join("workspace.toml");
+    std::fs::write(
+        &ws,
+        "name = \"Settings\"\n\
+         [[users]]\nemail = \"ann@acme.test\"\nname = \"Ann\"\nrole = \"admin\"\n\n\
+         [[users]]\nemail = \"bob@acme.test\"\nname = \"Bob\"\n\n\
+         [[teams]]\nid = \"support\"\nname = \"Support\"\nmembers = [\"bob@acme.test\"]\n\n\
+         [[pipelines]]\nid = \"support\"\nname = \"Support\"\nstages = [{ id = \"new\", name = \"New\" }, { id = \"closed\", name = \"Closed\", closed = true }]\n\n\
+         [[rules]]\nname = \"tests to support\"\n\
+         conditions = [{ field = \"subject\", op = \"contains_any_word\", values = [\"test\"] }]\n\
+         actions = { team = \"support\" }\n\n\
+         [security]\nallow_private_mail_hosts = true\n",
+    )
+    .unwrap();
+    mailroom_tests::mailroom_ok(data.path(), &["apply", ws.to_str().unwrap()]);
+    let serve = Serve::start(data, &[]);
+    let link = |u: &str| {
+        let out = mailroom_tests::mailroom_ok(serve.data(), &["login-link", u, "--url", &serve.base]);
+        String::from_utf8(out).unwrap().trim().to_string()
+    };
+    let shots = repo_root().join("target/screenshots/settings");
+    let cfg = serde_json::json!({
+        "base": serve.base,
+        "adminLink": link("ann@acme.test"),
+        "agentLink": link("bob@acme.test"),
+        "inbox": INBOX,
+        "imap": {"host": "127.0.0.1", "port": dv.port_tls, "user": dv.user, "password": dv.password, "caPem": dv.ca_pem()},
+        "smtp": {"host": "127.0.0.1", "port": smtp.port()},
+        "member": "bob@acme.test",
+        "shots": shots,
+    });
+    let cfg_path = serve.data().join("settings-test.json");
+    std::fs::write(&cfg_path, cfg.to_string()).unwrap();
+    let out = tokio::process::Command::new("node")
+        .current_dir(&browser)
+        .arg("settings.mjs")
+        .arg(&cfg_path)
+        .output()
+        .await
+        .expect("node is missing: install Node.js 20 or later");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "the settings walk failed:\n{}\n{stdout}\nserve's log:\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        serve.log_tail()
+    );
+
+    // The inbox is in the workspace as the pages set it.
+    let ws = mailroom_tests::mailroom_json(serve.data(), &["stats", "--json"]);
+    assert!(ws.is_object(), "{ws}");
+    // Nothing the verification made is listed or counted.
+    let contacts = mailroom_tests::mailroom_json(serve.data(), &["contacts", "--json"]);
+    assert_eq!(contacts.as_array().map(Vec::len), Some(0), "{contacts}");
+    let report = mailroom_tests::mailroom_json(serve.data(), &["report", "--json"]);
+    assert_eq!(
+        (report["messages"]["in"].as_i64(), report["tickets_created"].as_i64()),
+        (Some(0), Some(0)),
+        "{report}"
+    );
+    assert_eq!(smtp.messages().len(), 2, "the test message and the reply went through SMTP");
+}
