@@ -207,6 +207,7 @@ fn concrete(w: &World, method: &str, template: &str, conv: &str) -> (String, Opt
             if template.starts_with("/admin") { "temp@acme.test" } else { "dana@customer.test" },
         )
         .replace("{domain}", "customer.test")
+        .replace("{run}", "no-such-run")
         .replace("{sha256}", &w.attachment);
     let body = match (method, template) {
         ("put", "/admin/workspace") => Some(json!({"__current__": true})),
@@ -237,7 +238,9 @@ fn concrete(w: &World, method: &str, template: &str, conv: &str) -> (String, Opt
         ("post", "/conversations/{id}/replies") => {
             Some(json!({"text": "We are on it.", "request_id": "matrix-1"}))
         }
-        ("get" | "delete", _) | ("post", "/conversations/{id}/close" | "/conversations/{id}/reopen") => None,
+        ("get" | "delete", _)
+        | ("post", "/conversations/{id}/close" | "/conversations/{id}/reopen")
+        | ("post", "/admin/inboxes/{address}/verify") => None,
         (m, t) => panic!("the permission matrix has no request body for {m} {t}: add one"),
     };
     (path, body)
@@ -252,6 +255,9 @@ fn expected(who: &str, method: &str, template: &str) -> &'static [u16] {
         "admin" if template == "/deals/{id}" => &[404],
         "admin" if template == "/admin/inboxes/{address}/connect" => &[409], // no OAuth client configured
         "admin" if template == "/admin/inboxes/{address}/imap" => &[422],    // no IMAP server there
+        // A run starts (and fails at its first step: the scratch inbox is not connected).
+        "admin" if template == "/admin/inboxes/{address}/verify" => &[202],
+        "admin" if template == "/admin/inboxes/{address}/verify/{run}" => &[404],
         "admin" if method == "delete" => &[204],
         _ if template == "/conversations/{id}/replies" && who != "outsider" => &[202],
         // Ticket automation already made the support conversation's ticket.
