@@ -15,9 +15,10 @@
 // Always writes a full-page screenshot and prints one JSON line with what it found.
 // Exit: 0 all checks passed; 1 a check failed (reasons on stderr); 2 chromium is missing or
 // does not start, or the command line is wrong.
-import { accessSync, constants, statSync } from "node:fs";
+import { statSync } from "node:fs";
 import { resolve } from "node:path";
 import { chromium } from "playwright-core";
+import { chromiumPath } from "./lib.mjs";
 
 const CHARTS = ["volume", "first-response", "open-closed", "agents", "sla"];
 const TIMEOUT_MS = 20_000;
@@ -51,13 +52,7 @@ function parseArgs(argv) {
 }
 
 const args = parseArgs(process.argv.slice(2));
-const executablePath = process.env.CHROMIUM || "/usr/bin/chromium";
-try {
-  accessSync(executablePath, constants.X_OK);
-} catch {
-  process.stderr.write(`chromium not found at ${executablePath}: install Debian's chromium (apt-get install chromium)\n`);
-  process.exit(2);
-}
+const executablePath = chromiumPath();
 
 const consoleErrors = [];
 const pageErrors = [];

@@ -17,25 +17,13 @@
 // axe-core (WCAG 2.x A/AA and best practices) must find nothing on any page.
 // Prints one JSON line; exit 0 when every check passed, 1 when one failed (reasons on
 // stderr), 2 when chromium or the config is missing.
-import { accessSync, constants, mkdirSync, readFileSync } from "node:fs";
+import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { chromium } from "playwright-core";
+import { setup } from "./lib.mjs";
 
-const cfgPath = process.argv[2];
-if (!cfgPath) {
-  process.stderr.write("usage: node inbox.mjs CONFIG.json\n");
-  process.exit(2);
-}
-const cfg = JSON.parse(readFileSync(cfgPath, "utf8"));
-const executablePath = process.env.CHROMIUM || "/usr/bin/chromium";
-try {
-  accessSync(executablePath, constants.X_OK);
-} catch {
-  process.stderr.write(`chromium not found at ${executablePath}: install Debian's chromium (apt-get install chromium)\n`);
-  process.exit(2);
-}
+const { cfg, executablePath } = setup("inbox.mjs");
 const axeSource = readFileSync(new URL("./node_modules/axe-core/axe.min.js", import.meta.url), "utf8");
-mkdirSync(cfg.shots, { recursive: true });
 
 const failures = [];
 const steps = [];

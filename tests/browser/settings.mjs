@@ -13,49 +13,15 @@
 // best practices) must find nothing on any page. Prints one JSON line; exit 0 when every
 // check passed, 1 when one failed (reasons on stderr), 2 when chromium or the config is
 // missing.
-import { accessSync, constants, mkdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { chromium } from "playwright-core";
+import { setup, Walk } from "./lib.mjs";
 
-const cfgPath = process.argv[2];
-if (!cfgPath) {
-  process.stderr.write("usage: node settings.mjs CONFIG.json\n");
-  process.exit(2);
-}
-const cfg = JSON.parse(readFileSync(cfgPath, "utf8"));
-const executablePath = process.env.CHROMIUM || "/usr/bin/chromium";
-try {
-  accessSync(executablePath, constants.X_OK);
-} catch {
-  process.stderr.write(`chromium not found at ${executablePath}: install Debian's chromium (apt-get install chromium)\n`);
-  process.exit(2);
-}
-const axeSource = readFileSync(new URL("./node_modules/axe-core/axe.min.js", import.meta.url), "utf8");
-mkdirSync(cfg.shots, { recursive: true });
-
-const failures = [];
-const steps = [];
-const axeResults = {};
+const { cfg, executablePath } = setup("settings.mjs");
+const walk = new Walk();
+const check = walk.check.bind(walk);
+const axe = walk.audit.bind(walk);
 const T = 15_000;
-
-function check(ok, what) {
-  steps.push({ what, ok: !!ok });
-  if (!ok) failures.push(what);
-}
-
-async function axe(page, name) {
-  await page.evaluate(axeSource);
-  const r = await page.evaluate(async () => {
-    const res = await window.axe.run(document, {
-      iframes: false,
-      resultTypes: ["violations"],
-      runOnly: { type: "tag", values: ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa", "wcag22aa", "best-practice"] },
-    });
-    return res.violations.map((v) => ({ id: v.id, impact: v.impact, nodes: v.nodes.map((n) => n.target.join(" ")).slice(0, 5) }));
-  });
-  axeResults[name] = r;
-  check(r.length === 0, `axe-core finds nothing on ${name}: ${JSON.stringify(r)}`);
-}
 
 async function fillInbox(page, password) {
   await page.fill("input[name=address]", cfg.inbox);
@@ -113,6 +79,53 @@ try {
   check((await page.textContent("[role=status]")).includes("Saved members"), "access saved");
   check(await page.isChecked(`input[name=user][value="${cfg.member}"]`), "the member is checked after the save");
 
+  // The routing rule the test message will match, added on the rules page.
+  await page.goto(`${cfg.base}/app/settings/rules`);
+  await axe(page, "rules (none)");
+  await page.click("text=Add a rule");
+  await page.waitForURL("**/app/settings/rules/new");
+  await axe(page, "new rule");
+  // A bad regular expression is refused with the validation's reason, the form kept.
+  await page.fill("input[name=name]", "tests to support");
+  await page.selectOption("select[name=field1]", "subject");
+  await page.selectOption("select[name=op1]", "regex");
+  await page.fill("input[name=values1]", "(unclosed");
+  await page.selectOption("select[name=team]", "support");
+  await page.click("button:has-text('Save rule')");
+  const refusedRule = await page.textContent("[role=alert]").catch(() => "");
+  check(/Not saved/.test(refusedRule) && /regex|regular expression|unclosed/i.test(refusedRule), `a bad regular expression is refused with the reason: ${refusedRule}`);
+  check((await page.inputValue("input[name=values1]")) === "(unclosed", "the refused form keeps what was typed");
+  await axe(page, "rule refused");
+  await page.selectOption("select[name=op1]", "contains_any_word");
+  await page.fill("input[name=values1]", "test");
+  await page.click("button:has-text('Save rule')");
+  await page.waitForURL("**/app/settings/rules?**");
+  check((await page.textContent("[role=status]")).includes('Saved rule "tests to support"'), "the rule is saved");
+  // A second rule, then moved above the first.
+  await page.click("text=Add a rule");
+  await page.fill("input[name=name]", "vip senders");
+  await page.selectOption("select[name=field1]", "sender_domain");
+  await page.selectOption("select[name=op1]", "equals");
+  await page.fill("input[name=values1]", "vip.test");
+  await page.selectOption("select[name=team]", "support");
+  await page.fill("input[name=priority]", "high");
+  await page.click("button:has-text('Save rule')");
+  await page.waitForURL("**/app/settings/rules?**");
+  await page.click("button[aria-label='Move up vip senders']");
+  await page.waitForURL("**/app/settings/rules?**");
+  const order = await page.$$eval("tr[data-rule]", (rows) => rows.map((r) => r.dataset.rule));
+  check(order.join("|") === "vip senders|tests to support", `the rules are in the new order: ${order}`);
+  // Try it: which rule takes a pasted message, and why.
+  await page.selectOption("select[name=inbox]", cfg.inbox);
+  await page.fill("textarea[name=raw]", `From: Val <val@vip.test>\nTo: ${cfg.inbox}\nSubject: a test of the rules\nMessage-ID: <try-1@vip.test>\n\nHello`);
+  await page.click("button:has-text('Which rule matches?')");
+  const tried = await page.textContent("#try-result");
+  check(/Rule vip senders decides: team support/.test(tried), `try it names the deciding rule: ${tried}`);
+  check(/tests to support: not reached/.test(tried), `try it says the later rule was not reached: ${tried}`);
+  await axe(page, "rules with a try");
+  await page.screenshot({ path: join(cfg.shots, "settings-rules.png"), fullPage: true });
+  await page.goto(`${cfg.base}/app/settings/inboxes/${cfg.inbox}`);
+
   await page.click("button:has-text('Send a test email')");
   await page.waitForURL(`**/app/settings/inboxes/${cfg.inbox}/verify/**`);
   await axe(page, "verification (running)");
@@ -129,13 +142,47 @@ try {
   await axe(page, "verification (finished)");
   await page.screenshot({ path: join(cfg.shots, "settings-verify.png"), fullPage: true });
 
+  // Users and teams.
+  await page.goto(`${cfg.base}/app/settings/people`);
+  await axe(page, "users and teams");
+  await page.fill("form.stack input[name=email]", "carol@acme.test");
+  await page.fill("form.stack input[name=name]", "Carol");
+  await page.click("button:has-text('Add user')");
+  check((await page.textContent("[role=status]")).includes("Saved carol@acme.test"), "a user is added");
+  await page.fill("input[name=id][pattern]", "billing");
+  await page.fill("form:has(input[name=id][pattern]) input[name=name]", "Billing");
+  await page.click("button:has-text('Add team')");
+  check((await page.textContent("[role=status]")).includes("Saved team billing"), "a team is added");
+  await page.check("form[data-team=billing] input[name=member][value='carol@acme.test']");
+  await page.selectOption("form[data-team=billing] select[name=assign]", "round_robin");
+  await page.click("button:has-text('Save team billing')");
+  check(await page.isChecked("form[data-team=billing] input[name=member][value='carol@acme.test']"), "carol is in billing");
+  check((await page.textContent("tr[data-user='carol@acme.test']")).includes("billing"), "carol's row names her team");
+  await axe(page, "users and teams after changes");
+
+  // My notifications (an admin also sees the team's).
+  await page.goto(`${cfg.base}/app/settings/notifications`);
+  await axe(page, "notifications (admin)");
+  await page.uncheck("input[name=mention]");
+  await page.click("button:has-text('Save my notifications')");
+  check((await page.textContent("[role=status]")).includes("Saved your notifications"), "notifications saved");
+  check(!(await page.isChecked("input[name=mention]")) && (await page.isChecked("input[name=assigned]")), "mention off, assigned still on");
+  check((await page.textContent("table")).includes("bob@acme.test"), "an admin sees the team's notifications");
+
   // A non-admin: 404 on every settings page.
   const agent = await (await browser.newContext()).newPage();
   await agent.goto(cfg.agentLink);
-  for (const path of ["/app/settings", "/app/settings/inboxes/new", `/app/settings/inboxes/${cfg.inbox}`]) {
+  for (const path of ["/app/settings", "/app/settings/inboxes/new", `/app/settings/inboxes/${cfg.inbox}`, "/app/settings/rules", "/app/settings/rules/new", "/app/settings/people"]) {
     const r = await agent.goto(`${cfg.base}${path}`);
     check(r.status() === 404, `a non-admin gets 404 on ${path} (got ${r.status()})`);
   }
+  // ... but their own notifications: yes, without the team's.
+  const mine = await agent.goto(`${cfg.base}/app/settings/notifications`);
+  check(mine.status() === 200 && (await agent.$("table")) === null, "an agent sees their own notifications only");
+  await walk.audit(agent, "notifications (agent)");
+  await agent.uncheck("input[name=customer_reply]");
+  await agent.click("button:has-text('Save my notifications')");
+  check(!(await agent.isChecked("input[name=customer_reply]")), "an agent changes their own notifications");
   const r = await agent.request.post(`${cfg.base}/app/settings/inboxes/${cfg.inbox}/verify`, { form: { _csrf: "x" } });
   check(r.status() === 404 || r.status() === 403, `a non-admin cannot start a verification (got ${r.status()})`);
 } catch (e) {
@@ -143,8 +190,4 @@ try {
 } finally {
   await browser.close();
 }
-process.stdout.write(JSON.stringify({ steps, axe: axeResults }) + "\n");
-if (failures.length) {
-  process.stderr.write(failures.join("\n") + "\n");
-  process.exit(1);
-}
+walk.finish();

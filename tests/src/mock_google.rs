@@ -90,6 +90,9 @@ struct Grant {
 
 struct State_ {
     email: String,
+    /// Pub/Sub's push endpoint (`MockGoogle::push_to`): while a watch is on, every
+    /// mailbox change is pushed there with a push OIDC token, as Pub/Sub does.
+    push_to: Option<String>,
     /// This mock's URL: the `iss` of its ID tokens.
     issuer: String,
     history_id: u64,
@@ -197,6 +200,7 @@ impl MockGoogle {
         let shared = Shared {
             state: Arc::new(Mutex::new(State_ {
                 email: email.to_string(),
+                push_to: None,
                 issuer: String::new(),
                 history_id: 1_000_000,
                 floor: 0,
@@ -421,11 +425,7 @@ impl MockGoogle {
     /// A Pub/Sub push OIDC token.
     pub fn push_jwt(&self, v: Jwt) -> String {
         let now = chrono::Utc::now().timestamp();
-        let mut claims = json!({
-            "aud": PUSH_AUDIENCE, "azp": "113774264463038321964", "email": PUSH_EMAIL,
-            "sub": "113774264463038321964", "email_verified": true,
-            "iat": now, "exp": now + 3600, "iss": "https://accounts.google.com",
-        });
+        let mut claims = push_claims();
         let mut header = Header::new(Algorithm::RS256);
         header.kid = Some(GOOD_KID.into());
         let mut key = &self.good;
@@ -453,6 +453,40 @@ impl MockGoogle {
 
     /// A Pub/Sub push body for a Gmail notification.
     pub fn push_body(&self, email: &str, history_id: u64, enc: DataEncoding) -> Vec<u8> {
+        push_body(email, history_id, enc)
+    }
+
+    /// Pushes every later mailbox change to `url` while a watch is on (Pub/Sub's push
+    /// subscription to the watch's topic).
+    pub fn push_to(&self, url: &str) {
+        self.shared.lock().push_to = Some(url.to_string());
+    }
+}
+
+/// The claims of a good Pub/Sub push OIDC token.
+fn push_claims() -> Value {
+    let now = chrono::Utc::now().timestamp();
+    json!({
+        "aud": PUSH_AUDIENCE, "azp": "113774264463038321964", "email": PUSH_EMAIL,
+        "sub": "113774264463038321964", "email_verified": true,
+        "iat": now, "exp": now + 3600, "iss": "https://accounts.google.com",
+    })
+}
+
+/// Pub/Sub's delivery of a change, when a push endpoint is set and a watch is on.
+fn push_change(sh: &Shared, s: &State_) {
+    let (Some(url), Some(_)) = (s.push_to.clone(), s.watch.as_ref()) else { return };
+    let body = push_body(&s.email, s.history_id, DataEncoding::UrlNoPad);
+    let mut header = Header::new(Algorithm::RS256);
+    header.kid = Some(GOOD_KID.into());
+    let token = jsonwebtoken::encode(&header, &push_claims(), &sh.id_key).unwrap();
+    tokio::spawn(async move {
+        let _ = reqwest::Client::new().post(&url).bearer_auth(token).body(body).send().await;
+    });
+}
+
+fn push_body(email: &str, history_id: u64, enc: DataEncoding) -> Vec<u8> {
+    {
         let data = json!({"emailAddress": email, "historyId": history_id.to_string()}).to_string();
         let data = match enc {
             DataEncoding::UrlNoPad => URL_SAFE_NO_PAD.encode(&data),
@@ -841,8 +875,13 @@ async fn message_send(State(sh): State<Shared>, headers: HeaderMap, Json(body): 
         Some(t) if s.messages.values().any(|m| m.thread_id == t) => Some(t.to_string()),
         Some(_) => return google_error(StatusCode::NOT_FOUND, "notFound", "Requested entity was not found."),
     };
-    let id = store_message(&mut s, &mime, &["SENT"], chrono::Utc::now().timestamp_millis(), thread);
+    // Mail to oneself is filed in the inbox too (one message, both labels), as Gmail does.
+    let own = s.email.to_ascii_lowercase();
+    let to_self = head.lines().any(|l| (l.starts_with("to:") || l.starts_with("cc:")) && l.contains(&own));
+    let labels: &[&str] = if to_self { &["SENT", "INBOX"] } else { &["SENT"] };
+    let id = store_message(&mut s, &mime, labels, chrono::Utc::now().timestamp_millis(), thread);
     s.sent.push(mime);
+    push_change(&sh, &s);
     let m = &s.messages[&id];
     Json(json!({"id": m.id, "threadId": m.thread_id, "labelIds": m.labels})).into_response()
 }

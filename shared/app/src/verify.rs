@@ -27,7 +27,7 @@ use crate::runtime::ports::Ports;
 use anyhow::Context;
 use chrono::{DateTime, Duration, Utc};
 use mailroom_core::EmailAddress;
-use mailroom_store::{Cond, Key, Query, SkCond};
+use mailroom_store::{Cond, Key, Query, SkCond, StoreError, Update};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
@@ -93,6 +93,10 @@ pub struct Run {
     pub cursors_before: BTreeMap<String, i64>,
     /// Seconds a waiting step may wait.
     pub wait_seconds: u64,
+    /// Someone is moving the run on until then (two readers never send twice).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    pub busy_until: Option<DateTime<Utc>>,
     pub steps: Vec<Step>,
 }
 
@@ -141,6 +145,7 @@ impl Verifier {
             reply_request: None,
             cursors_before: BTreeMap::new(),
             wait_seconds: self.wait.as_secs(),
+            busy_until: None,
             steps: STEPS
                 .iter()
                 .map(|(k, l)| Step {
@@ -162,13 +167,50 @@ impl Verifier {
         self.advance(run).await
     }
 
-    /// Moves a run on as far as it goes without waiting, and stores it.
-    pub async fn advance(&self, mut run: Run) -> anyhow::Result<Run> {
+    /// Moves a run on as far as it goes without waiting, and stores it. One reader at a
+    /// time moves a run (a lease on the stored run); another gets it as it is.
+    pub async fn advance(&self, run: Run) -> anyhow::Result<Run> {
+        let inbox = EmailAddress::parse(&run.inbox).context("run inbox")?;
+        let key = keys::verify_run_key(&inbox, &run.id);
+        let now = self.ports.clock.now();
+        let free = Cond::Or(vec![
+            Cond::AttrNotExists("busy_until".into()),
+            Cond::Lt("busy_until".into(), json!(now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))),
+        ]);
+        let until = (now + Duration::seconds(60)).to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        match self
+            .ports
+            .table
+            .update(
+                &key,
+                vec![Update::Set("busy_until".into(), json!(until))],
+                Some(Cond::And(vec![Cond::Exists, free])),
+            )
+            .await
+        {
+            Ok(_) => {}
+            Err(StoreError::ConditionFailed) => {
+                return Ok(get(&self.ports, &inbox, &run.id).await?.unwrap_or(run));
+            }
+            Err(e) => return Err(e.into()),
+        }
+        let mut run = run;
+        run.busy_until = None;
+        let out = self.advance_held(&mut run).await;
+        // The lease goes with the last save; after an error, with this one.
+        if out.is_err() {
+            save(&self.ports, &run).await?;
+        }
+        out.map(|()| run)
+    }
+
+    async fn advance_held(&self, run: &mut Run) -> anyhow::Result<()> {
         while !run.finished() {
             let Some(i) =
                 run.steps.iter().position(|s| matches!(s.status, StepStatus::Pending | StepStatus::Waiting))
             else {
-                self.finish(&mut run).await?;
+                self.finish(run).await?;
+                save(&self.ports, run).await?;
                 break;
             };
             let now = self.ports.clock.now();
@@ -176,7 +218,7 @@ impl Verifier {
                 run.steps[i].started_at = Some(now);
             }
             let key = run.steps[i].key.clone();
-            let check = match self.check(&mut run, &key).await {
+            let check = match self.check(run, &key).await {
                 Ok(c) => c,
                 Err(e) => Check::Fail(format!("{e:#}")),
             };
@@ -198,17 +240,17 @@ impl Verifier {
                 }
                 Check::Wait(d) => {
                     (step.status, step.detail) = (StepStatus::Waiting, Some(d));
-                    save(&self.ports, &run).await?;
-                    return Ok(run);
+                    save(&self.ports, run).await?;
+                    return Ok(());
                 }
             }
             if step.status == StepStatus::Fail {
                 // The steps after a failure cannot run: they stay pending.
-                self.finish(&mut run).await?;
+                self.finish(run).await?;
             }
-            save(&self.ports, &run).await?;
+            save(&self.ports, run).await?;
         }
-        Ok(run)
+        Ok(())
     }
 
     async fn check(&self, run: &mut Run, key: &str) -> anyhow::Result<Check> {

@@ -108,6 +108,54 @@ impl Router {
     }
 }
 
+/// How one rule fared on a message: "try it" on the rules page shows it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RuleTrace {
+    pub rule: String,
+    /// The rule is for other inboxes: its conditions were not looked at.
+    pub other_inbox: bool,
+    /// Each condition, in order: whether it held.
+    pub conditions: Vec<bool>,
+    pub matched: bool,
+    /// Reached: an earlier matching rule without `continue` stopped before this one.
+    pub reached: bool,
+}
+
+impl Router {
+    /// [`Router::route`] with the reasons: every rule in order, each condition's result,
+    /// and whether the rule was reached at all.
+    pub fn explain(&self, ctx: &RouteContext) -> (Decision, Vec<RuleTrace>) {
+        let inbox = ctx.inbox.to_lowercase();
+        let mut stopped = false;
+        let mut traces = Vec::new();
+        for (rule, regexes) in &self.rules {
+            let other_inbox =
+                !rule.inboxes.is_empty() && !rule.inboxes.iter().any(|i| i.eq_ignore_ascii_case(&inbox));
+            let conditions: Vec<bool> = if other_inbox {
+                vec![]
+            } else {
+                rule.conditions.iter().zip(regexes).map(|(c, re)| holds(c, re.as_ref(), ctx)).collect()
+            };
+            let matched = !other_inbox
+                && match rule.r#match {
+                    MatchMode::All => conditions.iter().all(|x| *x),
+                    MatchMode::Any => conditions.iter().any(|x| *x),
+                };
+            traces.push(RuleTrace {
+                rule: rule.name.clone(),
+                other_inbox,
+                conditions,
+                matched,
+                reached: !stopped,
+            });
+            if matched && !stopped && !rule.r#continue {
+                stopped = true;
+            }
+        }
+        (self.route(ctx), traces)
+    }
+}
+
 fn fill(d: &mut Decision, a: &Actions) {
     fn set<T: Clone>(slot: &mut Option<T>, v: &Option<T>) {
         if slot.is_none() {
@@ -232,6 +280,23 @@ mod tests {
         assert_eq!(r.route(&ctx("Hello", "where is my invoice?")).team.as_deref(), Some("billing"));
         let d = r.route(&ctx("Hello", "nothing"));
         assert_eq!((d.team.as_deref(), d.matched.as_slice()), (Some("sales"), &["fallback".to_string()][..]));
+    }
+
+    #[test]
+    fn explain_gives_each_rule_and_condition_and_agrees_with_route() {
+        let r = Router::new(&ws());
+        let c = ctx("Getting Started guide", "invoice");
+        let (d, traces) = r.explain(&c);
+        assert_eq!(d, r.route(&c));
+        let matched: Vec<&str> = traces.iter().filter(|t| t.matched).map(|t| t.rule.as_str()).collect();
+        assert!(matched.len() >= 2, "the subject and the body rules both hold: {traces:?}");
+        // The first matching rule stops the rest: later ones are marked not reached.
+        let first = traces.iter().position(|t| t.matched).unwrap();
+        assert!(traces[first].reached && traces[first + 1..].iter().all(|t| !t.reached), "{traces:?}");
+        assert_eq!(d.matched, vec![traces[first].rule.clone()]);
+        let (d, traces) = r.explain(&ctx("Hello", "nothing"));
+        assert!(traces.iter().all(|t| !t.matched && t.conditions.iter().all(|c| !c)), "{traces:?}");
+        assert_eq!(d.matched, vec!["fallback".to_string()]);
     }
 
     #[test]

@@ -29,9 +29,6 @@ async fn an_admin_sets_up_an_imap_inbox_in_the_browser_and_verifies_it() {
          [[users]]\nemail = \"bob@acme.test\"\nname = \"Bob\"\n\n\
          [[teams]]\nid = \"support\"\nname = \"Support\"\nmembers = [\"bob@acme.test\"]\n\n\
          [[pipelines]]\nid = \"support\"\nname = \"Support\"\nstages = [{ id = \"new\", name = \"New\" }, { id = \"closed\", name = \"Closed\", closed = true }]\n\n\
-         [[rules]]\nname = \"tests to support\"\n\
-         conditions = [{ field = \"subject\", op = \"contains_any_word\", values = [\"test\"] }]\n\
-         actions = { team = \"support\" }\n\n\
          [security]\nallow_private_mail_hosts = true\n",
     )
     .unwrap();
@@ -69,9 +66,30 @@ async fn an_admin_sets_up_an_imap_inbox_in_the_browser_and_verifies_it() {
         serve.log_tail()
     );
 
-    // The inbox is in the workspace as the pages set it.
-    let ws = mailroom_tests::mailroom_json(serve.data(), &["stats", "--json"]);
-    assert!(ws.is_object(), "{ws}");
+    // The workspace is as the pages set it: read back through the admin API.
+    let token =
+        String::from_utf8(mailroom_tests::mailroom_ok(serve.data(), &["token", "ann@acme.test"])).unwrap();
+    let ws: serde_json::Value = reqwest::Client::new()
+        .get(serve.url("/admin/workspace"))
+        .bearer_auth(token.trim())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let ws = &ws["workspace"];
+    let inbox = ws["inboxes"].as_array().unwrap().iter().find(|i| i["address"] == INBOX).expect("the inbox");
+    assert_eq!(inbox["tickets"]["enabled"], true, "{inbox}");
+    assert_eq!(inbox["tickets"]["pipeline"], "support", "{inbox}");
+    assert_eq!(inbox["members"]["users"][0], "bob@acme.test", "{inbox}");
+    let rules: Vec<&str> =
+        ws["rules"].as_array().unwrap().iter().filter_map(|r| r["name"].as_str()).collect();
+    assert_eq!(rules, ["vip senders", "tests to support"]);
+    let billing = ws["teams"].as_array().unwrap().iter().find(|t| t["id"] == "billing").expect("billing");
+    assert_eq!(billing["members"][0], "carol@acme.test", "{billing}");
+    let ann = ws["users"].as_array().unwrap().iter().find(|u| u["email"] == "ann@acme.test").unwrap();
+    assert_eq!(ann["notifications"]["mention"], "none", "{ann}");
     // Nothing the verification made is listed or counted.
     let contacts = mailroom_tests::mailroom_json(serve.data(), &["contacts", "--json"]);
     assert_eq!(contacts.as_array().map(Vec::len), Some(0), "{contacts}");
@@ -82,4 +100,60 @@ async fn an_admin_sets_up_an_imap_inbox_in_the_browser_and_verifies_it() {
         "{report}"
     );
     assert_eq!(smtp.messages().len(), 2, "the test message and the reply went through SMTP");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_adds_gmail_and_microsoft_365_inboxes_through_their_sign_in() {
+    use mailroom_tests::mock_google::MockGoogle;
+    use mailroom_tests::mock_graph::MockGraph;
+    let browser = repo_root().join("tests/browser");
+    let google = MockGoogle::start("sales@acme.test").await;
+    let graph = MockGraph::start().await;
+    let ms = graph.add_user("ms@acme.test");
+    graph.authorize_as(&ms);
+    let data = tempfile::tempdir().unwrap();
+    let ws = data.path().join("workspace.toml");
+    std::fs::write(
+        &ws,
+        "name = \"OAuth\"\n[[users]]\nemail = \"ann@acme.test\"\nname = \"Ann\"\nrole = \"admin\"\n",
+    )
+    .unwrap();
+    mailroom_tests::mailroom_ok(data.path(), &["apply", ws.to_str().unwrap()]);
+    let mut env = google.serve_env();
+    env.extend(graph.serve_env());
+    let env_refs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let serve = Serve::start(data, &env_refs);
+    let out =
+        mailroom_tests::mailroom_ok(serve.data(), &["login-link", "ann@acme.test", "--url", &serve.base]);
+    let cfg = serde_json::json!({
+        "base": serve.base,
+        "adminLink": String::from_utf8(out).unwrap().trim(),
+        "shots": repo_root().join("target/screenshots/settings"),
+        "providers": [
+            {"provider": "gmail", "wrong": "other@acme.test", "right": "sales@acme.test"},
+            {"provider": "graph", "wrong": "other-ms@acme.test", "right": "ms@acme.test"},
+        ],
+    });
+    let cfg_path = serve.data().join("settings-oauth.json");
+    std::fs::write(&cfg_path, cfg.to_string()).unwrap();
+    let out = tokio::process::Command::new("node")
+        .current_dir(&browser)
+        .arg("settings_oauth.mjs")
+        .arg(&cfg_path)
+        .output()
+        .await
+        .expect("node is missing: install Node.js 20 or later");
+    assert!(
+        out.status.success(),
+        "the OAuth settings walk failed:\n{}\n{}\nserve's log:\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout),
+        serve.log_tail()
+    );
+    // Only the right mailboxes are connected.
+    let status = mailroom_tests::mailroom_json(serve.data(), &["inbox", "status", "--json"]);
+    let connected: Vec<&str> =
+        status.as_array().unwrap().iter().filter_map(|c| c["inbox"].as_str()).collect();
+    assert_eq!(connected.len(), 2, "{status}");
+    assert!(connected.contains(&"sales@acme.test") && connected.contains(&"ms@acme.test"), "{status}");
 }

@@ -156,3 +156,82 @@ fn verify_is_red_with_the_reason_when_smtp_refuses_the_password_or_imap_is_down(
     let why = received["detail"].as_str().unwrap();
     assert!(why.contains("IMAP poll failed") && why.contains("127.0.0.1"), "the reason: {why}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_is_green_on_a_gmail_inbox_by_push_history_sync_and_its_sent_copy() {
+    use mailroom_tests::mock_google::MockGoogle;
+    const SALES: &str = "sales@acme.test";
+    const ADMIN_TOKEN: &str = "verify-test-admin-token-0123456789";
+    let google = MockGoogle::start(SALES).await;
+    let data = tempfile::tempdir().unwrap();
+    let ws = data.path().join("workspace.toml");
+    std::fs::write(
+        &ws,
+        format!(
+            "name = \"Gmail verify\"\n[[users]]\nemail = \"ann@acme.test\"\nname = \"Ann\"\nrole = \"admin\"\n\n\
+             [[inboxes]]\naddress = \"{SALES}\"\nprovider = \"gmail\"\n"
+        ),
+    )
+    .unwrap();
+    mailroom_ok(data.path(), &["apply", ws.to_str().unwrap()]);
+    let mut env = google.serve_env();
+    env.push(("MAILROOM_ADMIN_TOKEN".into(), ADMIN_TOKEN.into()));
+    let env_refs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let serve = mailroom_tests::serve::Serve::start(data, &env_refs);
+    let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    mailroom_tests::serve::connect_mailbox(&http, &serve.base, ADMIN_TOKEN, "gmail", SALES, || {
+        serve.log_tail()
+    })
+    .await;
+    // Pub/Sub pushes every later change of the mailbox to serve's webhook.
+    google.push_to(&serve.url("/webhooks/gmail"));
+    let t = std::time::Instant::now();
+    while google.watch_state().is_none() {
+        assert!(t.elapsed() < std::time::Duration::from_secs(20), "no watch: {}", serve.log_tail());
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let token = String::from_utf8(mailroom_ok(serve.data(), &["token", "ann@acme.test"])).unwrap();
+    let token = token.trim().to_string();
+    let r = http
+        .post(serve.url(&format!("/admin/inboxes/{SALES}/verify")))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 202, "{}", serve.log_tail());
+    let mut run: Value = r.json().await.unwrap();
+    let t = std::time::Instant::now();
+    while run["outcome"] == "running" {
+        assert!(
+            t.elapsed() < std::time::Duration::from_secs(60),
+            "still running: {run}\n{}",
+            serve.log_tail()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        let url = serve.url(&format!("/admin/inboxes/{SALES}/verify/{}", run["id"].as_str().unwrap()));
+        run = http.get(url).bearer_auth(&token).send().await.unwrap().json().await.unwrap();
+    }
+    assert_eq!(
+        run["outcome"],
+        "passed",
+        "{}\n{}",
+        serde_json::to_string_pretty(&run).unwrap(),
+        serve.log_tail()
+    );
+    for s in run["steps"].as_array().unwrap().iter().filter(|s| s["key"] != "ticket") {
+        assert_eq!(s["status"], "pass", "step {} is not green: {run}", s["key"]);
+    }
+    // This inbox creates no tickets: the step says so rather than failing.
+    assert_eq!(step(&run, "ticket")["status"], "skipped", "{run}");
+    assert!(step(&run, "ticket")["detail"].as_str().unwrap().contains("ticket creation is off"), "{run}");
+    assert!(step(&run, "send")["detail"].as_str().unwrap().contains("Gmail API"), "{run}");
+    // Received by push and history sync, not by a poll: the history was read.
+    assert!(google.count("GET", "/gmail/v1/users/me/history") > 0, "no history sync");
+    assert_eq!(google.sent().len(), 2, "the test message and the reply went through messages.send");
+    let report = mailroom_json(serve.data(), &["report", "--json"]);
+    assert_eq!(
+        (report["messages"]["in"].as_i64(), report["messages"]["out"].as_i64()),
+        (Some(0), Some(0)),
+        "{report}"
+    );
+}

@@ -161,6 +161,15 @@ async fn change_my_settings(
     caller: Caller,
     J(change): J<MySettings>,
 ) -> ApiResult<Json<MySettings>> {
+    Ok(Json(change_my_settings_as(&st, &caller, change).await?))
+}
+
+/// Changes the caller's own settings (the API and the web notifications page).
+pub(crate) async fn change_my_settings_as(
+    st: &ApiState,
+    caller: &Caller,
+    change: MySettings,
+) -> ApiResult<MySettings> {
     let version = crate::workspace::version(&st.ports).await?;
     let mut ws = crate::workspace::load(&st.ports).await?.unwrap_or_default();
     let i = me_in(&ws, &caller.email)?;
@@ -191,8 +200,8 @@ async fn change_my_settings(
         }
     }
     let out = settings_of(u);
-    super::admin::commit(&st, &caller, ws, version).await?;
-    Ok(Json(out))
+    super::admin::commit(st, caller, ws, version).await?;
+    Ok(out)
 }
 
 #[derive(Debug, Serialize, ToSchema)]

@@ -130,6 +130,18 @@ pub async fn start(
     provider: Provider,
     inbox: &EmailAddress,
 ) -> Result<String, OAuthError> {
+    start_returning(ports, cfg, provider, inbox, None).await
+}
+
+/// [`start`], with the page of ours (a path under `/app/`) the callback sends the browser
+/// back to with the outcome: the settings pages' flow.
+pub async fn start_returning(
+    ports: &Ports,
+    cfg: &ProvidersConfig,
+    provider: Provider,
+    inbox: &EmailAddress,
+    return_to: Option<&str>,
+) -> Result<String, OAuthError> {
     let oauth = provider_config(cfg, provider)?;
     let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
     let nonce = CsrfToken::new_random().secret().clone();
@@ -143,6 +155,9 @@ pub async fn start(
     item.insert("provider".into(), json!(provider.as_str()));
     item.insert("verifier".into(), json!(hex::encode(sealed)));
     item.insert("expires".into(), json!(expires));
+    if let Some(back) = return_to.filter(|b| is_own_page(b)) {
+        item.insert("return_to".into(), json!(back));
+    }
     ports.table.put(item, Some(Cond::NotExists)).await?;
 
     let c = client(oauth)?;
@@ -156,6 +171,23 @@ pub async fn start(
         req = req.add_extra_param("access_type", "offline").add_extra_param("prompt", "consent");
     }
     Ok(req.url().0.to_string())
+}
+
+/// Only a path of our own web pages: never an open redirect.
+fn is_own_page(p: &str) -> bool {
+    p.starts_with("/app/") && !p.contains("//") && !p.contains('\\') && p.is_ascii()
+}
+
+/// The page a signed state asks the callback to return to, read before the callback
+/// uses the state up (`None`: a forged or unknown state, or none was asked for).
+pub async fn return_to(ports: &Ports, state: &str) -> Option<String> {
+    let (text, sig) = state.rsplit_once('.')?;
+    if !ports.signer.verify(STATE_PURPOSE, text, sig) {
+        return None;
+    }
+    let (nonce, _) = text.split_once('.')?;
+    let item = ports.table.get(&keys::oauth_state_key(nonce)).await.ok()??;
+    item.get("return_to").and_then(Value::as_str).filter(|b| is_own_page(b)).map(str::to_string)
 }
 
 /// The callback: checks the state (signature, expiry, single use), exchanges the code

@@ -125,9 +125,20 @@ async fn callback(State(st): State<Arc<WebState>>, Query(p): Query<CallbackParam
     let (Some(code), Some(state)) = (p.code, p.state) else {
         return page(StatusCode::BAD_REQUEST, "Connection failed", "The link is missing its code or state.");
     };
+    // Started from the settings pages: back there with the outcome.
+    let back = oauth::return_to(&st.ports, &state).await;
+    let back_with = |notice: &str| {
+        back.as_ref().map(|b| {
+            let q = crate::runtime::http::notice_query(&st.ports.signer, notice);
+            axum::response::Redirect::to(&format!("{b}?{q}")).into_response()
+        })
+    };
     let conn = match oauth::callback(&st.ports, &st.cfg, &code, &state).await {
         Ok(c) => c,
         Err(e @ (OAuthError::BadState | OAuthError::Refused(_) | OAuthError::WrongAccount { .. })) => {
+            if let Some(r) = back_with(&format!("Not connected: {e}")) {
+                return r;
+            }
             return page(StatusCode::BAD_REQUEST, "Connection failed", &e.to_string());
         }
         Err(e) => {
@@ -144,7 +155,8 @@ async fn callback(State(st): State<Arc<WebState>>, Query(p): Query<CallbackParam
     if let Err(e) = sync::enqueue(&st.ports, &req).await.and_then(|_| st.ports.flush()) {
         return page(StatusCode::SERVICE_UNAVAILABLE, "Connection stored, sync not started", &e.to_string());
     }
-    page(StatusCode::OK, "Connected", &format!("{} is connected; its mail is being imported.", conn.inbox))
+    let done = format!("{} is connected; its mail is being imported.", conn.inbox);
+    back_with(&format!("Connected: {done}")).unwrap_or_else(|| page(StatusCode::OK, "Connected", &done))
 }
 
 /// Pub/Sub push: the OIDC token is checked before the body is read.

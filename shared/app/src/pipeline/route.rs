@@ -431,7 +431,7 @@ impl RouteHandler {
 
 /// `prefix.attr` for every string attribute, and `prefix.name` for each entry of a
 /// `properties` map.
-fn add_properties(ctx: &mut RouteContext, prefix: &str, item: &Item) {
+pub(crate) fn add_properties(ctx: &mut RouteContext, prefix: &str, item: &Item) {
     for (k, v) in item {
         if let Some(v) = v.as_str() {
             ctx.properties.insert(format!("{prefix}.{k}"), v.to_string());

@@ -21,3 +21,19 @@ pub fn bearer(headers: &HeaderMap) -> Option<&str> {
     let (scheme, token) = v.split_once(' ')?;
     scheme.eq_ignore_ascii_case("bearer").then_some(token.trim())
 }
+
+const NOTICE_PURPOSE: &str = "page-notice";
+
+/// The query (`notice=...&ns=...`) a redirect carries its outcome in, signed: a page
+/// shows only notices we wrote, never text a crafted link puts in our pages.
+pub fn notice_query(signer: &mailroom_core::ThreadSigner, text: &str) -> String {
+    let enc: String = form_urlencoded::byte_serialize(text.as_bytes()).collect();
+    format!("notice={enc}&ns={}", signer.sign(NOTICE_PURPOSE, text))
+}
+
+/// The notice of a page's query, when its signature holds.
+pub fn read_notice(signer: &mailroom_core::ThreadSigner, q: &[(String, String)]) -> Option<String> {
+    let get = |k: &str| q.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+    let (text, sig) = (get("notice")?, get("ns")?);
+    signer.verify(NOTICE_PURPOSE, text, sig).then(|| text.to_string())
+}

@@ -12,10 +12,13 @@
 #![allow(clippy::result_large_err)]
 
 mod actions;
+mod admin;
 mod ctx;
 mod list;
 pub mod oidc;
 mod pages;
+mod people;
+mod rules;
 pub mod session;
 mod settings;
 mod signin;
@@ -73,8 +76,17 @@ pub fn router(api: Arc<ApiState>, oidc: Option<oidc::WebOidc>) -> Router {
         .route("/app/logout", post(signin::logout))
         .route("/app/settings", get(settings::inboxes))
         .route("/app/settings/inboxes/new", get(settings::new_form).post(settings::create))
+        .route("/app/settings/notifications", get(people::notifications).post(people::save_notifications))
+        .route("/app/settings/people", get(people::people))
+        .route("/app/settings/people/{what}", post(people::change))
+        .route("/app/settings/rules", get(rules::list))
+        .route("/app/settings/rules/try", post(rules::try_it))
+        .route("/app/settings/rules/new", get(rules::form).post(rules::save))
+        .route("/app/settings/rules/{n}", get(rules::form).post(rules::save))
+        .route("/app/settings/rules/{n}/{op}", post(rules::reorder))
         .route("/app/settings/inboxes/{address}", get(settings::inbox))
         .route("/app/settings/inboxes/{address}/verify", post(settings::verify_start))
+        .route("/app/settings/inboxes/{address}/connect", post(settings::connect))
         .route("/app/settings/inboxes/{address}/verify/{run}", get(settings::verify_page))
         .route("/app/settings/inboxes/{address}/{part}", post(settings::save))
         .route("/app/reports", get(pages::reports))

@@ -7,18 +7,19 @@
 //! validation as `mailroom apply`.
 
 use super::WebState;
+use super::admin::*;
 use super::ctx::*;
 use crate::api::admin::{ImapConnectBody, SmtpBody, connect_imap_as, edit};
 use crate::api::{ApiError, verify as api_verify};
 use crate::mailbox::connection::{self, Connection};
+use crate::runtime::http::read_notice;
 use crate::verify::{Run, StepStatus};
 use askama::Template;
-use axum::Form;
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
-use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::response::{IntoResponse, Redirect, Response};
 use chrono::Utc;
-use mailroom_core::workspace::{Inbox, InboxType, Members};
+use mailroom_core::workspace::{Inbox, InboxType, Members, Provider as WsProvider};
 use std::sync::Arc;
 
 pub(super) struct Row {
@@ -33,6 +34,9 @@ pub(super) struct Row {
     pub tickets_on: bool,
     pub stage_value: String,
     pub signature: String,
+    /// Connected through a provider's sign-in (Gmail, Microsoft 365).
+    pub oauth: bool,
+    pub provider_name: &'static str,
 }
 
 fn row(i: &Inbox, c: Option<&Connection>) -> Row {
@@ -53,7 +57,9 @@ fn row(i: &Inbox, c: Option<&Connection>) -> Row {
     Row {
         address: i.address.clone(),
         kind: if i.kind == InboxType::Individual { "Individual" } else { "Team" },
-        provider: c.map(|c| c.provider.as_str().to_string()).unwrap_or_else(|| "-".into()),
+        provider: c
+            .map(|c| c.provider.as_str().to_string())
+            .unwrap_or_else(|| format!("{:?}", i.provider).to_lowercase()),
         state,
         state_class: class,
         last_sync: c
@@ -69,6 +75,12 @@ fn row(i: &Inbox, c: Option<&Connection>) -> Row {
             i.tickets.stage.clone().unwrap_or_default()
         ),
         signature: i.signature.clone().unwrap_or_default(),
+        oauth: matches!(i.provider, WsProvider::Gmail | WsProvider::Microsoft),
+        provider_name: match i.provider {
+            WsProvider::Gmail => "Google",
+            WsProvider::Microsoft => "Microsoft",
+            _ => "IMAP",
+        },
     }
 }
 
@@ -79,6 +91,7 @@ struct InboxesTpl {
     name: String,
     admin: bool,
     section: &'static str,
+    notice: Option<String>,
     rows: Vec<Row>,
 }
 
@@ -156,19 +169,51 @@ struct StepsTpl {
     steps: Vec<StepView>,
 }
 
-fn admin_only(c: &Ctx) -> Result<(), Response> {
-    if c.viewer.is_admin() { Ok(()) } else { Err(not_found(c)) }
+#[derive(Template)]
+#[template(path = "web/settings/oauth.html")]
+struct OAuthTpl {
+    csrf: String,
+    name: String,
+    admin: bool,
+    section: &'static str,
+    provider: &'static str,
+    address: String,
+    url: String,
 }
 
-fn page(t: impl Template) -> Response {
-    match render(t) {
-        Ok(h) => Html(h).into_response(),
-        Err(r) => r,
-    }
+/// The provider's sign-in, started: a page with the way there. Not a redirect: the
+/// pages' `form-action 'self'` policy stops a form post from redirecting to another
+/// origin, and the page says which mailbox to sign in as.
+async fn to_provider(
+    st: &WebState,
+    c: &Ctx,
+    provider: crate::mailbox::connection::Provider,
+    addr: &mailroom_core::EmailAddress,
+) -> Result<Response, String> {
+    use crate::mailbox::connection::Provider;
+    let back = format!("/app/settings/inboxes/{}", addr.key());
+    let url =
+        crate::mailbox::oauth::start_returning(&st.api.ports, &st.api.providers, provider, addr, Some(&back))
+            .await
+            .map_err(|e| e.to_string())?;
+    st.api.ports.flush().map_err(|e| e.to_string())?;
+    Ok(page(OAuthTpl {
+        csrf: c.session.csrf.clone(),
+        name: c.viewer.name.clone(),
+        admin: true,
+        section: "settings",
+        provider: if provider == Provider::Graph { "Microsoft" } else { "Google" },
+        address: addr.key(),
+        url,
+    }))
 }
 
 /// `GET /app/settings`: every inbox with its kind, provider, health and members.
-pub(super) async fn inboxes(State(st): State<Arc<WebState>>, c: Ctx) -> Response {
+pub(super) async fn inboxes(
+    State(st): State<Arc<WebState>>,
+    c: Ctx,
+    axum::extract::Query(q): axum::extract::Query<Vec<(String, String)>>,
+) -> Response {
     if let Err(r) = admin_only(&c) {
         return r;
     }
@@ -188,6 +233,7 @@ pub(super) async fn inboxes(State(st): State<Arc<WebState>>, c: Ctx) -> Response
         name: c.viewer.name.clone(),
         admin: true,
         section: "settings",
+        notice: read_notice(&st.api.ports.signer, &q),
         rows,
     })
 }
@@ -218,30 +264,11 @@ fn new_page(c: &Ctx, error: Option<String>, v: NewValues) -> Response {
     })
 }
 
-fn problem(e: ApiError) -> String {
-    match e {
-        ApiError::Invalid(d, errors) if !errors.is_empty() => format!("{d}: {}", errors.join("; ")),
-        ApiError::Invalid(d, _)
-        | ApiError::BadRequest(d)
-        | ApiError::Conflict(d)
-        | ApiError::NotFound(d)
-        | ApiError::Forbidden(d) => d,
-        other => format!("{other:?}"),
-    }
-}
-
 /// `POST /app/settings/inboxes/new`: adds the inbox to the workspace and connects it.
 /// IMAP: the login is tried on IMAP and SMTP first; a refusal takes the inbox out again
 /// and shows the server's reason. Gmail and Microsoft 365: on to the provider's sign-in.
-pub(super) async fn create(
-    State(st): State<Arc<WebState>>,
-    c: Ctx,
-    headers: HeaderMap,
-    Form(fields): Form<Fields>,
-) -> Response {
-    if let Err(r) = admin_only(&c).and_then(|_| csrf(&c, &headers, &fields)) {
-        return r;
-    }
+pub(super) async fn create(f: AdminForm) -> Response {
+    let AdminForm { st, c, fields } = f;
     let f = |k: &str| field(&fields, k).unwrap_or_default().trim().to_string();
     let v = NewValues {
         address: f("address").to_lowercase(),
@@ -349,8 +376,7 @@ pub(super) async fn create(
                     .map(|s| format!("Sent folder {s:?}"))
                     .unwrap_or_else(|| "no Sent folder (sent mail is not synced)".into());
                 let notice = format!("Connected: folders found INBOX {:?} and {sent}.", done.inbox_folder);
-                Redirect::to(&format!("/app/settings/inboxes/{}?notice={}", v.address, enc(&notice)))
-                    .into_response()
+                with_notice(&st, &format!("/app/settings/inboxes/{}", v.address), &notice)
             }
             Err(e) => {
                 undo().await;
@@ -361,19 +387,15 @@ pub(super) async fn create(
             use crate::mailbox::connection::Provider;
             let provider = if v.provider == "graph" { Provider::Graph } else { Provider::Gmail };
             let Ok(addr) = mailroom_core::EmailAddress::parse(&v.address) else { return internal("address") };
-            match crate::mailbox::oauth::start(&st.api.ports, &st.api.providers, provider, &addr).await {
-                Ok(url) => Redirect::to(&url).into_response(),
+            match to_provider(&st, &c, provider, &addr).await {
+                Ok(r) => r,
                 Err(e) => {
                     undo().await;
-                    new_page(&c, Some(e.to_string()), v)
+                    new_page(&c, Some(e), v)
                 }
             }
         }
     }
-}
-
-fn enc(s: &str) -> String {
-    form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }
 
 /// The signed-in admin against the workspace as it is now.
@@ -440,7 +462,7 @@ pub(super) async fn inbox(
         admin: true,
         section: "settings",
         i: row(i, conn.as_ref()),
-        notice: q.into_iter().find(|(k, _)| k == "notice").map(|(_, v)| v),
+        notice: read_notice(&st.api.ports.signer, &q),
         last_run,
         stages,
         users,
@@ -449,16 +471,8 @@ pub(super) async fn inbox(
 }
 
 /// `POST /app/settings/inboxes/{address}/{part}`: tickets, members or signature.
-pub(super) async fn save(
-    State(st): State<Arc<WebState>>,
-    c: Ctx,
-    headers: HeaderMap,
-    Path((address, part)): Path<(String, String)>,
-    Form(fields): Form<Fields>,
-) -> Response {
-    if let Err(r) = admin_only(&c).and_then(|_| csrf(&c, &headers, &fields)) {
-        return r;
-    }
+pub(super) async fn save(Path((address, part)): Path<(String, String)>, f: AdminForm) -> Response {
+    let AdminForm { st, c, fields } = f;
     let all =
         |k: &str| -> Vec<String> { fields.iter().filter(|(n, _)| n == k).map(|(_, v)| v.clone()).collect() };
     let r = edit(&st.api, &c.viewer, |ws| {
@@ -482,30 +496,57 @@ pub(super) async fn save(
                 }
                 i.signature = Some(sig.to_string()).filter(|s| !s.trim().is_empty());
             }
+            "archive" => {
+                // Out of the model; its messages stay (docs/workspace.md, archiving).
+                let addr = i.address.clone();
+                ws.inboxes.retain(|x| !x.address.eq_ignore_ascii_case(&addr));
+            }
             other => return Err(ApiError::NotFound(format!("no settings part {other}"))),
         }
         Ok(())
     })
     .await;
+    if part == "archive" && r.is_ok() {
+        let n = format!("Archived {address}: it is out of the inbox list; its conversations stay.");
+        return with_notice(&st, "/app/settings", &n);
+    }
     let notice = match r {
         Ok(()) => format!("Saved {part}."),
         Err(ApiError::NotFound(_)) => return not_found(&c),
         Err(e) => format!("Not saved: {}", problem(e)),
     };
-    Redirect::to(&format!("/app/settings/inboxes/{address}?notice={}", enc(&notice))).into_response()
+    with_notice(&st, &format!("/app/settings/inboxes/{address}"), &notice)
+}
+
+/// `POST /app/settings/inboxes/{address}/connect`: (re)connects a Gmail or Microsoft
+/// 365 inbox through the provider's sign-in, back to the inbox page.
+pub(super) async fn connect(Path(address): Path<String>, f: AdminForm) -> Response {
+    use crate::mailbox::connection::Provider;
+    use mailroom_core::workspace::Provider as Kind;
+    let AdminForm { st, c, .. } = f;
+    let Some(i) = c.viewer.ws.inboxes.iter().find(|i| i.address.eq_ignore_ascii_case(&address)) else {
+        return not_found(&c);
+    };
+    let provider = match i.provider {
+        Kind::Gmail => Provider::Gmail,
+        Kind::Microsoft => Provider::Graph,
+        _ => {
+            let n = "An IMAP inbox is connected again with its settings: archive it and add it anew, or use `mailroom inbox connect-imap`.";
+            return with_notice(&st, &format!("/app/settings/inboxes/{address}"), n);
+        }
+    };
+    let Ok(addr) = mailroom_core::EmailAddress::parse(&i.address) else { return not_found(&c) };
+    match to_provider(&st, &c, provider, &addr).await {
+        Ok(r) => r,
+        Err(e) => {
+            with_notice(&st, &format!("/app/settings/inboxes/{}", addr.key()), &format!("Not connected: {e}"))
+        }
+    }
 }
 
 /// `POST /app/settings/inboxes/{address}/verify`: starts a run and shows it.
-pub(super) async fn verify_start(
-    State(st): State<Arc<WebState>>,
-    c: Ctx,
-    headers: HeaderMap,
-    Path(address): Path<String>,
-    Form(fields): Form<Fields>,
-) -> Response {
-    if let Err(r) = admin_only(&c).and_then(|_| csrf(&c, &headers, &fields)) {
-        return r;
-    }
+pub(super) async fn verify_start(Path(address): Path<String>, f: AdminForm) -> Response {
+    let AdminForm { st, c, .. } = f;
     match api_verify::start_as(&st.api, &c.viewer, &address).await {
         Ok(run) => {
             Redirect::to(&format!("/app/settings/inboxes/{address}/verify/{}", run.id)).into_response()

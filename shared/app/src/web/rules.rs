@@ -1,0 +1,590 @@
+//! The routing-rules settings page (docs/inbox-setup.md): the rules in the order they run,
+//! moved up and down, added, edited and deleted through the admin API's `edit` (validated
+//! as `mailroom apply` validates), and "try it": a pasted email run through the rules as
+//! the route stage would, with each rule's and each condition's result.
+
+use super::WebState;
+use super::admin::*;
+use super::ctx::*;
+use crate::api::ApiError;
+use crate::api::admin::edit;
+use crate::runtime::http::{notice_query, read_notice};
+use askama::Template;
+use axum::extract::{Path, Query, State};
+use axum::response::{IntoResponse, Redirect, Response};
+use mailroom_core::routing::{RouteContext, Router};
+use mailroom_core::workspace::{Actions, Assign, Condition, Field, MatchMode, Op, Rule, Workspace};
+use std::sync::Arc;
+
+pub(super) struct RuleRow {
+    pub pos: usize,
+    pub index: usize,
+    pub name: String,
+    pub when: String,
+    pub then: String,
+    pub moves: Vec<(&'static str, &'static str)>,
+}
+
+pub(super) struct TraceView {
+    pub outcome: String,
+    pub sender: String,
+    pub subject: String,
+    pub kind: String,
+    pub lines: Vec<String>,
+}
+
+#[derive(Template)]
+#[template(path = "web/settings/rules.html")]
+struct RulesTpl {
+    csrf: String,
+    name: String,
+    admin: bool,
+    section: &'static str,
+    notice: Option<String>,
+    rules: Vec<RuleRow>,
+    inboxes: Vec<String>,
+    try_inbox: String,
+    try_raw: String,
+    trace: Option<TraceView>,
+}
+
+pub(super) struct CondForm {
+    pub n: usize,
+    pub field: String,
+    pub property: String,
+    pub op: String,
+    pub values: String,
+}
+
+pub(super) struct RuleForm {
+    pub name: String,
+    pub inboxes: Vec<(String, bool)>,
+    pub match_any: bool,
+    pub conditions: Vec<CondForm>,
+    pub team: String,
+    pub user: String,
+    pub assign: String,
+    pub priority: String,
+    pub stage: String,
+    pub tags: String,
+    pub no_ticket: bool,
+    pub cont: bool,
+}
+
+#[derive(Template)]
+#[template(path = "web/settings/rule.html")]
+struct RuleTpl {
+    csrf: String,
+    name: String,
+    admin: bool,
+    section: &'static str,
+    heading: String,
+    action: String,
+    error: Option<String>,
+    v: RuleForm,
+    fields: Vec<(String, String)>,
+    ops: Vec<(String, String)>,
+    teams: Vec<(String, String)>,
+    users: Vec<(String, String)>,
+    assigns: Vec<(String, String)>,
+    stages: Vec<(String, String)>,
+}
+
+const CONDITION_ROWS: usize = 3;
+
+fn pairs(items: &[(&str, &str)]) -> Vec<(String, String)> {
+    items.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
+}
+
+fn field_name(f: &Field) -> (String, String) {
+    match f {
+        Field::Property(p) => ("property".into(), p.clone()),
+        other => (
+            serde_json::to_value(other).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default(),
+            String::new(),
+        ),
+    }
+}
+
+fn op_name(o: Op) -> String {
+    serde_json::to_value(o).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()
+}
+
+/// A rule in words, for the list.
+fn describe(r: &Rule) -> (String, String) {
+    let conds: Vec<String> = r
+        .conditions
+        .iter()
+        .map(|c| {
+            let (f, p) = field_name(&c.field);
+            let values: Vec<&str> = c.value.iter().chain(&c.values).map(String::as_str).collect();
+            format!(
+                "{} {} {}",
+                if p.is_empty() { f } else { p },
+                op_name(c.op).replace('_', " "),
+                values.join(", ")
+            )
+        })
+        .collect();
+    let join = if r.r#match == MatchMode::Any { " or " } else { " and " };
+    let scope = if r.inboxes.is_empty() { "any inbox".to_string() } else { r.inboxes.join(", ") };
+    let when = format!("{scope}: {}", if conds.is_empty() { "always".into() } else { conds.join(join) });
+    let a = &r.actions;
+    let mut then = Vec::new();
+    if let Some(t) = &a.team {
+        then.push(format!("team {t}"));
+    }
+    if let Some(u) = &a.user {
+        then.push(format!("assign {u}"));
+    }
+    if let Some(s) = a.assign {
+        then.push(op_like(&s));
+    }
+    if let Some(p) = &a.priority {
+        then.push(format!("priority {p}"));
+    }
+    if let Some(p) = &a.pipeline {
+        then.push(format!("ticket in {p}{}", a.stage.as_ref().map(|s| format!("/{s}")).unwrap_or_default()));
+    }
+    if !a.tags.is_empty() {
+        then.push(format!("tags {}", a.tags.join(", ")));
+    }
+    if a.no_ticket {
+        then.push("no ticket".into());
+    }
+    if r.r#continue {
+        then.push("then continue".into());
+    }
+    (when, then.join("; "))
+}
+
+fn op_like(a: &Assign) -> String {
+    serde_json::to_value(a).ok().and_then(|v| v.as_str().map(|s| s.replace('_', " "))).unwrap_or_default()
+}
+
+fn list_page(
+    c: &Ctx,
+    ws: &Workspace,
+    notice: Option<String>,
+    try_inbox: String,
+    try_raw: String,
+    trace: Option<TraceView>,
+) -> Response {
+    let n = ws.rules.len();
+    let rules = ws
+        .rules
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let (when, then) = describe(r);
+            let mut moves = Vec::new();
+            if i > 0 {
+                moves.push(("up", "Move up"));
+            }
+            if i + 1 < n {
+                moves.push(("down", "Move down"));
+            }
+            moves.push(("delete", "Delete"));
+            RuleRow { pos: i + 1, index: i, name: r.name.clone(), when, then, moves }
+        })
+        .collect();
+    page(RulesTpl {
+        csrf: c.session.csrf.clone(),
+        name: c.viewer.name.clone(),
+        admin: true,
+        section: "settings",
+        notice,
+        rules,
+        inboxes: ws.inboxes.iter().map(|i| i.address.clone()).collect(),
+        try_inbox,
+        try_raw,
+        trace,
+    })
+}
+
+/// `GET /app/settings/rules`.
+pub(super) async fn list(
+    State(st): State<Arc<WebState>>,
+    c: Ctx,
+    Query(q): Query<Vec<(String, String)>>,
+) -> Response {
+    if let Err(r) = admin_only(&c) {
+        return r;
+    }
+    let notice = read_notice(&st.api.ports.signer, &q);
+    let ws = c.viewer.ws.clone();
+    list_page(&c, &ws, notice, String::new(), String::new(), None)
+}
+
+/// `POST /app/settings/rules/try`: the pasted email through the rules, with the reasons.
+pub(super) async fn try_it(f: AdminForm) -> Response {
+    let AdminForm { st, c, fields } = f;
+    let ws = c.viewer.ws.clone();
+    let inbox = field(&fields, "inbox").unwrap_or_default().to_string();
+    let raw = field(&fields, "raw").unwrap_or_default().replace("\r\n", "\n").replace('\n', "\r\n");
+    if raw.len() > 1_000_000 {
+        return list_page(
+            &c,
+            &ws,
+            Some("The pasted email is over 1 MB: paste its headers and the start of its text.".into()),
+            inbox,
+            String::new(),
+            None,
+        );
+    }
+    let parsed = match mailroom_core::understand(raw.as_bytes()) {
+        Ok(u) => u.message,
+        Err(e) => {
+            return list_page(
+                &c,
+                &ws,
+                Some(format!("That is not an email Mailroom can read: {e}")),
+                inbox,
+                raw,
+                None,
+            );
+        }
+    };
+    let sender = parsed.from.as_ref().map(|f| f.email.to_lowercase()).unwrap_or_default();
+    let kind = serde_json::to_value(parsed.kind)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default();
+    let mut ctx = RouteContext {
+        inbox: inbox.clone(),
+        subject: parsed.subject.clone(),
+        body: mailroom_core::text_body(raw.as_bytes()),
+        sender_email: sender.clone(),
+        kind: kind.clone(),
+        ..RouteContext::default()
+    };
+    // The sender's contact and company properties, as the route stage reads them.
+    let table = &st.api.ports.table;
+    if let Ok(Some(contact)) = table.get(&crate::keys::contact_key(&sender)).await {
+        crate::pipeline::route::add_properties(&mut ctx, "contact", &contact);
+        if let Some(d) = crate::keys::item_str(&contact, "company_domain")
+            && let Ok(Some(company)) = table.get(&crate::keys::company_key(&d)).await
+        {
+            crate::pipeline::route::add_properties(&mut ctx, "company", &company);
+        }
+    }
+    let (d, traces) = Router::new(&ws).explain(&ctx);
+    let mut lines = Vec::new();
+    for (t, r) in traces.iter().zip(&ws.rules) {
+        let line = if t.other_inbox {
+            format!("{}: not for {inbox} (only {})", t.rule, r.inboxes.join(", "))
+        } else if !t.reached {
+            format!("{}: not reached (an earlier rule matched and stopped)", t.rule)
+        } else {
+            let conds: Vec<String> = r
+                .conditions
+                .iter()
+                .zip(&t.conditions)
+                .map(|(c, ok)| {
+                    let (f, p) = field_name(&c.field);
+                    format!(
+                        "{} {} {}",
+                        if p.is_empty() { f } else { p },
+                        op_name(c.op).replace('_', " "),
+                        if *ok { "holds" } else { "does not hold" }
+                    )
+                })
+                .collect();
+            format!(
+                "{}: {} ({})",
+                t.rule,
+                if t.matched { "matches" } else { "does not match" },
+                conds.join("; ")
+            )
+        };
+        lines.push(line);
+    }
+    let who = match (&d.team, &d.user) {
+        (Some(t), Some(u)) => format!("team {t}, assigned to {u}"),
+        (Some(t), None) => format!("team {t}"),
+        (None, Some(u)) => format!("assigned to {u}"),
+        (None, None) => "no team: the conversation stays unassigned".into(),
+    };
+    let outcome = match d.matched.as_slice() {
+        [] => format!("No rule matches: {who}."),
+        [f] if f == "fallback" => format!("No rule matches; the inbox's fallback team applies: {who}."),
+        names => format!(
+            "Rule {} decides: {who}.",
+            names.iter().filter(|n| *n != "fallback").cloned().collect::<Vec<_>>().join(", then ")
+        ),
+    };
+    let trace = TraceView { outcome, sender, subject: parsed.subject, kind, lines };
+    list_page(&c, &ws, None, inbox, raw, Some(trace))
+}
+
+/// `POST /app/settings/rules/{n}/{up|down|delete}`.
+pub(super) async fn reorder(Path((n, op)): Path<(usize, String)>, f: AdminForm) -> Response {
+    let AdminForm { st, c, .. } = f;
+    let r = edit(&st.api, &c.viewer, |ws| {
+        let len = ws.rules.len();
+        if n >= len {
+            return Err(ApiError::NotFound(format!("no rule {n}")));
+        }
+        match op.as_str() {
+            "up" if n > 0 => ws.rules.swap(n, n - 1),
+            "down" if n + 1 < len => ws.rules.swap(n, n + 1),
+            "delete" => {
+                ws.rules.remove(n);
+            }
+            _ => return Err(ApiError::BadRequest(format!("cannot {op} rule {}", n + 1))),
+        }
+        Ok(())
+    })
+    .await;
+    let text = match r {
+        Ok(()) => format!("Rule {} {}.", n + 1, if op == "delete" { "deleted" } else { "moved" }),
+        Err(ApiError::NotFound(_)) => return not_found(&c),
+        Err(e) => format!("Not changed: {}", problem(e)),
+    };
+    Redirect::to(&format!("/app/settings/rules?{}", notice_query(&st.api.ports.signer, &text)))
+        .into_response()
+}
+
+fn form_of(ws: &Workspace, r: Option<&Rule>) -> RuleForm {
+    let mut conditions: Vec<CondForm> = r
+        .map(|r| r.conditions.as_slice())
+        .unwrap_or_default()
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            let (field, property) = field_name(&c.field);
+            let values: Vec<&str> = c.value.iter().chain(&c.values).map(String::as_str).collect();
+            CondForm { n: i + 1, field, property, op: op_name(c.op), values: values.join(", ") }
+        })
+        .collect();
+    while conditions.len() < CONDITION_ROWS {
+        let n = conditions.len() + 1;
+        conditions.push(CondForm {
+            n,
+            field: "subject".into(),
+            property: String::new(),
+            op: "contains_any_word".into(),
+            values: String::new(),
+        });
+    }
+    let a = r.map(|r| r.actions.clone()).unwrap_or_default();
+    RuleForm {
+        name: r.map(|r| r.name.clone()).unwrap_or_default(),
+        inboxes: ws
+            .inboxes
+            .iter()
+            .map(|i| {
+                (
+                    i.address.clone(),
+                    r.is_some_and(|r| r.inboxes.iter().any(|x| x.eq_ignore_ascii_case(&i.address))),
+                )
+            })
+            .collect(),
+        match_any: r.is_some_and(|r| r.r#match == MatchMode::Any),
+        conditions,
+        team: a.team.unwrap_or_default(),
+        user: a.user.unwrap_or_default(),
+        assign: a.assign.map(|s| op_like(&s).replace(' ', "_")).unwrap_or_default(),
+        priority: a.priority.unwrap_or_default(),
+        stage: format!("{}/{}", a.pipeline.unwrap_or_default(), a.stage.unwrap_or_default()),
+        tags: a.tags.join(", "),
+        no_ticket: a.no_ticket,
+        cont: r.is_some_and(|r| r.r#continue),
+    }
+}
+
+fn rule_page(c: &Ctx, ws: &Workspace, n: Option<usize>, error: Option<String>, v: RuleForm) -> Response {
+    let mut stages = vec![("/".to_string(), "(the inbox's)".to_string())];
+    for p in &ws.pipelines {
+        for s in &p.stages {
+            stages.push((
+                format!("{}/{}", p.id, s.id),
+                format!("{}: {}", p.name.as_deref().unwrap_or(&p.id), s.name.as_deref().unwrap_or(&s.id)),
+            ));
+        }
+    }
+    page(RuleTpl {
+        csrf: c.session.csrf.clone(),
+        name: c.viewer.name.clone(),
+        admin: true,
+        section: "settings",
+        heading: if n.is_some() { format!("Rule: {}", v.name) } else { "New rule".into() },
+        action: match n {
+            Some(n) => format!("/app/settings/rules/{n}"),
+            None => "/app/settings/rules/new".into(),
+        },
+        error,
+        v,
+        fields: pairs(&[
+            ("subject", "Subject"),
+            ("body", "Body text"),
+            ("sender_email", "Sender address"),
+            ("sender_domain", "Sender domain"),
+            ("inbox", "Inbox address"),
+            ("kind", "Kind (normal, auto_reply, bounce, list)"),
+            ("property", "A contact or company property"),
+        ]),
+        ops: pairs(&[
+            ("contains_any_word", "contains any of the words"),
+            ("not_contains_any_word", "contains none of the words"),
+            ("contains", "contains the text"),
+            ("equals", "equals one of"),
+            ("not_equals", "equals none of"),
+            ("regex", "matches the regular expression"),
+        ]),
+        teams: ws
+            .teams
+            .iter()
+            .map(|t| (t.id.clone(), t.name.clone().unwrap_or_else(|| t.id.clone())))
+            .collect(),
+        users: ws.users.iter().map(|u| (u.email.clone(), format!("{} ({})", u.name, u.email))).collect(),
+        assigns: pairs(&[
+            ("", "(the team's)"),
+            ("round_robin", "Round robin"),
+            ("least_loaded", "Least loaded"),
+            ("contact_owner", "The contact's owner"),
+        ]),
+        stages,
+    })
+}
+
+/// `GET /app/settings/rules/new` and `GET /app/settings/rules/{n}`.
+pub(super) async fn form(c: Ctx, n: Option<Path<usize>>) -> Response {
+    if let Err(r) = admin_only(&c) {
+        return r;
+    }
+    let ws = c.viewer.ws.clone();
+    let n = n.map(|Path(n)| n);
+    let rule = match n {
+        Some(i) => match ws.rules.get(i) {
+            Some(r) => Some(r),
+            None => return not_found(&c),
+        },
+        None => None,
+    };
+    let v = form_of(&ws, rule);
+    rule_page(&c, &ws, n, None, v)
+}
+
+/// The form as it was sent, to show again with what is wrong.
+fn form_from(ws: &Workspace, fields: &Fields) -> RuleForm {
+    let f = |k: &str| field(fields, k).unwrap_or_default().to_string();
+    let ticked: Vec<&String> = fields.iter().filter(|(k, _)| k == "inbox").map(|(_, v)| v).collect();
+    RuleForm {
+        name: f("name"),
+        inboxes: ws.inboxes.iter().map(|i| (i.address.clone(), ticked.contains(&&i.address))).collect(),
+        match_any: f("match") == "any",
+        conditions: (1..=CONDITION_ROWS)
+            .map(|n| CondForm {
+                n,
+                field: f(&format!("field{n}")),
+                property: f(&format!("property{n}")),
+                op: f(&format!("op{n}")),
+                values: f(&format!("values{n}")),
+            })
+            .collect(),
+        team: f("team"),
+        user: f("user"),
+        assign: f("assign"),
+        priority: f("priority"),
+        stage: f("stage"),
+        tags: f("tags"),
+        no_ticket: field(fields, "no_ticket").is_some(),
+        cont: field(fields, "continue").is_some(),
+    }
+}
+
+/// The rule a submitted form describes, or what is wrong with it.
+fn rule_of(fields: &Fields) -> Result<Rule, String> {
+    let f = |k: &str| field(fields, k).unwrap_or_default().trim().to_string();
+    let list = |k: &str| -> Vec<String> {
+        f(k).split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect()
+    };
+    let name = f("name");
+    if name.is_empty() {
+        return Err("a rule needs a name".into());
+    }
+    let mut conditions = Vec::new();
+    for n in 1..=CONDITION_ROWS {
+        let values = list(&format!("values{n}"));
+        if values.is_empty() {
+            continue;
+        }
+        let field_s = f(&format!("field{n}"));
+        let field = if field_s == "property" {
+            let p = f(&format!("property{n}"));
+            if p.is_empty() {
+                return Err(format!("condition {n}: name the property (contact.tier, company.plan)"));
+            }
+            Field::Property(p)
+        } else {
+            serde_json::from_value(serde_json::json!(field_s))
+                .map_err(|_| format!("condition {n}: unknown field {field_s:?}"))?
+        };
+        let op_s = f(&format!("op{n}"));
+        let op: Op = serde_json::from_value(serde_json::json!(op_s))
+            .map_err(|_| format!("condition {n}: unknown test {op_s:?}"))?;
+        let (value, values) =
+            if op == Op::Regex { (Some(f(&format!("values{n}"))), vec![]) } else { (None, values) };
+        conditions.push(Condition { field, op, value, values });
+    }
+    let assign = match f("assign").as_str() {
+        "" => None,
+        s => Some(
+            serde_json::from_value(serde_json::json!(s)).map_err(|_| format!("unknown strategy {s:?}"))?,
+        ),
+    };
+    let (pipeline, stage) =
+        f("stage").split_once('/').map(|(p, s)| (p.to_string(), s.to_string())).unwrap_or_default();
+    let some = |s: String| Some(s).filter(|s| !s.is_empty());
+    Ok(Rule {
+        name,
+        inboxes: fields.iter().filter(|(k, _)| k == "inbox").map(|(_, v)| v.clone()).collect(),
+        r#match: if f("match") == "any" { MatchMode::Any } else { MatchMode::All },
+        conditions,
+        actions: Actions {
+            team: some(f("team")),
+            user: some(f("user")),
+            assign,
+            priority: some(f("priority")),
+            pipeline: some(pipeline),
+            stage: some(stage),
+            tags: list("tags"),
+            no_ticket: field(fields, "no_ticket").is_some(),
+        },
+        r#continue: field(fields, "continue").is_some(),
+    })
+}
+
+/// `POST /app/settings/rules/new` and `POST /app/settings/rules/{n}`: saved when the
+/// workspace validates with it (a rule naming a team that does not exist, a bad regular
+/// expression... are refused with the reasons).
+pub(super) async fn save(n: Option<Path<usize>>, f: AdminForm) -> Response {
+    let AdminForm { st, c, fields } = f;
+    let n = n.map(|Path(n)| n);
+    let ws = c.viewer.ws.clone();
+    let again = |e: String| rule_page(&c, &ws, n, Some(e), form_from(&ws, &fields));
+    let rule = match rule_of(&fields) {
+        Ok(r) => r,
+        Err(e) => return again(e),
+    };
+    let keep = rule.clone();
+    let r = edit(&st.api, &c.viewer, |w| {
+        match n {
+            Some(i) if i < w.rules.len() => w.rules[i] = rule,
+            Some(i) => return Err(ApiError::NotFound(format!("no rule {i}"))),
+            None => w.rules.push(rule),
+        }
+        Ok(())
+    })
+    .await;
+    match r {
+        Ok(()) => {
+            let text = format!("Saved rule {:?}.", keep.name);
+            Redirect::to(&format!("/app/settings/rules?{}", notice_query(&st.api.ports.signer, &text)))
+                .into_response()
+        }
+        Err(ApiError::NotFound(_)) => not_found(&c),
+        Err(e) => again(problem(e)),
+    }
+}
