@@ -100,6 +100,65 @@ async fn an_admin_sets_up_an_imap_inbox_in_the_browser_and_verifies_it() {
         "{report}"
     );
     assert_eq!(smtp.messages().len(), 2, "the test message and the reply went through SMTP");
+
+    // The same button turns red, with the server's reason, when the SMTP server wants
+    // another password, and when the IMAP server is down.
+    let port = smtp.port();
+    drop(smtp);
+    let rotated = SmtpSink::start_delivering(&dv.user, "a-rotated-password", &dv.inbox_maildir(), Some(port));
+    let run = verify_in_browser(&serve, &browser, "smtp-refused").await;
+    assert_eq!(run["outcome"], "failed", "{run}");
+    let send = step(&run, "send");
+    assert_eq!(send["status"], "fail", "{run}");
+    assert!(send["detail"].as_str().unwrap().contains("535"), "the SMTP server's reason: {send}");
+    drop(rotated);
+    let _smtp = SmtpSink::start_delivering(&dv.user, &dv.password, &dv.inbox_maildir(), Some(port));
+    let mut dv = dv;
+    dv.stop();
+    let run = verify_in_browser(&serve, &browser, "imap-down").await;
+    assert_eq!(run["outcome"], "failed", "{run}");
+    assert_eq!(step(&run, "send")["status"], "pass", "{run}");
+    let received = step(&run, "received");
+    assert_eq!(received["status"], "fail", "{run}");
+    assert!(received["detail"].as_str().unwrap().contains("IMAP poll failed"), "the reason: {received}");
+}
+
+/// `tests/browser/verify_run.mjs`: "Send a test email" on the inbox's page, to the end.
+async fn verify_in_browser(serve: &Serve, browser: &std::path::Path, name: &str) -> serde_json::Value {
+    // Sign-in links are good once: a new one per walk.
+    let out =
+        mailroom_tests::mailroom_ok(serve.data(), &["login-link", "ann@acme.test", "--url", &serve.base]);
+    let admin_link = String::from_utf8(out).unwrap().trim().to_string();
+    let cfg = serde_json::json!({
+        "base": serve.base, "adminLink": admin_link, "inbox": INBOX, "name": name,
+        "shots": repo_root().join("target/screenshots/settings"),
+    });
+    let path = serve.data().join(format!("verify-{name}.json"));
+    std::fs::write(&path, cfg.to_string()).unwrap();
+    let out = tokio::process::Command::new("node")
+        .current_dir(browser)
+        .arg("verify_run.mjs")
+        .arg(&path)
+        .output()
+        .await
+        .expect("node is missing: install Node.js 20 or later");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "verify_run.mjs ({name}) failed:\n{}\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        serve.log_tail()
+    );
+    serde_json::from_str(stdout.lines().next().unwrap_or_default()).expect("verify_run.mjs printed its run")
+}
+
+fn step<'v>(run: &'v serde_json::Value, key: &str) -> &'v serde_json::Value {
+    run["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["step"] == key)
+        .unwrap_or_else(|| panic!("no step {key}: {run}"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

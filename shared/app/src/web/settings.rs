@@ -34,6 +34,11 @@ pub(super) struct Row {
     pub tickets_on: bool,
     pub stage_value: String,
     pub signature: String,
+    /// Push (Gmail watch, Graph subscriptions): when it lapses, or that it has.
+    pub push: Option<String>,
+    /// When the newest message of the inbox reached Mailroom.
+    pub last_message: String,
+    pub tracking: bool,
     /// Connected through a provider's sign-in (Gmail, Microsoft 365).
     pub oauth: bool,
     pub provider_name: &'static str,
@@ -75,12 +80,66 @@ fn row(i: &Inbox, c: Option<&Connection>) -> Row {
             i.tickets.stage.clone().unwrap_or_default()
         ),
         signature: i.signature.clone().unwrap_or_default(),
+        push: c.and_then(|c| push_state(c, now)),
+        last_message: "-".into(),
+        tracking: i.tracking,
         oauth: matches!(i.provider, WsProvider::Gmail | WsProvider::Microsoft),
         provider_name: match i.provider {
             WsProvider::Gmail => "Google",
             WsProvider::Microsoft => "Microsoft",
             _ => "IMAP",
         },
+    }
+}
+
+/// A push connection's subscription: "push renews within 6 days" / "push subscription
+/// expired ... ago" (Gmail's watch, the earliest of Graph's subscriptions).
+fn push_state(c: &Connection, now: chrono::DateTime<Utc>) -> Option<String> {
+    use crate::mailbox::connection::Provider;
+    let until = match c.provider {
+        Provider::Imap => return None,
+        Provider::Gmail => c
+            .settings
+            .pointer("/watch/expiration_ms")
+            .and_then(serde_json::Value::as_i64)
+            .and_then(chrono::DateTime::from_timestamp_millis),
+        Provider::Graph => c
+            .settings
+            .get("subscriptions")
+            .and_then(serde_json::Value::as_object)
+            .into_iter()
+            .flat_map(|m| m.values())
+            .filter_map(|s| s.get("expires_at").and_then(serde_json::Value::as_str))
+            .filter_map(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+            .map(|t| t.with_timezone(&Utc))
+            .min(),
+    };
+    Some(match until {
+        None => "no push subscription yet".into(),
+        Some(t) if t <= now => format!("push subscription expired {} h ago", (now - t).num_hours()),
+        Some(t) if t - now < chrono::Duration::hours(24) => {
+            format!("push subscription expiring in {} h", (t - now).num_hours())
+        }
+        Some(t) => format!("push subscription valid for {} days", (t - now).num_days()),
+    })
+}
+
+/// When the inbox's newest message reached Mailroom (its messages index is ordered so).
+async fn last_message(st: &WebState, address: &str) -> String {
+    let Ok(addr) = mailroom_core::EmailAddress::parse(address) else { return "-".into() };
+    let q =
+        mailroom_store::Query::new(crate::keys::messages_index_pk(&addr)).index("gsi1").backward().limit(1);
+    let newest = st.api.ports.table.query(q).await.ok().and_then(|p| p.items.into_iter().next());
+    let at = newest
+        .and_then(|m| crate::keys::item_str(&m, "gsi1sk"))
+        .and_then(|k| k.split_once('#').map(|(t, _)| t.to_string()))
+        .and_then(|t| chrono::DateTime::parse_from_rfc3339(&t).ok());
+    match at {
+        Some(t) => {
+            let mins = (Utc::now() - t.with_timezone(&Utc)).num_minutes();
+            if mins < 120 { format!("{mins} min ago") } else { format!("{} h ago", mins / 60) }
+        }
+        None => "none yet".into(),
     }
 }
 
@@ -221,13 +280,16 @@ pub(super) async fn inboxes(
         Ok(l) => l,
         Err(e) => return internal(e),
     };
-    let rows = c
+    let mut rows: Vec<Row> = c
         .viewer
         .ws
         .inboxes
         .iter()
         .map(|i| row(i, conns.iter().find(|x| x.inbox.eq_ignore_ascii_case(&i.address))))
         .collect();
+    for r in &mut rows {
+        r.last_message = last_message(&st, &r.address).await;
+    }
     page(InboxesTpl {
         csrf: c.session.csrf.clone(),
         name: c.viewer.name.clone(),
@@ -456,12 +518,14 @@ pub(super) async fn inbox(
             (t.id.clone(), t.name.clone().unwrap_or_else(|| t.id.clone()), i.members.teams.contains(&t.id))
         })
         .collect();
+    let mut i = row(i, conn.as_ref());
+    i.last_message = last_message(&st, &i.address).await;
     page(InboxTpl {
         csrf: c.session.csrf.clone(),
         name: c.viewer.name.clone(),
         admin: true,
         section: "settings",
-        i: row(i, conn.as_ref()),
+        i,
         notice: read_notice(&st.api.ports.signer, &q),
         last_run,
         stages,
@@ -489,6 +553,7 @@ pub(super) async fn save(Path((address, part)): Path<(String, String)>, f: Admin
                 i.tickets.stage = Some(s.to_string()).filter(|s| !s.is_empty());
             }
             "members" => i.members = Members { users: all("user"), teams: all("team") },
+            "tracking" => i.tracking = field(&fields, "tracking").is_some(),
             "signature" => {
                 let sig = field(&fields, "signature").unwrap_or_default();
                 if sig.len() > 10_000 {
