@@ -12,12 +12,6 @@ const INBOX: &str = "help@acme.test";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_admin_sets_up_an_imap_inbox_in_the_browser_and_verifies_it() {
-    let browser = repo_root().join("tests/browser");
-    assert!(
-        browser.join("node_modules/playwright-core").exists()
-            && browser.join("node_modules/axe-core").exists(),
-        "playwright-core or axe-core is missing: run `npm ci` in tests/browser (scripts/test.sh does)"
-    );
     let dv = Dovecot::start();
     let smtp = SmtpSink::start_delivering(&dv.user, &dv.password, &dv.inbox_maildir(), None);
     let data = tempfile::tempdir().unwrap();
@@ -34,10 +28,7 @@ async fn an_admin_sets_up_an_imap_inbox_in_the_browser_and_verifies_it() {
     .unwrap();
     mailroom_tests::mailroom_ok(data.path(), &["apply", ws.to_str().unwrap()]);
     let serve = Serve::start(data, &[]);
-    let link = |u: &str| {
-        let out = mailroom_tests::mailroom_ok(serve.data(), &["login-link", u, "--url", &serve.base]);
-        String::from_utf8(out).unwrap().trim().to_string()
-    };
+    let link = |u: &str| login_link(&serve, u);
     let shots = repo_root().join("target/screenshots/settings");
     let cfg = serde_json::json!({
         "base": serve.base,
@@ -49,22 +40,7 @@ async fn an_admin_sets_up_an_imap_inbox_in_the_browser_and_verifies_it() {
         "member": "bob@acme.test",
         "shots": shots,
     });
-    let cfg_path = serve.data().join("settings-test.json");
-    std::fs::write(&cfg_path, cfg.to_string()).unwrap();
-    let out = tokio::process::Command::new("node")
-        .current_dir(&browser)
-        .arg("settings.mjs")
-        .arg(&cfg_path)
-        .output()
-        .await
-        .expect("node is missing: install Node.js 20 or later");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "the settings walk failed:\n{}\n{stdout}\nserve's log:\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        serve.log_tail()
-    );
+    walk(&serve, "settings.mjs", cfg).await;
 
     // The workspace is as the pages set it: read back through the admin API.
     let token =
@@ -106,7 +82,7 @@ async fn an_admin_sets_up_an_imap_inbox_in_the_browser_and_verifies_it() {
     let port = smtp.port();
     drop(smtp);
     let rotated = SmtpSink::start_delivering(&dv.user, "a-rotated-password", &dv.inbox_maildir(), Some(port));
-    let run = verify_in_browser(&serve, &browser, "smtp-refused").await;
+    let run = verify_in_browser(&serve, "smtp-refused").await;
     assert_eq!(run["outcome"], "failed", "{run}");
     let send = step(&run, "send");
     assert_eq!(send["status"], "fail", "{run}");
@@ -115,7 +91,7 @@ async fn an_admin_sets_up_an_imap_inbox_in_the_browser_and_verifies_it() {
     let _smtp = SmtpSink::start_delivering(&dv.user, &dv.password, &dv.inbox_maildir(), Some(port));
     let mut dv = dv;
     dv.stop();
-    let run = verify_in_browser(&serve, &browser, "imap-down").await;
+    let run = verify_in_browser(&serve, "imap-down").await;
     assert_eq!(run["outcome"], "failed", "{run}");
     assert_eq!(step(&run, "send")["status"], "pass", "{run}");
     let received = step(&run, "received");
@@ -124,32 +100,13 @@ async fn an_admin_sets_up_an_imap_inbox_in_the_browser_and_verifies_it() {
 }
 
 /// `tests/browser/verify_run.mjs`: "Send a test email" on the inbox's page, to the end.
-async fn verify_in_browser(serve: &Serve, browser: &std::path::Path, name: &str) -> serde_json::Value {
-    // Sign-in links are good once: a new one per walk.
-    let out =
-        mailroom_tests::mailroom_ok(serve.data(), &["login-link", "ann@acme.test", "--url", &serve.base]);
-    let admin_link = String::from_utf8(out).unwrap().trim().to_string();
+async fn verify_in_browser(serve: &Serve, name: &str) -> serde_json::Value {
     let cfg = serde_json::json!({
-        "base": serve.base, "adminLink": admin_link, "inbox": INBOX, "name": name,
+        "base": serve.base, "adminLink": login_link(serve, "ann@acme.test"), "inbox": INBOX, "name": name,
         "shots": repo_root().join("target/screenshots/settings"),
     });
-    let path = serve.data().join(format!("verify-{name}.json"));
-    std::fs::write(&path, cfg.to_string()).unwrap();
-    let out = tokio::process::Command::new("node")
-        .current_dir(browser)
-        .arg("verify_run.mjs")
-        .arg(&path)
-        .output()
-        .await
-        .expect("node is missing: install Node.js 20 or later");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "verify_run.mjs ({name}) failed:\n{}\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        serve.log_tail()
-    );
-    serde_json::from_str(stdout.lines().next().unwrap_or_default()).expect("verify_run.mjs printed its run")
+    let out = walk(serve, "verify_run.mjs", cfg).await;
+    serde_json::from_str(out.lines().next().unwrap_or_default()).expect("verify_run.mjs printed its run")
 }
 
 fn step<'v>(run: &'v serde_json::Value, key: &str) -> &'v serde_json::Value {
@@ -165,7 +122,6 @@ fn step<'v>(run: &'v serde_json::Value, key: &str) -> &'v serde_json::Value {
 async fn an_admin_adds_gmail_and_microsoft_365_inboxes_through_their_sign_in() {
     use mailroom_tests::mock_google::MockGoogle;
     use mailroom_tests::mock_graph::MockGraph;
-    let browser = repo_root().join("tests/browser");
     let google = MockGoogle::start("sales@acme.test").await;
     let graph = MockGraph::start().await;
     let ms = graph.add_user("ms@acme.test");
@@ -182,37 +138,54 @@ async fn an_admin_adds_gmail_and_microsoft_365_inboxes_through_their_sign_in() {
     env.extend(graph.serve_env());
     let env_refs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let serve = Serve::start(data, &env_refs);
-    let out =
-        mailroom_tests::mailroom_ok(serve.data(), &["login-link", "ann@acme.test", "--url", &serve.base]);
     let cfg = serde_json::json!({
         "base": serve.base,
-        "adminLink": String::from_utf8(out).unwrap().trim(),
+        "adminLink": login_link(&serve, "ann@acme.test"),
         "shots": repo_root().join("target/screenshots/settings"),
         "providers": [
             {"provider": "gmail", "wrong": "other@acme.test", "right": "sales@acme.test"},
             {"provider": "graph", "wrong": "other-ms@acme.test", "right": "ms@acme.test"},
         ],
     });
-    let cfg_path = serve.data().join("settings-oauth.json");
-    std::fs::write(&cfg_path, cfg.to_string()).unwrap();
-    let out = tokio::process::Command::new("node")
-        .current_dir(&browser)
-        .arg("settings_oauth.mjs")
-        .arg(&cfg_path)
-        .output()
-        .await
-        .expect("node is missing: install Node.js 20 or later");
-    assert!(
-        out.status.success(),
-        "the OAuth settings walk failed:\n{}\n{}\nserve's log:\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        String::from_utf8_lossy(&out.stdout),
-        serve.log_tail()
-    );
+    walk(&serve, "settings_oauth.mjs", cfg).await;
     // Only the right mailboxes are connected.
     let status = mailroom_tests::mailroom_json(serve.data(), &["inbox", "status", "--json"]);
     let connected: Vec<&str> =
         status.as_array().unwrap().iter().filter_map(|c| c["inbox"].as_str()).collect();
     assert_eq!(connected.len(), 2, "{status}");
     assert!(connected.contains(&"sales@acme.test") && connected.contains(&"ms@acme.test"), "{status}");
+}
+
+/// Runs `tests/browser/SCRIPT CONFIG` and requires success; returns its stdout (one JSON
+/// line).
+async fn walk(serve: &Serve, script: &str, cfg: serde_json::Value) -> String {
+    let browser = repo_root().join("tests/browser");
+    assert!(
+        browser.join("node_modules/playwright-core").exists()
+            && browser.join("node_modules/axe-core").exists(),
+        "playwright-core or axe-core is missing: run `npm ci` in tests/browser (scripts/test.sh does)"
+    );
+    let path = serve.data().join(format!("{script}-{}.json", rand::random::<u32>()));
+    std::fs::write(&path, cfg.to_string()).unwrap();
+    let out = tokio::process::Command::new("node")
+        .current_dir(&browser)
+        .arg(script)
+        .arg(&path)
+        .output()
+        .await
+        .expect("node is missing: install Node.js 20 or later");
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{script} failed:\n{}\n{stdout}\nserve's log:\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        serve.log_tail()
+    );
+    stdout
+}
+
+/// A one-time sign-in link for `user` (each is good once).
+fn login_link(serve: &Serve, user: &str) -> String {
+    let out = mailroom_tests::mailroom_ok(serve.data(), &["login-link", user, "--url", &serve.base]);
+    String::from_utf8(out).unwrap().trim().to_string()
 }
