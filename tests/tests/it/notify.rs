@@ -500,3 +500,59 @@ async fn relay_publishes_to_eventbridge_and_sends_with_ses_on_moto() {
     let again = relay.run_once(&ports, later + chrono::Duration::seconds(1)).await;
     assert!(again.iter().all(|o| o.delivered == 0 && o.error.is_none()), "{again:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_inbox_that_must_be_reconnected_notifies_its_owner_or_the_admins() {
+    use mailroom_app::mailbox::connection::{self, Connection, Failure, Provider, State};
+    let smtp = SmtpSink::start();
+    let serve = Serve::start(&[
+        ("MAILROOM_NOTIFY_SMTP_URL", format!("smtp://127.0.0.1:{}", smtp.port())),
+        ("MAILROOM_NOTIFY_FROM", "mailroom@acme-corp.example".into()),
+    ]);
+    let tom = "tom.becker@acme-corp.example";
+    {
+        let ports = Ports::embedded(serve.data.path()).unwrap();
+        for inbox in [SUPPORT, tom] {
+            let addr = mailroom_core::EmailAddress::parse(inbox).unwrap();
+            let c = Connection::new(&addr, Provider::Imap, json!({}), chrono::Utc::now());
+            connection::save(&ports, &c).await.unwrap();
+            let state = connection::record_error(
+                &ports,
+                &addr,
+                "AUTHENTICATIONFAILED Authentication failed.",
+                Failure::Terminal,
+            )
+            .await
+            .unwrap();
+            assert_eq!(state, State::ReconnectRequired);
+            // A second refusal raises no second event.
+            connection::record_error(&ports, &addr, "AUTHENTICATIONFAILED again", Failure::Terminal)
+                .await
+                .unwrap();
+        }
+        ports.flush().unwrap();
+    }
+    let mails = smtp.wait_for(2, Duration::from_secs(20));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let mails = if smtp.messages().len() > mails.len() { smtp.messages() } else { mails };
+    let mut got: Vec<(String, String)> = mails
+        .iter()
+        .map(|m| (header(m, "To").unwrap_or_default(), header(m, "Subject").unwrap_or_default()))
+        .collect();
+    got.sort();
+    // Tom owns his inbox; the shared support@ goes to the admin (Maria).
+    assert_eq!(
+        got,
+        vec![
+            ("maria.keller@acme-corp.example".to_string(), format!("[Mailroom] Reconnect {SUPPORT}")),
+            (tom.to_string(), format!("[Mailroom] Reconnect {tom}")),
+        ],
+        "{}",
+        serve.log()
+    );
+    let text = String::from_utf8_lossy(&mails[0]).to_string();
+    assert!(
+        text.contains("AUTHENTICATIONFAILED") && text.contains("X-Mailroom-Notification: reconnect_required"),
+        "{text}"
+    );
+}

@@ -98,6 +98,7 @@ pub struct MyNotifications {
     pub customer_reply: Option<NotifyBy>,
     pub mention: Option<NotifyBy>,
     pub sla_breach: Option<NotifyBy>,
+    pub reconnect_required: Option<NotifyBy>,
 }
 
 /// What every user may change about themselves. In a change, a field left out keeps
@@ -132,6 +133,7 @@ fn settings_of(u: &mailroom_core::workspace::User) -> MySettings {
             customer_reply: Some(n.customer_reply.into()),
             mention: Some(n.mention.into()),
             sla_breach: Some(n.sla_breach.into()),
+            reconnect_required: Some(n.reconnect_required.into()),
         }),
     }
 }
@@ -193,6 +195,7 @@ pub(crate) async fn change_my_settings_as(
             (&mut cur.customer_reply, n.customer_reply),
             (&mut cur.mention, n.mention),
             (&mut cur.sla_breach, n.sla_breach),
+            (&mut cur.reconnect_required, n.reconnect_required),
         ] {
             if let Some(v) = new {
                 *slot = v.into();

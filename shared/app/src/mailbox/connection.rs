@@ -83,6 +83,24 @@ pub struct Connection {
     pub consecutive_failures: u32,
 }
 
+impl Connection {
+    /// A new, healthy connection of `inbox` (no sync yet).
+    pub fn new(inbox: &EmailAddress, provider: Provider, settings: Value, now: DateTime<Utc>) -> Connection {
+        Connection {
+            inbox: inbox.key(),
+            provider,
+            settings,
+            state: State::Connected,
+            connected_at: now,
+            last_success: None,
+            last_error: None,
+            last_error_at: None,
+            lag_seconds: None,
+            consecutive_failures: 0,
+        }
+    }
+}
+
 pub use crate::keys::connection_key as key;
 
 fn to_item(c: &Connection) -> Result<Item, StoreError> {

@@ -382,18 +382,8 @@ pub async fn connect(
             connection::clear_cursor(ports, inbox, role.cursor_name()).await?;
         }
     }
-    let conn = connection::Connection {
-        inbox: inbox.key(),
-        provider: Provider::Imap,
-        settings: serde_json::to_value(&settings).map_err(StoreError::backend)?,
-        state: State::Connected,
-        connected_at: ports.clock.now(),
-        last_success: None,
-        last_error: None,
-        last_error_at: None,
-        lag_seconds: None,
-        consecutive_failures: 0,
-    };
+    let settings_value = serde_json::to_value(&settings).map_err(StoreError::backend)?;
+    let conn = connection::Connection::new(inbox, Provider::Imap, settings_value, ports.clock.now());
     connection::put_secret(ports, inbox, SECRET, password.as_bytes()).await?;
     connection::save(ports, &conn).await?;
     Ingestor::new(ports.clone()).register_inbox(inbox).await?;

@@ -266,18 +266,7 @@ pub async fn callback(
             c.consecutive_failures = 0;
             c
         }
-        _ => Connection {
-            inbox: inbox.key(),
-            provider,
-            settings: json!({"backfill_days": cfg.backfill_days}),
-            state: State::Connected,
-            connected_at: now,
-            last_success: None,
-            last_error: None,
-            last_error_at: None,
-            lag_seconds: None,
-            consecutive_failures: 0,
-        },
+        _ => Connection::new(&inbox, provider, json!({"backfill_days": cfg.backfill_days}), now),
     };
     connection::save(ports, &conn).await?;
     crate::pipeline::ingest::Ingestor::new(ports.clone()).register_inbox(&inbox).await?;

@@ -113,7 +113,12 @@ impl NotifySink<'_> {
     async fn recipients(&self, ws: &Workspace, e: &Event) -> anyhow::Result<Vec<(String, &'static str)>> {
         if !matches!(
             e.kind.as_str(),
-            "assigned" | "reassigned" | "message_logged" | "comment_added" | "sla_breached"
+            "assigned"
+                | "reassigned"
+                | "message_logged"
+                | "comment_added"
+                | "sla_breached"
+                | "inbox_reconnect_required"
         ) {
             return Ok(Vec::new());
         }
@@ -169,14 +174,23 @@ impl NotifySink<'_> {
                 let who: Vec<String> = match (assignee, members) {
                     (Some(a), _) => vec![a],
                     (None, Some(m)) if !m.is_empty() => m,
-                    _ => ws
-                        .users
-                        .iter()
-                        .filter(|u| u.role == mailroom_core::workspace::Role::Admin)
-                        .map(|u| u.email.clone())
-                        .collect(),
+                    _ => admins(ws),
                 };
                 out.extend(who.into_iter().map(|w| (w.to_lowercase(), "sla_breach")));
+            }
+            "inbox_reconnect_required" => {
+                // An individual inbox's owner; the admins for a shared one (or one whose
+                // owner is gone).
+                let inbox = e
+                    .inbox
+                    .as_deref()
+                    .and_then(|a| ws.inboxes.iter().find(|i| i.address.eq_ignore_ascii_case(a)));
+                let owner = inbox.and_then(|i| i.owner.clone()).filter(|o| ws.user(o).is_some());
+                let who: Vec<String> = match owner {
+                    Some(o) => vec![o],
+                    None => admins(ws),
+                };
+                out.extend(who.into_iter().map(|w| (w.to_lowercase(), "reconnect_required")));
             }
             _ => {}
         }
@@ -241,6 +255,23 @@ impl NotifySink<'_> {
     }
 
     async fn compose(&self, e: &Event, to: &str, reason: &'static str) -> anyhow::Result<Notification> {
+        if reason == "reconnect_required" {
+            let inbox = e.inbox.clone().unwrap_or_default();
+            let why =
+                e.data.get("value").and_then(Value::as_str).unwrap_or("the provider refused the credentials");
+            let text = format!(
+                "{inbox} stopped syncing: {why}\n\nNo mail reaches Mailroom from it until it is connected again \
+                 (Settings, the inbox, Reconnect; or `mailroom inbox connect`).\n\n\
+                 You get this email because of your notification settings in Mailroom.\n"
+            );
+            return Ok(Notification {
+                to: to.to_string(),
+                reason,
+                subject: format!("[Mailroom] Reconnect {inbox}"),
+                text,
+                event_id: e.id.clone(),
+            });
+        }
         let conv = self.conversation(e).await?;
         let subject = conv.as_ref().and_then(|c| s(c, "subject")).unwrap_or_else(|| "(no subject)".into());
         let inbox = conv.as_ref().and_then(|c| s(c, "inbox")).unwrap_or_default();
@@ -268,12 +299,22 @@ impl NotifySink<'_> {
     }
 }
 
+/// The workspace's admins: who hears of what has no one else.
+fn admins(ws: &Workspace) -> Vec<String> {
+    ws.users
+        .iter()
+        .filter(|u| u.role == mailroom_core::workspace::Role::Admin)
+        .map(|u| u.email.clone())
+        .collect()
+}
+
 fn setting(u: &User, reason: &str) -> NotifyBy {
     let n = &u.notifications;
     match reason {
         "assigned" => n.assigned,
         "customer_reply" => n.customer_reply,
         "mention" => n.mention,
+        "reconnect_required" => n.reconnect_required,
         _ => n.sla_breach,
     }
 }

@@ -25,11 +25,15 @@ const EVENTS: &[(&str, &str)] = &[
     ("customer_reply", "a customer writes on my conversation"),
     ("mention", "someone mentions me in a comment"),
     ("sla_breach", "an SLA of my conversation is breached"),
+    ("reconnect_required", "an inbox I own (admins: a shared inbox) must be connected again"),
 ];
 
 fn on(u: &User) -> Vec<bool> {
     let n = u.notifications;
-    [n.assigned, n.customer_reply, n.mention, n.sla_breach].iter().map(|b| *b == NotifyBy::Email).collect()
+    [n.assigned, n.customer_reply, n.mention, n.sla_breach, n.reconnect_required]
+        .iter()
+        .map(|b| *b == NotifyBy::Email)
+        .collect()
 }
 
 #[derive(Template)]

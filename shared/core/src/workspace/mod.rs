@@ -117,6 +117,10 @@ pub struct NotificationSettings {
     /// A conversation assigned to the user (or, unassigned, to their team) breached its SLA.
     #[serde(default)]
     pub sla_breach: NotifyBy,
+    /// An inbox must be connected again: its owner for an individual inbox, the admins
+    /// for a shared one.
+    #[serde(default)]
+    pub reconnect_required: NotifyBy,
 }
 
 /// A web form feeding an inbox (`POST /forms/{id}/submissions`).
