@@ -142,6 +142,16 @@ try {
   await axe(page, "verification (finished)");
   await page.screenshot({ path: join(cfg.shots, "settings-verify.png"), fullPage: true });
 
+  // Try it on a recent message: the customer's mail the verification's poll brought in.
+  await page.goto(`${cfg.base}/app/settings/rules`);
+  const options = await page.$$eval("select[name=message] option", (os) => os.map((o) => o.textContent));
+  check(options.some((o) => o.includes("val@vip.test")) && !options.some((o) => /Mailroom test message/.test(o)), `recent messages: the customer's, no test message: ${options}`);
+  await page.selectOption("select[name=message]", { label: options.find((o) => o.includes("val@vip.test")) });
+  await page.click("button:has-text('Which rule matches this one?')");
+  const triedRecent = await page.textContent("#try-result");
+  check(/Rule vip senders decides/.test(triedRecent), `try it on a recent message: ${triedRecent}`);
+  await axe(page, "rules with a recent message tried");
+
   // Users and teams.
   await page.goto(`${cfg.base}/app/settings/people`);
   await axe(page, "users and teams");

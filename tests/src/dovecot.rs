@@ -254,6 +254,22 @@ impl Dovecot {
         assert!(out.status.success(), "doveadm save: {}", String::from_utf8_lossy(&out.stderr));
     }
 
+    /// The settings that reach this server's implicit-TLS port as its user (no SMTP, the
+    /// server's own `\Sent`), for `imap::connect`.
+    pub fn imap_settings(&self) -> mailroom_app::mailbox::imap::ImapSettings {
+        mailroom_app::mailbox::imap::ImapSettings {
+            host: "127.0.0.1".into(),
+            port: self.port_tls,
+            security: mailroom_app::mailbox::imap::Security::Tls,
+            user: self.user.clone(),
+            backfill_days: 14,
+            ca_pem: Some(self.ca_pem()),
+            smtp: None,
+            allow_private_host: true,
+            sent_folder: None,
+        }
+    }
+
     /// The user's INBOX maildir, where a local delivery agent writes
     /// (`SmtpSink::start_delivering`).
     pub fn inbox_maildir(&self) -> PathBuf {

@@ -86,6 +86,7 @@ pub async fn connect_imap(data: &Path, a: ConnectArgs) -> Result<()> {
         ca_pem,
         smtp: a.smtp,
         allow_private_host: a.allow_private_host || ws.security.allow_private_mail_hosts,
+        sent_folder: None,
     };
     let c = imap::connect(&ports, &inbox, settings, &password, &PollOptions::default())
         .await

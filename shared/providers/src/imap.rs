@@ -255,6 +255,8 @@ pub struct Folders {
     pub inbox: String,
     /// The folder with the `\Sent` attribute; `None` when the server marks none.
     pub sent: Option<String>,
+    /// Every selectable folder, as the server names it.
+    pub all: Vec<String>,
 }
 
 /// A folder opened read-only.
@@ -497,7 +499,8 @@ impl ImapSession {
             .filter(selectable)
             .find(|n| n.attributes().contains(&NameAttribute::Sent))
             .map(|n| n.name().to_string());
-        Ok(Folders { inbox, sent })
+        let all = names.iter().filter(selectable).map(|n| n.name().to_string()).collect();
+        Ok(Folders { inbox, sent, all })
     }
 
     /// Opens a folder read-only (EXAMINE): nothing we do afterwards can change its flags.

@@ -239,16 +239,7 @@ async fn connected(dv: &Dovecot) -> (tempfile::TempDir, Ports, EmailAddress) {
     let data = tempfile::tempdir().unwrap();
     let ports = Ports::embedded(data.path()).unwrap();
     let inbox = EmailAddress::parse(INBOX).unwrap();
-    let settings = ImapSettings {
-        host: "127.0.0.1".into(),
-        port: dv.port_tls,
-        security: Security::Tls,
-        user: dv.user.clone(),
-        backfill_days: 14,
-        ca_pem: Some(dv.ca_pem()),
-        smtp: None,
-        allow_private_host: true,
-    };
+    let settings = dv.imap_settings();
     imap::connect(&ports, &inbox, settings, &dv.password, &PollOptions::default()).await.expect("connect");
     (data, ports, inbox)
 }
@@ -716,4 +707,39 @@ async fn an_admin_connects_imap_through_the_api() {
         );
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_picked_sent_folder_must_exist_and_is_the_one_read() {
+    let dv = Dovecot::start();
+    dv.doveadm(&["mailbox", "create", "-u", &dv.user, "Sent Items"]);
+    let (id, raw) = customer_mail(7);
+    dv.save("Sent Items", &raw);
+    let data = tempfile::tempdir().unwrap();
+    let ports = Ports::embedded(data.path()).unwrap();
+    let inbox = EmailAddress::parse(INBOX).unwrap();
+    let settings =
+        |sent: Option<&str>| ImapSettings { sent_folder: sent.map(str::to_string), ..dv.imap_settings() };
+    let opts = PollOptions { require_sent: true, ..PollOptions::default() };
+    // A folder that is not there: refused, naming the ones that are; nothing stored.
+    let e =
+        imap::connect(&ports, &inbox, settings(Some("Sent Mail")), &dv.password, &opts).await.unwrap_err();
+    let why = e.to_string();
+    assert!(
+        why.contains("no folder \"Sent Mail\"") && why.contains("Sent Items") && why.contains("Sent"),
+        "{why}"
+    );
+    assert!(
+        mailroom_app::mailbox::connection::get(&ports, &inbox).await.unwrap().is_none(),
+        "stored after a refusal"
+    );
+    // The picked one wins over the one the server marks \Sent.
+    let c = imap::connect(&ports, &inbox, settings(Some("Sent Items")), &dv.password, &opts).await.unwrap();
+    assert_eq!(c.sent_folder.as_deref(), Some("Sent Items"));
+    let r = imap::poll_all(&ports, &PollOptions::default()).await.unwrap();
+    assert_eq!(r.failed(), 0, "{r:?}");
+    Stages::new(&ports).drain().await.unwrap();
+    let m =
+        ports.table.get(&mailroom_app::keys::message(&id)).await.unwrap().expect("the Sent Items message");
+    assert_eq!(m["direction"], "outbound", "read as sent mail: {m:?}");
 }

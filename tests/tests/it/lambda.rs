@@ -205,7 +205,7 @@ async fn sweep_function_writes_one_breach_event_against_moto() {
 /// and pointers on SQS; a second run fetches nothing, and `{"inbox": …}` polls one inbox.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn imap_poll_function_polls_dovecot_into_moto() {
-    use mailroom_app::mailbox::imap::{self, ImapSettings, PollOptions, Security};
+    use mailroom_app::mailbox::imap::{self, PollOptions};
     let dv = mailroom_tests::dovecot::Dovecot::start();
     let mail = |id: &str, from: &str, to: &str| {
         format!(
@@ -226,16 +226,7 @@ async fn imap_poll_function_polls_dovecot_into_moto() {
     let stack = AwsStack::create().await;
     let ports = stack.ports();
     let inbox = mailroom_core::EmailAddress::parse("support@acme.test").unwrap();
-    let settings = ImapSettings {
-        host: "127.0.0.1".into(),
-        port: dv.port_tls,
-        security: Security::Tls,
-        user: dv.user.clone(),
-        backfill_days: 14,
-        ca_pem: Some(dv.ca_pem()),
-        smtp: None,
-        allow_private_host: true,
-    };
+    let settings = dv.imap_settings();
     imap::connect(&ports, &inbox, settings, &dv.password, &PollOptions::default()).await.expect("connect");
     let sealed = ports.table.get(&Key::new("conn#support@acme.test", "secret#imap")).await.unwrap().unwrap();
     assert!(!serde_json::to_string(&sealed).unwrap().contains(&dv.password), "stored in the clear");

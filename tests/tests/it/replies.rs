@@ -14,7 +14,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use chrono::Utc;
 use mailroom_app::mailbox::connection::{self, Connection, Provider, State as ConnState};
-use mailroom_app::mailbox::imap::{self, ImapSettings, PollOptions, Security, SmtpSecurity, SmtpSettings};
+use mailroom_app::mailbox::imap::{self, ImapSettings, PollOptions, SmtpSecurity, SmtpSettings};
 use mailroom_app::mailbox::sync::SyncRequest;
 use mailroom_app::outbound::reply::{self, OutboxView, ReplyRequest, SendError, SendPointer};
 use mailroom_app::outbound::send::SendHandler;
@@ -545,12 +545,6 @@ impl ImapBox {
         let ports = Ports::embedded(dir.path()).unwrap();
         let inbox = EmailAddress::parse(inbox).unwrap();
         let settings = ImapSettings {
-            host: "127.0.0.1".into(),
-            port: dv.port_tls,
-            security: Security::Tls,
-            user: dv.user.clone(),
-            backfill_days: 14,
-            ca_pem: Some(dv.ca_pem()),
             smtp: Some(SmtpSettings {
                 host: "127.0.0.1".into(),
                 port: smtp.port(),
@@ -558,7 +552,7 @@ impl ImapBox {
                 user: None,
                 append_sent: true,
             }),
-            allow_private_host: true,
+            ..dv.imap_settings()
         };
         imap::connect(&ports, &inbox, settings, &dv.password, &PollOptions::default())
             .await

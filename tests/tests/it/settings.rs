@@ -14,6 +14,12 @@ const INBOX: &str = "help@acme.test";
 async fn an_admin_sets_up_an_imap_inbox_in_the_browser_and_verifies_it() {
     let dv = Dovecot::start();
     let smtp = SmtpSink::start_delivering(&dv.user, &dv.password, &dv.inbox_maildir(), None);
+    // A customer's message waiting in the mailbox: it comes in with the first poll.
+    let customer = format!(
+        "From: Val <val@vip.test>\r\nTo: {INBOX}\r\nSubject: Question from a VIP\r\nMessage-ID: <vip-1@vip.test>\r\nDate: {}\r\n\r\nHello there.\r\n",
+        chrono::Utc::now().to_rfc2822()
+    );
+    dv.save("INBOX", customer.as_bytes());
     let data = tempfile::tempdir().unwrap();
     let ws = data.path().join("workspace.toml");
     std::fs::write(
@@ -66,13 +72,18 @@ async fn an_admin_sets_up_an_imap_inbox_in_the_browser_and_verifies_it() {
     assert_eq!(billing["members"][0], "carol@acme.test", "{billing}");
     let ann = ws["users"].as_array().unwrap().iter().find(|u| u["email"] == "ann@acme.test").unwrap();
     assert_eq!(ann["notifications"]["mention"], "none", "{ann}");
-    // Nothing the verification made is listed or counted.
+    // Nothing the verification made is listed or counted; the customer's message is.
     let contacts = mailroom_tests::mailroom_json(serve.data(), &["contacts", "--json"]);
-    assert_eq!(contacts.as_array().map(Vec::len), Some(0), "{contacts}");
+    let emails: Vec<&str> = contacts.as_array().unwrap().iter().filter_map(|c| c["email"].as_str()).collect();
+    assert_eq!(emails, ["val@vip.test"], "{contacts}");
     let report = mailroom_tests::mailroom_json(serve.data(), &["report", "--json"]);
     assert_eq!(
-        (report["messages"]["in"].as_i64(), report["tickets_created"].as_i64()),
-        (Some(0), Some(0)),
+        (
+            report["messages"]["in"].as_i64(),
+            report["messages"]["out"].as_i64(),
+            report["tickets_created"].as_i64()
+        ),
+        (Some(1), Some(0), Some(1)),
         "{report}"
     );
     assert_eq!(smtp.messages().len(), 2, "the test message and the reply went through SMTP");

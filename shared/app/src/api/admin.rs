@@ -614,6 +614,9 @@ pub struct ImapConnectBody {
     pub ca_pem: Option<String>,
     /// Where replies are submitted; without it the inbox cannot send.
     pub smtp: Option<SmtpBody>,
+    /// The folder sent mail is read from, when the server marks none `\Sent` (or the
+    /// marked one is not where this mailbox's sent mail goes). It must exist.
+    pub sent_folder: Option<String>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -657,7 +660,7 @@ async fn connect_imap(
     P(address): P<String>,
     J(body): J<ImapConnectBody>,
 ) -> ApiResult<Json<ImapConnected>> {
-    Ok(Json(connect_imap_as(&st, &caller, &address, body).await?))
+    Ok(Json(connect_imap_as(&st, &caller, &address, body, false).await?))
 }
 
 /// Connects an inbox over IMAP (and SMTP) for `caller` (the API and the settings pages).
@@ -666,6 +669,7 @@ pub(crate) async fn connect_imap_as(
     caller: &Caller,
     address: &str,
     body: ImapConnectBody,
+    require_sent: bool,
 ) -> ApiResult<ImapConnected> {
     use crate::mailbox::imap::{
         self, ImapSettings, PollError, PollOptions, Security, SmtpSecurity, SmtpSettings,
@@ -694,8 +698,10 @@ pub(crate) async fn connect_imap_as(
         ca_pem: body.ca_pem,
         smtp,
         allow_private_host: caller.ws.security.allow_private_mail_hosts,
+        sent_folder: body.sent_folder.filter(|s| !s.trim().is_empty()),
     };
-    match imap::connect(&st.ports, &inbox, settings, &body.password, &PollOptions::default()).await {
+    let opts = PollOptions { require_sent, ..PollOptions::default() };
+    match imap::connect(&st.ports, &inbox, settings, &body.password, &opts).await {
         Ok(c) => Ok(ImapConnected {
             inbox: c.inbox,
             inbox_folder: c.inbox_folder,
@@ -703,7 +709,7 @@ pub(crate) async fn connect_imap_as(
             cursors_kept: c.cursors_kept,
         }),
         // What the mail server said is for the admin to act on.
-        Err(e @ (PollError::Imap(_) | PollError::Smtp(_))) => {
+        Err(e @ (PollError::Imap(_) | PollError::Smtp(_) | PollError::SentFolder(_))) => {
             Err(ApiError::Invalid(format!("cannot connect {address} over IMAP: {e}"), vec![]))
         }
         Err(e) => Err(ApiError::Internal(e.into())),

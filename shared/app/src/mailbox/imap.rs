@@ -54,6 +54,10 @@ pub struct ImapSettings {
     /// again on every connection (`mailroom_providers::net`).
     #[serde(default)]
     pub allow_private_host: bool,
+    /// The folder sent mail is read from when the server marks none `\Sent` (or marks
+    /// another one than the one this mailbox uses).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sent_folder: Option<String>,
 }
 
 /// SMTP submission of an IMAP inbox. The password is the IMAP one (sealed apart); the
@@ -82,6 +86,12 @@ fn default_backfill_days() -> u32 {
 }
 
 impl ImapSettings {
+    /// The folder sent mail is read from: the one picked, while the server has it, else
+    /// the one the server marks `\Sent`.
+    pub fn sent_of(&self, f: &mailroom_providers::imap::Folders) -> Option<String> {
+        self.sent_folder.clone().filter(|s| f.all.contains(s)).or_else(|| f.sent.clone())
+    }
+
     pub fn endpoint(&self, opts: &PollOptions) -> Endpoint {
         let mut ep = Endpoint::new(&self.host, self.port, self.security);
         ep.extra_ca_pem = self.ca_pem.clone();
@@ -162,6 +172,9 @@ pub struct PollOptions {
     pub command_timeout: Duration,
     /// Messages larger than this (RFC822.SIZE) are stored as a placeholder, not fetched.
     pub max_message_bytes: u64,
+    /// `connect`: refuse a mailbox whose sent mail cannot be read (no folder marked
+    /// `\Sent` and none picked), naming its folders (the settings pages ask for one).
+    pub require_sent: bool,
 }
 
 impl Default for PollOptions {
@@ -175,6 +188,7 @@ impl Default for PollOptions {
             connect_timeout: Duration::from_secs(15),
             command_timeout: Duration::from_secs(60),
             max_message_bytes: crate::runtime::config::max_message_bytes(),
+            require_sent: false,
         }
     }
 }
@@ -203,6 +217,10 @@ pub enum PollError {
     Store(#[from] StoreError),
     #[error("{0} is not an IMAP connection")]
     NotImap(String),
+    /// `connect`: the picked Sent folder is not on the server, or none is marked and
+    /// none was picked.
+    #[error("{0}")]
+    SentFolder(String),
     /// The SMTP check of a connect (login refused, unreachable, TLS).
     #[error("SMTP: {0}")]
     Smtp(String),
@@ -355,6 +373,20 @@ pub async fn connect(
     let folders = session.folders().await;
     session.logout().await;
     let folders = folders?;
+    let others =
+        || folders.all.iter().filter(|f| **f != folders.inbox).cloned().collect::<Vec<_>>().join(", ");
+    if let Some(s) = settings.sent_folder.as_ref().filter(|s| !folders.all.contains(s)) {
+        return Err(PollError::SentFolder(format!(
+            "no folder {s:?} on the server; its folders: {}",
+            others()
+        )));
+    }
+    if opts.require_sent && settings.sent_of(&folders).is_none() {
+        return Err(PollError::SentFolder(format!(
+            "no Sent folder: the server marks none \\Sent; pick the one sent mail goes to: {}",
+            others()
+        )));
+    }
     if let Some(m) = &settings.smtp {
         let ep = mailroom_providers::smtp::SmtpEndpoint {
             host: m.host.clone(),
@@ -390,8 +422,8 @@ pub async fn connect(
     ports.flush()?;
     Ok(Connected {
         inbox: inbox.key(),
+        sent_folder: settings.sent_of(&folders),
         inbox_folder: folders.inbox,
-        sent_folder: folders.sent,
         cursors_kept: same_place,
     })
 }
@@ -557,8 +589,9 @@ impl Run<'_> {
         settings: &ImapSettings,
     ) -> Result<(), PollError> {
         let folders = session.folders().await?;
+        let sent = settings.sent_of(&folders);
         let mut todo = vec![(Role::Inbox, folders.inbox)];
-        match folders.sent {
+        match sent {
             Some(sent) => todo.push((Role::Sent, sent)),
             None => tracing::warn!("the server marks no folder \\Sent: Sent copies are not read"),
         }

@@ -401,7 +401,7 @@ impl SendHandler {
                 let mut session =
                     ImapSession::connect(&settings.endpoint(&PollOptions::default()), &creds).await?;
                 let folders = session.folders().await;
-                let r = match folders.map(|f| f.sent) {
+                let r = match folders.map(|f| settings.sent_of(&f)) {
                     Ok(Some(sent)) => session.append(&sent, mime).await.map(|_| true),
                     Ok(None) => Ok(false),
                     Err(e) => Err(e),

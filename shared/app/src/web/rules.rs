@@ -43,6 +43,8 @@ struct RulesTpl {
     notice: Option<String>,
     rules: Vec<RuleRow>,
     inboxes: Vec<String>,
+    /// (message id, label) of recent customer messages.
+    recent: Vec<(String, String)>,
     try_inbox: String,
     try_raw: String,
     trace: Option<TraceView>,
@@ -162,7 +164,38 @@ fn op_like(a: &Assign) -> String {
     serde_json::to_value(a).ok().and_then(|v| v.as_str().map(|s| s.replace('_', " "))).unwrap_or_default()
 }
 
-fn list_page(
+/// The newest customer messages of every inbox (five each, twenty at most), for "try it":
+/// (message id, what the list shows).
+async fn recent(st: &WebState, ws: &Workspace) -> Vec<(String, String)> {
+    let mut found: Vec<(String, String, String)> = Vec::new();
+    for i in &ws.inboxes {
+        let Ok(addr) = mailroom_core::EmailAddress::parse(&i.address) else { continue };
+        let q = mailroom_store::Query::new(crate::keys::messages_index_pk(&addr))
+            .index("gsi1")
+            .backward()
+            .limit(5);
+        let Ok(page) = st.api.ports.table.query(q).await else { continue };
+        for m in page.items.iter().filter(|m| m.get("test").is_none()) {
+            let msg = crate::records::Message::from_item(m);
+            if msg.is_outbound() {
+                continue;
+            }
+            let label = format!(
+                "{} · {} · {}",
+                i.address,
+                msg.from.as_deref().unwrap_or("(no sender)"),
+                msg.subject.chars().take(80).collect::<String>()
+            );
+            found.push((msg.gsi1sk.clone().unwrap_or_default(), msg.message_id.clone(), label));
+        }
+    }
+    found.sort_by(|a, b| b.0.cmp(&a.0));
+    found.into_iter().take(20).map(|(_, id, label)| (id, label)).collect()
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn list_page(
+    st: &WebState,
     c: &Ctx,
     ws: &Workspace,
     notice: Option<String>,
@@ -170,6 +203,7 @@ fn list_page(
     try_raw: String,
     trace: Option<TraceView>,
 ) -> Response {
+    let recent = recent(st, ws).await;
     let n = ws.rules.len();
     let rules = ws
         .rules
@@ -196,6 +230,7 @@ fn list_page(
         notice,
         rules,
         inboxes: ws.inboxes.iter().map(|i| i.address.clone()).collect(),
+        recent,
         try_inbox,
         try_raw,
         trace,
@@ -213,36 +248,45 @@ pub(super) async fn list(
     }
     let notice = read_notice(&st.api.ports.signer, &q);
     let ws = c.viewer.ws.clone();
-    list_page(&c, &ws, notice, String::new(), String::new(), None)
+    list_page(&st, &c, &ws, notice, String::new(), String::new(), None).await
 }
 
 /// `POST /app/settings/rules/try`: the pasted email through the rules, with the reasons.
 pub(super) async fn try_it(f: AdminForm) -> Response {
     let AdminForm { st, c, fields } = f;
     let ws = c.viewer.ws.clone();
-    let inbox = field(&fields, "inbox").unwrap_or_default().to_string();
-    let raw = field(&fields, "raw").unwrap_or_default().replace("\r\n", "\n").replace('\n', "\r\n");
+    let mut inbox = field(&fields, "inbox").unwrap_or_default().to_string();
+    let mut raw = field(&fields, "raw").unwrap_or_default().replace("\r\n", "\n").replace('\n', "\r\n");
+    // One of the recent messages: its stored raw bytes, in its own inbox.
+    if let Some(mid) = field(&fields, "message") {
+        let item = st.api.ports.table.get(&crate::keys::message(mid)).await.ok().flatten();
+        let Some(item) = item.filter(|m| m.get("test").is_none()) else { return not_found(&c) };
+        let m = crate::records::Message::from_item(&item);
+        let bytes = match &m.raw_key {
+            Some(k) => st.api.ports.blobs.get(k).await.ok().flatten(),
+            None => None,
+        };
+        let Some(bytes) = bytes else { return internal(format!("the raw bytes of {mid} are missing")) };
+        inbox = m.inbox.clone();
+        raw = String::from_utf8_lossy(&bytes).into_owned();
+    }
     if raw.len() > 1_000_000 {
         return list_page(
+            &st,
             &c,
             &ws,
-            Some("The pasted email is over 1 MB: paste its headers and the start of its text.".into()),
+            Some("The email is over 1 MB: paste its headers and the start of its text.".into()),
             inbox,
             String::new(),
             None,
-        );
+        )
+        .await;
     }
     let parsed = match mailroom_core::understand(raw.as_bytes()) {
         Ok(u) => u.message,
         Err(e) => {
-            return list_page(
-                &c,
-                &ws,
-                Some(format!("That is not an email Mailroom can read: {e}")),
-                inbox,
-                raw,
-                None,
-            );
+            let why = format!("That is not an email Mailroom can read: {e}");
+            return list_page(&st, &c, &ws, Some(why), inbox, raw, None).await;
         }
     };
     let sender = parsed.from.as_ref().map(|f| f.email.to_lowercase()).unwrap_or_default();
@@ -314,7 +358,7 @@ pub(super) async fn try_it(f: AdminForm) -> Response {
         ),
     };
     let trace = TraceView { outcome, sender, subject: parsed.subject, kind, lines };
-    list_page(&c, &ws, None, inbox, raw, Some(trace))
+    list_page(&st, &c, &ws, None, inbox, raw, Some(trace)).await
 }
 
 /// `POST /app/settings/rules/{n}/{up|down|delete}`.

@@ -167,6 +167,7 @@ pub(super) struct NewValues {
     pub smtp_port: String,
     pub smtp_security: String,
     pub ca_pem: String,
+    pub sent_folder: String,
 }
 
 #[derive(Template)]
@@ -178,6 +179,7 @@ struct NewTpl {
     section: &'static str,
     error: Option<String>,
     v: NewValues,
+    presets: Vec<(String, String)>,
 }
 
 #[derive(Template)]
@@ -315,6 +317,41 @@ pub(super) async fn new_form(c: Ctx) -> Response {
     new_page(&c, None, v)
 }
 
+/// Common IMAP/SMTP settings. An empty host: the organisation's own server (Exchange
+/// on-premises).
+struct Preset(&'static str, &'static str, &'static str, u16, &'static str, &'static str, u16, &'static str);
+
+/// (id, label, IMAP host, port, security, SMTP host, port, security).
+const PRESETS: &[Preset] = &[
+    Preset("exchange", "Exchange on-premises", "", 993, "tls", "", 587, "starttls"),
+    Preset("fastmail", "Fastmail", "imap.fastmail.com", 993, "tls", "smtp.fastmail.com", 465, "tls"),
+    Preset("icloud", "iCloud Mail", "imap.mail.me.com", 993, "tls", "smtp.mail.me.com", 587, "starttls"),
+    Preset("yahoo", "Yahoo Mail", "imap.mail.yahoo.com", 993, "tls", "smtp.mail.yahoo.com", 465, "tls"),
+    Preset("zoho", "Zoho Mail", "imap.zoho.com", 993, "tls", "smtp.zoho.com", 465, "tls"),
+];
+
+/// Fills what the admin left empty from the preset they picked (what they typed wins);
+/// an Exchange server's SMTP host defaults to its IMAP host.
+fn apply_preset(v: &mut NewValues, preset: &str) {
+    let Some(&Preset(_, _, host, port, sec, smtp, smtp_port, smtp_sec)) =
+        PRESETS.iter().find(|p| p.0 == preset)
+    else {
+        return;
+    };
+    let fill = |slot: &mut String, value: &str| {
+        if slot.is_empty() {
+            *slot = value.to_string();
+        }
+    };
+    fill(&mut v.host, host);
+    fill(&mut v.port, &port.to_string());
+    fill(&mut v.security, sec);
+    let smtp_host = if smtp.is_empty() { v.host.clone() } else { smtp.to_string() };
+    fill(&mut v.smtp_host, &smtp_host);
+    fill(&mut v.smtp_port, &smtp_port.to_string());
+    fill(&mut v.smtp_security, smtp_sec);
+}
+
 fn new_page(c: &Ctx, error: Option<String>, v: NewValues) -> Response {
     page(NewTpl {
         csrf: c.session.csrf.clone(),
@@ -323,6 +360,7 @@ fn new_page(c: &Ctx, error: Option<String>, v: NewValues) -> Response {
         section: "settings",
         error,
         v,
+        presets: PRESETS.iter().map(|p| (p.0.to_string(), p.1.to_string())).collect(),
     })
 }
 
@@ -332,7 +370,7 @@ fn new_page(c: &Ctx, error: Option<String>, v: NewValues) -> Response {
 pub(super) async fn create(f: AdminForm) -> Response {
     let AdminForm { st, c, fields } = f;
     let f = |k: &str| field(&fields, k).unwrap_or_default().trim().to_string();
-    let v = NewValues {
+    let mut v = NewValues {
         address: f("address").to_lowercase(),
         kind: f("kind"),
         provider: f("provider"),
@@ -344,7 +382,9 @@ pub(super) async fn create(f: AdminForm) -> Response {
         smtp_port: f("smtp_port"),
         smtp_security: f("smtp_security"),
         ca_pem: field(&fields, "ca_pem").unwrap_or_default().to_string(),
+        sent_folder: f("sent_folder"),
     };
+    apply_preset(&mut v, &f("preset"));
     if mailroom_core::EmailAddress::parse(&v.address).is_err() {
         return new_page(&c, Some(format!("{:?} is not an email address", v.address)), v);
     }
@@ -381,6 +421,7 @@ pub(super) async fn create(f: AdminForm) -> Response {
                     user: None,
                     append_sent: None,
                 }),
+                sent_folder: Some(v.sent_folder.clone()).filter(|s| !s.is_empty()),
             })
         })();
         match parsed {
@@ -431,7 +472,7 @@ pub(super) async fn create(f: AdminForm) -> Response {
         .await;
     };
     match imap_body {
-        Some(body) => match connect_imap_as(&st.api, &viewer, &v.address, body).await {
+        Some(body) => match connect_imap_as(&st.api, &viewer, &v.address, body, true).await {
             Ok(done) => {
                 let sent = done
                     .sent_folder
@@ -678,4 +719,32 @@ pub(super) async fn verify_page(
         running: steps.running,
         steps: steps.steps,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_preset_fills_only_what_was_left_empty() {
+        let mut v = NewValues { port: "1993".into(), ..NewValues::default() };
+        apply_preset(&mut v, "fastmail");
+        assert_eq!(
+            (v.host.as_str(), v.port.as_str(), v.security.as_str()),
+            ("imap.fastmail.com", "1993", "tls")
+        );
+        assert_eq!(
+            (v.smtp_host.as_str(), v.smtp_port.as_str(), v.smtp_security.as_str()),
+            ("smtp.fastmail.com", "465", "tls")
+        );
+        let mut v = NewValues { host: "mail.acme.example".into(), ..NewValues::default() };
+        apply_preset(&mut v, "exchange");
+        assert_eq!(
+            (v.smtp_host.as_str(), v.smtp_port.as_str(), v.smtp_security.as_str()),
+            ("mail.acme.example", "587", "starttls")
+        );
+        let mut v = NewValues::default();
+        apply_preset(&mut v, "no-such-preset");
+        assert!(v.host.is_empty() && v.smtp_host.is_empty());
+    }
 }
