@@ -174,7 +174,9 @@ try {
   await page.goto(`${cfg.base}/app/settings/notifications`);
   await axe(page, "notifications (admin)");
   await page.uncheck("input[name=mention]");
+  await page.check("input[name=digest]");
   await page.click("button:has-text('Save my notifications')");
+  check(await page.isChecked("input[name=digest]"), "the daily digest is on after the save");
   check((await page.textContent("[role=status]")).includes("Saved your notifications"), "notifications saved");
   check(!(await page.isChecked("input[name=mention]")) && (await page.isChecked("input[name=assigned]")), "mention off, assigned still on");
   check((await page.textContent("table")).includes("bob@acme.test"), "an admin sees the team's notifications");

@@ -46,9 +46,13 @@ fn workspace_text() -> String {
 
 impl Serve {
     fn start(env: &[(&str, String)]) -> Serve {
+        Serve::start_with(&workspace_text(), env)
+    }
+
+    fn start_with(workspace: &str, env: &[(&str, String)]) -> Serve {
         let data = tempfile::tempdir().unwrap();
         let ws = data.path().join("workspace.toml");
-        std::fs::write(&ws, workspace_text()).unwrap();
+        std::fs::write(&ws, workspace).unwrap();
         ok(data.path(), &["apply".as_ref(), ws.as_os_str()]);
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let child = Command::new(bin("mailroom"))
@@ -555,4 +559,37 @@ async fn an_inbox_that_must_be_reconnected_notifies_its_owner_or_the_admins() {
         text.contains("AUTHENTICATIONFAILED") && text.contains("X-Mailroom-Notification: reconnect_required"),
         "{text}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daily_digest_goes_once_a_day_to_those_who_asked() {
+    let smtp = SmtpSink::start();
+    // Tom asks for it; nobody else does (it is off by default).
+    let text = workspace_text().replace(
+        "email = \"tom.becker@acme-corp.example\"",
+        "email = \"tom.becker@acme-corp.example\"\nnotifications = { digest = true, assigned = \"none\", customer_reply = \"none\" }",
+    );
+    assert!(text.contains("digest = true"), "the acme workspace changed: update this test");
+    let serve = Serve::start_with(
+        &text,
+        &[
+            ("MAILROOM_NOTIFY_SMTP_URL", format!("smtp://127.0.0.1:{}", smtp.port())),
+            ("MAILROOM_NOTIFY_FROM", "mailroom@acme-corp.example".into()),
+            // From midnight UTC: whenever the test runs, today's digest is due.
+            ("MAILROOM_DIGEST_HOUR", "0".into()),
+        ],
+    );
+    let mails = smtp.wait_for(1, Duration::from_secs(20));
+    // Later relay runs (every second) send no second one today.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let all = smtp.messages();
+    let digests: Vec<&Vec<u8>> =
+        all.iter().filter(|m| header(m, "X-Mailroom-Notification").as_deref() == Some("digest")).collect();
+    assert_eq!(digests.len(), 1, "{:?}\n{}", summary(&all), serve.log());
+    assert_eq!(header(digests[0], "To").as_deref(), Some("tom.becker@acme-corp.example"));
+    let body = String::from_utf8_lossy(digests[0]).to_string();
+    assert!(header(digests[0], "Subject").unwrap_or_default().starts_with("[Mailroom] Your day:"), "{body}");
+    assert!(body.contains("Assigned to you and open: 0") && body.contains("unassigned:"), "{body}");
+    assert!(body.contains("tom.becker@acme-corp.example"), "his inboxes are named: {body}");
+    assert_eq!(mails.len(), 1);
 }

@@ -72,6 +72,7 @@ async fn an_admin_sets_up_an_imap_inbox_in_the_browser_and_verifies_it() {
     assert_eq!(billing["members"][0], "carol@acme.test", "{billing}");
     let ann = ws["users"].as_array().unwrap().iter().find(|u| u["email"] == "ann@acme.test").unwrap();
     assert_eq!(ann["notifications"]["mention"], "none", "{ann}");
+    assert_eq!(ann["notifications"]["digest"], true, "{ann}");
     // Nothing the verification made is listed or counted; the customer's message is.
     let contacts = mailroom_tests::mailroom_json(serve.data(), &["contacts", "--json"]);
     let emails: Vec<&str> = contacts.as_array().unwrap().iter().filter_map(|c| c["email"].as_str()).collect();

@@ -99,6 +99,8 @@ pub struct MyNotifications {
     pub mention: Option<NotifyBy>,
     pub sla_breach: Option<NotifyBy>,
     pub reconnect_required: Option<NotifyBy>,
+    /// The daily digest email (off by default).
+    pub digest: Option<bool>,
 }
 
 /// What every user may change about themselves. In a change, a field left out keeps
@@ -134,6 +136,7 @@ fn settings_of(u: &mailroom_core::workspace::User) -> MySettings {
             mention: Some(n.mention.into()),
             sla_breach: Some(n.sla_breach.into()),
             reconnect_required: Some(n.reconnect_required.into()),
+            digest: Some(n.digest),
         }),
     }
 }
@@ -190,6 +193,9 @@ pub(crate) async fn change_my_settings_as(
     }
     if let Some(n) = change.notifications {
         let cur = &mut u.notifications;
+        if let Some(d) = n.digest {
+            cur.digest = d;
+        }
         for (slot, new) in [
             (&mut cur.assigned, n.assigned),
             (&mut cur.customer_reply, n.customer_reply),

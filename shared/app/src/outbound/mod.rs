@@ -1,3 +1,4 @@
+pub mod digest;
 pub mod notify;
 pub mod relay;
 pub mod reply;

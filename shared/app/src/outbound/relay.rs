@@ -187,6 +187,7 @@ impl Relay {
         Relay { sinks, notifier }
     }
 
+    /// Every sink once, then the daily digests that are due.
     pub async fn run_once(&self, ports: &Ports, now: DateTime<Utc>) -> Vec<FollowOutcome> {
         let notify =
             self.notifier.as_deref().map(|n| crate::outbound::notify::NotifySink { ports, notifier: n });
@@ -194,6 +195,12 @@ impl Relay {
         if let Some(n) = &notify {
             all.push(n);
         }
-        relay(ports, &all, now).await
+        let outs = relay(ports, &all, now).await;
+        if let Some(n) = self.notifier.as_deref()
+            && let Err(e) = crate::outbound::digest::send_due(ports, n, now).await
+        {
+            tracing::error!(error = %format!("{e:#}"), "daily digests");
+        }
+        outs
     }
 }

@@ -45,6 +45,7 @@ struct NotificationsTpl {
     section: &'static str,
     notice: Option<String>,
     mine: Vec<(String, String, bool)>,
+    digest: bool,
     available: bool,
     team: Vec<(String, Vec<bool>, bool)>,
 }
@@ -99,6 +100,7 @@ pub(super) async fn notifications(
         section: "settings",
         notice: read_notice(&st.api.ports.signer, &q),
         mine,
+        digest: me.notifications.digest,
         available: me.available,
         team,
     })
@@ -121,6 +123,7 @@ pub(super) async fn save_notifications(
             serde_json::json!(if field(&fields, k).is_some() { "email" } else { "none" }),
         );
     }
+    n.insert("digest".into(), serde_json::json!(field(&fields, "digest").is_some()));
     let change: MySettings = match serde_json::from_value(
         serde_json::json!({"notifications": n, "available": field(&fields, "available").is_some()}),
     ) {

@@ -121,6 +121,9 @@ pub struct NotificationSettings {
     /// for a shared one.
     #[serde(default)]
     pub reconnect_required: NotifyBy,
+    /// One email a day with where the user's day starts (off unless asked for).
+    #[serde(default)]
+    pub digest: bool,
 }
 
 /// A web form feeding an inbox (`POST /forms/{id}/submissions`).
