@@ -331,6 +331,10 @@ pub struct ConnectImapArgs {
     /// `[security] allow_private_mail_hosts`).
     #[arg(long)]
     pub allow_private_host: bool,
+    /// The folder sent mail is read from, when the server marks none `\Sent` (it must
+    /// exist).
+    #[arg(long)]
+    pub sent_folder: Option<String>,
     #[arg(long)]
     pub json: bool,
 }

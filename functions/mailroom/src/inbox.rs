@@ -31,6 +31,7 @@ pub struct ConnectArgs {
     pub ca_file: Option<PathBuf>,
     pub smtp: Option<imap::SmtpSettings>,
     pub allow_private_host: bool,
+    pub sent_folder: Option<String>,
     pub json: bool,
 }
 
@@ -54,6 +55,7 @@ impl From<crate::cli::ConnectImapArgs> for ConnectArgs {
             ca_file: a.ca_file,
             smtp,
             allow_private_host: a.allow_private_host,
+            sent_folder: a.sent_folder,
             json: a.json,
         }
     }
@@ -86,7 +88,7 @@ pub async fn connect_imap(data: &Path, a: ConnectArgs) -> Result<()> {
         ca_pem,
         smtp: a.smtp,
         allow_private_host: a.allow_private_host || ws.security.allow_private_mail_hosts,
-        sent_folder: None,
+        sent_folder: a.sent_folder,
     };
     let c = imap::connect(&ports, &inbox, settings, &password, &PollOptions::default())
         .await

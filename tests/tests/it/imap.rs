@@ -742,4 +742,19 @@ async fn a_picked_sent_folder_must_exist_and_is_the_one_read() {
     let m =
         ports.table.get(&mailroom_app::keys::message(&id)).await.unwrap().expect("the Sent Items message");
     assert_eq!(m["direction"], "outbound", "read as sent mail: {m:?}");
+
+    // The CLI takes the same choice, and the same refusal.
+    let cli = tempfile::tempdir().unwrap();
+    let out = Command::new(bin("mailroom"))
+        .arg("--data")
+        .arg(cli.path())
+        .args(["inbox", "connect-imap", INBOX, "--host", "127.0.0.1", "--port", &dv.port_tls.to_string()])
+        .args(["--allow-private-host", "--user", &dv.user, "--password-env", "MAILROOM_TEST_IMAP_PASSWORD"])
+        .args(["--sent-folder", "Sent Mail", "--ca-file"])
+        .arg(dv.ca_file())
+        .env("MAILROOM_TEST_IMAP_PASSWORD", &dv.password)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("no folder \"Sent Mail\""), "{err}");
 }
