@@ -162,6 +162,8 @@ struct Inner {
     sent: Vec<(String, Bytes)>,
     /// The next sendMail answers (status, code, message) instead.
     send_failure: Option<(u16, String, String)>,
+    /// Notify the folders' subscriptions of what sendMail files (`MockGraph::notify_on_send`).
+    notify_on_send: bool,
 }
 
 #[derive(Clone)]
@@ -386,6 +388,12 @@ impl MockGraph {
 
     pub fn subscription(&self, user: &str, folder: &str) -> Option<MockSubscription> {
         self.lock().subs.values().find(|s| s.user == user && s.folder == folder).cloned()
+    }
+
+    /// From now on sendMail notifies the subscriptions of the folders it files into
+    /// (sentitems, and the inbox for mail to oneself), as Graph does.
+    pub fn notify_on_send(&self) {
+        self.lock().notify_on_send = true;
     }
 
     /// Graph drops a subscription on its own (then sends `subscriptionRemoved`).
@@ -1197,6 +1205,40 @@ async fn send_mail(
         created_seq: seq,
         removed_seq: None,
     };
-    mb.folders.entry("sentitems".into()).or_default().push(msg);
+    let mut filed = vec![("sentitems", msg.clone())];
+    // Mail to oneself is delivered to one's inbox too (another item, the same Message-ID).
+    let own = mb.mail.to_ascii_lowercase();
+    let to_self = ["to", "cc"]
+        .iter()
+        .filter_map(|h| mime_header(&mime, h))
+        .any(|v| v.to_ascii_lowercase().contains(&own));
+    mb.folders.entry("sentitems".into()).or_default().push(msg.clone());
+    if to_self {
+        let copy =
+            MockMessage { id: format!("AAMkAD-{n}-inbox"), immutable_id: format!("AAkALg-{n}i"), ..msg };
+        mb.folders.entry("inbox".into()).or_default().push(copy.clone());
+        filed.push(("inbox", copy));
+    }
+    // Graph then notifies the folders' subscriptions of the new items.
+    if g.notify_on_send {
+        let subs: Vec<(MockSubscription, MockMessage)> = filed
+            .into_iter()
+            .filter_map(|(f, m)| {
+                g.subs.values().find(|x| x.user == user && x.folder == f).cloned().map(|x| (x, m))
+            })
+            .collect();
+        let http = s.http.clone();
+        tokio::spawn(async move {
+            for (sub, m) in subs {
+                let body = json!({"value": [MockGraph::notification(&sub, &m, &sub.client_state)]});
+                let _ = http
+                    .post(&sub.notification_url)
+                    .header(header::CONTENT_TYPE, "application/json")
+                    .body(body.to_string())
+                    .send()
+                    .await;
+            }
+        });
+    }
     StatusCode::ACCEPTED.into_response()
 }

@@ -161,28 +161,8 @@ fn verify_is_red_with_the_reason_when_smtp_refuses_the_password_or_imap_is_down(
 async fn verify_is_green_on_a_gmail_inbox_by_push_history_sync_and_its_sent_copy() {
     use mailroom_tests::mock_google::MockGoogle;
     const SALES: &str = "sales@acme.test";
-    const ADMIN_TOKEN: &str = "verify-test-admin-token-0123456789";
     let google = MockGoogle::start(SALES).await;
-    let data = tempfile::tempdir().unwrap();
-    let ws = data.path().join("workspace.toml");
-    std::fs::write(
-        &ws,
-        format!(
-            "name = \"Gmail verify\"\n[[users]]\nemail = \"ann@acme.test\"\nname = \"Ann\"\nrole = \"admin\"\n\n\
-             [[inboxes]]\naddress = \"{SALES}\"\nprovider = \"gmail\"\n"
-        ),
-    )
-    .unwrap();
-    mailroom_ok(data.path(), &["apply", ws.to_str().unwrap()]);
-    let mut env = google.serve_env();
-    env.push(("MAILROOM_ADMIN_TOKEN".into(), ADMIN_TOKEN.into()));
-    let env_refs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    let serve = mailroom_tests::serve::Serve::start(data, &env_refs);
-    let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
-    mailroom_tests::serve::connect_mailbox(&http, &serve.base, ADMIN_TOKEN, "gmail", SALES, || {
-        serve.log_tail()
-    })
-    .await;
+    let (serve, http) = serve_connected(SALES, "gmail", google.serve_env(), "gmail").await;
     // Pub/Sub pushes every later change of the mailbox to serve's webhook.
     google.push_to(&serve.url("/webhooks/gmail"));
     let t = std::time::Instant::now();
@@ -190,27 +170,7 @@ async fn verify_is_green_on_a_gmail_inbox_by_push_history_sync_and_its_sent_copy
         assert!(t.elapsed() < std::time::Duration::from_secs(20), "no watch: {}", serve.log_tail());
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
-    let token = String::from_utf8(mailroom_ok(serve.data(), &["token", "ann@acme.test"])).unwrap();
-    let token = token.trim().to_string();
-    let r = http
-        .post(serve.url(&format!("/admin/inboxes/{SALES}/verify")))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status().as_u16(), 202, "{}", serve.log_tail());
-    let mut run: Value = r.json().await.unwrap();
-    let t = std::time::Instant::now();
-    while run["outcome"] == "running" {
-        assert!(
-            t.elapsed() < std::time::Duration::from_secs(60),
-            "still running: {run}\n{}",
-            serve.log_tail()
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-        let url = serve.url(&format!("/admin/inboxes/{SALES}/verify/{}", run["id"].as_str().unwrap()));
-        run = http.get(url).bearer_auth(&token).send().await.unwrap().json().await.unwrap();
-    }
+    let run = verify_over_api(&serve, &http, SALES).await;
     assert_eq!(
         run["outcome"],
         "passed",
@@ -234,4 +194,95 @@ async fn verify_is_green_on_a_gmail_inbox_by_push_history_sync_and_its_sent_copy
         (Some(0), Some(0)),
         "{report}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_is_green_on_a_microsoft_365_inbox_by_change_notifications_and_delta_sync() {
+    use mailroom_tests::mock_graph::MockGraph;
+    const MS: &str = "ms@acme.test";
+    let graph = MockGraph::start().await;
+    let user = graph.add_user(MS);
+    graph.authorize_as(&user);
+    let (serve, http) = serve_connected(MS, "microsoft", graph.serve_env(), "graph").await;
+    // serve's connect sync subscribes both folders; from then on Graph notifies them.
+    let t = std::time::Instant::now();
+    while graph.subscriptions().len() < 2 {
+        assert!(t.elapsed() < std::time::Duration::from_secs(30), "no subscriptions: {}", serve.log_tail());
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    graph.notify_on_send();
+    let run = verify_over_api(&serve, &http, MS).await;
+    assert_eq!(
+        run["outcome"],
+        "passed",
+        "{}\n{}",
+        serde_json::to_string_pretty(&run).unwrap(),
+        serve.log_tail()
+    );
+    assert!(step(&run, "send")["detail"].as_str().unwrap().contains("Microsoft Graph"), "{run}");
+    assert_eq!(step(&run, "sent_copy")["status"], "pass", "{run}");
+    assert_eq!(graph.sent(&user).len(), 2, "the test message and the reply went through sendMail");
+    let report = mailroom_json(serve.data(), &["report", "--json"]);
+    assert_eq!(
+        (report["messages"]["in"].as_i64(), report["messages"]["out"].as_i64()),
+        (Some(0), Some(0)),
+        "{report}"
+    );
+}
+
+/// `POST /admin/inboxes/{inbox}/verify` as the admin, then the run read again until it ends.
+async fn verify_over_api(serve: &mailroom_tests::serve::Serve, http: &reqwest::Client, inbox: &str) -> Value {
+    let token = String::from_utf8(mailroom_ok(serve.data(), &["token", "ann@acme.test"])).unwrap();
+    let token = token.trim().to_string();
+    let r = http
+        .post(serve.url(&format!("/admin/inboxes/{inbox}/verify")))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 202, "{}", serve.log_tail());
+    let mut run: Value = r.json().await.unwrap();
+    let t = std::time::Instant::now();
+    while run["outcome"] == "running" {
+        assert!(
+            t.elapsed() < std::time::Duration::from_secs(60),
+            "still running: {run}\n{}",
+            serve.log_tail()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        let url = serve.url(&format!("/admin/inboxes/{inbox}/verify/{}", run["id"].as_str().unwrap()));
+        run = http.get(url).bearer_auth(&token).send().await.unwrap().json().await.unwrap();
+    }
+    run
+}
+
+/// `mailroom serve` for a workspace of one admin and `inbox` (`provider` in the workspace),
+/// with the mock's environment, the inbox connected through the OAuth flow (`oauth`).
+async fn serve_connected(
+    inbox: &str,
+    provider: &str,
+    mut env: Vec<(String, String)>,
+    oauth: &str,
+) -> (mailroom_tests::serve::Serve, reqwest::Client) {
+    const ADMIN_TOKEN: &str = "verify-test-admin-token-0123456789";
+    let data = tempfile::tempdir().unwrap();
+    let ws = data.path().join("workspace.toml");
+    std::fs::write(
+        &ws,
+        format!(
+            "name = \"Verify\"\n[[users]]\nemail = \"ann@acme.test\"\nname = \"Ann\"\nrole = \"admin\"\n\n\
+             [[inboxes]]\naddress = \"{inbox}\"\nprovider = \"{provider}\"\n"
+        ),
+    )
+    .unwrap();
+    mailroom_ok(data.path(), &["apply", ws.to_str().unwrap()]);
+    env.push(("MAILROOM_ADMIN_TOKEN".into(), ADMIN_TOKEN.into()));
+    let env_refs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let serve = mailroom_tests::serve::Serve::start(data, &env_refs);
+    let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    mailroom_tests::serve::connect_mailbox(&http, &serve.base, ADMIN_TOKEN, oauth, inbox, || {
+        serve.log_tail()
+    })
+    .await;
+    (serve, http)
 }
