@@ -115,6 +115,13 @@ try {
   await page.waitForURL("**/app/settings/rules?**");
   const order = await page.$$eval("tr[data-rule]", (rows) => rows.map((r) => r.dataset.rule));
   check(order.join("|") === "vip senders|tests to support", `the rules are in the new order: ${order}`);
+  // A change by position made from a page that is out of date is refused, not misapplied.
+  const token = await page.getAttribute("meta[name=csrf-token]", "content");
+  const stale = await page.request.post(`${cfg.base}/app/settings/rules/1/up`, { form: { _csrf: token, version: "1" } });
+  check((await stale.text()).includes("Not changed: the workspace changed since this page was shown"), "a stale move is refused");
+  await page.reload();
+  const still = await page.$$eval("tr[data-rule]", (rows) => rows.map((r) => r.dataset.rule));
+  check(still.join("|") === "vip senders|tests to support", `a stale move changes nothing: ${still}`);
   // Try it: which rule takes a pasted message, and why.
   await page.selectOption("select[name=inbox]", cfg.inbox);
   await page.fill("textarea[name=raw]", `From: Val <val@vip.test>\nTo: ${cfg.inbox}\nSubject: a test of the rules\nMessage-ID: <try-1@vip.test>\n\nHello`);

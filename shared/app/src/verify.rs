@@ -194,13 +194,13 @@ impl Verifier {
             }
             Err(e) => return Err(e.into()),
         }
-        let mut run = run;
-        run.busy_until = None;
+        // The stored run is the truth (the caller's copy may be older); the lease stays on
+        // every save in between and goes with the last one.
+        let mut run = get(&self.ports, &inbox, &run.id).await?.unwrap_or(run);
+        run.busy_until = DateTime::parse_from_rfc3339(&until).ok().map(|t| t.with_timezone(&Utc));
         let out = self.advance_held(&mut run).await;
-        // The lease goes with the last save; after an error, with this one.
-        if out.is_err() {
-            save(&self.ports, &run).await?;
-        }
+        run.busy_until = None;
+        save(&self.ports, &run).await?;
         out.map(|()| run)
     }
 
@@ -442,6 +442,8 @@ impl Verifier {
         let conv = run.conversation.clone().context("no conversation")?;
         let Some(request_id) = run.reply_request.clone() else {
             let ws = crate::workspace::load(&self.ports).await?.unwrap_or_default();
+            // The Sent copy is looked for in what is synced from now on (a push may bring
+            // it in before this run sees the reply sent).
             run.cursors_before = connection::cursors(&self.ports, inbox)
                 .await?
                 .into_iter()
@@ -524,10 +526,15 @@ impl Verifier {
     /// Ends a run: the outcome, the test conversation closed, the test contact and its
     /// timeline removed (the conversation stays, out of every list, as the evidence).
     async fn finish(&self, run: &mut Run) -> anyhow::Result<()> {
-        let failed = run.steps.iter().any(|s| s.status == StepStatus::Fail);
-        run.outcome = if failed { "failed" } else { "passed" }.into();
-        run.finished_at = Some(self.ports.clock.now());
         let t = &self.ports.table;
+        // From now on the test message is no longer expected: a late copy is recorded as
+        // a test without a contact, routing or ticket, and a forged one as anyone's mail.
+        t.update(
+            &keys::verify_message_key(&run.message_id),
+            vec![Update::Set("done".into(), json!(true))],
+            None,
+        )
+        .await?;
         for e in t.query_all(Query::new(keys::timeline_pk(&run.test_contact))).await? {
             if let Some(k) = Key::of(&e) {
                 t.delete(&k, None).await?;
@@ -540,6 +547,10 @@ impl Verifier {
             crate::conversations::set_status(&self.ports, &ws, conv, true, None, now).await?;
         }
         self.ports.flush()?;
+        // The outcome last: a failed clean-up is tried again by the next reader.
+        let failed = run.steps.iter().any(|s| s.status == StepStatus::Fail);
+        run.outcome = if failed { "failed" } else { "passed" }.into();
+        run.finished_at = Some(self.ports.clock.now());
         Ok(())
     }
 }
@@ -553,7 +564,7 @@ fn test_message(run: &Run, inbox: &EmailAddress) -> anyhow::Result<Vec<u8>> {
     let mut msg = lettre::Message::builder()
         .from(addr.clone())
         .to(addr)
-        .subject(format!("Mailroom test message {}", run.id))
+        .subject(format!("Mailroom test message, {}", run.started_at.format("%Y-%m-%d %H:%M UTC")))
         .message_id(Some(format!("<{}>", run.message_id)))
         .header(ContentType::TEXT_PLAIN)
         .body(format!(

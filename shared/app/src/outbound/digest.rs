@@ -40,6 +40,10 @@ pub async fn send_due(ports: &Ports, notifier: &dyn Notifier, now: DateTime<Utc>
     let mut sent = 0;
     for u in ws.users.iter().filter(|u| u.notifications.digest) {
         let key = marker(&u.email, &day);
+        if ports.table.get(&key).await?.is_some() {
+            continue;
+        }
+        let n = compose(ports, &ws, u, now, &day).await?;
         let mut item = key.item();
         item.insert("at".into(), json!(now.to_rfc3339()));
         match ports.table.put(item, Some(Cond::NotExists)).await {
@@ -47,10 +51,11 @@ pub async fn send_due(ports: &Ports, notifier: &dyn Notifier, now: DateTime<Utc>
             Err(StoreError::ConditionFailed) => continue,
             Err(e) => return Err(e.into()),
         }
-        let n = compose(ports, &ws, u, now, &day).await?;
+        // One address that cannot be reached holds nobody else's digest back.
         if let Err(e) = notifier.send(&n).await {
             ports.table.delete(&key, None).await?;
-            return Err(e.context(format!("the daily digest of {}", u.email)));
+            tracing::error!(to = %u.email, error = %format!("{e:#}"), "daily digest not sent; tried again next run");
+            continue;
         }
         ports.flush()?;
         tracing::info!(to = %u.email, day, "daily digest sent");

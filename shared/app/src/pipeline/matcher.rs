@@ -172,13 +172,24 @@ impl MatchHandler {
     /// The run and test contact of a verification's test message, told by the record
     /// the run wrote before sending it; only Message-IDs with the run's prefix are looked
     /// up, so other mail costs nothing here.
-    async fn verification(&self, message_id: &str) -> anyhow::Result<Option<(String, String)>> {
+    /// Only while the run waits for it, and only in the inbox it was sent to: a copy
+    /// that comes later, or elsewhere, is ordinary mail (whoever saw the Message-ID could
+    /// otherwise hide mail of theirs from lists and reports with it).
+    async fn verification(
+        &self,
+        message_id: &str,
+        inbox: &EmailAddress,
+    ) -> anyhow::Result<Option<(String, String)>> {
         if !message_id.starts_with(crate::keys::VERIFY_MID_PREFIX) {
             return Ok(None);
         }
         let Some(rec) = self.ports.table.get(&keys::verify_message_key(message_id)).await? else {
             return Ok(None);
         };
+        if rec.get("done").is_some() || keys::item_str(&rec, "inbox").as_deref() != Some(inbox.key().as_str())
+        {
+            return Ok(None);
+        }
         Ok(keys::item_str(&rec, "run").zip(keys::item_str(&rec, "contact")))
     }
 
@@ -245,7 +256,7 @@ impl MatchHandler {
         };
         // A verification's test message (crate::verify) is a customer's message from its
         // run's test contact, whatever its From says: the record proves we sent it.
-        let test = self.verification(&m.message_id).await?;
+        let test = self.verification(&m.message_id, &ptr.inbox).await?;
         let direction = match &test {
             Some(_) => Direction::Inbound,
             None => self.direction(ptr, m, from.as_deref(), from_own).await?,

@@ -36,6 +36,8 @@ pub(super) struct TraceView {
 #[derive(Template)]
 #[template(path = "web/settings/rules.html")]
 struct RulesTpl {
+    /// The workspace version the page shows: a change by position applies only to it.
+    version: u64,
     csrf: String,
     name: String,
     admin: bool,
@@ -76,6 +78,7 @@ pub(super) struct RuleForm {
 #[derive(Template)]
 #[template(path = "web/settings/rule.html")]
 struct RuleTpl {
+    version: u64,
     csrf: String,
     name: String,
     admin: bool,
@@ -204,6 +207,10 @@ async fn list_page(
     trace: Option<TraceView>,
 ) -> Response {
     let recent = recent(st, ws).await;
+    let version = match crate::workspace::version(&st.api.ports).await {
+        Ok(v) => v,
+        Err(e) => return internal(e),
+    };
     let n = ws.rules.len();
     let rules = ws
         .rules
@@ -223,6 +230,7 @@ async fn list_page(
         })
         .collect();
     page(RulesTpl {
+        version,
         csrf: c.session.csrf.clone(),
         name: c.viewer.name.clone(),
         admin: true,
@@ -362,8 +370,24 @@ pub(super) async fn try_it(f: AdminForm) -> Response {
 }
 
 /// `POST /app/settings/rules/{n}/{up|down|delete}`.
+/// A change by position, refused when the rules may have moved since the page was shown.
+async fn stale(st: &WebState, shown: u64, by_position: bool) -> Option<String> {
+    let now = crate::workspace::version(&st.api.ports).await.ok()?;
+    (by_position && now != shown).then(|| {
+        "the workspace changed since this page was shown (another admin's edit?): reload it and make the change again".to_string()
+    })
+}
+
 pub(super) async fn reorder(Path((n, op)): Path<(usize, String)>, f: AdminForm) -> Response {
-    let AdminForm { st, c, .. } = f;
+    let AdminForm { st, c, fields } = f;
+    let shown: u64 = field(&fields, "version").and_then(|v| v.parse().ok()).unwrap_or(0);
+    if let Some(e) = stale(&st, shown, true).await {
+        return Redirect::to(&format!(
+            "/app/settings/rules?{}",
+            notice_query(&st.api.ports.signer, &format!("Not changed: {e}"))
+        ))
+        .into_response();
+    }
     let r = edit(&st.api, &c.viewer, |ws| {
         let len = ws.rules.len();
         if n >= len {
@@ -437,7 +461,14 @@ fn form_of(ws: &Workspace, r: Option<&Rule>) -> RuleForm {
     }
 }
 
-fn rule_page(c: &Ctx, ws: &Workspace, n: Option<usize>, error: Option<String>, v: RuleForm) -> Response {
+fn rule_page(
+    c: &Ctx,
+    ws: &Workspace,
+    version: u64,
+    n: Option<usize>,
+    error: Option<String>,
+    v: RuleForm,
+) -> Response {
     let mut stages = vec![("/".to_string(), "(the inbox's)".to_string())];
     for p in &ws.pipelines {
         for s in &p.stages {
@@ -448,6 +479,7 @@ fn rule_page(c: &Ctx, ws: &Workspace, n: Option<usize>, error: Option<String>, v
         }
     }
     page(RuleTpl {
+        version,
         csrf: c.session.csrf.clone(),
         name: c.viewer.name.clone(),
         admin: true,
@@ -493,7 +525,7 @@ fn rule_page(c: &Ctx, ws: &Workspace, n: Option<usize>, error: Option<String>, v
 }
 
 /// `GET /app/settings/rules/new` and `GET /app/settings/rules/{n}`.
-pub(super) async fn form(c: Ctx, n: Option<Path<usize>>) -> Response {
+pub(super) async fn form(State(st): State<Arc<WebState>>, c: Ctx, n: Option<Path<usize>>) -> Response {
     if let Err(r) = admin_only(&c) {
         return r;
     }
@@ -507,7 +539,11 @@ pub(super) async fn form(c: Ctx, n: Option<Path<usize>>) -> Response {
         None => None,
     };
     let v = form_of(&ws, rule);
-    rule_page(&c, &ws, n, None, v)
+    let version = match crate::workspace::version(&st.api.ports).await {
+        Ok(v) => v,
+        Err(e) => return internal(e),
+    };
+    rule_page(&c, &ws, version, n, None, v)
 }
 
 /// The form as it was sent, to show again with what is wrong.
@@ -607,7 +643,11 @@ pub(super) async fn save(n: Option<Path<usize>>, f: AdminForm) -> Response {
     let AdminForm { st, c, fields } = f;
     let n = n.map(|Path(n)| n);
     let ws = c.viewer.ws.clone();
-    let again = |e: String| rule_page(&c, &ws, n, Some(e), form_from(&ws, &fields));
+    let shown: u64 = field(&fields, "version").and_then(|v| v.parse().ok()).unwrap_or(0);
+    let again = |e: String| rule_page(&c, &ws, shown, n, Some(e), form_from(&ws, &fields));
+    if let Some(e) = stale(&st, shown, n.is_some()).await {
+        return again(e);
+    }
     let rule = match rule_of(&fields) {
         Ok(r) => r,
         Err(e) => return again(e),

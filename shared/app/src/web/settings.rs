@@ -464,12 +464,20 @@ pub(super) async fn create(f: AdminForm) -> Response {
         Err(r) => return r,
     };
     let address = v.address.clone();
+    // Takes the inbox out again; says so when that fails too (it then stays, listed as
+    // not connected, for the admin to archive).
     let undo = || async {
-        let _ = edit(&st.api, &viewer, |ws| {
+        match edit(&st.api, &viewer, |ws| {
             ws.inboxes.retain(|i| !i.address.eq_ignore_ascii_case(&address));
             Ok(())
         })
-        .await;
+        .await
+        {
+            Ok(()) => String::new(),
+            Err(e) => {
+                format!(" The inbox could not be taken out again ({}): archive it from the list.", problem(e))
+            }
+        }
     };
     match imap_body {
         Some(body) => match connect_imap_as(&st.api, &viewer, &v.address, body, true).await {
@@ -482,8 +490,8 @@ pub(super) async fn create(f: AdminForm) -> Response {
                 with_notice(&st, &format!("/app/settings/inboxes/{}", v.address), &notice)
             }
             Err(e) => {
-                undo().await;
-                new_page(&c, Some(problem(e)), v)
+                let left = undo().await;
+                new_page(&c, Some(format!("{}{left}", problem(e))), v)
             }
         },
         None => {
@@ -493,8 +501,8 @@ pub(super) async fn create(f: AdminForm) -> Response {
             match to_provider(&st, &c, provider, &addr).await {
                 Ok(r) => r,
                 Err(e) => {
-                    undo().await;
-                    new_page(&c, Some(e), v)
+                    let left = undo().await;
+                    new_page(&c, Some(format!("{e}{left}")), v)
                 }
             }
         }
