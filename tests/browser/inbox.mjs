@@ -17,13 +17,11 @@
 // axe-core (WCAG 2.x A/AA and best practices) must find nothing on any page.
 // Prints one JSON line; exit 0 when every check passed, 1 when one failed (reasons on
 // stderr), 2 when chromium or the config is missing.
-import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { chromium } from "playwright-core";
-import { setup } from "./lib.mjs";
+import { axeViolations, setup } from "./lib.mjs";
 
 const { cfg, executablePath } = setup("inbox.mjs");
-const axeSource = readFileSync(new URL("./node_modules/axe-core/axe.min.js", import.meta.url), "utf8");
 
 const failures = [];
 const steps = [];
@@ -61,17 +59,7 @@ function watch(page, label) {
 }
 
 async function axe(page, name) {
-  if (!(await page.evaluate(() => typeof window.axe !== "undefined"))) {
-    await page.evaluate(axeSource);
-  }
-  const r = await page.evaluate(async () => {
-    const res = await window.axe.run(document, {
-      iframes: false,
-      resultTypes: ["violations"],
-      runOnly: { type: "tag", values: ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa", "wcag22aa", "best-practice"] },
-    });
-    return res.violations.map((v) => ({ id: v.id, impact: v.impact, nodes: v.nodes.map((n) => n.target.join(" ")).slice(0, 5) }));
-  });
+  const r = await axeViolations(page);
   axeResults[name] = r;
   check(r.length === 0, `axe-core finds nothing on ${name}: ${JSON.stringify(r)}`);
 }

@@ -28,6 +28,21 @@ export function chromiumPath() {
 
 const axeSource = readFileSync(new URL("./node_modules/axe-core/axe.min.js", import.meta.url), "utf8");
 
+/// axe-core (WCAG 2.x A/AA and best practices) on the page: its findings.
+export async function axeViolations(page) {
+  if (!(await page.evaluate(() => typeof window.axe !== "undefined"))) {
+    await page.evaluate(axeSource);
+  }
+  return page.evaluate(async () => {
+    const res = await window.axe.run(document, {
+      iframes: false,
+      resultTypes: ["violations"],
+      runOnly: { type: "tag", values: ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa", "wcag22aa", "best-practice"] },
+    });
+    return res.violations.map((v) => ({ id: v.id, impact: v.impact, nodes: v.nodes.map((n) => n.target.join(" ")).slice(0, 5) }));
+  });
+}
+
 /// The checks of one walk, axe-core's findings by page, and the report at the end.
 export class Walk {
   constructor() {
@@ -41,17 +56,9 @@ export class Walk {
     if (!ok) this.failures.push(what);
   }
 
-  /// axe-core (WCAG 2.x A/AA and best practices) on the page: any finding fails.
+  /// axe-core on the page: any finding fails.
   async audit(page, name) {
-    await page.evaluate(axeSource);
-    const r = await page.evaluate(async () => {
-      const res = await window.axe.run(document, {
-        iframes: false,
-        resultTypes: ["violations"],
-        runOnly: { type: "tag", values: ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa", "wcag22aa", "best-practice"] },
-      });
-      return res.violations.map((v) => ({ id: v.id, impact: v.impact, nodes: v.nodes.map((n) => n.target.join(" ")).slice(0, 5) }));
-    });
+    const r = await axeViolations(page);
     this.axe[name] = r;
     this.check(r.length === 0, `axe-core finds nothing on ${name}: ${JSON.stringify(r)}`);
   }

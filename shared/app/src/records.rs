@@ -146,6 +146,8 @@ pub struct Message {
     pub attachments: Vec<Value>,
     /// `{received time}#{message id}`: the order we received messages in.
     pub gsi1sk: Option<String>,
+    /// The verification run a test message belongs to (`crate::verify`).
+    pub test: Option<String>,
 }
 
 impl Message {
@@ -157,6 +159,11 @@ impl Message {
     }
     pub fn kind(&self) -> &str {
         self.kind.as_deref().unwrap_or("normal")
+    }
+    /// When we received it: the time part of `gsi1sk`.
+    pub fn received(&self) -> Option<chrono::DateTime<chrono::Utc>> {
+        let (t, _) = self.gsi1sk.as_deref()?.split_once('#')?;
+        chrono::DateTime::parse_from_rfc3339(t).ok().map(|t| t.with_timezone(&chrono::Utc))
     }
 }
 

@@ -312,12 +312,8 @@ impl Verifier {
             Some(t) => format!("last sync {} min ago", (now - t).num_minutes()),
             None => "not synced yet".into(),
         };
-        let push = match c.provider {
-            Provider::Gmail => c.settings.pointer("/watch/expiration_ms").and_then(Value::as_i64),
-            _ => None,
-        };
-        if let Some(exp) = push
-            && exp <= now.timestamp_millis()
+        if let Some(exp) = c.push_expires()
+            && exp <= now
         {
             return Ok(Check::Fail("push subscription expired: the scheduler renews it; run `mailroom inbox connect` again if it keeps failing".into()));
         }

@@ -165,19 +165,9 @@ async fn verify_is_green_on_a_gmail_inbox_by_push_history_sync_and_its_sent_copy
     let (serve, http) = serve_connected(SALES, "gmail", google.serve_env(), "gmail").await;
     // Pub/Sub pushes every later change of the mailbox to serve's webhook.
     google.push_to(&serve.url("/webhooks/gmail"));
-    let t = std::time::Instant::now();
-    while google.watch_state().is_none() {
-        assert!(t.elapsed() < std::time::Duration::from_secs(20), "no watch: {}", serve.log_tail());
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+    wait_until("the Gmail watch", &serve, 20, || google.watch_state().is_some()).await;
     let run = verify_over_api(&serve, &http, SALES).await;
-    assert_eq!(
-        run["outcome"],
-        "passed",
-        "{}\n{}",
-        serde_json::to_string_pretty(&run).unwrap(),
-        serve.log_tail()
-    );
+    assert_passed(&run, &serve);
     for s in run["steps"].as_array().unwrap().iter().filter(|s| s["key"] != "ticket") {
         assert_eq!(s["status"], "pass", "step {} is not green: {run}", s["key"]);
     }
@@ -205,20 +195,10 @@ async fn verify_is_green_on_a_microsoft_365_inbox_by_change_notifications_and_de
     graph.authorize_as(&user);
     let (serve, http) = serve_connected(MS, "microsoft", graph.serve_env(), "graph").await;
     // serve's connect sync subscribes both folders; from then on Graph notifies them.
-    let t = std::time::Instant::now();
-    while graph.subscriptions().len() < 2 {
-        assert!(t.elapsed() < std::time::Duration::from_secs(30), "no subscriptions: {}", serve.log_tail());
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+    wait_until("both folders' subscriptions", &serve, 30, || graph.subscriptions().len() >= 2).await;
     graph.notify_on_send();
     let run = verify_over_api(&serve, &http, MS).await;
-    assert_eq!(
-        run["outcome"],
-        "passed",
-        "{}\n{}",
-        serde_json::to_string_pretty(&run).unwrap(),
-        serve.log_tail()
-    );
+    assert_passed(&run, &serve);
     assert!(step(&run, "send")["detail"].as_str().unwrap().contains("Microsoft Graph"), "{run}");
     assert_eq!(step(&run, "sent_copy")["status"], "pass", "{run}");
     assert_eq!(graph.sent(&user).len(), 2, "the test message and the reply went through sendMail");
@@ -285,4 +265,23 @@ async fn serve_connected(
     })
     .await;
     (serve, http)
+}
+
+/// Polls `done` every 100 ms for up to `secs` seconds.
+async fn wait_until(what: &str, serve: &mailroom_tests::serve::Serve, secs: u64, done: impl Fn() -> bool) {
+    let t = std::time::Instant::now();
+    while !done() {
+        assert!(t.elapsed() < std::time::Duration::from_secs(secs), "no {what}: {}", serve.log_tail());
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+fn assert_passed(run: &Value, serve: &mailroom_tests::serve::Serve) {
+    assert_eq!(
+        run["outcome"],
+        "passed",
+        "{}\n{}",
+        serde_json::to_string_pretty(run).unwrap(),
+        serve.log_tail()
+    );
 }

@@ -88,10 +88,11 @@ impl<E: Into<anyhow::Error>> From<E> for ApiError {
     }
 }
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let status = self.status();
-        let (detail, errors) = match self {
+impl ApiError {
+    /// What the caller is told: the detail and the list of errors. An internal error's
+    /// cause goes to the log, not to the caller.
+    pub fn detail(self) -> (String, Vec<String>) {
+        match self {
             ApiError::Internal(e) => {
                 // The cause goes to the logs, not to the caller.
                 tracing::error!(error = %format!("{e:#}"), "API request failed");
@@ -104,7 +105,14 @@ impl IntoResponse for ApiError {
             | ApiError::BadRequest(d)
             | ApiError::Conflict(d)
             | ApiError::Unavailable(d) => (d, vec![]),
-        };
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let (detail, errors) = self.detail();
         let body = Problem {
             kind: "about:blank".into(),
             title: status.canonical_reason().unwrap_or("Error").into(),

@@ -84,6 +84,29 @@ pub struct Connection {
 }
 
 impl Connection {
+    /// When its push lapses: Gmail's watch, the earliest of Graph's subscriptions (as
+    /// their syncs record them in the settings). `None`: polled (IMAP), or push not set up.
+    pub fn push_expires(&self) -> Option<DateTime<Utc>> {
+        match self.provider {
+            Provider::Imap => None,
+            Provider::Gmail => self
+                .settings
+                .pointer("/watch/expiration_ms")
+                .and_then(Value::as_i64)
+                .and_then(DateTime::from_timestamp_millis),
+            Provider::Graph => self
+                .settings
+                .get("subscriptions")
+                .and_then(Value::as_object)
+                .into_iter()
+                .flat_map(|m| m.values())
+                .filter_map(|s| s.get("expires_at").and_then(Value::as_str))
+                .filter_map(|t| DateTime::parse_from_rfc3339(t).ok())
+                .map(|t| t.with_timezone(&Utc))
+                .min(),
+        }
+    }
+
     /// A new, healthy connection of `inbox` (no sync yet).
     pub fn new(inbox: &EmailAddress, provider: Provider, settings: Value, now: DateTime<Utc>) -> Connection {
         Connection {

@@ -197,14 +197,7 @@ impl RouteHandler {
     /// channel; a customer's new message wakes a snoozed conversation. Only a message
     /// newer than the one recorded changes it, so arrival order does not matter.
     async fn note_activity(&self, conv: &str, m: &Message, outbound: bool, kind: &str) -> anyhow::Result<()> {
-        use chrono::{DateTime, Utc};
-        let received = m
-            .gsi1sk
-            .as_deref()
-            .and_then(|k| k.split_once('#'))
-            .and_then(|(t, _)| DateTime::parse_from_rfc3339(t).ok())
-            .map(|t| t.with_timezone(&Utc))
-            .unwrap_or_else(|| self.ports.clock.now());
+        let received = m.received().unwrap_or_else(|| self.ports.clock.now());
         let at = received.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string();
         let snippet: String = m.preview.as_deref().unwrap_or_default().chars().take(160).collect();
         let mut actions = vec![

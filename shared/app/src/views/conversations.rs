@@ -53,6 +53,16 @@ pub struct ConversationView {
     pub messages: Vec<MessageView>,
 }
 
+/// An inbox's `n` newest recorded messages, newest first (by when we received them).
+pub async fn newest(
+    ports: &Ports,
+    inbox: &mailroom_core::EmailAddress,
+    n: u32,
+) -> anyhow::Result<Vec<Message>> {
+    let q = Query::new(keys::messages_index_pk(inbox)).index("gsi1").backward().limit(n);
+    Ok(ports.table.query(q).await?.items.iter().map(Message::from_item).collect())
+}
+
 /// Every conversation, oldest first.
 pub async fn list(ports: &Ports) -> anyhow::Result<Vec<ConversationView>> {
     let t = &ports.table;

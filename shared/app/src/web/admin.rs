@@ -8,7 +8,8 @@ use crate::api::ApiError;
 use crate::runtime::http::notice_query;
 use askama::Template;
 use axum::Form;
-use axum::extract::{FromRequest, Request};
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use std::sync::Arc;
 
@@ -32,6 +33,27 @@ impl FromRequest<Arc<WebState>> for AdminForm {
         admin_only(&c)?;
         csrf(&c, &headers, &fields)?;
         Ok(AdminForm { st: st.clone(), c, fields })
+    }
+}
+
+/// An admin's page request: signed in, an admin, and the signed outcome notice its URL
+/// carries (`?notice=`), if any.
+pub(super) struct AdminPage {
+    pub st: Arc<WebState>,
+    pub c: Ctx,
+    pub notice: Option<String>,
+}
+
+impl FromRequestParts<Arc<WebState>> for AdminPage {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, st: &Arc<WebState>) -> Result<Self, Response> {
+        let c = ctx(st, &parts.headers, &parts.uri).await?;
+        admin_only(&c)?;
+        let q: Vec<(String, String)> =
+            form_urlencoded::parse(parts.uri.query().unwrap_or_default().as_bytes()).into_owned().collect();
+        let notice = crate::runtime::http::read_notice(&st.api.ports.signer, &q);
+        Ok(AdminPage { st: st.clone(), c, notice })
     }
 }
 
@@ -63,15 +85,10 @@ pub(super) fn with_notice(st: &WebState, path: &str, text: &str) -> Response {
     Redirect::to(&format!("{path}?{}", notice_query(&st.api.ports.signer, text))).into_response()
 }
 
-/// An API refusal in words for the page.
+/// An API refusal in words for the page (what the API's problem document says).
 pub(super) fn problem(e: ApiError) -> String {
-    match e {
-        ApiError::Invalid(d, errors) if !errors.is_empty() => format!("{d}: {}", errors.join("; ")),
-        ApiError::Invalid(d, _)
-        | ApiError::BadRequest(d)
-        | ApiError::Conflict(d)
-        | ApiError::NotFound(d)
-        | ApiError::Forbidden(d) => d,
-        other => format!("{other:?}"),
+    match e.detail() {
+        (d, errors) if errors.is_empty() => d,
+        (d, errors) => format!("{d}: {}", errors.join("; ")),
     }
 }

@@ -141,14 +141,7 @@ const ASSIGNS: &[(&str, &str)] =
     &[("", "Nobody (the team's queue)"), ("round_robin", "Round robin"), ("least_loaded", "Least loaded")];
 
 /// `GET /app/settings/people` (admins).
-pub(super) async fn people(
-    State(st): State<Arc<WebState>>,
-    c: Ctx,
-    Query(q): Query<Vec<(String, String)>>,
-) -> Response {
-    if let Err(r) = admin_only(&c) {
-        return r;
-    }
+pub(super) async fn people(AdminPage { c, notice, .. }: AdminPage) -> Response {
     let ws = &c.viewer.ws;
     let users = ws
         .users
@@ -189,7 +182,7 @@ pub(super) async fn people(
         name: c.viewer.name.clone(),
         admin: true,
         section: "settings",
-        notice: read_notice(&st.api.ports.signer, &q),
+        notice,
         users,
         teams,
         assigns: ASSIGNS.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect(),

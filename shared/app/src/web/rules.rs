@@ -8,13 +8,12 @@ use super::admin::*;
 use super::ctx::*;
 use crate::api::ApiError;
 use crate::api::admin::edit;
-use crate::runtime::http::{notice_query, read_notice};
+use crate::runtime::http::notice_query;
 use askama::Template;
-use axum::extract::{Path, Query, State};
+use axum::extract::Path;
 use axum::response::{IntoResponse, Redirect, Response};
 use mailroom_core::routing::{RouteContext, Router};
 use mailroom_core::workspace::{Actions, Assign, Condition, Field, MatchMode, Op, Rule, Workspace};
-use std::sync::Arc;
 
 pub(super) struct RuleRow {
     pub pos: usize,
@@ -173,16 +172,8 @@ async fn recent(st: &WebState, ws: &Workspace) -> Vec<(String, String)> {
     let mut found: Vec<(String, String, String)> = Vec::new();
     for i in &ws.inboxes {
         let Ok(addr) = mailroom_core::EmailAddress::parse(&i.address) else { continue };
-        let q = mailroom_store::Query::new(crate::keys::messages_index_pk(&addr))
-            .index("gsi1")
-            .backward()
-            .limit(5);
-        let Ok(page) = st.api.ports.table.query(q).await else { continue };
-        for m in page.items.iter().filter(|m| m.get("test").is_none()) {
-            let msg = crate::records::Message::from_item(m);
-            if msg.is_outbound() {
-                continue;
-            }
+        let Ok(newest) = crate::views::conversations::newest(&st.api.ports, &addr, 5).await else { continue };
+        for msg in newest.iter().filter(|m| m.test.is_none() && !m.is_outbound()) {
             let label = format!(
                 "{} · {} · {}",
                 i.address,
@@ -246,15 +237,7 @@ async fn list_page(
 }
 
 /// `GET /app/settings/rules`.
-pub(super) async fn list(
-    State(st): State<Arc<WebState>>,
-    c: Ctx,
-    Query(q): Query<Vec<(String, String)>>,
-) -> Response {
-    if let Err(r) = admin_only(&c) {
-        return r;
-    }
-    let notice = read_notice(&st.api.ports.signer, &q);
+pub(super) async fn list(AdminPage { st, c, notice }: AdminPage) -> Response {
     let ws = c.viewer.ws.clone();
     list_page(&st, &c, &ws, notice, String::new(), String::new(), None).await
 }
@@ -525,10 +508,7 @@ fn rule_page(
 }
 
 /// `GET /app/settings/rules/new` and `GET /app/settings/rules/{n}`.
-pub(super) async fn form(State(st): State<Arc<WebState>>, c: Ctx, n: Option<Path<usize>>) -> Response {
-    if let Err(r) = admin_only(&c) {
-        return r;
-    }
+pub(super) async fn form(n: Option<Path<usize>>, AdminPage { st, c, .. }: AdminPage) -> Response {
     let ws = c.viewer.ws.clone();
     let n = n.map(|Path(n)| n);
     let rule = match n {

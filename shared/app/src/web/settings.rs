@@ -12,10 +12,9 @@ use super::ctx::*;
 use crate::api::admin::{ImapConnectBody, SmtpBody, connect_imap_as, edit};
 use crate::api::{ApiError, verify as api_verify};
 use crate::mailbox::connection::{self, Connection};
-use crate::runtime::http::read_notice;
 use crate::verify::{Run, StepStatus};
 use askama::Template;
-use axum::extract::{Path, State};
+use axum::extract::Path;
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Redirect, Response};
 use chrono::Utc;
@@ -95,25 +94,10 @@ fn row(i: &Inbox, c: Option<&Connection>) -> Row {
 /// A push connection's subscription: "push renews within 6 days" / "push subscription
 /// expired ... ago" (Gmail's watch, the earliest of Graph's subscriptions).
 fn push_state(c: &Connection, now: chrono::DateTime<Utc>) -> Option<String> {
-    use crate::mailbox::connection::Provider;
-    let until = match c.provider {
-        Provider::Imap => return None,
-        Provider::Gmail => c
-            .settings
-            .pointer("/watch/expiration_ms")
-            .and_then(serde_json::Value::as_i64)
-            .and_then(chrono::DateTime::from_timestamp_millis),
-        Provider::Graph => c
-            .settings
-            .get("subscriptions")
-            .and_then(serde_json::Value::as_object)
-            .into_iter()
-            .flat_map(|m| m.values())
-            .filter_map(|s| s.get("expires_at").and_then(serde_json::Value::as_str))
-            .filter_map(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
-            .map(|t| t.with_timezone(&Utc))
-            .min(),
-    };
+    if c.provider == crate::mailbox::connection::Provider::Imap {
+        return None;
+    }
+    let until = c.push_expires();
     Some(match until {
         None => "no push subscription yet".into(),
         Some(t) if t <= now => format!("push subscription expired {} h ago", (now - t).num_hours()),
@@ -124,19 +108,13 @@ fn push_state(c: &Connection, now: chrono::DateTime<Utc>) -> Option<String> {
     })
 }
 
-/// When the inbox's newest message reached Mailroom (its messages index is ordered so).
+/// When the inbox's newest message reached Mailroom.
 async fn last_message(st: &WebState, address: &str) -> String {
     let Ok(addr) = mailroom_core::EmailAddress::parse(address) else { return "-".into() };
-    let q =
-        mailroom_store::Query::new(crate::keys::messages_index_pk(&addr)).index("gsi1").backward().limit(1);
-    let newest = st.api.ports.table.query(q).await.ok().and_then(|p| p.items.into_iter().next());
-    let at = newest
-        .and_then(|m| crate::keys::item_str(&m, "gsi1sk"))
-        .and_then(|k| k.split_once('#').map(|(t, _)| t.to_string()))
-        .and_then(|t| chrono::DateTime::parse_from_rfc3339(&t).ok());
-    match at {
+    let newest = crate::views::conversations::newest(&st.api.ports, &addr, 1).await.ok().unwrap_or_default();
+    match newest.first().and_then(|m| m.received()) {
         Some(t) => {
-            let mins = (Utc::now() - t.with_timezone(&Utc)).num_minutes();
+            let mins = (Utc::now() - t).num_minutes();
             if mins < 120 { format!("{mins} min ago") } else { format!("{} h ago", mins / 60) }
         }
         None => "none yet".into(),
@@ -206,6 +184,15 @@ pub(super) struct StepView {
     pub detail: String,
 }
 
+/// A verification run as its page and its polled part show it.
+pub(super) struct RunView {
+    pub address: String,
+    pub run_id: String,
+    pub outcome: String,
+    pub running: bool,
+    pub steps: Vec<StepView>,
+}
+
 #[derive(Template)]
 #[template(path = "web/settings/verify.html")]
 struct VerifyTpl {
@@ -213,21 +200,13 @@ struct VerifyTpl {
     name: String,
     admin: bool,
     section: &'static str,
-    address: String,
-    run_id: String,
-    outcome: String,
-    running: bool,
-    steps: Vec<StepView>,
+    r: RunView,
 }
 
 #[derive(Template)]
 #[template(path = "web/settings/steps.html")]
 struct StepsTpl {
-    address: String,
-    run_id: String,
-    outcome: String,
-    running: bool,
-    steps: Vec<StepView>,
+    r: RunView,
 }
 
 #[derive(Template)]
@@ -270,14 +249,8 @@ async fn to_provider(
 }
 
 /// `GET /app/settings`: every inbox with its kind, provider, health and members.
-pub(super) async fn inboxes(
-    State(st): State<Arc<WebState>>,
-    c: Ctx,
-    axum::extract::Query(q): axum::extract::Query<Vec<(String, String)>>,
-) -> Response {
-    if let Err(r) = admin_only(&c) {
-        return r;
-    }
+pub(super) async fn inboxes(p: AdminPage) -> Response {
+    let AdminPage { st, c, notice } = p;
     let conns = match connection::list(&st.api.ports).await {
         Ok(l) => l,
         Err(e) => return internal(e),
@@ -297,16 +270,13 @@ pub(super) async fn inboxes(
         name: c.viewer.name.clone(),
         admin: true,
         section: "settings",
-        notice: read_notice(&st.api.ports.signer, &q),
+        notice,
         rows,
     })
 }
 
 /// `GET /app/settings/inboxes/new`.
-pub(super) async fn new_form(c: Ctx) -> Response {
-    if let Err(r) = admin_only(&c) {
-        return r;
-    }
+pub(super) async fn new_form(AdminPage { c, .. }: AdminPage) -> Response {
     let v = NewValues {
         kind: "team".into(),
         provider: "imap".into(),
@@ -518,15 +488,8 @@ async fn reload(st: &WebState, c: &Ctx) -> Result<crate::access::Viewer, Respons
 }
 
 /// `GET /app/settings/inboxes/{address}`.
-pub(super) async fn inbox(
-    State(st): State<Arc<WebState>>,
-    c: Ctx,
-    Path(address): Path<String>,
-    axum::extract::Query(q): axum::extract::Query<Vec<(String, String)>>,
-) -> Response {
-    if let Err(r) = admin_only(&c) {
-        return r;
-    }
+pub(super) async fn inbox(Path(address): Path<String>, p: AdminPage) -> Response {
+    let AdminPage { st, c, notice } = p;
     let ws = &c.viewer.ws;
     let Some(i) = ws.inboxes.iter().find(|i| i.address.eq_ignore_ascii_case(&address)) else {
         return not_found(&c);
@@ -575,7 +538,7 @@ pub(super) async fn inbox(
         admin: true,
         section: "settings",
         i,
-        notice: read_notice(&st.api.ports.signer, &q),
+        notice,
         last_run,
         stages,
         users,
@@ -694,19 +657,15 @@ fn step_views(run: &Run) -> Vec<StepView> {
 /// `GET /app/settings/inboxes/{address}/verify/{run}`: the run, moved on while it runs;
 /// to htmx (the page's poll every 2 seconds) the steps part alone.
 pub(super) async fn verify_page(
-    State(st): State<Arc<WebState>>,
-    c: Ctx,
     headers: HeaderMap,
     Path((address, id)): Path<(String, String)>,
+    AdminPage { st, c, .. }: AdminPage,
 ) -> Response {
-    if let Err(r) = admin_only(&c) {
-        return r;
-    }
     let run = match api_verify::run_as(&st.api, &c.viewer, &address, &id).await {
         Ok(run) => run,
         Err(e) => return api_error(&c, e),
     };
-    let steps = StepsTpl {
+    let r = RunView {
         address,
         run_id: run.id.clone(),
         outcome: run.outcome.clone(),
@@ -714,18 +673,14 @@ pub(super) async fn verify_page(
         steps: step_views(&run),
     };
     if is_htmx(&headers) {
-        return page(steps);
+        return page(StepsTpl { r });
     }
     page(VerifyTpl {
         csrf: c.session.csrf.clone(),
         name: c.viewer.name.clone(),
         admin: true,
         section: "settings",
-        address: steps.address,
-        run_id: steps.run_id,
-        outcome: steps.outcome,
-        running: steps.running,
-        steps: steps.steps,
+        r,
     })
 }
 
