@@ -9,7 +9,7 @@
 // customerReply (raw RFC 5322, its Date `__DATE__`), customerReplyText, shots (a directory for screenshots).
 //
 // Checks, in order: sign-in redirect; the inbox; the shortcuts dialog; search; opening a
-// conversation with the keyboard; a reply (signature shown, draft kept then cleared); a
+// conversation with the keyboard (its message saying where it was logged); a reply (signature shown, draft kept then cleared); a
 // comment with a mention; assign; ticket stage; close; the customer's reply reopening it
 // without a reload; a state change without the CSRF token refused; the hostile message
 // (no dialog, no request leaving the server, a sandboxed frame with no script, form or
@@ -140,6 +140,8 @@ try {
     window.__mailroomMarker = "no reload";
   });
   await axe(page, "conversation");
+  const logLine = ((await page.locator("#conv-live .log-line").first().textContent()) || "").trim();
+  check(/^Logged on [^ ]+@[^ ]+/.test(logLine), `the customer's message says where it was logged: ${logLine}`);
 
   // -- reply: signature shown, draft kept in the browser, cleared once sent
   await page.keyboard.press("r");

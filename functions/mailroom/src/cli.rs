@@ -141,6 +141,26 @@ pub enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Re-run the route stage over stored history with today's rules: every routed
+    /// conversation whose first message is dated SINCE or later gets today's team,
+    /// priority, tags and pipeline (docs/crm-and-routing.md, "Replay"). No notification
+    /// goes out; one audit entry records the run.
+    Replay {
+        /// First day (YYYY-MM-DD, UTC) or instant (RFC 3339).
+        #[arg(long)]
+        since: String,
+        /// Only conversations of this inbox.
+        #[arg(long)]
+        inbox: Option<String>,
+        /// The stage to re-run; only `route` is implemented.
+        #[arg(long, default_value = "route")]
+        stage: String,
+        /// Print what would change, change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        #[arg(long)]
+        json: bool,
+    },
     /// One run of the schedule: SLA breach events for conversations past their deadline,
     /// and the gauges (open, unassigned, stale, SLA due). `mailroom serve` runs it every
     /// minute.

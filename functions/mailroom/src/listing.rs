@@ -75,6 +75,33 @@ pub async fn sweep(data: &Path, now: Option<chrono::DateTime<Utc>>) -> Result<()
     Ok(())
 }
 
+pub async fn replay(
+    data: &Path,
+    since: &str,
+    inbox: Option<String>,
+    stage: &str,
+    dry_run: bool,
+    json: bool,
+) -> Result<()> {
+    if stage != "route" {
+        anyhow::bail!("--stage {stage}: only `route` can be replayed (threading is not replayed yet)");
+    }
+    let since = mailroom_app::replay::parse_since(since)?;
+    let ports = mailroom_app::Ports::embedded(data)?;
+    let ws = mailroom_app::workspace::load(&ports).await?.unwrap_or_default();
+    let opts = mailroom_app::replay::ReplayOptions { since, inbox, dry_run, by: "cli".into() };
+    let sum = mailroom_app::replay::replay(&ports, &ws, &opts).await?;
+    ports.flush()?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&sum)?);
+    } else {
+        for l in &sum.lines {
+            println!("{l}");
+        }
+    }
+    Ok(())
+}
+
 pub async fn form_secret(data: &Path, form_id: &str) -> Result<()> {
     let ports = mailroom_app::Ports::embedded(data)?;
     println!("{}", mailroom_app::forms::rotate_form_secret(&ports, form_id).await?);

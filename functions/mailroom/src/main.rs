@@ -79,6 +79,9 @@ async fn main() -> Result<()> {
         Cmd::Close { id, by, at } => report::set_status(data, &id, true, by.as_deref(), at).await?,
         Cmd::Reopen { id } => report::set_status(data, &id, false, None, None).await?,
         Cmd::Sweep { now } => listing::sweep(data, now).await?,
+        Cmd::Replay { since, inbox, stage, dry_run, json } => {
+            listing::replay(data, &since, inbox, &stage, dry_run, json).await?
+        }
         Cmd::Form { cmd: FormCmd::Secret { form_id } } => listing::form_secret(data, &form_id).await?,
         Cmd::Events { cmd: EventsCmd::Secret } => listing::events_secret(data)?,
         Cmd::Events { cmd: EventsCmd::Relay } => listing::events_relay(data).await?,

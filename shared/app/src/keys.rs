@@ -43,6 +43,9 @@ pub fn conv_key(id: &str) -> Key {
     Key::new(format!("conv#{id}"), "conv")
 }
 pub const CONVERSATIONS_INDEX_PK: &str = "conversations";
+/// The audit log: one item per admin operation on history (`crate::replay`), sort key
+/// `{time}#{action}#{random}`.
+pub const AUDIT_PK: &str = "audit";
 /// A message id (or a parent id) claimed by a conversation.
 pub fn ref_key(message_id: &str) -> Key {
     Key::new(format!("ref#{message_id}"), "ref")

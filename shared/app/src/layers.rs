@@ -14,7 +14,7 @@ fn layer(top: &str) -> Option<u8> {
         "conversations" | "load" | "views" => 3,
         "tickets" => 4,
         "pipeline" | "mailbox" | "forms" => 5,
-        "outbound" | "verify" => 6,
+        "outbound" | "verify" | "replay" => 6,
         "api" | "web" => 7,
         "layers" => 8,
         _ => return None,

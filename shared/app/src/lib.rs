@@ -13,6 +13,7 @@ pub mod mailbox;
 pub mod outbound;
 pub mod pipeline;
 pub mod records;
+pub mod replay;
 pub mod reports;
 pub mod runtime;
 pub mod thread;

@@ -128,6 +128,9 @@ pub struct Message {
     pub to: Vec<String>,
     #[serde(deserialize_with = "list")]
     pub cc: Vec<String>,
+    /// Only on a sent copy.
+    #[serde(deserialize_with = "list")]
+    pub bcc: Vec<String>,
     pub subject: String,
     /// The Date header (RFC 3339), and the arrival in the mailbox.
     pub date: Option<String>,
@@ -148,6 +151,31 @@ pub struct Message {
     pub gsi1sk: Option<String>,
     /// The verification run a test message belongs to (`crate::verify`).
     pub test: Option<String>,
+    /// Where the route stage logged it on the CRM, or why not.
+    pub log: Option<LogEntry>,
+}
+
+/// A message's email-log confirmation: where it was logged on the CRM, or the reason it
+/// was not (`mailroom_core::crm_log::NotLogged`). The route stage writes it; the ticket
+/// stage adds the conversation's ticket (docs/crm-and-routing.md, "What is logged").
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(default)]
+pub struct LogEntry {
+    pub logged: bool,
+    /// The contacts whose timelines show it.
+    pub contacts: Vec<String>,
+    /// The company of the conversation's customer.
+    pub company: Option<String>,
+    /// The deal it is logged on: the conversation's, else the most recently active open
+    /// deal of the customer or their company.
+    pub deal: Option<String>,
+    pub ticket: Option<String>,
+    /// Why it was not logged: `never_log`, `internal`, `not_tracked`, `bounce`,
+    /// `auto_reply`, `list`, `no_contact`.
+    pub reason: Option<String>,
+    /// The inbox's logging mode when it was decided: `create_contacts`,
+    /// `known_contacts`, `tracked_only`.
+    pub mode: String,
 }
 
 impl Message {

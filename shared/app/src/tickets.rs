@@ -137,6 +137,17 @@ pub async fn create(
     Ok(ports.table.get(&keys::ticket_key(root)).await?.unwrap_or_default())
 }
 
+/// The writes of a ticket entering `stage` at `now`, moved by `by`; the stage log is what
+/// SLA pauses are measured on.
+pub fn enter_stage(stage: &str, now: &str, by: &str) -> Vec<Update> {
+    vec![
+        Update::Set("stage".into(), json!(stage)),
+        Update::Set("stage_changed_at".into(), json!(now)),
+        Update::Set("stage_changed_by".into(), json!(by)),
+        Update::Append("stage_log".into(), vec![json!([stage, now])]),
+    ]
+}
+
 /// Moves conversation `root`'s ticket to `wanted`, a stage of its pipeline; the move is
 /// logged (SLA pauses are measured on the log) and announced (`ticket_moved`).
 pub async fn move_stage(
@@ -158,19 +169,7 @@ pub async fn move_stage(
     let from = s(&ticket, "stage").unwrap_or_default();
     if from != stage.id {
         let now = ports.clock.now().to_rfc3339();
-        ports
-            .table
-            .update(
-                &tkey,
-                vec![
-                    Update::Set("stage".into(), json!(stage.id)),
-                    Update::Set("stage_changed_at".into(), json!(now)),
-                    Update::Set("stage_changed_by".into(), json!(by)),
-                    Update::Append("stage_log".into(), vec![json!([stage.id, now])]),
-                ],
-                None,
-            )
-            .await?;
+        ports.table.update(&tkey, enter_stage(&stage.id, &now, by), None).await?;
         crate::feed::emit(
             ports,
             crate::feed::Subject::Conversation(root),

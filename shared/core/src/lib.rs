@@ -4,6 +4,7 @@ pub mod auth_results;
 pub mod calendar;
 pub mod classify;
 pub mod crm;
+pub mod crm_log;
 pub mod envelope;
 pub mod html;
 pub mod ids;

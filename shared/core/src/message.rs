@@ -57,6 +57,9 @@ pub struct ParsedMessage {
     pub sender: Option<Mailbox>,
     pub to: Vec<Mailbox>,
     pub cc: Vec<Mailbox>,
+    /// Only a sent copy has one (a received message never shows its Bcc).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub bcc: Vec<Mailbox>,
     pub reply_to: Vec<Mailbox>,
     pub subject: String,
     /// Normalised subject key used for threading.
@@ -184,6 +187,7 @@ pub fn understand(raw: &[u8]) -> Result<Understood, ParseError> {
         let sender = read("Sender", msg.sender()).into_iter().next();
         let (to, cc, reply_to) =
             (read("To", msg.to()), read("Cc", msg.cc()), read("Reply-To", msg.reply_to()));
+        let bcc = read("Bcc", msg.bcc());
         let (in_reply_to, references) = (ids(msg.in_reply_to()), ids(msg.references()));
         let loop_header = msg.header_raw("X-Mailroom-Loop").map(|s| s.trim().to_string());
         let auth_results = first_header_raw(&msg, "Authentication-Results")
@@ -196,6 +200,7 @@ pub fn understand(raw: &[u8]) -> Result<Understood, ParseError> {
             sender,
             to,
             cc,
+            bcc,
             reply_to,
             subject_key: subject::analyse(&subject).key,
             subject,

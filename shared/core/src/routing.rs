@@ -258,6 +258,7 @@ mod tests {
                 fallback_team: Some("sales".into()),
                 create_cc_contacts: false,
                 tracking: false,
+                logging: None,
             }],
             ..Workspace::default()
         }

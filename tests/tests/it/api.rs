@@ -166,6 +166,11 @@ async fn world() -> World {
     }
     assert!(!w.support_conv.is_empty() && !w.billing_conv.is_empty(), "{list}");
     let (_, d) = w.call("admin", Method::GET, &format!("/conversations/{}", w.support_conv), None).await;
+    // Each message says where it was logged (or why not).
+    let log = &d["messages"][0]["log"];
+    let from = d["messages"][0]["from"].as_str().unwrap().to_lowercase();
+    assert_eq!((log["logged"].clone(), log["contacts"].clone()), (json!(true), json!([from])), "{log}");
+    assert_eq!(log["mode"], "create_contacts", "{log}");
     w.attachment =
         d["messages"][0]["attachments"][0]["sha256"].as_str().expect("the PDF attachment").to_string();
     w
@@ -229,6 +234,7 @@ fn concrete(w: &World, method: &str, template: &str, conv: &str) -> (String, Opt
             json!([{"name": "support mail", "inboxes": ["support@acme.test"], "actions": {"team": "support", "assign": "round_robin"}}]),
         ),
         ("put", "/admin/sla") => Some(json!({"sla_policies": [], "calendars": []})),
+        ("post", "/admin/replay") => Some(json!({"since": "2024-01-01", "dry_run": true})),
         ("post", "/conversations/{id}/assignment") => Some(json!({"assignee": "bob@acme.test"})),
         ("post", "/conversations/{id}/snooze") => Some(json!({"until": null})),
         ("post", "/conversations/{id}/ticket/stage") => Some(json!({"stage": "waiting"})),

@@ -179,7 +179,15 @@ async fn sweep_function_writes_one_breach_event_against_moto() {
     item.insert("status".into(), serde_json::json!("open"));
     ports.table.put(item, None).await.unwrap();
     let t = (chrono::Utc::now() - chrono::Duration::days(5)).timestamp();
-    let fact = MsgFact { t, out: false, normal: true, agent: None, logged: true, channel: "email".into() };
+    let fact = MsgFact {
+        t,
+        out: false,
+        normal: true,
+        agent: None,
+        logged: true,
+        reason: None,
+        channel: "email".into(),
+    };
     refresh(&ports, &ws, conv, Some(NewMessage { id: "sweep-1@customer.example", fact, keep_logged: false }))
         .await
         .unwrap();

@@ -84,6 +84,7 @@ pub async fn run(sizes: &[u32], keep: Option<&std::path::Path>, json_out: bool) 
                 normal: true,
                 agent: None,
                 logged: true,
+                reason: None,
                 channel: "email".into(),
             }];
             if rng.below(10) < 8 {
@@ -94,6 +95,7 @@ pub async fn run(sizes: &[u32], keep: Option<&std::path::Path>, json_out: bool) 
                     normal: true,
                     agent: Some(agent.clone()),
                     logged: true,
+                    reason: None,
                     channel: "email".into(),
                 });
                 if rng.below(2) == 0 {
@@ -103,6 +105,7 @@ pub async fn run(sizes: &[u32], keep: Option<&std::path::Path>, json_out: bool) 
                         normal: true,
                         agent: None,
                         logged: true,
+                        reason: None,
                         channel: "email".into(),
                     });
                 }

@@ -320,6 +320,9 @@ pub struct MessageDetail {
     pub spoofed: bool,
     /// Remote images left out of `html` (ask again with `images=show` to keep them).
     pub blocked_images: usize,
+    /// Email-log confirmation: where the message was logged on the CRM (contacts,
+    /// company, deal, ticket), or why not. Absent until the route stage has run.
+    pub log: Option<crate::records::LogEntry>,
 }
 
 pub use crate::conversations::Comment;
@@ -414,6 +417,7 @@ pub(crate) async fn message_detail(st: &ApiState, msg: &Item, images: RemoteImag
         tracking: None,
         spoofed: m.spoofed,
         blocked_images: 0,
+        log: m.log.clone(),
         message_id: m.message_id,
     };
     let Some(raw_key) = m.copies.first().and_then(|c| c.key.as_deref()) else {

@@ -15,6 +15,7 @@ pub mod auth;
 pub mod conversations;
 pub mod directory;
 pub mod identity;
+pub mod replay;
 pub mod verify;
 
 use crate::runtime::ports::Ports;
@@ -201,6 +202,7 @@ pub fn router(state: Arc<ApiState>) -> axum::Router {
         .merge(directory::routes())
         .merge(admin::routes())
         .merge(verify::routes())
+        .merge(replay::routes())
         .split_for_parts();
     let doc = Arc::new(doc);
     router
@@ -265,6 +267,7 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
         .merge(directory::routes())
         .merge(admin::routes())
         .merge(verify::routes())
+        .merge(replay::routes())
         .split_for_parts();
     doc
 }

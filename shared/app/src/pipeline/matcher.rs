@@ -157,6 +157,7 @@ impl MatchHandler {
                         let body = serde_json::to_string(&StagePointer {
                             message_id: m.message_id.clone(),
                             logged: None,
+                            log_reason: None,
                         })?;
                         self.ports.ticket_queue.send(&body).await?;
                     }
@@ -194,7 +195,11 @@ impl MatchHandler {
     }
 
     async fn send_to_route(&self, message_id: &str) -> anyhow::Result<()> {
-        let body = serde_json::to_string(&StagePointer { message_id: message_id.to_string(), logged: None })?;
+        let body = serde_json::to_string(&StagePointer {
+            message_id: message_id.to_string(),
+            logged: None,
+            log_reason: None,
+        })?;
         self.ports.route_queue.send(&body).await?;
         Ok(())
     }
@@ -332,6 +337,9 @@ impl MatchHandler {
         put(&mut item, "from_name", json!(m.from.as_ref().and_then(|f| f.name.clone())));
         put(&mut item, "to", json!(m.to.iter().map(|a| &a.email).collect::<Vec<_>>()));
         put(&mut item, "cc", json!(m.cc.iter().map(|a| &a.email).collect::<Vec<_>>()));
+        if !m.bcc.is_empty() {
+            put(&mut item, "bcc", json!(m.bcc.iter().map(|a| &a.email).collect::<Vec<_>>()));
+        }
         put(&mut item, "subject", json!(m.subject));
         put(&mut item, "date", json!(m.date.map(|d| d.to_rfc3339())));
         // Arrival in the mailbox, for reports: the delivering hop's time, else the Date,

@@ -2,6 +2,7 @@
 //! consumer (a Lambda function in AWS, a local worker in `mailroom serve` and `import`),
 //! each idempotent under at-least-once delivery (docs/architecture.md).
 
+pub mod crm_log;
 pub mod ingest;
 pub mod matcher;
 pub mod route;
@@ -22,6 +23,10 @@ pub struct StagePointer {
     /// Set by the route stage: whether the message was logged on a contact's timeline.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub logged: Option<bool>,
+    /// Set by the route stage when the message was not logged: why
+    /// (`mailroom_core::crm_log::NotLogged`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_reason: Option<String>,
 }
 
 /// How long a loaded workspace configuration is used before it is read again.

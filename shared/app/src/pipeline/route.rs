@@ -1,6 +1,6 @@
 //! The `route` stage: for each newly recorded message, log it on its contacts (created
-//! when missing) and their companies, associate the conversation with open deals, and
-//! route the conversation once (team, assignee, priority, pipeline and stage, tags) by
+//! when missing) and their companies as the inbox's logging mode allows (`crm_log`),
+//! associate the conversation with open deals, and route the conversation once (team, assignee, priority, pipeline and stage, tags) by
 //! the workspace's rules. Then it hands the message to the `ticket` stage.
 //!
 //! Idempotent: contacts and companies are created with conditional puts, timeline
@@ -10,6 +10,7 @@
 
 use crate::keys;
 use crate::keys::conv_key;
+use crate::pipeline::crm_log::{Logbook, Logged};
 use crate::pipeline::{StagePointer, WorkspaceCache};
 use crate::records::Message;
 use crate::runtime::consumer::MessageHandler;
@@ -17,11 +18,10 @@ use crate::runtime::ports::Ports;
 use crate::thread::Threader;
 use anyhow::Context;
 use async_trait::async_trait;
-use mailroom_core::EmailAddress;
-use mailroom_core::crm::{company_domain, company_name};
+use mailroom_core::crm::company_domain;
 use mailroom_core::routing::{Decision, RouteContext, Router};
 use mailroom_core::workspace::{Assign, Workspace};
-use mailroom_store::{Cond, Item, Key, Query, StoreError, Update};
+use mailroom_store::{Cond, Item, Key, StoreError, Update};
 use serde_json::{Value, json};
 
 pub struct RouteHandler {
@@ -55,21 +55,6 @@ impl RouteHandler {
         RouteHandler { config: WorkspaceCache::new(ports.clone()), ports }
     }
 
-    async fn is_own(&self, ws: &Workspace, email: &str, inbox: &str) -> anyhow::Result<bool> {
-        let e = email.to_lowercase();
-        let inbox_domain = inbox.rsplit_once('@').map(|(_, d)| d.to_string()).unwrap_or_default();
-        if e.rsplit_once('@').map(|(_, d)| d) == Some(inbox_domain.as_str())
-            || ws.users.iter().any(|u| u.email.eq_ignore_ascii_case(&e))
-            || ws.inboxes.iter().any(|i| i.address.eq_ignore_ascii_case(&e))
-        {
-            return Ok(true);
-        }
-        Ok(match EmailAddress::parse(&e) {
-            Ok(a) => self.ports.table.get(&keys::inbox(&a)).await?.is_some(),
-            Err(_) => false,
-        })
-    }
-
     async fn process(&self, ptr: &StagePointer) -> anyhow::Result<()> {
         let table = &self.ports.table;
         let msg = recorded_message(&self.ports, &ptr.message_id).await?;
@@ -79,92 +64,25 @@ impl RouteHandler {
         let inbox = m.inbox.clone();
         let kind = m.kind().to_string();
         let outbound = m.is_outbound();
-        let noise = kind != "normal";
-        let lower = |l: &[String]| -> Vec<String> { l.iter().map(|a| a.to_lowercase()).collect() };
-        let strings = |k: &str| -> Vec<String> { if k == "to" { lower(&m.to) } else { lower(&m.cc) } };
-        let from = m.from.as_ref().map(|f| f.to_lowercase());
-        let inbox_cfg = ws.inboxes.iter().find(|i| i.address.eq_ignore_ascii_case(&inbox));
-        let create_cc = inbox_cfg.is_some_and(|i| i.create_cc_contacts);
-
-        // Contacts: the customer side of the message.
-        let mut primary: Vec<String> = Vec::new();
-        if outbound {
-            for to in strings("to") {
-                if !self.is_own(ws, &to, &inbox).await? {
-                    primary.push(to);
-                }
-            }
-        } else if let Some(f) = &from
-            && !self.is_own(ws, f, &inbox).await?
-        {
-            primary.push(f.clone());
-        }
-        let mut cc = Vec::new();
-        for a in strings("cc").into_iter().chain(if outbound { vec![] } else { strings("to") }) {
-            if !primary.contains(&a) && !cc.contains(&a) && !self.is_own(ws, &a, &inbox).await? {
-                cc.push(a);
-            }
-        }
-        // A verification's test message (crate::verify) is logged on its run's test
-        // contact, which no list shows and the run removes when it ends.
-        let test = s(&msg, "test");
-        if let Some(tc) = s(&msg, "test_contact").filter(|_| !outbound) {
-            self.test_contact(&tc, test.as_deref().unwrap_or_default()).await?;
-            primary = vec![tc];
-            cc.clear();
-        }
-        let name = if outbound { None } else { m.from_name.clone() };
-        let mut logged = Vec::new();
-        for email in &primary {
-            // Noise (auto-replies, bounces, list mail) never creates contacts.
-            let exists = if s(&msg, "test_contact").as_deref() == Some(email.as_str()) {
-                true
-            } else {
-                self.contact(ws, email, name.as_deref(), !noise).await?
-            };
-            if exists {
-                logged.push(email.clone());
-            }
-        }
-        for email in &cc {
-            if self.contact(ws, email, None, create_cc && !noise).await? {
-                logged.push(email.clone());
-            }
-        }
         let conv_id = m.conversation.clone().context("message has no conversation")?;
         let root = Threader::new(&self.ports).find(&conv_id).await?;
-        let date = m.date.clone().unwrap_or_default();
-        for email in &logged {
-            let mut item = Key::new(format!("timeline#{email}"), format!("{date}#{}", ptr.message_id)).item();
-            item.insert("message_id".into(), json!(ptr.message_id));
-            item.insert("conversation".into(), json!(root.id));
-            item.insert("direction".into(), json!(if outbound { "outbound" } else { "inbound" }));
-            item.insert("subject".into(), json!(m.subject));
-            item.insert("kind".into(), json!(kind));
-            table.put(item, None).await?;
-        }
+        let book = Logbook { ports: &self.ports, ws };
+        let Logged { entry, customer, open_deals } = book.log(&msg, &m, &root.id, &root.item).await?;
 
-        // The conversation's customer, company and deals: set once.
-        let customer = if noise { None } else { primary.first().cloned() };
+        // The conversation's customer, company and deals: the customer and company set
+        // once, the deals kept current.
         if let Some(c) = &customer {
+            let test = m.test.clone();
             let domain = company_domain(c, &ws.company_exclusions).filter(|_| test.is_none());
-            let mut deals: Vec<String> = Vec::new();
-            for owner in std::iter::once(c.clone()).chain(domain.clone()) {
-                for d in table.query_all(Query::new(format!("deals#{owner}"))).await? {
-                    if s(&d, "status").as_deref().unwrap_or("open") == "open"
-                        && let Some(id) = s(&d, "sk")
-                        && !deals.contains(&id)
-                    {
-                        deals.push(id);
-                    }
-                }
-            }
             let mut actions = vec![
                 Update::SetIfAbsent("contact_email".into(), json!(c)),
                 Update::SetIfAbsent("company_domain".into(), json!(domain)),
             ];
-            if !deals.is_empty() {
-                actions.push(Update::Set("deal_ids".into(), json!(deals)));
+            if !open_deals.is_empty() {
+                actions.push(Update::Set("deal_ids".into(), json!(open_deals)));
+            }
+            if let Some(d) = &entry.deal {
+                actions.push(Update::Set("deal".into(), json!(d)));
             }
             if let Some(run) = &test {
                 // Out of every conversation list (the lists read the gsi1 partition).
@@ -187,7 +105,11 @@ impl RouteHandler {
             // nothing here: status and assignment changes settle it themselves.
             crate::load::settle(&self.ports, &root.id).await?;
         }
-        let next = StagePointer { message_id: ptr.message_id.clone(), logged: Some(!logged.is_empty()) };
+        let next = StagePointer {
+            message_id: ptr.message_id.clone(),
+            logged: Some(entry.logged),
+            log_reason: entry.reason.clone(),
+        };
         self.ports.ticket_queue.send(&serde_json::to_string(&next)?).await?;
         Ok(())
     }
@@ -220,77 +142,6 @@ impl RouteHandler {
         }
     }
 
-    /// A verification run's test contact: a contact item (so logging and routing on
-    /// contact properties work as for anyone) without the index attributes that would
-    /// put it in the contacts list, and without a company.
-    async fn test_contact(&self, email: &str, run: &str) -> anyhow::Result<()> {
-        let mut item = keys::contact_key(email).item();
-        item.insert("email".into(), json!(email));
-        item.insert("name".into(), json!("Mailroom verification"));
-        item.insert("test".into(), json!(run));
-        item.insert("created_at".into(), json!(self.ports.clock.now().to_rfc3339()));
-        put_if_absent(self.ports.table.as_ref(), item).await
-    }
-
-    /// Finds or creates a contact; returns whether it exists now.
-    async fn contact(
-        &self,
-        ws: &Workspace,
-        email: &str,
-        name: Option<&str>,
-        create: bool,
-    ) -> anyhow::Result<bool> {
-        let table = &self.ports.table;
-        let key = keys::contact_key(email);
-        let existing = table.get(&key).await?;
-        if existing.is_none() && !create {
-            return Ok(false);
-        }
-        let domain = company_domain(email, &ws.company_exclusions);
-        let needs_company = existing.as_ref().is_none_or(|e| e.get("company_domain").is_none());
-        if let Some(d) = domain.as_ref().filter(|_| needs_company) {
-            let mut item = keys::company_key(d).item();
-            item.insert("domain".into(), json!(d));
-            item.insert("name".into(), json!(company_name(d)));
-            item.insert("created_at".into(), json!(self.ports.clock.now().to_rfc3339()));
-            item.insert("gsi1pk".into(), json!(keys::COMPANIES_INDEX_PK));
-            item.insert("gsi1sk".into(), json!(d));
-            put_if_absent(table.as_ref(), item).await?;
-        }
-        if let Some(existing) = existing {
-            // A contact seeded by `mailroom apply` (or an older one) gets what the pipeline
-            // adds: its company, its listing, the name from mail when it had none.
-            let mut actions = vec![
-                Update::SetIfAbsent("email".into(), json!(email.to_lowercase())),
-                Update::SetIfAbsent("company_domain".into(), json!(domain)),
-                Update::SetIfAbsent("created_at".into(), json!(self.ports.clock.now().to_rfc3339())),
-                Update::SetIfAbsent("gsi1pk".into(), json!(keys::CONTACTS_INDEX_PK)),
-                Update::SetIfAbsent("gsi1sk".into(), json!(email.to_lowercase())),
-            ];
-            if let Some(n) = name
-                && existing.get("name").is_none_or(Value::is_null)
-            {
-                actions.push(Update::Set("name".into(), json!(n)));
-            }
-            if existing.get("gsi1pk").is_none()
-                || existing.get("company_domain").is_none()
-                || actions.len() > 5
-            {
-                table.update(&key, actions, None).await?;
-            }
-            return Ok(true);
-        }
-        let mut item = key.item();
-        item.insert("email".into(), json!(email.to_lowercase()));
-        item.insert("name".into(), json!(name));
-        item.insert("company_domain".into(), json!(domain));
-        item.insert("created_at".into(), json!(self.ports.clock.now().to_rfc3339()));
-        item.insert("gsi1pk".into(), json!(keys::CONTACTS_INDEX_PK));
-        item.insert("gsi1sk".into(), json!(email.to_lowercase()));
-        put_if_absent(table.as_ref(), item).await?;
-        Ok(true)
-    }
-
     #[allow(clippy::too_many_arguments)]
     async fn route(
         &self,
@@ -303,25 +154,7 @@ impl RouteHandler {
         router: &Router,
         ws: &Workspace,
     ) -> anyhow::Result<()> {
-        let mut ctx = RouteContext {
-            inbox: inbox.to_string(),
-            subject: s(msg, "subject").unwrap_or_default(),
-            body: message_text(&self.ports, msg).await?,
-            sender_email: s(msg, "from").unwrap_or_default(),
-            kind: kind.to_string(),
-            ..RouteContext::default()
-        };
-        if let Some(c) = customer
-            && let Some(contact) = self.ports.table.get(&keys::contact_key(c)).await?
-        {
-            // Contact properties: stored attributes and the configured `properties` map.
-            add_properties(&mut ctx, "contact", &contact);
-            if let Some(domain) = s(&contact, "company_domain")
-                && let Some(company) = self.ports.table.get(&keys::company_key(&domain)).await?
-            {
-                add_properties(&mut ctx, "company", &company);
-            }
-        }
+        let ctx = route_context(&self.ports, msg, inbox, kind, customer).await?;
         let d = router.route(&ctx);
         // List mail is routed to a team but never assigned to a person.
         let assignee = if kind == "normal" { self.assignee(&d, conv, ws, &ctx).await? } else { None };
@@ -330,18 +163,15 @@ impl RouteHandler {
             .table
             .update(
                 &conv_key(conv),
-                vec![
-                    Update::Set("routed".into(), json!(true)),
-                    Update::Set("routed_by".into(), json!(message_id)),
-                    Update::Set("team".into(), json!(d.team)),
-                    Update::Set("assignee".into(), json!(assignee)),
-                    Update::Set("priority".into(), json!(d.priority)),
-                    Update::Set("tags".into(), json!(d.tags)),
-                    Update::Set("rule_pipeline".into(), json!(d.pipeline)),
-                    Update::Set("rule_stage".into(), json!(d.stage)),
-                    Update::Set("no_ticket".into(), json!(d.no_ticket)),
-                    Update::Set("matched_rules".into(), json!(d.matched)),
-                ],
+                [
+                    vec![
+                        Update::Set("routed".into(), json!(true)),
+                        Update::Set("routed_by".into(), json!(message_id)),
+                        Update::Set("assignee".into(), json!(assignee)),
+                    ],
+                    decision_updates(&d),
+                ]
+                .concat(),
                 Some(Cond::AttrNotExists("routed".into())),
             )
             .await;
@@ -422,9 +252,59 @@ impl RouteHandler {
     }
 }
 
+/// What a routing decision writes on the conversation (besides the assignee).
+pub fn decision_updates(d: &Decision) -> Vec<Update> {
+    vec![
+        Update::Set("team".into(), json!(d.team)),
+        Update::Set("priority".into(), json!(d.priority)),
+        Update::Set("tags".into(), json!(d.tags)),
+        Update::Set("rule_pipeline".into(), json!(d.pipeline)),
+        Update::Set("rule_stage".into(), json!(d.stage)),
+        Update::Set("no_ticket".into(), json!(d.no_ticket)),
+        Update::Set("matched_rules".into(), json!(d.matched)),
+    ]
+}
+
+/// What the rules look at for a conversation's first customer message `msg`: its inbox,
+/// subject, body, sender and kind, and the properties of its customer and their company.
+pub async fn route_context(
+    ports: &Ports,
+    msg: &Item,
+    inbox: &str,
+    kind: &str,
+    customer: Option<&str>,
+) -> anyhow::Result<RouteContext> {
+    let mut ctx = RouteContext {
+        inbox: inbox.to_string(),
+        subject: s(msg, "subject").unwrap_or_default(),
+        body: message_text(ports, msg).await?,
+        sender_email: s(msg, "from").unwrap_or_default(),
+        kind: kind.to_string(),
+        ..RouteContext::default()
+    };
+    if let Some(c) = customer {
+        customer_properties(ports, &mut ctx, c).await?;
+    }
+    Ok(ctx)
+}
+
+/// The `contact.*` and `company.*` properties of `email`'s contact and its company:
+/// stored attributes and the configured `properties` map.
+pub async fn customer_properties(ports: &Ports, ctx: &mut RouteContext, email: &str) -> anyhow::Result<()> {
+    if let Some(contact) = ports.table.get(&keys::contact_key(email)).await? {
+        add_properties(ctx, "contact", &contact);
+        if let Some(domain) = s(&contact, "company_domain")
+            && let Some(company) = ports.table.get(&keys::company_key(&domain)).await?
+        {
+            add_properties(ctx, "company", &company);
+        }
+    }
+    Ok(())
+}
+
 /// `prefix.attr` for every string attribute, and `prefix.name` for each entry of a
 /// `properties` map.
-pub(crate) fn add_properties(ctx: &mut RouteContext, prefix: &str, item: &Item) {
+fn add_properties(ctx: &mut RouteContext, prefix: &str, item: &Item) {
     for (k, v) in item {
         if let Some(v) = v.as_str() {
             ctx.properties.insert(format!("{prefix}.{k}"), v.to_string());
@@ -436,13 +316,6 @@ pub(crate) fn add_properties(ctx: &mut RouteContext, prefix: &str, item: &Item) 
                 ctx.properties.insert(format!("{prefix}.{k}"), v.to_string());
             }
         }
-    }
-}
-
-async fn put_if_absent(table: &dyn mailroom_store::Table, item: Item) -> anyhow::Result<()> {
-    match table.put(item, Some(Cond::NotExists)).await {
-        Ok(()) | Err(StoreError::ConditionFailed) => Ok(()),
-        Err(e) => Err(e.into()),
     }
 }
 

@@ -32,14 +32,37 @@ impl TicketHandler {
     async fn process(&self, ptr: &StagePointer) -> anyhow::Result<()> {
         let msg = crate::pipeline::route::recorded_message(&self.ports, &ptr.message_id).await?;
         self.ticket(ptr, &msg).await?;
+        self.confirm_ticket(&msg).await?;
         let cfg = self.config.get().await?;
         self.reopen_conversation(&cfg.0, &msg).await?;
         // Reports last, so they see the ticket, the routing and the status (a
         // verification's conversation is left out there, in `reports::refresh`).
-        crate::reports::record_message(&self.ports, &cfg.0, &msg, ptr.logged).await?;
+        let logged = ptr.logged.map(|l| (l, ptr.log_reason.clone()));
+        crate::reports::record_message(&self.ports, &cfg.0, &msg, logged).await?;
         // A conversation merged into another counts for nobody's load any more.
         let conv = crate::keys::item_str(&msg, "conversation").unwrap_or_default();
         crate::load::settle_merged(&self.ports, &conv).await
+    }
+
+    /// Adds the conversation's ticket to the email-log confirmation of a logged message.
+    async fn confirm_ticket(&self, msg: &mailroom_store::Item) -> anyhow::Result<()> {
+        let Some(mut entry) =
+            crate::records::Message::from_item(msg).log.filter(|e| e.logged && e.ticket.is_none())
+        else {
+            return Ok(());
+        };
+        let conv_id = s(msg, "conversation").context("message has no conversation")?;
+        let root = Threader::new(&self.ports).find(&conv_id).await?;
+        let Some(ticket) = self.ports.table.get(&keys::ticket_key(&root.id)).await? else {
+            return Ok(());
+        };
+        entry.ticket = s(&ticket, "id");
+        let key = keys::message(&s(msg, "message_id").context("message item has no message_id")?);
+        self.ports
+            .table
+            .update(&key, vec![Update::Set("log".into(), serde_json::to_value(&entry)?)], None)
+            .await?;
+        Ok(())
     }
 
     /// A customer's message that arrived after the conversation was closed reopens it (an

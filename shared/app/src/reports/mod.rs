@@ -29,7 +29,7 @@ pub mod record;
 pub mod sweep;
 
 pub use read::*;
-pub use record::{MAX_FACTS, NewMessage, fact, record_message, refresh};
+pub use record::{MAX_FACTS, NewMessage, fact, record_message, refresh, refresh_quietly};
 pub use sweep::{GAUGE_DAYS, SweepOutcome, scheduled, sweep};
 
 use crate::keys;
@@ -62,6 +62,10 @@ pub struct MsgFact {
     pub agent: Option<String>,
     #[serde(default, rename = "l")]
     pub logged: bool,
+    /// Why it was not logged (`mailroom_core::crm_log::NotLogged`); none for a message
+    /// recorded before reasons were kept.
+    #[serde(default, rename = "r", skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
     /// `email`, or `form` for a form submission.
     #[serde(default = "email_channel", rename = "c", skip_serializing_if = "is_email")]
     pub channel: String,

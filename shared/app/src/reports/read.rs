@@ -108,11 +108,48 @@ pub struct Sla {
     pub time_to_close: SlaCounts,
 }
 
+/// Email-log confirmation: every message, logged on the CRM or not and why
+/// (docs/metrics.md).
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct EmailLog {
     pub messages: i64,
     pub logged: i64,
     pub share: Option<f64>,
+    /// Messages not logged, by reason (`never_log`, `internal`, ...; `unknown` for those
+    /// recorded before reasons were kept).
+    pub not_logged: BTreeMap<String, i64>,
+    pub by_inbox: BTreeMap<String, EmailLogCounts>,
+    /// By local day (`YYYY-MM-DD`).
+    pub by_day: BTreeMap<String, EmailLogCounts>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct EmailLogCounts {
+    pub messages: i64,
+    pub logged: i64,
+    pub not_logged: BTreeMap<String, i64>,
+}
+
+impl EmailLogCounts {
+    fn count(&mut self, reason: Option<&str>, n: i64) {
+        self.messages += n;
+        match reason {
+            None => self.logged += n,
+            Some(r) => *self.not_logged.entry(r.to_string()).or_default() += n,
+        }
+    }
+}
+
+impl EmailLog {
+    fn count(&mut self, inbox: &str, day: &str, reason: Option<&str>, n: i64) {
+        self.messages += n;
+        match reason {
+            None => self.logged += n,
+            Some(r) => *self.not_logged.entry(r.to_string()).or_default() += n,
+        }
+        self.by_inbox.entry(inbox.to_string()).or_default().count(reason, n);
+        self.by_day.entry(day.to_string()).or_default().count(reason, n);
+    }
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -224,6 +261,10 @@ pub async fn report(ports: &Ports, ws: &Workspace, f: &Filter, now: DateTime<Utc
                     if n == 0 {
                         continue;
                     }
+                    if let Some(reason) = attr.strip_prefix("unlogged|") {
+                        r.email_log.count(&inbox, &key, Some(reason), n);
+                        continue;
+                    }
                     // Counters by team or agent: `name|t:TEAM`, `name|a:AGENT`.
                     if let Some((name, dim)) = attr.split_once('|') {
                         if let Some(team) = dim.strip_prefix("t:") {
@@ -250,16 +291,10 @@ pub async fn report(ports: &Ports, ws: &Workspace, f: &Filter, now: DateTime<Utc
                             *r.volume.by_channel.entry(channel.clone()).or_default() += n;
                             r.open_closed_by_day.entry(key.clone()).or_default().opened += n;
                         }
-                        "msg_out" => {
-                            r.messages.outbound += n;
-                            r.email_log.messages += n;
-                        }
-                        "msg_in" => {
-                            r.messages.inbound += n;
-                            r.email_log.messages += n;
-                        }
+                        "msg_out" => r.messages.outbound += n,
+                        "msg_in" => r.messages.inbound += n,
                         "msg_noise" => r.messages.noise += n,
-                        "logged" => r.email_log.logged += n,
+                        "logged" => r.email_log.count(&inbox, &key, None, n),
                         "closed" => {
                             r.open_closed_by_day.entry(key.clone()).or_default().closed += n;
                         }

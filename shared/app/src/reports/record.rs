@@ -265,11 +265,14 @@ pub(super) fn message_counts(c: &mut Contrib, conv: &Item, f: &MsgFact) {
         if let Some(a) = f.agent.as_ref().filter(|_| f.out) {
             add(c, &b, format!("msg_out|a:{a}"), 1);
         }
-        if f.logged {
-            add(c, &b, "logged", 1);
-        }
     } else {
         add(c, &b, "msg_noise", 1);
+    }
+    // The email-log confirmation counts every message, noise included.
+    if f.logged {
+        add(c, &b, "logged", 1);
+    } else {
+        add(c, &b, format!("unlogged|{}", f.reason.as_deref().unwrap_or(UNKNOWN_REASON)), 1);
     }
 }
 
@@ -382,8 +385,12 @@ pub(super) async fn apply(
     }
 }
 
-/// The fact a recorded message item gives.
-pub fn fact(ws: &Workspace, msg: &Item, logged: bool) -> Option<MsgFact> {
+/// Stands for the reason of a message recorded before reasons were kept.
+pub const UNKNOWN_REASON: &str = "unknown";
+
+/// The fact a recorded message item gives; `logged`: whether the route stage logged it,
+/// and if not, why.
+pub fn fact(ws: &Workspace, msg: &Item, logged: (bool, Option<String>)) -> Option<MsgFact> {
     let t = message_time(msg)?;
     let out = s(msg, "direction").as_deref() == Some("outbound");
     // A reply sent through Mailroom names its author; otherwise the From, when it is a user.
@@ -395,34 +402,37 @@ pub fn fact(ws: &Workspace, msg: &Item, logged: bool) -> Option<MsgFact> {
         out,
         normal: s(msg, "kind").as_deref().unwrap_or("normal") == "normal",
         agent,
-        logged,
+        logged: logged.0,
+        reason: logged.1.filter(|_| !logged.0),
         channel,
     })
 }
 
 /// Records one processed message in its conversation's figures. Idempotent; call it
 /// after routing and ticket automation so they are included. `logged`: whether the route
-/// stage logged it on a contact; `None` keeps what an earlier delivery recorded.
+/// stage logged it on a contact, and if not why; `None` keeps what an earlier delivery
+/// recorded.
 pub async fn record_message(
     ports: &Ports,
     ws: &Workspace,
     msg: &Item,
-    logged: Option<bool>,
+    logged: Option<(bool, Option<String>)>,
 ) -> anyhow::Result<()> {
     let mid = s(msg, "message_id").context("message item has no message_id")?;
-    let Some(f) = fact(ws, msg, logged.unwrap_or(false)) else {
+    let keep_logged = logged.is_none();
+    let Some(f) = fact(ws, msg, logged.unwrap_or((false, None))) else {
         tracing::warn!(message_id = %mid, "message has no date: left out of reports");
         return Ok(());
     };
     let conv_id = s(msg, "conversation").context("message has no conversation")?;
-    refresh(ports, ws, &conv_id, Some(NewMessage { id: &mid, fact: f, keep_logged: logged.is_none() })).await
+    refresh(ports, ws, &conv_id, Some(NewMessage { id: &mid, fact: f, keep_logged })).await
 }
 
 /// A message to add to a conversation's facts.
 pub struct NewMessage<'a> {
     pub id: &'a str,
     pub fact: MsgFact,
-    /// Keep the `logged` flag an earlier delivery recorded.
+    /// Keep the `logged` flag (and reason) an earlier delivery recorded.
     pub keep_logged: bool,
 }
 
@@ -433,6 +443,22 @@ pub async fn refresh(
     ws: &Workspace,
     conv: &str,
     new_msg: Option<NewMessage<'_>>,
+) -> anyhow::Result<()> {
+    refresh_with(ports, ws, conv, new_msg, true).await
+}
+
+/// Recomputes a conversation's figures without writing report events to the feed, so no
+/// notification or webhook goes out: for a replay of history (`crate::replay`).
+pub async fn refresh_quietly(ports: &Ports, ws: &Workspace, conv: &str) -> anyhow::Result<()> {
+    refresh_with(ports, ws, conv, None, false).await
+}
+
+async fn refresh_with(
+    ports: &Ports,
+    ws: &Workspace,
+    conv: &str,
+    new_msg: Option<NewMessage<'_>>,
+    announce: bool,
 ) -> anyhow::Result<()> {
     for _ in 0..20 {
         let root = Threader::new(ports).find(conv).await?;
@@ -497,6 +523,7 @@ pub async fn refresh(
             let mut f = n.fact.clone();
             if n.keep_logged {
                 f.logged = msgs.get(n.id).is_some_and(|m| m.logged);
+                f.reason = msgs.get(n.id).and_then(|m| m.reason.clone());
             }
             msgs.insert(n.id.to_string(), f);
         }
@@ -559,7 +586,8 @@ pub async fn refresh(
         // A breach the sweep already announced is not announced again when the late
         // reply (or close) makes it final.
         let announced = owner.as_ref().is_some_and(|o| o.contains_key("breach_event_for"));
-        let evs: Vec<_> = events(&d).into_iter().filter(|e| !(announced && e.0 == "sla_breached")).collect();
+        let evs: Vec<_> =
+            events(&d).into_iter().filter(|e| announce && !(announced && e.0 == "sla_breached")).collect();
         for (kind, value) in &evs {
             more.push(event_put(&root.id, version, kind, value.clone(), ports.clock.now()));
         }

@@ -52,7 +52,7 @@ fn inbound(at: &str) -> MsgFact {
     inbound_at(t(at))
 }
 fn inbound_at(t: i64) -> MsgFact {
-    MsgFact { t, out: false, normal: true, agent: None, logged: true, channel: "email".into() }
+    MsgFact { t, out: false, normal: true, agent: None, logged: true, reason: None, channel: "email".into() }
 }
 fn reply_at(t: i64) -> MsgFact {
     MsgFact {
@@ -61,6 +61,7 @@ fn reply_at(t: i64) -> MsgFact {
         normal: true,
         agent: Some("maria.keller@acme-corp.example".into()),
         logged: true,
+        reason: None,
         channel: "email".into(),
     }
 }
@@ -71,6 +72,7 @@ fn reply(at: &str) -> MsgFact {
         normal: true,
         agent: Some("maria.keller@acme-corp.example".into()),
         logged: true,
+        reason: None,
         channel: "email".into(),
     }
 }
@@ -165,11 +167,11 @@ async fn messages_past_the_cap_are_counted_once_and_the_state_stops_growing() {
         m
     };
     for i in 0..150 {
-        record_message(&ports, &ws, &msg(i), Some(true)).await.unwrap();
+        record_message(&ports, &ws, &msg(i), Some((true, None))).await.unwrap();
     }
     let before = ports.table.get(&keys::conv_owner("cbig")).await.unwrap().unwrap();
-    record_message(&ports, &ws, &msg(140), Some(true)).await.unwrap();
-    record_message(&ports, &ws, &msg(10), Some(true)).await.unwrap();
+    record_message(&ports, &ws, &msg(140), Some((true, None))).await.unwrap();
+    record_message(&ports, &ws, &msg(10), Some((true, None))).await.unwrap();
     let state = ports.table.get(&keys::conv_owner("cbig")).await.unwrap().unwrap();
     assert_eq!(state.get("msgs").and_then(Value::as_object).map(|m| m.len()), Some(MAX_FACTS));
     assert_eq!(state.get("version"), before.get("version"), "a redelivery changed the state");

@@ -19,6 +19,8 @@ pub struct MessageView {
     pub date: Option<String>,
     pub subject: String,
     pub inboxes: Vec<String>,
+    /// Email-log confirmation (where it was logged, or why not).
+    pub log: Option<crate::records::LogEntry>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -61,6 +63,13 @@ pub async fn newest(
 ) -> anyhow::Result<Vec<Message>> {
     let q = Query::new(keys::messages_index_pk(inbox)).index("gsi1").backward().limit(n);
     Ok(ports.table.query(q).await?.items.iter().map(Message::from_item).collect())
+}
+
+/// Every conversation root (those merged into another left out), from the
+/// conversations index.
+pub async fn roots(ports: &Ports) -> anyhow::Result<Vec<mailroom_store::Item>> {
+    let items = ports.table.query_all(Query::new(keys::CONVERSATIONS_INDEX_PK).index("gsi1")).await?;
+    Ok(items.into_iter().filter(|c| c.get("parent").is_none_or(serde_json::Value::is_null)).collect())
 }
 
 /// Every conversation, oldest first.
@@ -127,6 +136,7 @@ pub async fn list(ports: &Ports) -> anyhow::Result<Vec<ConversationView>> {
             date: m.date.clone(),
             subject: m.subject.clone(),
             inboxes: m.copies.iter().map(|c| c.inbox.clone()).collect(),
+            log: m.log.clone(),
         });
     }
     let mut out: Vec<ConversationView> = convs.into_values().collect();

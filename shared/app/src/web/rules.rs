@@ -166,11 +166,12 @@ fn op_like(a: &Assign) -> String {
     serde_json::to_value(a).ok().and_then(|v| v.as_str().map(|s| s.replace('_', " "))).unwrap_or_default()
 }
 
-/// The newest customer messages of every inbox (five each, twenty at most), for "try it":
+/// The newest customer messages of every inbox the admin sees the mail of (five each,
+/// twenty at most; others' individual inboxes stay private), for "try it":
 /// (message id, what the list shows).
-async fn recent(st: &WebState, ws: &Workspace) -> Vec<(String, String)> {
+async fn recent(st: &WebState, c: &Ctx, ws: &Workspace) -> Vec<(String, String)> {
     let mut found: Vec<(String, String, String)> = Vec::new();
-    for i in &ws.inboxes {
+    for i in ws.inboxes.iter().filter(|i| c.viewer.can_see(&i.address)) {
         let Ok(addr) = mailroom_core::EmailAddress::parse(&i.address) else { continue };
         let Ok(newest) = crate::views::conversations::newest(&st.api.ports, &addr, 5).await else { continue };
         for msg in newest.iter().filter(|m| m.test.is_none() && !m.is_outbound()) {
@@ -197,7 +198,7 @@ async fn list_page(
     try_raw: String,
     trace: Option<TraceView>,
 ) -> Response {
-    let recent = recent(st, ws).await;
+    let recent = recent(st, c, ws).await;
     let version = match crate::workspace::version(&st.api.ports).await {
         Ok(v) => v,
         Err(e) => return internal(e),
@@ -253,6 +254,9 @@ pub(super) async fn try_it(f: AdminForm) -> Response {
         let item = st.api.ports.table.get(&crate::keys::message(mid)).await.ok().flatten();
         let Some(item) = item.filter(|m| m.get("test").is_none()) else { return not_found(&c) };
         let m = crate::records::Message::from_item(&item);
+        if !c.viewer.can_see(&m.inbox) {
+            return not_found(&c);
+        }
         let bytes = match &m.raw_key {
             Some(k) => st.api.ports.blobs.get(k).await.ok().flatten(),
             None => None,
@@ -294,14 +298,8 @@ pub(super) async fn try_it(f: AdminForm) -> Response {
         ..RouteContext::default()
     };
     // The sender's contact and company properties, as the route stage reads them.
-    let table = &st.api.ports.table;
-    if let Ok(Some(contact)) = table.get(&crate::keys::contact_key(&sender)).await {
-        crate::pipeline::route::add_properties(&mut ctx, "contact", &contact);
-        if let Some(d) = crate::keys::item_str(&contact, "company_domain")
-            && let Ok(Some(company)) = table.get(&crate::keys::company_key(&d)).await
-        {
-            crate::pipeline::route::add_properties(&mut ctx, "company", &company);
-        }
+    if let Err(e) = crate::pipeline::route::customer_properties(&st.api.ports, &mut ctx, &sender).await {
+        tracing::warn!(error = %e, "try-it: the sender's properties could not be read");
     }
     let (d, traces) = Router::new(&ws).explain(&ctx);
     let mut lines = Vec::new();

@@ -419,6 +419,7 @@ pub(super) async fn create(f: AdminForm) -> Response {
         fallback_team: None,
         create_cc_contacts: false,
         tracking: false,
+        logging: None,
     };
     if let Err(e) = edit(&st.api, &c.viewer, |ws| {
         ws.inboxes.push(inbox);

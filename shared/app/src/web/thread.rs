@@ -98,6 +98,7 @@ pub(super) async fn live_tpl(
                         size: size(a.size),
                     })
                     .collect(),
+                log: log_line(m.log.as_ref()),
                 tracking: m.tracking.as_ref().map(|t| {
                     format!(
                         "Opened {} time(s), links clicked {} time(s)",
@@ -164,11 +165,8 @@ pub(super) async fn live_tpl(
         .iter()
         .map(|x| x["name"].as_str().or(x["id"].as_str()).unwrap_or_default().to_string())
         .collect();
-    let logged = if d.contact.is_some() {
-        "Logged on the contact's timeline".to_string()
-    } else {
-        "Not logged on a contact: no customer address".to_string()
-    };
+    let n_logged = d.messages.iter().filter(|m| m.log.as_ref().is_some_and(|l| l.logged)).count();
+    let logged = format!("{n_logged} of {} messages logged on the CRM", d.messages.len());
     let (ticket, stages) = match &d.ticket {
         Some(t) => {
             let p = ws.pipeline(&t.pipeline);
@@ -237,6 +235,33 @@ pub(super) async fn live_tpl(
         stages,
         earlier,
     }
+}
+
+/// A message's email-log confirmation in words: where it was logged, or why not.
+pub(super) fn log_line(log: Option<&crate::records::LogEntry>) -> String {
+    let Some(l) = log else {
+        return "Not logged yet".into();
+    };
+    if l.logged {
+        let mut parts = vec![format!("Logged on {}", l.contacts.join(", "))];
+        if let Some(c) = &l.company {
+            parts.push(format!("company {c}"));
+        }
+        if let Some(d) = &l.deal {
+            parts.push(format!("deal {d}"));
+        }
+        if let Some(t) = &l.ticket {
+            parts.push(format!("ticket {t}"));
+        }
+        return parts.join(" · ");
+    }
+    let why = l
+        .reason
+        .as_deref()
+        .and_then(mailroom_core::crm_log::NotLogged::parse)
+        .map(|r| r.describe().to_string())
+        .unwrap_or_else(|| l.reason.clone().unwrap_or_else(|| "no reason recorded".into()));
+    format!("Not logged: {why}")
 }
 
 /// How many lines the frame of a message needs, guessed from its text (the page cannot

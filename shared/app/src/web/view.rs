@@ -173,6 +173,8 @@ pub struct MsgView {
     pub signature: Option<String>,
     pub attachments: Vec<AttView>,
     pub tracking: Option<String>,
+    /// The email-log confirmation in words (`thread::log_line`).
+    pub log: String,
 }
 
 pub struct AttView {

@@ -122,6 +122,11 @@ impl Pipeline {
 }
 
 impl Inbox {
+    /// What the inbox logs: its own `logging`, else the workspace's `[logging] mode`.
+    pub fn log_mode(&self, ws: &Workspace) -> crate::crm_log::LogMode {
+        self.logging.unwrap_or(ws.logging.mode)
+    }
+
     /// The stage a new ticket of this inbox starts in: the configured one, else the first
     /// stage of its pipeline; `None` without ticket automation.
     pub fn initial_stage<'w>(&self, ws: &'w Workspace) -> Option<&'w Stage> {

@@ -46,6 +46,9 @@ pub struct Workspace {
     pub forms: Vec<Form>,
     #[serde(default)]
     pub security: SecuritySettings,
+    /// `[logging]`: what is logged on the CRM (docs/crm-and-routing.md).
+    #[serde(default)]
+    pub logging: crate::crm_log::LoggingSettings,
 }
 
 /// `[security]`: what the workspace trusts (docs/security.md).
@@ -222,6 +225,9 @@ pub struct Inbox {
     /// (docs/replies.md).
     #[serde(default)]
     pub tracking: bool,
+    /// What this inbox logs on the CRM, instead of `[logging] mode`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logging: Option<crate::crm_log::LogMode>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

@@ -271,6 +271,9 @@ pub fn validate(ws: &Workspace) -> Vec<ConfigError> {
         }
     }
     validate_sla(&mut v);
+    for (path, msg) in crate::crm_log::check(&ws.logging) {
+        v.err(path, msg);
+    }
     let mut forms: HashMap<&str, usize> = HashMap::new();
     for (i, f) in ws.forms.iter().enumerate() {
         let p = format!("forms[{i}]");
