@@ -452,6 +452,7 @@ impl Verifier {
                 html: None,
                 cc: vec![],
                 to: Some(vec![inbox.key()]),
+                attachments: vec![],
             };
             let queued = reply::queue_reply(&self.ports, &ws, &conv, req, None)
                 .await

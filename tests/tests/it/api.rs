@@ -235,6 +235,8 @@ fn concrete(w: &World, method: &str, template: &str, conv: &str) -> (String, Opt
         ),
         ("put", "/admin/sla") => Some(json!({"sla_policies": [], "calendars": []})),
         ("post", "/admin/replay") => Some(json!({"since": "2024-01-01", "dry_run": true})),
+        // Uploaded as a file (its bytes are the JSON).
+        ("post", "/uploads") => Some(json!({"file": "contents"})),
         ("post", "/conversations/{id}/assignment") => Some(json!({"assignee": "bob@acme.test"})),
         ("post", "/conversations/{id}/snooze") => Some(json!({"until": null})),
         ("post", "/conversations/{id}/ticket/stage") => Some(json!({"stage": "waiting"})),
@@ -751,4 +753,61 @@ fn regex_lite(text: &str) -> Vec<String> {
         }
     }
     out
+}
+
+/// A reply through the API with a file uploaded by `POST /uploads` (a non-ASCII name)
+/// and an attachment of the conversation's own message, forwarded by its sha256: the
+/// outbox entry lists both by sha256 (replies::* read the MIME back from each provider).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reply_carries_an_upload_and_a_forwarded_attachment() {
+    let w = world().await;
+    let csv = "Artikel;Preis\nÜbersetzung;12,50\n".as_bytes().to_vec();
+    let resp = w
+        .http
+        .post(w.serve.url("/uploads?filename=Preis%C3%BCbersicht%202024.csv"))
+        .bearer_auth(w.tokens["member"].clone().unwrap())
+        .header("content-type", "text/csv; charset=utf-8")
+        .body(csv.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::CREATED);
+    let up: Value = resp.json().await.unwrap();
+    assert_eq!(
+        (up["name"].as_str(), up["content_type"].as_str()),
+        (Some("Preisübersicht 2024.csv"), Some("text/csv"))
+    );
+    // Over the limit: refused before anything is stored.
+    let big = w
+        .http
+        .post(w.serve.url("/uploads?filename=big.bin"))
+        .bearer_auth(w.tokens["member"].clone().unwrap())
+        .body(vec![0u8; mailroom_app::outbound::attach::MAX_FILE + 1])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(big.status(), StatusCode::PAYLOAD_TOO_LARGE);
+
+    let body = json!({
+        "text": "Both files attached.",
+        "request_id": "attach-1",
+        "attachments": [{"upload": up["id"]}, {"sha256": w.attachment}],
+    });
+    let (st, out) = w
+        .call("member", Method::POST, &format!("/conversations/{}/replies", w.support_conv), Some(&body))
+        .await;
+    assert_eq!(st, StatusCode::ACCEPTED, "{out}");
+    let files = out["attachments"].as_array().unwrap();
+    assert_eq!(files.len(), 2, "{out}");
+    assert_eq!(files[0]["sha256"], json!(mailroom_core::sha256(&csv).to_string()));
+    assert_eq!(files[1]["sha256"], json!(w.attachment));
+    // Someone else's upload, or a file that is not in the conversation: 422.
+    for (who, att) in [("admin", json!({"upload": up["id"]})), ("member", json!({"sha256": "00".repeat(32)}))]
+    {
+        let body = json!({"text": "x", "request_id": format!("attach-{who}"), "attachments": [att]});
+        let (st, out) = w
+            .call(who, Method::POST, &format!("/conversations/{}/replies", w.support_conv), Some(&body))
+            .await;
+        assert_eq!(st, StatusCode::UNPROCESSABLE_ENTITY, "{who}: {out}");
+    }
 }

@@ -16,6 +16,7 @@ use chrono::Utc;
 use mailroom_app::mailbox::connection::{self, Connection, Provider, State as ConnState};
 use mailroom_app::mailbox::imap::{self, ImapSettings, PollOptions, SmtpSecurity, SmtpSettings};
 use mailroom_app::mailbox::sync::SyncRequest;
+use mailroom_app::outbound::attach::{self, ReplyAttachment};
 use mailroom_app::outbound::reply::{self, OutboxView, ReplyRequest, SendError, SendPointer};
 use mailroom_app::outbound::send::SendHandler;
 use mailroom_app::runtime::config::ProvidersConfig;
@@ -46,6 +47,9 @@ name = "Replies"
 email = "{AGENT}"
 name = "Maria Keller"
 signature = "Maria Keller\nCustomer Support"
+[[users]]
+email = "tom.becker@acme.test"
+name = "Tom Becker"
 [[inboxes]]
 address = "{inbox}"
 signature = "{INBOX_SIG}"
@@ -132,6 +136,7 @@ async fn scenario(m: &dyn Mailbox) {
         html: None,
         cc: vec![BOSS.into()],
         to: None,
+        attachments: vec![],
     };
     let queued = reply::queue_reply(ports, &ws, &conv, req.clone(), None).await.unwrap();
     assert_eq!(queued.status, "queued");
@@ -221,20 +226,69 @@ async fn scenario(m: &dyn Mailbox) {
     let copies = |i: &mailroom_store::Item| i["copies"].as_array().map(Vec::len).unwrap_or(0);
     assert!(copies(&after) >= copies(&before), "copies: {before:?} -> {after:?}");
 
+    // Two uploaded attachments, one with a non-ASCII name: the provider gets them byte
+    // for byte, with their names and types, as mail-parser reads them back.
+    let pdf: Vec<u8> = (0..40_000u32).map(|i| (i.wrapping_mul(7919) % 256) as u8).collect();
+    let sheet: Vec<u8> = b"PK\x03\x04 not really a sheet \xff\x00\r\n.\r\n".repeat(300);
+    let xlsx = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet";
+    let name2 = "Angebot für Müller – Q3 (final).xlsx";
+    let up1 =
+        attach::upload(ports, AGENT, "report.pdf", "application/pdf", pdf.clone().into()).await.unwrap();
+    let up2 = attach::upload(ports, AGENT, name2, xlsx, sheet.clone().into()).await.unwrap();
+    let files = vec![
+        ReplyAttachment { upload: Some(up1.id.clone()), sha256: None },
+        ReplyAttachment { upload: Some(up2.id.clone()), sha256: None },
+    ];
+    let r3 = ReplyRequest {
+        request_id: "reply-3".into(),
+        text: "The files you asked for.".into(),
+        attachments: files.clone(),
+        ..req.clone()
+    };
+    reply::queue_reply(ports, &ws, &conv, r3, None).await.unwrap();
+    assert_eq!(worker.drain().await.unwrap().failed, 0);
+    let sent = m.sent();
+    assert_eq!(sent.len(), 2, "the reply with attachments was sent");
+    let p = parse(sent.last().unwrap());
+    let got: Vec<(Option<&str>, &str, &str)> = p
+        .attachments
+        .iter()
+        .map(|a| (a.name.as_deref(), a.content_type.as_str(), a.sha256.as_str()))
+        .collect();
+    let sha = |b: &[u8]| mailroom_core::sha256(b).to_string();
+    assert_eq!(
+        got,
+        [
+            (Some("report.pdf"), "application/pdf", sha(&pdf).as_str()),
+            (Some(name2), xlsx, sha(&sheet).as_str())
+        ]
+    );
+    assert!(p.text.starts_with("The files you asked for."), "{}", p.text);
+    // An upload is its uploader's only; an unknown one is refused.
+    let r4 = ReplyRequest {
+        request_id: "reply-4".into(),
+        author: "tom.becker@acme.test".into(),
+        attachments: files[..1].to_vec(),
+        ..req.clone()
+    };
+    let err = reply::queue_reply(ports, &ws, &conv, r4, None).await.unwrap_err();
+    assert!(matches!(&err, SendError::Invalid(m) if m.contains("no upload")), "{err}");
+
     // A refusal: the entry fails with the provider's error, visible on the conversation.
     let why = m.refuse_next_send().await;
     let r2 = ReplyRequest { request_id: "reply-2".into(), text: "A second answer.".into(), ..req.clone() };
     reply::queue_reply(ports, &ws, &conv, r2, None).await.unwrap();
     let r = worker.drain().await.unwrap();
     assert_eq!(r.failed, 0, "a terminal failure is handled, not retried");
-    assert_eq!(m.sent().len(), 1, "the refused reply was not sent");
+    assert_eq!(m.sent().len(), 2, "the refused reply was not sent");
     let outbox = reply::outbox(ports, &conv).await.unwrap();
-    assert_eq!(outbox.len(), 2, "{outbox:?}");
-    assert_eq!(outbox[0].status, "sent");
-    assert_eq!(outbox[0].request_id, "reply-1");
-    assert!(outbox[0].sent_at.is_some());
-    assert_eq!(outbox[1].status, "failed");
-    let err = outbox[1].last_error.clone().unwrap_or_default();
+    assert_eq!(outbox.len(), 3, "{outbox:?}");
+    let entry = |id: &str| outbox.iter().find(|o| o.request_id == id).unwrap();
+    assert_eq!(entry("reply-1").status, "sent");
+    assert!(entry("reply-1").sent_at.is_some());
+    assert_eq!(entry("reply-3").status, "sent");
+    assert_eq!(entry("reply-2").status, "failed");
+    let err = entry("reply-2").last_error.clone().unwrap_or_default();
     assert!(err.contains(why), "error {err:?} should contain {why:?}");
     let events = mailroom_app::feed::conversation_events(ports, &conv).await.unwrap();
     let failed: Vec<_> = events.iter().filter(|e| e["type"] == "send_failed").collect();

@@ -489,21 +489,7 @@ pub(crate) async fn conversation_messages(
     ports: &crate::runtime::ports::Ports,
     root: &str,
 ) -> ApiResult<Vec<Item>> {
-    let owner = ports.table.get(&crate::keys::conv_owner(root)).await?;
-    let ids: Vec<String> = owner
-        .as_ref()
-        .and_then(|o| o.get("msgs"))
-        .and_then(Value::as_object)
-        .map(|m| m.keys().cloned().collect())
-        .unwrap_or_default();
-    let mut out = Vec::new();
-    for id in ids {
-        if let Some(m) = ports.table.get(&crate::keys::message(&id)).await? {
-            out.push(m);
-        }
-    }
-    out.sort_by_key(|m| (s(m, "arrived").or_else(|| s(m, "date")), s(m, "message_id")));
-    Ok(out)
+    Ok(crate::views::conversations::messages_of(ports, root).await?)
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -607,6 +593,10 @@ pub struct ReplyBody {
     /// The client's id for this reply: the same id again never sends twice (also accepted
     /// as the `Idempotency-Key` header).
     pub request_id: Option<String>,
+    /// Files to attach: `{"upload": id}` from `POST /uploads`, or `{"sha256": ...}` of an
+    /// attachment of a message in this conversation (forwarded without uploading it).
+    #[serde(default)]
+    pub attachments: Vec<crate::outbound::attach::ReplyAttachment>,
 }
 
 /// Reply to the customer from the conversation's inbox
@@ -651,6 +641,7 @@ async fn reply(
         html: body.html.map(|h| mailroom_core::html::sanitize(&h, RemoteImages::Allow).html),
         cc: body.cc,
         to: body.to,
+        attachments: body.attachments,
     };
     let out = crate::outbound::reply::queue_reply(&st.ports, &caller.ws, &root, req, Some(&st.public_url))
         .await

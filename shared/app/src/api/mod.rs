@@ -16,6 +16,7 @@ pub mod conversations;
 pub mod directory;
 pub mod identity;
 pub mod replay;
+pub mod uploads;
 pub mod verify;
 
 use crate::runtime::ports::Ports;
@@ -203,6 +204,7 @@ pub fn router(state: Arc<ApiState>) -> axum::Router {
         .merge(admin::routes())
         .merge(verify::routes())
         .merge(replay::routes())
+        .merge(uploads::routes())
         .split_for_parts();
     let doc = Arc::new(doc);
     router
@@ -268,6 +270,7 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
         .merge(admin::routes())
         .merge(verify::routes())
         .merge(replay::routes())
+        .merge(uploads::routes())
         .split_for_parts();
     doc
 }

@@ -1,3 +1,4 @@
+pub mod attach;
 pub mod digest;
 pub mod notify;
 pub mod relay;

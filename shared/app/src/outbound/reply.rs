@@ -41,6 +41,9 @@ pub struct ReplyRequest {
     /// ([`reply_recipients`]), which must then all be people already in the conversation.
     #[serde(default)]
     pub to: Option<Vec<String>>,
+    /// Uploads and forwarded attachments (`crate::outbound::attach`).
+    #[serde(default)]
+    pub attachments: Vec<crate::outbound::attach::ReplyAttachment>,
 }
 
 /// Who a reply goes to by default, and who of them is new to the conversation.
@@ -77,6 +80,8 @@ pub struct OutboxView {
     pub provider_id: Option<String>,
     pub created_at: String,
     pub sent_at: Option<String>,
+    /// The files the reply carries.
+    pub attachments: Vec<crate::outbound::attach::SentFile>,
 }
 
 #[derive(Debug, Error)]
@@ -299,6 +304,7 @@ struct ComposeInput<'a> {
     html: Option<String>,
     signatures: Vec<String>,
     tracking_base: Option<&'a str>,
+    attachments: &'a [crate::outbound::attach::Resolved],
 }
 
 fn compose(c: ComposeInput<'_>) -> Result<Composed, SendError> {
@@ -355,9 +361,21 @@ fn compose(c: ComposeInput<'_>) -> Result<Composed, SendError> {
     let loop_name =
         HeaderName::new_from_ascii("X-Mailroom-Loop".into()).map_err(|e| anyhow!("header name: {e}"))?;
     b = b.raw_header(HeaderValue::new(loop_name, c.inbox.key()));
-    let msg = b
-        .multipart(MultiPart::alternative_plain_html(text, html))
-        .map_err(|e| SendError::Invalid(format!("cannot build the message: {e}")))?;
+    let body = MultiPart::alternative_plain_html(text, html);
+    let body = if c.attachments.is_empty() {
+        body
+    } else {
+        // lettre writes a non-ASCII file name as RFC 2231 (`filename*=utf-8''...`).
+        let mut mixed = MultiPart::mixed().multipart(body);
+        for a in c.attachments {
+            let ct = lettre::message::header::ContentType::parse(&a.content_type)
+                .map_err(|e| invalid(&format!("content type of {}", a.name), &e))?;
+            mixed =
+                mixed.singlepart(lettre::message::Attachment::new(a.name.clone()).body(a.bytes.to_vec(), ct));
+        }
+        mixed
+    };
+    let msg = b.multipart(body).map_err(|e| SendError::Invalid(format!("cannot build the message: {e}")))?;
     Ok(Composed {
         mime: msg.formatted(),
         message_id,
@@ -402,9 +420,16 @@ pub async fn queue_reply(
         }
     }
     let fingerprint = sha256(
-        serde_json::to_string(&json!([user.email.to_lowercase(), req.text, req.html, cc, req.to]))
-            .map_err(|e| anyhow!(e))?
-            .as_bytes(),
+        serde_json::to_string(&json!([
+            user.email.to_lowercase(),
+            req.text,
+            req.html,
+            cc,
+            req.to,
+            req.attachments
+        ]))
+        .map_err(|e| anyhow!(e))?
+        .as_bytes(),
     )
     .to_string();
     let key = keys::outbox_key(conversation, &req.request_id);
@@ -424,6 +449,10 @@ pub async fn queue_reply(
     let target = reply_target(&items).cloned().ok_or_else(|| {
         SendError::Invalid(format!("conversation {conversation} has no message to reply to"))
     })?;
+    let messages = crate::views::conversations::messages_of(ports, &root.id).await?;
+    let provider = ws_inbox.map(|i| i.provider).unwrap_or_default();
+    let files =
+        crate::outbound::attach::resolve(ports, &user.email, &messages, &req.attachments, provider).await?;
     let raw_key = s(&target, "raw_key").context("message has no raw_key")?;
     let raw =
         ports.blobs.get(&raw_key).await?.with_context(|| format!("raw message {raw_key} is missing"))?;
@@ -515,6 +544,7 @@ pub async fn queue_reply(
         html: req.html.clone(),
         signatures,
         tracking_base,
+        attachments: &files,
     })?;
     let thread = provider_thread(ports, &target, &inbox).await?;
 
@@ -540,6 +570,8 @@ pub async fn queue_reply(
     put(&mut item, "in_reply_to", json!(composed.in_reply_to));
     put(&mut item, "reply_thread", json!(thread));
     put(&mut item, "blob", json!(blob));
+    let files: Vec<_> = files.iter().map(crate::outbound::attach::Resolved::sent_file).collect();
+    put(&mut item, "attachments", json!(files));
     put(&mut item, "attempts", json!(0));
     put(&mut item, "created_at", json!(now));
     let mut sent = keys::sent_key(&composed.message_id).item();

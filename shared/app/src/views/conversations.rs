@@ -65,6 +65,26 @@ pub async fn newest(
     Ok(ports.table.query(q).await?.items.iter().map(Message::from_item).collect())
 }
 
+/// The messages of conversation `root` (its own and those of the conversations merged
+/// into it, as its report state lists them), in arrival order.
+pub async fn messages_of(ports: &Ports, root: &str) -> anyhow::Result<Vec<mailroom_store::Item>> {
+    let owner = ports.table.get(&keys::conv_owner(root)).await?;
+    let ids: Vec<String> = owner
+        .as_ref()
+        .and_then(|o| o.get("msgs"))
+        .and_then(serde_json::Value::as_object)
+        .map(|m| m.keys().cloned().collect())
+        .unwrap_or_default();
+    let mut out = Vec::new();
+    for id in ids {
+        if let Some(m) = ports.table.get(&keys::message(&id)).await? {
+            out.push(m);
+        }
+    }
+    out.sort_by_key(|m| (s(m, "arrived").or_else(|| s(m, "date")), s(m, "message_id")));
+    Ok(out)
+}
+
 /// Every conversation root (those merged into another left out), from the
 /// conversations index.
 pub async fn roots(ports: &Ports) -> anyhow::Result<Vec<mailroom_store::Item>> {

@@ -112,6 +112,7 @@ pub(super) async fn reply(ch: Change) -> Response {
             html: None,
             cc: addresses(ch.field("cc")),
             to: Some(to),
+            attachments: vec![],
         };
         let api = &ch.st.api;
         queue_reply(&api.ports, &ch.c.viewer.ws, &ch.root, req, Some(&api.public_url))
