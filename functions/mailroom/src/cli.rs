@@ -143,8 +143,9 @@ pub enum Cmd {
     },
     /// Re-run the route stage over stored history with today's rules: every routed
     /// conversation whose first message is dated SINCE or later gets today's team,
-    /// priority, tags and pipeline (docs/crm-and-routing.md, "Replay"). No notification
-    /// goes out; one audit entry records the run.
+    /// priority, tags and pipeline, or with --stage log its messages today's logging
+    /// decisions (docs/crm-and-routing.md, "Replay"). No notification goes out; one audit
+    /// entry records the run.
     Replay {
         /// First day (YYYY-MM-DD, UTC) or instant (RFC 3339).
         #[arg(long)]
@@ -152,7 +153,8 @@ pub enum Cmd {
         /// Only conversations of this inbox.
         #[arg(long)]
         inbox: Option<String>,
-        /// The stage to re-run; only `route` is implemented.
+        /// The stage to re-run: `route` (teams, priorities, pipelines) or `log` (where
+        /// each message is logged on the CRM, by today's [logging] settings).
         #[arg(long, default_value = "route")]
         stage: String,
         /// Print what would change, change nothing.

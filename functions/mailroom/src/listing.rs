@@ -83,14 +83,18 @@ pub async fn replay(
     dry_run: bool,
     json: bool,
 ) -> Result<()> {
-    if stage != "route" {
-        anyhow::bail!("--stage {stage}: only `route` can be replayed (threading is not replayed yet)");
+    if stage != "route" && stage != "log" {
+        anyhow::bail!("--stage {stage}: `route` or `log` (threading is not replayed yet)");
     }
     let since = mailroom_app::replay::parse_since(since)?;
     let ports = mailroom_app::Ports::embedded(data)?;
     let ws = mailroom_app::workspace::load(&ports).await?.unwrap_or_default();
     let opts = mailroom_app::replay::ReplayOptions { since, inbox, dry_run, by: "cli".into() };
-    let sum = mailroom_app::replay::replay(&ports, &ws, &opts).await?;
+    let sum = if stage == "log" {
+        mailroom_app::replay::replay_log(&ports, &ws, &opts).await?
+    } else {
+        mailroom_app::replay::replay(&ports, &ws, &opts).await?
+    };
     ports.flush()?;
     if json {
         println!("{}", serde_json::to_string_pretty(&sum)?);

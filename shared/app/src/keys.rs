@@ -46,6 +46,8 @@ pub const CONVERSATIONS_INDEX_PK: &str = "conversations";
 /// The audit log: one item per admin operation on history (`crate::replay`), sort key
 /// `{time}#{action}#{random}`.
 pub const AUDIT_PK: &str = "audit";
+/// One item per day the email-log alerts were judged (`reports::log_alert`).
+pub const LOG_ALERT_CHECK_PK: &str = "log-alert-check";
 /// A message id (or a parent id) claimed by a conversation.
 pub fn ref_key(message_id: &str) -> Key {
     Key::new(format!("ref#{message_id}"), "ref")

@@ -40,7 +40,10 @@ pub struct ReplayOptions {
 
 /// What a replay changed, or would change (a dry run).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(default)]
 pub struct ReplaySummary {
+    /// `route` or `log`.
+    pub stage: String,
     pub dry_run: bool,
     /// Routed conversations in the range.
     pub conversations: usize,
@@ -54,6 +57,14 @@ pub struct ReplaySummary {
     pub unassigned: usize,
     /// `"{old pipeline} -> {new pipeline}"` -> open tickets moved.
     pub ticket_moves: BTreeMap<String, usize>,
+    /// `log`: messages looked at.
+    pub messages: usize,
+    /// `log`: `"{old outcome} -> {new outcome}"` (`logged`, a reason, or `unknown` for a
+    /// message recorded before confirmations were kept) -> messages.
+    pub log_moves: BTreeMap<String, usize>,
+    /// `log`: timeline entries taken off contacts, and put on.
+    pub timeline_removed: usize,
+    pub timeline_added: usize,
     /// In words: "312 conversations would move from billing to support; ...".
     pub lines: Vec<String>,
 }
@@ -109,19 +120,10 @@ pub fn parse_since(text: &str) -> anyhow::Result<DateTime<Utc>> {
 /// Replays the route stage over the routed conversations of `opts`.
 pub async fn replay(ports: &Ports, ws: &Workspace, opts: &ReplayOptions) -> anyhow::Result<ReplaySummary> {
     let router = Router::new(ws);
-    let mut sum = ReplaySummary { dry_run: opts.dry_run, ..ReplaySummary::default() };
-    let want_inbox = opts.inbox.as_ref().map(|i| i.to_lowercase());
-    for root in crate::views::conversations::roots(ports).await? {
+    let mut sum = ReplaySummary { stage: "route".into(), dry_run: opts.dry_run, ..ReplaySummary::default() };
+    for root in in_range(ports, opts).await? {
         let inbox = s(&root, "inbox").unwrap_or_default().to_lowercase();
-        // Its first message's Date (what people mean by "since"), else when it arrived.
-        let first = s(&root, "first_date").filter(|d| !d.is_empty()).or_else(|| s(&root, "first_received"));
-        let recent =
-            first.and_then(|f| DateTime::parse_from_rfc3339(&f).ok()).is_some_and(|f| f >= opts.since);
-        if !recent
-            || want_inbox.as_ref().is_some_and(|w| *w != inbox)
-            || root.get("test").is_some()
-            || root.get("routed").is_none()
-        {
+        if root.get("routed").is_none() {
             continue;
         }
         let Some(by) = s(&root, "routed_by") else { continue };
@@ -190,6 +192,117 @@ pub async fn replay(ports: &Ports, ws: &Workspace, opts: &ReplayOptions) -> anyh
     sum.lines = lines(&sum);
     audit(ports, opts, &sum).await?;
     Ok(sum)
+}
+
+/// The conversation roots of the replay's range: first message dated `since` or later
+/// (its Date, what people mean by "since", else when it arrived), of the inbox if one is
+/// named, verification runs left out.
+async fn in_range(ports: &Ports, opts: &ReplayOptions) -> anyhow::Result<Vec<Item>> {
+    let want_inbox = opts.inbox.as_ref().map(|i| i.to_lowercase());
+    let mut out = Vec::new();
+    for root in crate::views::conversations::roots(ports).await? {
+        let inbox = s(&root, "inbox").unwrap_or_default().to_lowercase();
+        let first = s(&root, "first_date").filter(|d| !d.is_empty()).or_else(|| s(&root, "first_received"));
+        let recent =
+            first.and_then(|f| DateTime::parse_from_rfc3339(&f).ok()).is_some_and(|f| f >= opts.since);
+        if recent && want_inbox.as_ref().is_none_or(|w| *w == inbox) && root.get("test").is_none() {
+            out.push(root);
+        }
+    }
+    Ok(out)
+}
+
+/// Replays the logging decisions (`pipeline::crm_log`) over the messages of the
+/// conversations in range, with today's `[logging]` settings: a message whose outcome
+/// changes gets its new confirmation, its timeline entries follow (taken off contacts it
+/// is no longer logged on: a never-log entry reaches history), and its report fact the
+/// new reason. Contacts and companies made before stay; no deal is chosen again (a
+/// message that stays logged keeps its deal). A dry run counts the same changes.
+pub async fn replay_log(
+    ports: &Ports,
+    ws: &Workspace,
+    opts: &ReplayOptions,
+) -> anyhow::Result<ReplaySummary> {
+    use crate::pipeline::crm_log::Logbook;
+    use crate::records::{LogEntry, Message};
+    let mut sum = ReplaySummary { stage: "log".into(), dry_run: opts.dry_run, ..ReplaySummary::default() };
+    let book = Logbook { ports, ws };
+    let outcome = |l: &LogEntry| l.reason.clone().unwrap_or_else(|| "logged".into());
+    for root in in_range(ports, opts).await? {
+        let id = s(&root, "id").unwrap_or_default();
+        sum.conversations += 1;
+        for item in crate::views::conversations::messages_of(ports, &id).await? {
+            if item.get("test").is_some() {
+                continue;
+            }
+            sum.messages += 1;
+            let m = Message::from_item(&item);
+            let (mut new, _) = book.decide(&item, &m, !opts.dry_run).await?;
+            let old_contacts: Vec<String> = m.log.as_ref().map(|l| l.contacts.clone()).unwrap_or_default();
+            let sorted = |mut v: Vec<String>| {
+                v.sort();
+                v
+            };
+            let same = m.log.as_ref().is_some_and(|old| {
+                outcome(old) == outcome(&new) && sorted(old.contacts.clone()) == sorted(new.contacts.clone())
+            });
+            if same {
+                continue;
+            }
+            sum.changed += 1;
+            let from = m.log.as_ref().map(outcome).unwrap_or_else(|| "unknown".into());
+            *sum.log_moves.entry(format!("{from} -> {}", outcome(&new))).or_default() += 1;
+            let removed: Vec<&String> = old_contacts.iter().filter(|c| !new.contacts.contains(c)).collect();
+            let added: Vec<&String> = new.contacts.iter().filter(|c| !old_contacts.contains(c)).collect();
+            sum.timeline_removed += removed.len();
+            sum.timeline_added += added.len();
+            if opts.dry_run {
+                continue;
+            }
+            for c in removed {
+                ports.table.delete(&Logbook::timeline_key(c, &m), None).await?;
+            }
+            for c in added {
+                book.add_to_timeline(c, &m, &id).await?;
+            }
+            if let Some(old) = m.log.as_ref().filter(|_| new.logged) {
+                new.company = old.company.clone();
+                new.deal = old.deal.clone();
+                new.ticket = old.ticket.clone();
+            }
+            let log = serde_json::to_value(&new)?;
+            ports
+                .table
+                .update(&keys::message(&m.message_id), vec![Update::Set("log".into(), log)], None)
+                .await?;
+            crate::reports::rerecord_message_quietly(ports, ws, &item, (new.logged, new.reason.clone()))
+                .await?;
+        }
+    }
+    sum.lines = log_lines(&sum);
+    audit(ports, opts, &sum).await?;
+    Ok(sum)
+}
+
+fn log_lines(sum: &ReplaySummary) -> Vec<String> {
+    let would = if sum.dry_run { "would change" } else { "changed" };
+    let mut out = vec![format!(
+        "{} of {} messages in {} conversations {would} where they are logged",
+        sum.changed, sum.messages, sum.conversations
+    )];
+    for (mv, n) in &sum.log_moves {
+        out.push(format!("{n} messages: {mv}"));
+    }
+    if sum.timeline_removed + sum.timeline_added > 0 {
+        out.push(format!(
+            "timeline entries: {} {} off contacts, {} {} on",
+            sum.timeline_removed,
+            if sum.dry_run { "would come" } else { "taken" },
+            sum.timeline_added,
+            if sum.dry_run { "would go" } else { "put" }
+        ));
+    }
+    out
 }
 
 /// The open ticket of conversation `id` whose pipeline today's decision moves:
@@ -267,7 +380,7 @@ async fn audit(ports: &Ports, opts: &ReplayOptions, sum: &ReplaySummary) -> anyh
     let now = ports.clock.now().to_rfc3339();
     let mut item =
         Key::new(keys::AUDIT_PK, format!("{now}#replay#{}", hex::encode(rand::random::<[u8; 4]>()))).item();
-    item.insert("action".into(), json!("replay"));
+    item.insert("action".into(), json!(format!("replay {}", sum.stage)));
     item.insert("by".into(), json!(opts.by));
     item.insert("since".into(), json!(opts.since.to_rfc3339()));
     item.insert("inbox".into(), json!(opts.inbox));

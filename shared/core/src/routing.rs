@@ -38,6 +38,8 @@ pub struct Decision {
     pub stage: Option<String>,
     pub tags: Vec<String>,
     pub no_ticket: bool,
+    /// The deal a rule names for the conversation.
+    pub deal: Option<String>,
     /// Names of the rules that matched, in order; `fallback` when the inbox's fallback
     /// team was used.
     pub matched: Vec<String>,
@@ -168,6 +170,7 @@ fn fill(d: &mut Decision, a: &Actions) {
     set(&mut d.priority, &a.priority);
     set(&mut d.pipeline, &a.pipeline);
     set(&mut d.stage, &a.stage);
+    set(&mut d.deal, &a.deal);
     for t in &a.tags {
         if !d.tags.contains(t) {
             d.tags.push(t.clone());

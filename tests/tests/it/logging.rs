@@ -7,9 +7,12 @@
 //! the most recently active open deal.
 
 use mailroom_app::records::{LogEntry, Message};
+use mailroom_app::replay::{ReplayOptions, replay_log};
 use mailroom_app::{Ingestor, Ports, RawMail, Stages};
 use mailroom_core::crm_log::LogMode;
-use mailroom_core::workspace::{ContactSeed, Deal, DealStatus, Workspace};
+use mailroom_core::workspace::{
+    Actions, Condition, ContactSeed, Deal, DealStatus, Field, MatchMode, Op, Rule, Workspace,
+};
 use mailroom_core::{EmailAddress, Folder};
 use mailroom_store::Query;
 use mailroom_tests::{acme_workspace, gen_corpus};
@@ -109,7 +112,14 @@ fn workspace(never_domain: &str, never_address: &str) -> Workspace {
 /// The rules of docs/crm-and-routing.md, "What is logged", written out again: the
 /// expected (reason, contacts) of every message, in arrival order, keeping the set of
 /// contacts that exist as they are created.
-fn expected(ws: &Workspace, rows: &[Row]) -> BTreeMap<String, (Option<String>, BTreeSet<String>)> {
+type Expected = BTreeMap<String, (Option<String>, BTreeSet<String>)>;
+
+fn expected(ws: &Workspace, rows: &[Row]) -> Expected {
+    expected_from(ws, rows, ws.contacts.iter().map(|c| c.email.to_lowercase()).collect())
+}
+
+/// As [`expected`], starting from the contacts that exist already.
+fn expected_from(ws: &Workspace, rows: &[Row], mut contacts: BTreeSet<String>) -> Expected {
     let own = |a: &str| {
         let d = a.rsplit_once('@').map(|(_, d)| d).unwrap_or_default();
         d == "acme-corp.example" || d == "acme-group.example" || d.ends_with(".acme-group.example")
@@ -124,7 +134,6 @@ fn expected(ws: &Workspace, rows: &[Row]) -> BTreeMap<String, (Option<String>, B
             }
         })
     };
-    let mut contacts: BTreeSet<String> = ws.contacts.iter().map(|c| c.email.to_lowercase()).collect();
     let mut out = BTreeMap::new();
     for r in rows {
         let mode =
@@ -398,6 +407,76 @@ async fn each_logging_rule_and_the_never_log_list_on_a_mixed_mailbox() {
     assert_eq!(report_by_inbox, by_inbox);
     let per_day: i64 = log.by_day.values().map(|d| d.messages).sum();
     assert_eq!(per_day, log.messages);
+
+    // The never-log list grows by another customer domain: replaying the logging takes
+    // its history off the CRM (the dry run first, then for real, then again).
+    let second = customer(&|c: &str| {
+        !freemail.iter().any(|f| c.ends_with(&format!("@{f}"))) && !c.ends_with(&format!("@{never_domain}"))
+    });
+    let second_domain = second.rsplit_once('@').unwrap().1.to_string();
+    let mut ws2 = ws.clone();
+    ws2.logging.never_log.push(second_domain.clone());
+    mailroom_app::workspace::apply(&ports, &ws2).await.unwrap();
+    let existing: BTreeSet<String> = mailroom_app::views::crm::contacts(&ports)
+        .await
+        .unwrap()
+        .iter()
+        .filter_map(|c| serde_json::to_value(c).ok()?["email"].as_str().map(str::to_string))
+        .collect();
+    let want2 = expected_from(&ws2, &rows, existing);
+    let opts = ReplayOptions {
+        since: mailroom_app::replay::parse_since("2000-01-01").unwrap(),
+        inbox: None,
+        dry_run: true,
+        by: "test".into(),
+    };
+    let dry = replay_log(&ports, &ws2, &opts).await.unwrap();
+    let real = replay_log(&ports, &ws2, &ReplayOptions { dry_run: false, ..opts.clone() }).await.unwrap();
+    eprintln!("replay --stage log: {:?}", real.lines);
+    assert_eq!(
+        (dry.changed, &dry.log_moves, dry.timeline_removed, dry.timeline_added),
+        (real.changed, &real.log_moves, real.timeline_removed, real.timeline_added)
+    );
+    let moved: usize = want.iter().filter(|(id, w)| want2[*id] != **w).count();
+    assert!(moved > 0, "the new never-log domain {second_domain} changes something");
+    assert_eq!(real.changed, moved, "{:?}", real.log_moves);
+    assert!(real.log_moves.keys().all(|k| k.ends_with("-> never_log")), "{:?}", real.log_moves);
+    assert_eq!(replay_log(&ports, &ws2, &ReplayOptions { dry_run: false, ..opts }).await.unwrap().changed, 0);
+    let mut timeline2: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    let mut by_reason2: BTreeMap<String, usize> = BTreeMap::new();
+    for r in &rows {
+        let log = stored(&ports, &r.message_id).await.log.unwrap();
+        let (reason, contacts) = &want2[&r.message_id];
+        assert_eq!(
+            (&log.reason, log.contacts.iter().cloned().collect::<BTreeSet<_>>()),
+            (reason, contacts.clone()),
+            "after the replay: {}",
+            r.message_id
+        );
+        *by_reason2.entry(reason.clone().unwrap_or_else(|| "logged".into())).or_default() += 1;
+        for c in &log.contacts {
+            timeline2.entry(c.clone()).or_default().insert(r.message_id.clone());
+        }
+    }
+    // Every timeline, including those of the domain now never logged, holds exactly the
+    // messages logged on it.
+    for contact in timeline_want.keys().chain(timeline2.keys()) {
+        let tl = ports.table.query_all(Query::new(format!("timeline#{contact}"))).await.unwrap();
+        let got: BTreeSet<String> =
+            tl.iter().filter_map(|t| t["message_id"].as_str().map(str::to_string)).collect();
+        assert_eq!(
+            got,
+            timeline2.get(contact).cloned().unwrap_or_default(),
+            "timeline of {contact} after the replay"
+        );
+    }
+    assert!(
+        timeline_want.keys().any(|c| c.ends_with(&format!("@{second_domain}")) && !timeline2.contains_key(c)),
+        "a contact of {second_domain} lost its timeline"
+    );
+    let report = mailroom_app::reports::report(&ports, &ws2, &filter, chrono::Utc::now()).await.unwrap();
+    assert_eq!(report.email_log.logged as usize, by_reason2["logged"]);
+    assert_eq!(report.email_log.not_logged["never_log"] as usize, by_reason2["never_log"]);
 }
 
 fn deal(id: &str, contacts: &[&str], companies: &[&str], status: DealStatus) -> Deal {
@@ -412,7 +491,8 @@ fn deal(id: &str, contacts: &[&str], companies: &[&str], status: DealStatus) -> 
 }
 
 /// A conversation's messages go on its deal; a new conversation goes on the open deal
-/// with the most recent logged message; a closed deal hands over to the next.
+/// with the most recent logged message; a closed deal hands over to the next; a rule
+/// that names an open deal wins.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn messages_go_on_the_most_recently_active_open_deal() {
     let tmp = tempfile::tempdir().unwrap();
@@ -420,8 +500,26 @@ async fn messages_go_on_the_most_recently_active_open_deal() {
     let mut ws = acme_workspace();
     ws.deals = vec![
         deal("d-renewal", &["x@globex.example"], &[], DealStatus::Open),
+        deal("d-support", &["x@globex.example"], &[], DealStatus::Open),
         deal("d-expansion", &[], &["globex.example"], DealStatus::Open),
     ];
+    // A rule that names a deal (and lets the later rules route as before).
+    ws.rules.insert(
+        0,
+        Rule {
+            name: "question 6 is about support".into(),
+            inboxes: vec![],
+            r#match: MatchMode::All,
+            conditions: vec![Condition {
+                field: Field::Subject,
+                op: Op::Contains,
+                value: Some("Question 6".into()),
+                values: vec![],
+            }],
+            actions: Actions { deal: Some("d-support".into()), ..Actions::default() },
+            r#continue: true,
+        },
+    );
     mailroom_app::workspace::apply(&ports, &ws).await.unwrap();
     let mail = |n: u32, from: &str, parent: Option<u32>| {
         let mut m = format!(
@@ -460,5 +558,8 @@ async fn messages_go_on_the_most_recently_active_open_deal() {
     assert_eq!(step(5, "x@globex.example", Some(1)).await.as_deref(), Some("d-expansion"));
     let convs = mailroom_app::views::conversations::list(&ports).await.unwrap();
     let first = convs.iter().find(|c| c.message_ids.contains(&"deal-1@globex.example".to_string())).unwrap();
-    assert_eq!(first.deal_ids, vec!["d-expansion".to_string()]);
+    assert_eq!(first.deal_ids, ["d-support", "d-expansion"]);
+    // A rule names the deal: it wins over the most recently active one.
+    assert_eq!(step(6, "x@globex.example", None).await.as_deref(), Some("d-support"));
+    assert_eq!(step(7, "x@globex.example", Some(6)).await.as_deref(), Some("d-support"), "and keeps it");
 }

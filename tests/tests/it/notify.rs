@@ -593,3 +593,105 @@ async fn the_daily_digest_goes_once_a_day_to_those_who_asked() {
     assert!(body.contains("tom.becker@acme-corp.example"), "his inboxes are named: {body}");
     assert_eq!(mails.len(), 1);
 }
+
+/// Email-log alerts (issue 21): support@ received mail every day and then none; billing@
+/// logged all its mail and then a day of auto-replies (never logged). The day's check
+/// raises one alert each, once, and the admins get them by email.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_inbox_that_stops_receiving_or_stops_being_logged_alerts_the_admins() {
+    let smtp = SmtpSink::start();
+    let serve = Serve::start(&[
+        ("MAILROOM_NOTIFY_SMTP_URL", format!("smtp://127.0.0.1:{}", smtp.port())),
+        ("MAILROOM_NOTIFY_FROM", "mailroom@acme-corp.example".into()),
+    ]);
+    const BILLING: &str = "billing@acme-corp.example";
+    // The judged day is today (the check runs as of tomorrow), so `serve`'s own daily
+    // check, which judges yesterday, never meets these figures.
+    let now = chrono::Utc::now();
+    let today = now.date_naive();
+    let client = reqwest::Client::new();
+    let mut n = 0;
+    let mut send = |inbox: &'static str, date: chrono::DateTime<chrono::Utc>, auto: bool| {
+        n += 1;
+        let extra = if auto { "Auto-Submitted: auto-replied\r\n" } else { "" };
+        let subject = if auto { "Automatic reply: out of office" } else { "A question" };
+        let raw = format!(
+            "From: Customer {n} <c{n}@customer{n}.example>\r\nTo: {inbox}\r\nSubject: {subject} {n}\r\n{extra}Date: {}\r\nMessage-ID: <alert-{n}@customer.example>\r\n\r\nHello {n}\r\n",
+            date.to_rfc2822()
+        );
+        let rq = client
+            .post(format!("{}/ingest?inbox={inbox}", serve.base))
+            .bearer_auth(mailroom_tests::INGEST_TOKEN)
+            .body(raw);
+        async move {
+            let r = rq.send().await.unwrap();
+            assert_eq!(r.status().as_u16(), 202, "{}", r.text().await.unwrap());
+        }
+    };
+    for back in 1..=7 {
+        let day = (today - chrono::Duration::days(back)).and_hms_opt(10, 0, 0).unwrap().and_utc();
+        for k in 0..6 {
+            send(SUPPORT, day + chrono::Duration::minutes(k), false).await;
+        }
+        for k in 0..10 {
+            send(BILLING, day + chrono::Duration::minutes(k), false).await;
+        }
+    }
+    let start = today.and_hms_opt(0, 5, 0).unwrap().and_utc();
+    for k in 0..20 {
+        send(BILLING, start + chrono::Duration::minutes(k), true).await;
+    }
+    let total = 7 * 16 + 20;
+    serve
+        .wait("every message processed", Duration::from_secs(60), || {
+            let msgs: usize =
+                serve.conversations().iter().map(|c| c["message_ids"].as_array().unwrap().len()).sum();
+            (msgs == total).then_some(())
+        })
+        .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    let ports = Ports::embedded(serve.data.path()).unwrap();
+    let ws = mailroom_app::workspace::load(&ports).await.unwrap().unwrap();
+    let tomorrow = now + chrono::Duration::days(1);
+    let alerts = mailroom_app::reports::log_alert::check(&ports, &ws, tomorrow).await.unwrap();
+    let got: Vec<(&str, &str)> = alerts.iter().map(|a| (a.inbox.as_str(), a.kind)).collect();
+    assert_eq!(got, [(SUPPORT, "stopped"), (BILLING, "share_dropped")], "{alerts:#?}");
+    assert_eq!(alerts[1].day_figures.messages, 20);
+    assert_eq!(alerts[1].day_figures.logged, 0);
+    assert_eq!(alerts[1].baseline.logged, 70);
+    // The day was judged: another check finds nothing new.
+    assert!(mailroom_app::reports::log_alert::check(&ports, &ws, tomorrow).await.unwrap().is_empty());
+    ports.flush().unwrap();
+    drop(ports);
+
+    let alert_mails = || {
+        smtp.messages()
+            .into_iter()
+            .filter_map(|m| {
+                // The whole subject, unfolded.
+                let subject = mailroom_core::understand(&m).ok()?.message.subject;
+                subject
+                    .starts_with("[Mailroom] Email log")
+                    .then(|| (header(&m, "To").unwrap_or_default(), subject))
+            })
+            .collect::<Vec<_>>()
+    };
+    let mut mails = serve
+        .wait("the alert emails", Duration::from_secs(30), || {
+            let m = alert_mails();
+            (m.len() >= 2).then_some(m)
+        })
+        .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(alert_mails().len(), 2, "each alert once");
+    mails.sort();
+    let maria = "maria.keller@acme-corp.example".to_string();
+    assert_eq!(
+        mails,
+        [
+            (maria.clone(), format!("[Mailroom] Email log: {BILLING} logged 0% of its mail on {today}")),
+            (maria, format!("[Mailroom] Email log: {SUPPORT} received no mail on {today}")),
+        ]
+    );
+}

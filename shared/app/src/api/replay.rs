@@ -26,12 +26,18 @@ pub struct ReplayBody {
     /// Count what would change; change nothing.
     #[serde(default)]
     pub dry_run: bool,
+    /// `route` (the default: teams, priorities, pipelines) or `log` (where each message
+    /// is logged on the CRM, by today's `[logging]` settings).
+    #[serde(default)]
+    pub stage: Option<String>,
 }
 
-/// Replay routing over history
+/// Replay routing or logging over history
 ///
 /// Re-runs the route stage with today's rules over every routed conversation since a
 /// date: team, priority, tags and the pipeline of open tickets follow today's decision.
+/// With `"stage": "log"`, each message's logging decision is taken again with today's
+/// `[logging]` settings, and its timeline entries follow.
 /// A dry run answers the same counts and changes nothing; a second real run changes
 /// nothing. No notification goes out; one audit entry records the run. Runs within the
 /// request (a large history may outlast an API Gateway request: use the CLI there).
@@ -50,6 +56,11 @@ async fn replay(
         return Err(ApiError::BadRequest(format!("no inbox {i}")));
     }
     let opts = ReplayOptions { since, inbox: body.inbox, dry_run: body.dry_run, by: caller.email.clone() };
-    let sum = crate::replay::replay(&st.ports, &caller.ws, &opts).await.map_err(ApiError::Internal)?;
+    let sum = match body.stage.as_deref().unwrap_or("route") {
+        "route" => crate::replay::replay(&st.ports, &caller.ws, &opts).await,
+        "log" => crate::replay::replay_log(&st.ports, &caller.ws, &opts).await,
+        other => return Err(ApiError::BadRequest(format!("stage {other:?}: `route` or `log`"))),
+    }
+    .map_err(ApiError::Internal)?;
     Ok(Json(sum))
 }

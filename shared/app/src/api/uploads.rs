@@ -3,8 +3,7 @@
 //! a reply's `attachments`.
 
 use super::{ApiError, ApiResult, ApiState, Caller};
-use crate::outbound::attach::{self, Upload};
-use crate::outbound::reply::SendError;
+use crate::outbound::attach::{self, AttachError, Upload};
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
@@ -45,8 +44,8 @@ async fn upload(
     let ctype = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default();
     let name = q.filename.unwrap_or_default();
     let up = attach::upload(&st.ports, &caller.email, &name, ctype, body).await.map_err(|e| match e {
-        SendError::Invalid(m) => ApiError::Invalid(m, vec![]),
-        e => ApiError::Internal(anyhow::anyhow!("{e}")),
+        AttachError::Invalid(m) => ApiError::Invalid(m, vec![]),
+        AttachError::Other(e) => ApiError::Internal(e),
     })?;
     st.ports.flush()?;
     Ok((StatusCode::CREATED, Json(up)))

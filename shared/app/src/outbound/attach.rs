@@ -13,7 +13,6 @@
 
 use crate::keys;
 use crate::keys::item_str as s;
-use crate::outbound::reply::SendError;
 use crate::runtime::ports::Ports;
 use bytes::Bytes;
 use mailroom_core::sha256;
@@ -26,6 +25,22 @@ pub const MAX_FILE: usize = 10 * 1024 * 1024;
 pub const MAX_TOTAL: usize = 10 * 1024 * 1024;
 pub const MAX_TOTAL_MICROSOFT: usize = 2_500_000;
 pub const MAX_ATTACHMENTS: usize = 20;
+
+/// Why an attachment cannot be had.
+#[derive(Debug, thiserror::Error)]
+pub enum AttachError {
+    /// The request is wrong (422): the message says what to change.
+    #[error("{0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Other(#[from] anyhow::Error),
+}
+
+impl From<mailroom_store::StoreError> for AttachError {
+    fn from(e: mailroom_store::StoreError) -> Self {
+        AttachError::Other(e.into())
+    }
+}
 
 /// One attachment of a reply: an upload's id, or the sha256 of an attachment of a message
 /// in the conversation (forwarded).
@@ -109,12 +124,12 @@ pub async fn upload(
     name: &str,
     content_type: &str,
     bytes: Bytes,
-) -> Result<Upload, SendError> {
+) -> Result<Upload, AttachError> {
     if bytes.is_empty() {
-        return Err(SendError::Invalid("the upload is empty".into()));
+        return Err(AttachError::Invalid("the upload is empty".into()));
     }
     if bytes.len() > MAX_FILE {
-        return Err(SendError::Invalid(format!(
+        return Err(AttachError::Invalid(format!(
             "the upload has {} bytes; a file may have at most {MAX_FILE}",
             bytes.len()
         )));
@@ -146,9 +161,9 @@ pub async fn resolve(
     messages: &[mailroom_store::Item],
     list: &[ReplyAttachment],
     provider: Provider,
-) -> Result<Vec<Resolved>, SendError> {
+) -> Result<Vec<Resolved>, AttachError> {
     if list.len() > MAX_ATTACHMENTS {
-        return Err(SendError::Invalid(format!("at most {MAX_ATTACHMENTS} attachments per reply")));
+        return Err(AttachError::Invalid(format!("at most {MAX_ATTACHMENTS} attachments per reply")));
     }
     let mut out: Vec<Resolved> = Vec::new();
     for a in list {
@@ -158,7 +173,7 @@ pub async fn resolve(
                 let Some(item) =
                     item.filter(|i| s(i, "owner").is_some_and(|o| o.eq_ignore_ascii_case(author)))
                 else {
-                    return Err(SendError::Invalid(format!("no upload {id} by {author}")));
+                    return Err(AttachError::Invalid(format!("no upload {id} by {author}")));
                 };
                 (s(&item, "name"), s(&item, "content_type"), s(&item, "sha256").unwrap_or_default())
             }
@@ -168,13 +183,13 @@ pub async fn resolve(
                     .flat_map(|m| m.get("attachments").and_then(Value::as_array).cloned().unwrap_or_default())
                     .find(|x| x.get("sha256").and_then(Value::as_str) == Some(sha.as_str()));
                 let Some(found) = found else {
-                    return Err(SendError::Invalid(format!("this conversation has no attachment {sha}")));
+                    return Err(AttachError::Invalid(format!("this conversation has no attachment {sha}")));
                 };
                 let str_of = |k: &str| found.get(k).and_then(Value::as_str).map(str::to_string);
                 (str_of("name"), str_of("content_type"), sha.clone())
             }
             _ => {
-                return Err(SendError::Invalid(
+                return Err(AttachError::Invalid(
                     "an attachment is either {\"upload\": id} or {\"sha256\": an attachment of this conversation}"
                         .into(),
                 ));
@@ -184,9 +199,9 @@ pub async fn resolve(
             .blobs
             .get(&keys::attachment_key(&sha))
             .await?
-            .ok_or_else(|| SendError::Invalid(format!("the bytes of attachment {sha} are gone")))?;
+            .ok_or_else(|| AttachError::Invalid(format!("the bytes of attachment {sha} are gone")))?;
         if bytes.len() > MAX_FILE {
-            return Err(SendError::Invalid(format!("attachment {sha} has over {MAX_FILE} bytes")));
+            return Err(AttachError::Invalid(format!("attachment {sha} has over {MAX_FILE} bytes")));
         }
         out.push(Resolved {
             name: clean_name(name.as_deref().unwrap_or_default()),
@@ -198,7 +213,7 @@ pub async fn resolve(
     let total: usize = out.iter().map(|r| r.bytes.len()).sum();
     let cap = if provider == Provider::Microsoft { MAX_TOTAL_MICROSOFT } else { MAX_TOTAL };
     if total > cap {
-        return Err(SendError::Invalid(format!(
+        return Err(AttachError::Invalid(format!(
             "the attachments have {total} bytes together; a reply from this inbox may carry at most {cap}"
         )));
     }

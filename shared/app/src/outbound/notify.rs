@@ -119,6 +119,7 @@ impl NotifySink<'_> {
                 | "comment_added"
                 | "sla_breached"
                 | "inbox_reconnect_required"
+                | "email_log_alert"
         ) {
             return Ok(Vec::new());
         }
@@ -178,19 +179,17 @@ impl NotifySink<'_> {
                 };
                 out.extend(who.into_iter().map(|w| (w.to_lowercase(), "sla_breach")));
             }
-            "inbox_reconnect_required" => {
-                // An individual inbox's owner; the admins for a shared one (or one whose
-                // owner is gone).
+            kind @ ("inbox_reconnect_required" | "email_log_alert") => {
+                // The health of an inbox (its connection, its email log): an individual
+                // inbox's owner; the admins for a shared one (or one whose owner is gone).
                 let inbox = e
                     .inbox
                     .as_deref()
                     .and_then(|a| ws.inboxes.iter().find(|i| i.address.eq_ignore_ascii_case(a)));
                 let owner = inbox.and_then(|i| i.owner.clone()).filter(|o| ws.user(o).is_some());
-                let who: Vec<String> = match owner {
-                    Some(o) => vec![o],
-                    None => admins(ws),
-                };
-                out.extend(who.into_iter().map(|w| (w.to_lowercase(), "reconnect_required")));
+                let who = owner.map(|o| vec![o]).unwrap_or_else(|| admins(ws));
+                let reason = if kind == "email_log_alert" { "email_log_alert" } else { "reconnect_required" };
+                out.extend(who.into_iter().map(|w| (w.to_lowercase(), reason)));
             }
             _ => {}
         }
@@ -255,6 +254,9 @@ impl NotifySink<'_> {
     }
 
     async fn compose(&self, e: &Event, to: &str, reason: &'static str) -> anyhow::Result<Notification> {
+        if reason == "email_log_alert" {
+            return Ok(log_alert_email(e, to));
+        }
         if reason == "reconnect_required" {
             let inbox = e.inbox.clone().unwrap_or_default();
             let why =
@@ -299,6 +301,46 @@ impl NotifySink<'_> {
     }
 }
 
+/// The email of an `email_log_alert` event (`reports::log_alert`).
+fn log_alert_email(e: &Event, to: &str) -> Notification {
+    let inbox = e.inbox.clone().unwrap_or_default();
+    let n = |k: &str, f: &str| e.data[k][f].as_i64().unwrap_or(0);
+    let day = e.data["day"].as_str().unwrap_or_default();
+    let pct = |k: &str| {
+        let m = n(k, "messages");
+        if m > 0 { format!("{:.0}%", 100.0 * n(k, "logged") as f64 / m as f64) } else { "-".into() }
+    };
+    let (title, line) = if e.data["kind"] == "stopped" {
+        (
+            format!("{inbox} received no mail on {day}"),
+            format!(
+                "{inbox} received no mail on {day}, after {} messages in the seven days before. \
+                 Is it still connected, and does its mail still reach it?",
+                n("baseline", "messages")
+            ),
+        )
+    } else {
+        (
+            format!("{inbox} logged {} of its mail on {day}", pct("day_figures")),
+            format!(
+                "On {day}, {} of {} messages of {inbox} were logged on the CRM ({}), against {} in the seven \
+                 days before. The email log confirmation report says why each one was not.",
+                n("day_figures", "logged"),
+                n("day_figures", "messages"),
+                pct("day_figures"),
+                pct("baseline")
+            ),
+        )
+    };
+    Notification {
+        to: to.to_string(),
+        reason: "email_log_alert",
+        subject: format!("[Mailroom] Email log: {title}"),
+        text: format!("{line}\n\nYou get this email because of your notification settings in Mailroom.\n"),
+        event_id: e.id.clone(),
+    }
+}
+
 /// The workspace's admins: who hears of what has no one else.
 fn admins(ws: &Workspace) -> Vec<String> {
     ws.users
@@ -314,7 +356,8 @@ fn setting(u: &User, reason: &str) -> NotifyBy {
         "assigned" => n.assigned,
         "customer_reply" => n.customer_reply,
         "mention" => n.mention,
-        "reconnect_required" => n.reconnect_required,
+        // Both are the health of an inbox.
+        "reconnect_required" | "email_log_alert" => n.reconnect_required,
         _ => n.sla_breach,
     }
 }

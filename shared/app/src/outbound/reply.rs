@@ -451,8 +451,12 @@ pub async fn queue_reply(
     })?;
     let messages = crate::views::conversations::messages_of(ports, &root.id).await?;
     let provider = ws_inbox.map(|i| i.provider).unwrap_or_default();
-    let files =
-        crate::outbound::attach::resolve(ports, &user.email, &messages, &req.attachments, provider).await?;
+    let files = crate::outbound::attach::resolve(ports, &user.email, &messages, &req.attachments, provider)
+        .await
+        .map_err(|e| match e {
+            crate::outbound::attach::AttachError::Invalid(m) => SendError::Invalid(m),
+            crate::outbound::attach::AttachError::Other(e) => SendError::Other(e),
+        })?;
     let raw_key = s(&target, "raw_key").context("message has no raw_key")?;
     let raw =
         ports.blobs.get(&raw_key).await?.with_context(|| format!("raw message {raw_key} is missing"))?;

@@ -53,9 +53,16 @@ impl Logbook<'_> {
         })
     }
 
-    /// Logs the recorded message `msg` (of conversation `conv`, whose root item is
-    /// `root`) and stores its confirmation.
-    pub async fn log(&self, msg: &Item, m: &Message, conv: &str, root: &Item) -> anyhow::Result<Logged> {
+    /// Decides where message `msg` is logged under today's settings: the confirmation
+    /// without company, deal or ticket, and the customer side's primary addresses. With
+    /// `write`, missing contacts the mode allows are created; without, they are counted
+    /// as if they were (a dry run).
+    pub async fn decide(
+        &self,
+        msg: &Item,
+        m: &Message,
+        write: bool,
+    ) -> anyhow::Result<(LogEntry, Vec<String>)> {
         let ws = self.ws;
         let inbox = m.inbox.to_lowercase();
         let outbound = m.is_outbound();
@@ -91,7 +98,9 @@ impl Logbook<'_> {
         if let Some(tc) = s(msg, "test_contact").filter(|_| !outbound) {
             // A verification's test message (crate::verify) is logged on its run's test
             // contact, which no list shows and the run removes when it ends.
-            self.test_contact(&tc, &s(msg, "test").unwrap_or_default()).await?;
+            if write {
+                self.test_contact(&tc, &s(msg, "test").unwrap_or_default()).await?;
+            }
             logged.push(tc);
         } else {
             let participants: Vec<String> = from.iter().chain(&to).chain(&cc).chain(&bcc).cloned().collect();
@@ -105,14 +114,18 @@ impl Logbook<'_> {
                 LogPolicy::Skip(reason) => entry.reason = Some(reason.as_str().into()),
                 LogPolicy::Log { create } => {
                     let name = if outbound { None } else { m.from_name.as_deref() };
-                    for email in &primary {
-                        if self.contact(email, name, create).await? {
-                            logged.push(email.clone());
-                        }
-                    }
                     let create_others = create && inbox_cfg.is_some_and(|i| i.create_cc_contacts);
-                    for email in &others {
-                        if self.contact(email, None, create_others).await? {
+                    let wanted = primary
+                        .iter()
+                        .map(|e| (e, name, create))
+                        .chain(others.iter().map(|e| (e, None, create_others)));
+                    for (email, name, create) in wanted {
+                        let exists = if write {
+                            self.contact(email, name, create).await?
+                        } else {
+                            create || self.ports.table.get(&keys::contact_key(email)).await?.is_some()
+                        };
+                        if exists {
                             logged.push(email.clone());
                         }
                     }
@@ -122,17 +135,38 @@ impl Logbook<'_> {
                 }
             }
         }
+        entry.logged = !logged.is_empty();
+        entry.contacts = logged;
+        Ok((entry, primary))
+    }
 
+    /// The key of message `m`'s entry on contact `email`'s timeline.
+    pub fn timeline_key(email: &str, m: &Message) -> mailroom_store::Key {
+        let date = m.date.clone().unwrap_or_default();
+        mailroom_store::Key::new(keys::timeline_pk(email), format!("{date}#{}", m.message_id))
+    }
+
+    /// Puts message `m` of conversation `conv` on contact `email`'s timeline.
+    pub async fn add_to_timeline(&self, email: &str, m: &Message, conv: &str) -> anyhow::Result<()> {
+        let mut item = Self::timeline_key(email, m).item();
+        item.insert("message_id".into(), json!(m.message_id));
+        item.insert("conversation".into(), json!(conv));
+        item.insert("direction".into(), json!(if m.is_outbound() { "outbound" } else { "inbound" }));
+        item.insert("subject".into(), json!(m.subject));
+        item.insert("kind".into(), json!(m.kind()));
+        self.ports.table.put(item, None).await?;
+        Ok(())
+    }
+
+    /// Logs the recorded message `msg` (of conversation `conv`, whose root item is
+    /// `root`) and stores its confirmation.
+    pub async fn log(&self, msg: &Item, m: &Message, conv: &str, root: &Item) -> anyhow::Result<Logged> {
+        let ws = self.ws;
+        let (mut entry, primary) = self.decide(msg, m, true).await?;
+        let logged = entry.contacts.clone();
         let date = m.date.clone().unwrap_or_default();
         for email in &logged {
-            let mut item =
-                mailroom_store::Key::new(keys::timeline_pk(email), format!("{date}#{}", m.message_id)).item();
-            item.insert("message_id".into(), json!(m.message_id));
-            item.insert("conversation".into(), json!(conv));
-            item.insert("direction".into(), json!(if outbound { "outbound" } else { "inbound" }));
-            item.insert("subject".into(), json!(m.subject));
-            item.insert("kind".into(), json!(m.kind()));
-            self.ports.table.put(item, None).await?;
+            self.add_to_timeline(email, m, conv).await?;
         }
 
         let customer = primary.iter().find(|p| logged.contains(p)).cloned().or_else(|| {
@@ -155,8 +189,6 @@ impl Logbook<'_> {
             entry.company = s(root, "company_domain").or(domain);
             entry.deal = self.pick_deal(root, &open_deals, &date).await?;
         }
-        entry.logged = !logged.is_empty();
-        entry.contacts = logged;
         self.ports
             .table
             .update(
@@ -192,21 +224,48 @@ impl Logbook<'_> {
             }
         };
         if let Some(id) = &chosen {
-            let key = keys::deal_key(id);
-            let newer = Cond::And(vec![
-                Cond::Exists,
-                Cond::Or(vec![
-                    Cond::AttrNotExists("last_logged".into()),
-                    Cond::Lt("last_logged".into(), json!(date)),
-                ]),
-            ]);
-            match table.update(&key, vec![Update::Set("last_logged".into(), json!(date))], Some(newer)).await
-            {
-                Ok(_) | Err(StoreError::ConditionFailed) => {}
-                Err(e) => return Err(e.into()),
-            }
+            self.touch_deal(id, date).await?;
         }
         Ok(chosen)
+    }
+
+    /// Moves deal `id`'s `last_logged` to `date` when that is newer.
+    async fn touch_deal(&self, id: &str, date: &str) -> anyhow::Result<()> {
+        let newer = Cond::And(vec![
+            Cond::Exists,
+            Cond::Or(vec![
+                Cond::AttrNotExists("last_logged".into()),
+                Cond::Lt("last_logged".into(), json!(date)),
+            ]),
+        ]);
+        let set = vec![Update::Set("last_logged".into(), json!(date))];
+        match self.ports.table.update(&keys::deal_key(id), set, Some(newer)).await {
+            Ok(_) | Err(StoreError::ConditionFailed) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Puts conversation `conv` and its message `m` (logged as `entry`) on `deal`, one
+    /// of the customer's open deals that a routing rule names.
+    pub async fn put_on_deal(
+        &self,
+        conv: &str,
+        m: &Message,
+        entry: &mut LogEntry,
+        deal: &str,
+    ) -> anyhow::Result<()> {
+        self.ports
+            .table
+            .update(&keys::conv_key(conv), vec![Update::Set("deal".into(), json!(deal))], None)
+            .await?;
+        entry.deal = Some(deal.to_string());
+        self.touch_deal(deal, m.date.as_deref().unwrap_or_default()).await?;
+        let log = serde_json::to_value(&*entry)?;
+        self.ports
+            .table
+            .update(&keys::message(&m.message_id), vec![Update::Set("log".into(), log)], None)
+            .await?;
+        Ok(())
     }
 
     /// A verification run's test contact: a contact item (so logging and routing on

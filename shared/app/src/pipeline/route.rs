@@ -67,7 +67,7 @@ impl RouteHandler {
         let conv_id = m.conversation.clone().context("message has no conversation")?;
         let root = Threader::new(&self.ports).find(&conv_id).await?;
         let book = Logbook { ports: &self.ports, ws };
-        let Logged { entry, customer, open_deals } = book.log(&msg, &m, &root.id, &root.item).await?;
+        let Logged { mut entry, customer, open_deals } = book.log(&msg, &m, &root.id, &root.item).await?;
 
         // The conversation's customer, company and deals: the customer and company set
         // once, the deals kept current.
@@ -97,8 +97,13 @@ impl RouteHandler {
         // Routing: once per conversation, on its first customer (or list) message.
         if !outbound && matches!(kind.as_str(), "normal" | "list") && root.item.get("routed").is_none() {
             // Settles the load and the inbox's tally too.
-            self.route(&ptr.message_id, &msg, &root.id, &inbox, &kind, customer.as_deref(), router, ws)
+            let d = self
+                .route(&ptr.message_id, &msg, &root.id, &inbox, &kind, customer.as_deref(), router, ws)
                 .await?;
+            // A rule that names one of the customer's open deals puts the conversation on it.
+            if let Some(deal) = d.deal.filter(|d| open_deals.contains(d) && entry.deal.as_ref() != Some(d)) {
+                book.put_on_deal(&root.id, &m, &mut entry, &deal).await?;
+            }
         } else if root.item.get("tally").is_none() {
             // Every conversation counts in its inbox's tally, routed or not (one that
             // starts with our own message, or noise). Once counted, later messages change
@@ -153,7 +158,7 @@ impl RouteHandler {
         customer: Option<&str>,
         router: &Router,
         ws: &Workspace,
-    ) -> anyhow::Result<()> {
+    ) -> anyhow::Result<Decision> {
         let ctx = route_context(&self.ports, msg, inbox, kind, customer).await?;
         let d = router.route(&ctx);
         // List mail is routed to a team but never assigned to a person.
@@ -184,7 +189,8 @@ impl RouteHandler {
             Err(e) => return Err(e.into()),
         }
         // Open conversations per agent, for least-loaded assignment.
-        crate::load::settle(&self.ports, conv).await
+        crate::load::settle(&self.ports, conv).await?;
+        Ok(d)
     }
 
     /// The user a decision assigns: explicit, or by strategy among the team's available

@@ -24,12 +24,15 @@
 //! (the sweep's breach events use the exact instants). The formulas are in
 //! docs/metrics.md.
 
+pub mod log_alert;
 mod read;
 pub mod record;
 pub mod sweep;
 
 pub use read::*;
-pub use record::{MAX_FACTS, NewMessage, fact, record_message, refresh, refresh_quietly};
+pub use record::{
+    MAX_FACTS, NewMessage, fact, record_message, refresh, refresh_quietly, rerecord_message_quietly,
+};
 pub use sweep::{GAUGE_DAYS, SweepOutcome, scheduled, sweep};
 
 use crate::keys;

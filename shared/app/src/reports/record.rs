@@ -428,6 +428,20 @@ pub async fn record_message(
     refresh(ports, ws, &conv_id, Some(NewMessage { id: &mid, fact: f, keep_logged })).await
 }
 
+/// Records a message's fact again with a new logging outcome, without feed events (a
+/// replay of history, `crate::replay`).
+pub async fn rerecord_message_quietly(
+    ports: &Ports,
+    ws: &Workspace,
+    msg: &Item,
+    logged: (bool, Option<String>),
+) -> anyhow::Result<()> {
+    let mid = s(msg, "message_id").context("message item has no message_id")?;
+    let Some(f) = fact(ws, msg, logged) else { return Ok(()) };
+    let conv_id = s(msg, "conversation").context("message has no conversation")?;
+    refresh_with(ports, ws, &conv_id, Some(NewMessage { id: &mid, fact: f, keep_logged: false }), false).await
+}
+
 /// A message to add to a conversation's facts.
 pub struct NewMessage<'a> {
     pub id: &'a str,

@@ -66,11 +66,12 @@ pub struct SweepOutcome {
 pub const GAUGE_DAYS: i64 = 90;
 
 /// The scheduled run (the `sweep` function, and every minute in `mailroom serve`): the
-/// SLA sweep, then the gauges over the last [`GAUGE_DAYS`] days, published as CloudWatch
+/// SLA sweep, the day's email-log alerts (the first run of a day), then the gauges over the last [`GAUGE_DAYS`] days, published as CloudWatch
 /// embedded metrics in Lambda.
 pub async fn scheduled(ports: &Ports, now: DateTime<Utc>) -> anyhow::Result<SweepOutcome> {
     let breached = sweep(ports, now).await?;
     let ws = crate::workspace::load(ports).await?.unwrap_or_default();
+    super::log_alert::check(ports, &ws, now).await?;
     let f = Filter { from: Some((now - Duration::days(GAUGE_DAYS)).date_naive()), ..Filter::default() };
     let r = report(ports, &ws, &f, now).await?;
     let out = SweepOutcome {

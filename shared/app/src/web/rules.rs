@@ -72,6 +72,7 @@ pub(super) struct RuleForm {
     pub tags: String,
     pub no_ticket: bool,
     pub cont: bool,
+    pub deal: String,
 }
 
 #[derive(Template)]
@@ -89,6 +90,7 @@ struct RuleTpl {
     fields: Vec<(String, String)>,
     ops: Vec<(String, String)>,
     teams: Vec<(String, String)>,
+    deals: Vec<(String, String)>,
     users: Vec<(String, String)>,
     assigns: Vec<(String, String)>,
     stages: Vec<(String, String)>,
@@ -155,6 +157,9 @@ fn describe(r: &Rule) -> (String, String) {
     }
     if a.no_ticket {
         then.push("no ticket".into());
+    }
+    if let Some(d) = &a.deal {
+        then.push(format!("log on deal {d}"));
     }
     if r.r#continue {
         then.push("then continue".into());
@@ -439,6 +444,7 @@ fn form_of(ws: &Workspace, r: Option<&Rule>) -> RuleForm {
         tags: a.tags.join(", "),
         no_ticket: a.no_ticket,
         cont: r.is_some_and(|r| r.r#continue),
+        deal: a.deal.unwrap_or_default(),
     }
 }
 
@@ -494,6 +500,7 @@ fn rule_page(
             .iter()
             .map(|t| (t.id.clone(), t.name.clone().unwrap_or_else(|| t.id.clone())))
             .collect(),
+        deals: ws.deals.iter().map(|d| (d.id.clone(), format!("{} ({})", d.name, d.id))).collect(),
         users: ws.users.iter().map(|u| (u.email.clone(), format!("{} ({})", u.name, u.email))).collect(),
         assigns: pairs(&[
             ("", "(the team's)"),
@@ -549,6 +556,7 @@ fn form_from(ws: &Workspace, fields: &Fields) -> RuleForm {
         tags: f("tags"),
         no_ticket: field(fields, "no_ticket").is_some(),
         cont: field(fields, "continue").is_some(),
+        deal: f("deal"),
     }
 }
 
@@ -609,6 +617,7 @@ fn rule_of(fields: &Fields) -> Result<Rule, String> {
             stage: some(stage),
             tags: list("tags"),
             no_ticket: field(fields, "no_ticket").is_some(),
+            deal: some(f("deal")),
         },
         r#continue: field(fields, "continue").is_some(),
     })

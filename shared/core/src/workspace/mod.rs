@@ -354,6 +354,10 @@ pub struct Actions {
     pub tags: Vec<String>,
     #[serde(default)]
     pub no_ticket: bool,
+    /// The deal the conversation's messages are logged on, when it is one of the open
+    /// deals of its customer or their company (otherwise the most recently active one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deal: Option<String>,
 }
 
 /// A contact configured up front (e.g. with an owner for `assign = "contact_owner"`).

@@ -460,6 +460,11 @@ pub(super) fn validate_rule(v: &mut Validator<'_>, i: usize, r: &Rule) {
     {
         v.err(format!("{ap}.priority"), format!("unknown priority {pr:?} (use {})", PRIORITIES.join(", ")));
     }
+    if let Some(deal) = &a.deal
+        && !v.ws.deals.iter().any(|d| &d.id == deal)
+    {
+        v.err(format!("{ap}.deal"), format!("unknown deal {deal:?}"));
+    }
     if a.no_ticket && (a.pipeline.is_some() || a.stage.is_some()) {
         v.err(format!("{ap}.no_ticket"), "no_ticket contradicts `pipeline`/`stage`");
     }
