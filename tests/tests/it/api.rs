@@ -60,6 +60,10 @@ members = { users = ["carl@acme.test"] }
 name = "support mail"
 inboxes = ["support@acme.test"]
 actions = { team = "support", assign = "round_robin" }
+
+# The private dovecot of a_member_connects_their_own_mailbox... is on loopback.
+[security]
+allow_private_mail_hosts = true
 "#;
 
 fn eml(to: &str, from: &str, subject: &str, id: &str, attachment: bool) -> String {
@@ -235,6 +239,10 @@ fn concrete(w: &World, method: &str, template: &str, conv: &str) -> (String, Opt
         ),
         ("put", "/admin/sla") => Some(json!({"sla_policies": [], "calendars": []})),
         ("post", "/admin/replay") => Some(json!({"since": "2024-01-01", "dry_run": true})),
+        ("post", "/me/inbox/connect") => Some(json!({"provider": "gmail"})),
+        ("post", "/me/inbox/imap") => {
+            Some(json!({"host": "127.0.0.1", "port": 1, "security": "none", "user": "x", "password": "y"}))
+        }
         // Uploaded as a file (its bytes are the JSON).
         ("post", "/uploads") => Some(json!({"file": "contents"})),
         ("post", "/conversations/{id}/assignment") => Some(json!({"assignee": "bob@acme.test"})),
@@ -267,6 +275,9 @@ fn expected(who: &str, method: &str, template: &str) -> &'static [u16] {
         "admin" if template == "/admin/inboxes/{address}/verify" => &[202],
         "admin" if template == "/admin/inboxes/{address}/verify/{run}" => &[404],
         "admin" if method == "delete" => &[204],
+        // Anyone's own mailbox: no OAuth client configured; nothing listens on port 1.
+        _ if template == "/me/inbox/connect" => &[409],
+        _ if template == "/me/inbox/imap" => &[422],
         _ if template == "/conversations/{id}/replies" && who != "outsider" => &[202],
         // Ticket automation already made the support conversation's ticket.
         _ if template == "/conversations/{id}/ticket" && who != "outsider" => &[409],
@@ -810,4 +821,53 @@ async fn a_reply_carries_an_upload_and_a_forwarded_attachment() {
             .await;
         assert_eq!(st, StatusCode::UNPROCESSABLE_ENTITY, "{who}: {out}");
     }
+}
+
+/// Issue 21: a member connects the mailbox of their own address over IMAP, without an
+/// admin; its mail is theirs (the admin sees the inbox and its health, not its
+/// conversations); a refused login adds no inbox.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_connects_their_own_mailbox_and_only_they_read_it() {
+    let w = world().await;
+    let dv = mailroom_tests::dovecot::Dovecot::start();
+    let tag = unique("mine");
+    dv.save(
+        "INBOX",
+        eml(MEMBER, "zoe@client.test", "Lunch next week", &format!("m1-{tag}@client.test"), false).as_bytes(),
+    );
+    let body = |password: &str| json!({"host": "127.0.0.1", "port": dv.port_tls, "security": "tls", "user": dv.user, "password": password, "ca_pem": dv.ca_pem()});
+    // Someone else's mailbox login refused: nothing is added.
+    let (st, out) = w.call("outsider", Method::POST, "/me/inbox/imap", Some(&body("wrong"))).await;
+    assert_eq!(st, StatusCode::UNPROCESSABLE_ENTITY, "{out}");
+    let (st, out) = w.call("member", Method::POST, "/me/inbox/imap", Some(&body(&dv.password))).await;
+    assert_eq!(st, StatusCode::OK, "{out}\n{}", w.serve.log_tail());
+    let (_, inboxes) = w.call("admin", Method::GET, "/admin/inboxes", None).await;
+    let listed: Vec<&str> =
+        inboxes.as_array().unwrap().iter().filter_map(|i| i["address"].as_str()).collect();
+    assert!(listed.contains(&MEMBER) && !listed.contains(&OUTSIDER), "{listed:?}");
+    let mine = inboxes.as_array().unwrap().iter().find(|i| i["address"] == MEMBER).unwrap();
+    assert_eq!((mine["type"].as_str(), mine["owner"].as_str()), (Some("individual"), Some(MEMBER)), "{mine}");
+
+    // One poll brings the message in.
+    mailroom_ok(w.serve.data(), &["poll", "--once"]);
+    let convs = |who: &'static str| {
+        let w = &w;
+        async move {
+            let (st, list) = w.call(who, Method::GET, &format!("/conversations?inbox={MEMBER}"), None).await;
+            assert_eq!(st, StatusCode::OK, "{list}");
+            list["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|c| c["subject"].as_str().unwrap().to_string())
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(convs("member").await, ["Lunch next week"]);
+    assert!(convs("admin").await.is_empty(), "an admin reads no one's own mailbox");
+    let (_, seen) = w.call("admin", Method::GET, "/inboxes", None).await;
+    assert!(
+        seen.as_array().unwrap().iter().any(|i| i["address"] == MEMBER),
+        "but sees that it exists: {seen}"
+    );
 }

@@ -91,7 +91,7 @@ fn apply_error(e: anyhow::Error) -> ApiError {
 /// Validates and applies `ws` on top of `version`. An edit that would leave the caller
 /// without the admin role is refused: no admin can lock themselves (and maybe everyone)
 /// out through the API; `mailroom apply` remains the way to do it on purpose.
-pub(super) async fn commit(
+pub(crate) async fn commit(
     st: &ApiState,
     caller: &Caller,
     mut ws: Workspace,
@@ -577,17 +577,27 @@ async fn connect_inbox(
     P(address): P<String>,
     J(body): J<ConnectBody>,
 ) -> ApiResult<Json<ConnectStart>> {
-    use crate::mailbox::connection::Provider;
     let inbox = inbox_to_connect(&caller, &address)?;
-    let provider = match body.provider.as_str() {
+    Ok(Json(start_oauth(&st, &inbox, &body.provider).await?))
+}
+
+/// Starts the OAuth consent for `inbox` with `provider` (`gmail`, or `graph` /
+/// `microsoft`), the caller's right to it checked already.
+pub(crate) async fn start_oauth(
+    st: &ApiState,
+    inbox: &mailroom_core::EmailAddress,
+    provider: &str,
+) -> ApiResult<ConnectStart> {
+    use crate::mailbox::connection::Provider;
+    let provider = match provider {
         "gmail" => Provider::Gmail,
         "graph" | "microsoft" => Provider::Graph,
         other => return Err(ApiError::BadRequest(format!("provider {other:?}: use gmail or graph"))),
     };
-    match crate::mailbox::oauth::start(&st.ports, &st.providers, provider, &inbox).await {
+    match crate::mailbox::oauth::start(&st.ports, &st.providers, provider, inbox).await {
         Ok(url) => {
             st.ports.flush()?;
-            Ok(Json(ConnectStart { authorize_url: url }))
+            Ok(ConnectStart { authorize_url: url })
         }
         Err(e @ crate::mailbox::oauth::OAuthError::NotConfigured(..)) => {
             Err(ApiError::Conflict(e.to_string()))
@@ -671,10 +681,22 @@ pub(crate) async fn connect_imap_as(
     body: ImapConnectBody,
     require_sent: bool,
 ) -> ApiResult<ImapConnected> {
+    let inbox = inbox_to_connect(caller, address)?;
+    connect_imap_inbox(st, caller, &inbox, body, require_sent).await
+}
+
+/// Connects `inbox` over IMAP (and SMTP), the caller's right to it checked already.
+pub(crate) async fn connect_imap_inbox(
+    st: &ApiState,
+    caller: &Caller,
+    inbox: &mailroom_core::EmailAddress,
+    body: ImapConnectBody,
+    require_sent: bool,
+) -> ApiResult<ImapConnected> {
     use crate::mailbox::imap::{
         self, ImapSettings, PollError, PollOptions, Security, SmtpSecurity, SmtpSettings,
     };
-    let inbox = inbox_to_connect(caller, address)?;
+    let address = inbox.key();
     if body.host.trim().is_empty() || body.user.trim().is_empty() || body.password.is_empty() {
         return Err(ApiError::Invalid("host, user and password are required".into(), vec![]));
     }
@@ -701,7 +723,7 @@ pub(crate) async fn connect_imap_as(
         sent_folder: body.sent_folder.filter(|s| !s.trim().is_empty()),
     };
     let opts = PollOptions { require_sent, ..PollOptions::default() };
-    match imap::connect(&st.ports, &inbox, settings, &body.password, &opts).await {
+    match imap::connect(&st.ports, inbox, settings, &body.password, &opts).await {
         Ok(c) => Ok(ImapConnected {
             inbox: c.inbox,
             inbox_folder: c.inbox_folder,

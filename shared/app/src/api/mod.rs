@@ -15,6 +15,7 @@ pub mod auth;
 pub mod conversations;
 pub mod directory;
 pub mod identity;
+pub mod mine;
 pub mod replay;
 pub mod uploads;
 pub mod verify;
@@ -205,6 +206,7 @@ pub fn router(state: Arc<ApiState>) -> axum::Router {
         .merge(verify::routes())
         .merge(replay::routes())
         .merge(uploads::routes())
+        .merge(mine::routes())
         .split_for_parts();
     let doc = Arc::new(doc);
     router
@@ -271,6 +273,7 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
         .merge(verify::routes())
         .merge(replay::routes())
         .merge(uploads::routes())
+        .merge(mine::routes())
         .split_for_parts();
     doc
 }
