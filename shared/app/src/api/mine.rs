@@ -14,7 +14,7 @@ use super::{ApiError, ApiResult, ApiState, Caller, J};
 use axum::extract::State;
 use axum::response::Json;
 use mailroom_core::EmailAddress;
-use mailroom_core::workspace::{Inbox, InboxType, Members, Provider};
+use mailroom_core::workspace::{Inbox, InboxType, Provider};
 use std::sync::Arc;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -40,19 +40,12 @@ async fn own_inbox(st: &ApiState, caller: &Caller, provider: Provider) -> ApiRes
         }
         return Ok((address, false));
     }
-    ws.inboxes.push(Inbox {
-        address: address.key(),
-        kind: InboxType::Individual,
+    ws.inboxes.push(Inbox::new(
+        &address.key(),
+        InboxType::Individual,
         provider,
-        owner: Some(caller.email.to_lowercase()),
-        members: Members::default(),
-        tickets: Default::default(),
-        signature: None,
-        fallback_team: None,
-        create_cc_contacts: false,
-        tracking: false,
-        logging: None,
-    });
+        Some(caller.email.to_lowercase()),
+    ));
     commit(st, caller, ws, version).await?;
     Ok((address, true))
 }

@@ -404,23 +404,12 @@ pub(super) async fn create(f: AdminForm) -> Response {
     let kind = if v.kind == "individual" { InboxType::Individual } else { InboxType::Shared };
     let me = c.viewer.email.clone();
     use mailroom_core::workspace::Provider as Kind;
-    let inbox = Inbox {
-        address: v.address.clone(),
-        kind,
-        provider: match v.provider.as_str() {
-            "gmail" => Kind::Gmail,
-            "graph" => Kind::Microsoft,
-            _ => Kind::Imap,
-        },
-        owner: (kind == InboxType::Individual).then(|| me.clone()),
-        members: Members::default(),
-        tickets: Default::default(),
-        signature: None,
-        fallback_team: None,
-        create_cc_contacts: false,
-        tracking: false,
-        logging: None,
+    let provider = match v.provider.as_str() {
+        "gmail" => Kind::Gmail,
+        "graph" => Kind::Microsoft,
+        _ => Kind::Imap,
     };
+    let inbox = Inbox::new(&v.address, kind, provider, (kind == InboxType::Individual).then(|| me.clone()));
     if let Err(e) = edit(&st.api, &c.viewer, |ws| {
         ws.inboxes.push(inbox);
         Ok(())

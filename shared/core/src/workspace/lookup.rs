@@ -122,6 +122,24 @@ impl Pipeline {
 }
 
 impl Inbox {
+    /// A new inbox with nothing configured beyond its kind, provider and owner (no
+    /// members, tickets, signature, fallback team or tracking; logging by `[logging]`).
+    pub fn new(address: &str, kind: InboxType, provider: Provider, owner: Option<String>) -> Inbox {
+        Inbox {
+            address: address.to_string(),
+            kind,
+            provider,
+            owner,
+            members: Members::default(),
+            tickets: Default::default(),
+            signature: None,
+            fallback_team: None,
+            create_cc_contacts: false,
+            tracking: false,
+            logging: None,
+        }
+    }
+
     /// What the inbox logs: its own `logging`, else the workspace's `[logging] mode`.
     pub fn log_mode(&self, ws: &Workspace) -> crate::crm_log::LogMode {
         self.logging.unwrap_or(ws.logging.mode)
