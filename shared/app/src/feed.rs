@@ -53,6 +53,21 @@ pub async fn emit(ports: &Ports, subject: Subject<'_>, kind: &str, data: Value) 
     ports.table.put(item(subject, kind, &tag, data, now), Some(Cond::NotExists)).await
 }
 
+/// Records an event once per `tag`: a second call with the same subject, kind and tag
+/// writes nothing (a job that may run again, such as the daily email-log check).
+pub async fn emit_once(
+    ports: &Ports,
+    subject: Subject<'_>,
+    kind: &str,
+    tag: &str,
+    data: Value,
+) -> Result<(), StoreError> {
+    match ports.table.put(item(subject, kind, tag, data, ports.clock.now()), Some(Cond::NotExists)).await {
+        Ok(()) | Err(StoreError::ConditionFailed) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
 /// An event's put, for a transaction that writes it with the fact it records; `tag`
 /// makes its key unique and stable (a redelivery writes the same key).
 pub fn put_op(subject: Subject<'_>, kind: &str, tag: &str, data: Value, now: DateTime<Utc>) -> TransactOp {

@@ -157,7 +157,9 @@ pub async fn replay(ports: &Ports, ws: &Workspace, opts: &ReplayOptions) -> anyh
                         .is_some_and(|t| t.members.iter().any(|m| m.eq_ignore_ascii_case(a)))
             });
         sum.unassigned += drop_assignee as usize;
-        let ticket_move = ticket_move(ports, ws, &id, &inbox, &new).await?;
+        let tkey = keys::ticket_key(&id);
+        let ticket = ports.table.get(&tkey).await?;
+        let ticket_move = ticket.as_ref().and_then(|t| ticket_move(ws, t, &inbox, &new));
         if let Some((from, to, _)) = &ticket_move {
             *sum.ticket_moves.entry(format!("{from} -> {to}")).or_default() += 1;
         }
@@ -170,19 +172,18 @@ pub async fn replay(ports: &Ports, ws: &Workspace, opts: &ReplayOptions) -> anyh
             actions.push(Update::Set("assignee".into(), Value::Null));
         }
         ports.table.update(&keys::conv_key(&id), actions, None).await?;
-        let tkey = keys::ticket_key(&id);
-        if let Some((_, to, stage)) = &ticket_move {
-            let mut actions = crate::tickets::enter_stage(stage, &ports.clock.now().to_rfc3339(), &opts.by);
-            actions.push(Update::Set("pipeline".into(), json!(to)));
-            ports.table.update(&tkey, actions, None).await?;
-        }
-        if let Some(t) = ports.table.get(&tkey).await? {
+        // The ticket follows: team, priority, owner, and its pipeline when that moved.
+        if let Some(t) = &ticket {
             let mut actions = vec![
                 Update::Set("team".into(), json!(new.team)),
                 Update::Set("priority".into(), json!(new.priority)),
             ];
-            if drop_assignee && s(&t, "owner").is_some() {
+            if drop_assignee && s(t, "owner").is_some() {
                 actions.push(Update::Set("owner".into(), Value::Null));
+            }
+            if let Some((_, to, stage)) = &ticket_move {
+                actions.extend(crate::tickets::enter_stage(stage, &ports.clock.now().to_rfc3339(), &opts.by));
+                actions.push(Update::Set("pipeline".into(), json!(to)));
             }
             ports.table.update(&tkey, actions, None).await?;
         }
@@ -305,32 +306,28 @@ fn log_lines(sum: &ReplaySummary) -> Vec<String> {
     out
 }
 
-/// The open ticket of conversation `id` whose pipeline today's decision moves:
-/// (from, to, the stage it enters).
-async fn ticket_move(
-    ports: &Ports,
+/// Where today's decision moves `ticket` (open, of a conversation in `inbox`) when its
+/// pipeline changes: (from, to, the stage it enters).
+fn ticket_move(
     ws: &Workspace,
-    id: &str,
+    ticket: &Item,
     inbox: &str,
     new: &Routing,
-) -> anyhow::Result<Option<(String, String, String)>> {
-    let Some(t) = ports.table.get(&keys::ticket_key(id)).await? else { return Ok(None) };
-    if s(&t, "status").as_deref() == Some("closed") {
-        return Ok(None);
+) -> Option<(String, String, String)> {
+    if s(ticket, "status").as_deref() == Some("closed") {
+        return None;
     }
     let inbox_cfg = ws.inboxes.iter().find(|i| i.address.eq_ignore_ascii_case(inbox));
     let to = new.pipeline.clone().or_else(|| inbox_cfg.and_then(|i| i.tickets.pipeline.clone()));
-    let from = s(&t, "pipeline").unwrap_or_default();
-    let Some(pipeline) = to.as_deref().and_then(|p| ws.pipeline(p)).filter(|p| p.id != from) else {
-        return Ok(None);
-    };
+    let from = s(ticket, "pipeline").unwrap_or_default();
+    let pipeline = to.as_deref().and_then(|p| ws.pipeline(p)).filter(|p| p.id != from)?;
     let stage = new
         .stage
         .as_deref()
         .and_then(|st| pipeline.stage(st))
         .or_else(|| inbox_cfg.and_then(|i| i.initial_stage(ws)).filter(|st| pipeline.stage(&st.id).is_some()))
-        .or_else(|| pipeline.initial_stage());
-    Ok(stage.map(|st| (from, pipeline.id.clone(), st.id.clone())))
+        .or_else(|| pipeline.initial_stage())?;
+    Some((from, pipeline.id.clone(), stage.id.clone()))
 }
 
 fn lines(sum: &ReplaySummary) -> Vec<String> {

@@ -91,7 +91,7 @@ fn apply_error(e: anyhow::Error) -> ApiError {
 /// Validates and applies `ws` on top of `version`. An edit that would leave the caller
 /// without the admin role is refused: no admin can lock themselves (and maybe everyone)
 /// out through the API; `mailroom apply` remains the way to do it on purpose.
-pub(crate) async fn commit(
+pub(super) async fn commit(
     st: &ApiState,
     caller: &Caller,
     mut ws: Workspace,
@@ -126,6 +126,16 @@ pub(crate) async fn edit<T>(
     f: impl FnOnce(&mut Workspace) -> ApiResult<T>,
 ) -> ApiResult<T> {
     super::require_admin(caller)?;
+    edit_as(st, caller, f).await
+}
+
+/// [`edit`] for a change the caller's right to was checked otherwise (a user adding
+/// their own inbox, `api::mine`).
+pub(crate) async fn edit_as<T>(
+    st: &ApiState,
+    caller: &Caller,
+    f: impl FnOnce(&mut Workspace) -> ApiResult<T>,
+) -> ApiResult<T> {
     let version = workspace::version(&st.ports).await?;
     let mut ws = workspace::load(&st.ports).await?.unwrap_or_default();
     let out = f(&mut ws)?;

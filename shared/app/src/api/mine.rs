@@ -8,13 +8,13 @@
 //! again; an OAuth start leaves it listed as not connected until the consent returns.
 
 use super::admin::{
-    ConnectBody, ConnectStart, ImapConnectBody, ImapConnected, commit, connect_imap_inbox, start_oauth,
+    ConnectBody, ConnectStart, ImapConnectBody, ImapConnected, connect_imap_inbox, edit_as, start_oauth,
 };
 use super::{ApiError, ApiResult, ApiState, Caller, J};
 use axum::extract::State;
 use axum::response::Json;
 use mailroom_core::EmailAddress;
-use mailroom_core::workspace::{Inbox, InboxType, Provider};
+use mailroom_core::workspace::{Inbox, InboxType, Provider, Workspace};
 use std::sync::Arc;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -27,36 +27,44 @@ pub fn routes() -> OpenApiRouter<Arc<ApiState>> {
 /// and whether this call added it. 409 when the address is an inbox of someone else.
 async fn own_inbox(st: &ApiState, caller: &Caller, provider: Provider) -> ApiResult<(EmailAddress, bool)> {
     let address = EmailAddress::parse(&caller.email).map_err(|e| ApiError::BadRequest(format!("{e}")))?;
-    let version = crate::workspace::version(&st.ports).await?;
-    let mut ws = crate::workspace::load(&st.ports).await?.unwrap_or_default();
-    if let Some(i) = ws.inboxes.iter().find(|i| i.address.eq_ignore_ascii_case(&address.key())) {
-        let mine = i.kind == InboxType::Individual
-            && i.owner.as_deref().is_some_and(|o| o.eq_ignore_ascii_case(&caller.email));
-        if !mine {
-            return Err(ApiError::Conflict(format!(
-                "{} is an inbox of the workspace that is not yours: an admin connects it",
-                address.key()
-            )));
+    let key = address.key();
+    // Whether `ws` has it as the caller's own (true), not at all (false), or as someone
+    // else's (409).
+    let mine = |ws: &Workspace| -> ApiResult<bool> {
+        match ws.inboxes.iter().find(|i| i.address.eq_ignore_ascii_case(&key)) {
+            None => Ok(false),
+            Some(i)
+                if i.kind == InboxType::Individual
+                    && i.owner.as_deref().is_some_and(|o| o.eq_ignore_ascii_case(&caller.email)) =>
+            {
+                Ok(true)
+            }
+            Some(_) => Err(ApiError::Conflict(format!(
+                "{key} is an inbox of the workspace that is not yours: an admin connects it"
+            ))),
         }
+    };
+    if mine(&caller.ws)? {
         return Ok((address, false));
     }
-    ws.inboxes.push(Inbox::new(
-        &address.key(),
-        InboxType::Individual,
-        provider,
-        Some(caller.email.to_lowercase()),
-    ));
-    commit(st, caller, ws, version).await?;
-    Ok((address, true))
+    let added = edit_as(st, caller, |ws| {
+        if mine(ws)? {
+            return Ok(false);
+        }
+        ws.inboxes.push(Inbox::new(&key, InboxType::Individual, provider, Some(caller.email.to_lowercase())));
+        Ok(true)
+    })
+    .await?;
+    Ok((address, added))
 }
 
 /// Takes the caller's just-added inbox out of the workspace again.
 async fn forget(st: &ApiState, caller: &Caller, address: &EmailAddress) -> ApiResult<()> {
-    let version = crate::workspace::version(&st.ports).await?;
-    let mut ws = crate::workspace::load(&st.ports).await?.unwrap_or_default();
-    ws.inboxes.retain(|i| !i.address.eq_ignore_ascii_case(&address.key()));
-    commit(st, caller, ws, version).await?;
-    Ok(())
+    edit_as(st, caller, |ws| {
+        ws.inboxes.retain(|i| !i.address.eq_ignore_ascii_case(&address.key()));
+        Ok(())
+    })
+    .await
 }
 
 /// Connect my own mailbox to Gmail or Microsoft 365

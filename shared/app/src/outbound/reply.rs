@@ -99,6 +99,15 @@ pub enum SendError {
     Other(#[from] anyhow::Error),
 }
 
+impl From<crate::outbound::attach::AttachError> for SendError {
+    fn from(e: crate::outbound::attach::AttachError) -> Self {
+        match e {
+            crate::outbound::attach::AttachError::Invalid(m) => SendError::Invalid(m),
+            crate::outbound::attach::AttachError::Other(e) => SendError::Other(e),
+        }
+    }
+}
+
 impl From<StoreError> for SendError {
     fn from(e: StoreError) -> SendError {
         SendError::Other(e.into())
@@ -128,17 +137,8 @@ fn valid_request_id(id: &str) -> bool {
 /// its receipt time, then its id: written by us, never by the sender).
 async fn messages_by_receipt(ports: &Ports, root: &str, inbox: &str) -> anyhow::Result<Vec<Item>> {
     let t = &ports.table;
-    let mut ids: Vec<String> = t
-        .get(&crate::keys::conv_owner(root))
-        .await?
-        .and_then(|o| o.get("msgs").and_then(Value::as_object).map(|m| m.keys().cloned().collect()))
-        .unwrap_or_default();
-    let mut items = Vec::new();
-    for id in &ids {
-        if let Some(m) = t.get(&keys::message(id)).await? {
-            items.push(m);
-        }
-    }
+    let mut items = crate::views::conversations::messages_of(ports, root).await?;
+    let mut ids: Vec<String> = Vec::new();
     if items.is_empty() {
         // Not yet through the report stage: read the inbox's messages instead.
         let mut roots = crate::thread::RootCache::new(ports);
@@ -449,14 +449,9 @@ pub async fn queue_reply(
     let target = reply_target(&items).cloned().ok_or_else(|| {
         SendError::Invalid(format!("conversation {conversation} has no message to reply to"))
     })?;
-    let messages = crate::views::conversations::messages_of(ports, &root.id).await?;
     let provider = ws_inbox.map(|i| i.provider).unwrap_or_default();
-    let files = crate::outbound::attach::resolve(ports, &user.email, &messages, &req.attachments, provider)
-        .await
-        .map_err(|e| match e {
-            crate::outbound::attach::AttachError::Invalid(m) => SendError::Invalid(m),
-            crate::outbound::attach::AttachError::Other(e) => SendError::Other(e),
-        })?;
+    let files =
+        crate::outbound::attach::resolve(ports, &user.email, &items, &req.attachments, provider).await?;
     let raw_key = s(&target, "raw_key").context("message has no raw_key")?;
     let raw =
         ports.blobs.get(&raw_key).await?.with_context(|| format!("raw message {raw_key} is missing"))?;

@@ -1,7 +1,8 @@
 //! The `route` stage: for each newly recorded message, log it on its contacts (created
 //! when missing) and their companies as the inbox's logging mode allows (`crm_log`),
-//! associate the conversation with open deals, and route the conversation once (team, assignee, priority, pipeline and stage, tags) by
-//! the workspace's rules. Then it hands the message to the `ticket` stage.
+//! associate the conversation with open deals, and route the conversation once (team,
+//! assignee, priority, pipeline and stage, tags) by the workspace's rules. Then it hands
+//! the message to the `ticket` stage.
 //!
 //! Idempotent: contacts and companies are created with conditional puts, timeline
 //! entries are keyed by message, the round-robin pick of a conversation is stored before
@@ -18,7 +19,6 @@ use crate::runtime::ports::Ports;
 use crate::thread::Threader;
 use anyhow::Context;
 use async_trait::async_trait;
-use mailroom_core::crm::company_domain;
 use mailroom_core::routing::{Decision, RouteContext, Router};
 use mailroom_core::workspace::{Assign, Workspace};
 use mailroom_store::{Cond, Item, Key, StoreError, Update};
@@ -73,10 +73,9 @@ impl RouteHandler {
         // once, the deals kept current.
         if let Some(c) = &customer {
             let test = m.test.clone();
-            let domain = company_domain(c, &ws.company_exclusions).filter(|_| test.is_none());
             let mut actions = vec![
                 Update::SetIfAbsent("contact_email".into(), json!(c)),
-                Update::SetIfAbsent("company_domain".into(), json!(domain)),
+                Update::SetIfAbsent("company_domain".into(), json!(entry.company)),
             ];
             if !open_deals.is_empty() {
                 actions.push(Update::Set("deal_ids".into(), json!(open_deals)));

@@ -12,7 +12,7 @@ use crate::runtime::ports::Ports;
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 use mailroom_core::EmailAddress;
 use mailroom_core::workspace::Workspace;
-use mailroom_store::{Cond, Key, StoreError, TransactOp};
+use mailroom_store::Key;
 use serde::Serialize;
 
 /// `stopped`: the seven days before had at least this many messages a day on average.
@@ -64,64 +64,50 @@ pub fn judge(day: LogFigures, baseline: LogFigures) -> Option<&'static str> {
     None
 }
 
+/// Every inbox's email-log figures over days `from` to `to` (UTC), from one report.
 async fn figures(
     ports: &Ports,
     ws: &Workspace,
-    inbox: &str,
     from: NaiveDate,
     to: NaiveDate,
     now: DateTime<Utc>,
-) -> anyhow::Result<LogFigures> {
-    let f = Filter {
-        from: Some(from),
-        to: Some(to),
-        tz: Some(chrono_tz::UTC),
-        inbox: Some(inbox.to_string()),
-        visible: None,
-    };
+) -> anyhow::Result<std::collections::BTreeMap<String, LogFigures>> {
+    let f = Filter { from: Some(from), to: Some(to), tz: Some(chrono_tz::UTC), inbox: None, visible: None };
     let r = report(ports, ws, &f, now).await?;
-    Ok(LogFigures { messages: r.email_log.messages, logged: r.email_log.logged })
+    Ok(r.email_log
+        .by_inbox
+        .into_iter()
+        .map(|(inbox, c)| (inbox, LogFigures { messages: c.messages, logged: c.logged }))
+        .collect())
 }
 
-/// Judges yesterday (UTC) for every configured inbox, once per day: the first call of a
-/// day does the work (a marker item per day), later calls return nothing. Each alert is
-/// an `email_log_alert` event on the inbox.
+/// Judges yesterday (UTC) for every configured inbox, once per day: a marker item per
+/// day says it was done (written last, so a run that failed is done again; the events
+/// are written once whatever the runs). Each alert is an `email_log_alert` event on the
+/// inbox.
 pub async fn check(ports: &Ports, ws: &Workspace, now: DateTime<Utc>) -> anyhow::Result<Vec<LogAlert>> {
     let day = (now - Duration::days(1)).date_naive();
-    let marker = Key::new(keys::LOG_ALERT_CHECK_PK, day.to_string()).item();
-    match ports.table.put(marker, Some(Cond::NotExists)).await {
-        Ok(()) => {}
-        Err(StoreError::ConditionFailed) => return Ok(Vec::new()),
-        Err(e) => return Err(e.into()),
+    let marker = Key::new(keys::LOG_ALERT_CHECK_PK, day.to_string());
+    if ports.table.get(&marker).await?.is_some() {
+        return Ok(Vec::new());
     }
+    let days = figures(ports, ws, day, day, now).await?;
+    let weeks = figures(ports, ws, day - Duration::days(7), day - Duration::days(1), now).await?;
     let mut out = Vec::new();
     for inbox in &ws.inboxes {
         let Ok(addr) = EmailAddress::parse(&inbox.address) else { continue };
         let key = addr.key();
-        let day_figures = figures(ports, ws, &key, day, day, now).await?;
-        let baseline =
-            figures(ports, ws, &key, day - Duration::days(7), day - Duration::days(1), now).await?;
+        let day_figures = days.get(&key).copied().unwrap_or_default();
+        let baseline = weeks.get(&key).copied().unwrap_or_default();
         let Some(kind) = judge(day_figures, baseline) else { continue };
         let alert = LogAlert { inbox: key.clone(), kind, day, day_figures, baseline };
-        let op = feed::put_op(
-            Subject::Inbox(&addr),
-            "email_log_alert",
-            &format!("{kind}-{day}"),
-            serde_json::to_value(&alert)?,
-            // Stamped when it is written (the feed is read in that order), whatever day
-            // `now` judges.
-            ports.clock.now(),
-        );
-        // The tag makes the event's key: a second check of the day adds nothing.
-        if let TransactOp::Put { item, .. } = op {
-            match ports.table.put(item, Some(Cond::NotExists)).await {
-                Ok(()) | Err(StoreError::ConditionFailed) => {}
-                Err(e) => return Err(e.into()),
-            }
-        }
+        let data = serde_json::to_value(&alert)?;
+        feed::emit_once(ports, Subject::Inbox(&addr), "email_log_alert", &format!("{kind}-{day}"), data)
+            .await?;
         tracing::warn!(inbox = %key, kind, %day, ?day_figures, ?baseline, "email log alert");
         out.push(alert);
     }
+    ports.table.put(marker.item(), None).await?;
     Ok(out)
 }
 

@@ -130,25 +130,30 @@ pub struct EmailLogCounts {
     pub not_logged: BTreeMap<String, i64>,
 }
 
-impl EmailLogCounts {
-    fn count(&mut self, reason: Option<&str>, n: i64) {
-        self.messages += n;
-        match reason {
-            None => self.logged += n,
-            Some(r) => *self.not_logged.entry(r.to_string()).or_default() += n,
-        }
+/// Counts `n` messages, logged (`reason` none) or not.
+fn tally(
+    messages: &mut i64,
+    logged: &mut i64,
+    not_logged: &mut BTreeMap<String, i64>,
+    reason: Option<&str>,
+    n: i64,
+) {
+    *messages += n;
+    match reason {
+        None => *logged += n,
+        Some(r) => *not_logged.entry(r.to_string()).or_default() += n,
     }
 }
 
 impl EmailLog {
     fn count(&mut self, inbox: &str, day: &str, reason: Option<&str>, n: i64) {
-        self.messages += n;
-        match reason {
-            None => self.logged += n,
-            Some(r) => *self.not_logged.entry(r.to_string()).or_default() += n,
+        tally(&mut self.messages, &mut self.logged, &mut self.not_logged, reason, n);
+        for c in [
+            self.by_inbox.entry(inbox.to_string()).or_default(),
+            self.by_day.entry(day.to_string()).or_default(),
+        ] {
+            tally(&mut c.messages, &mut c.logged, &mut c.not_logged, reason, n);
         }
-        self.by_inbox.entry(inbox.to_string()).or_default().count(reason, n);
-        self.by_day.entry(day.to_string()).or_default().count(reason, n);
     }
 }
 
