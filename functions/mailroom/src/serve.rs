@@ -123,6 +123,10 @@ pub async fn run(data: &Path, bind: &str, port: u16) -> Result<()> {
         }
     });
 
+    // Live updates: chat visitors and agents' pages over WebSockets, fed by the event feed.
+    let hub = mailroom_app::live::Hub::new(ports.clone());
+    let live = tokio::spawn(hub.clone().run());
+
     let admin_token = mailroom_app::runtime::config::secret("MAILROOM_ADMIN_TOKEN").filter(|t| t.len() >= 16);
     // The API: development tokens (`mailroom token USER`) and, when configured, an OIDC issuer.
     let auth = mailroom_app::api::auth::Authenticator::new(
@@ -157,7 +161,9 @@ pub async fn run(data: &Path, bind: &str, port: u16) -> Result<()> {
         .merge(mailroom_app::api::router(api.clone()))
         .merge(mailroom_app::web::router(api, mailroom_app::web::oidc::WebOidc::from_env()?))
         .merge(mailroom_app::outbound::track::router(ports.clone()))
-        .merge(mailroom_app::forms::router(ports.clone()));
+        .merge(mailroom_app::forms::router(ports.clone()))
+        .merge(mailroom_app::live::visitor::router(hub.clone()))
+        .merge(mailroom_app::live::agent::router(hub));
     let app = match cors {
         Some(cors) => app.layer(cors),
         None => app,
@@ -174,6 +180,7 @@ pub async fn run(data: &Path, bind: &str, port: u16) -> Result<()> {
     imap.abort();
     connections.abort();
     events.abort();
+    live.abort();
     bg.await?;
     ports.flush()?;
     Ok(())

@@ -78,6 +78,17 @@ pub fn report_overflow(conv: &str, message_id: &str) -> Key {
 pub const REPORT_DAYS_PK: &str = "rpt-days";
 pub const SLA_DUE_INDEX_PK: &str = "sla-due";
 
+// ------------------------------------------------------------------ live chat
+
+/// A chat session (`crate::chat`): its visitor, widget and message count.
+pub fn chat_session_key(session: &str) -> Key {
+    Key::new(format!("chat#{session}"), "session")
+}
+/// When the visitor of a chat session was last connected (absent once they left).
+pub fn chat_online_key(session: &str) -> Key {
+    Key::new(format!("chat#{session}"), "online")
+}
+
 // ------------------------------------------------------------------ event feed
 
 /// A conversation's events; every event is also in the `events` index partition.

@@ -4,10 +4,12 @@
 
 pub mod access;
 pub mod api;
+pub mod chat;
 pub mod conversations;
 pub mod feed;
 pub mod forms;
 pub mod keys;
+pub mod live;
 pub mod load;
 pub mod mailbox;
 pub mod outbound;

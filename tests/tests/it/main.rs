@@ -4,6 +4,7 @@
 mod api;
 mod apply;
 mod audit;
+mod chat;
 mod connections;
 mod contract;
 mod crm;

@@ -1,17 +1,16 @@
 //! Message understanding end to end, against gen_corpus.py's ground truth: a 2000-
-//! conversation mailbox imported as each inbox's inbound mail (inbox from Delivered-To)
-//! and each inbox's Sent folder (`--folder sent`), in both orders. Conversations must
+//! conversation mailbox taken in as each inbox's inbound mail and each inbox's Sent
+//! folder, in both orders. Conversations must
 //! match truth (pairwise precision and recall >= 0.995, no two customers merged), kinds
 //! must match (>= 0.99 per kind), duplicates stored once, and both orders must give the
 //! same conversations. A shuffled arrival order through the library gives them too.
 
 use mailroom_app::{IngestOutcome, Ingestor, Ports, RawMail, Worker};
 use mailroom_core::{EmailAddress, Folder};
-use mailroom_tests::{bin, gen_corpus};
+use mailroom_tests::gen_corpus;
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::Arc;
 
 struct Row {
@@ -41,53 +40,6 @@ fn load_truth(dir: &Path) -> Vec<Row> {
             }
         })
         .collect()
-}
-
-/// Inbound copies in one folder; Sent copies in one folder per inbox (hard links).
-fn split_folders(rows: &[Row], out: &Path) -> (PathBuf, Vec<(String, PathBuf)>) {
-    let inbound = out.join("inbound");
-    std::fs::create_dir_all(&inbound).unwrap();
-    let mut sent: BTreeMap<String, PathBuf> = BTreeMap::new();
-    for r in rows {
-        let dir = if r.direction == "outbound" {
-            sent.entry(r.delivered_to.clone())
-                .or_insert_with(|| {
-                    let d = out.join("sent").join(&r.delivered_to);
-                    std::fs::create_dir_all(&d).unwrap();
-                    d
-                })
-                .clone()
-        } else {
-            inbound.clone()
-        };
-        std::fs::hard_link(&r.file, dir.join(r.file.file_name().unwrap())).unwrap();
-    }
-    (inbound, sent.into_iter().collect())
-}
-
-fn mailroom(data: &Path) -> Command {
-    let mut c = Command::new(bin("mailroom"));
-    c.arg("--data").arg(data);
-    c
-}
-
-fn import(data: &Path, path: &Path, extra: &[&str]) {
-    let out = mailroom(data).arg("import").arg(path).args(extra).arg("--json").output().unwrap();
-    assert!(
-        out.status.success(),
-        "import {} failed: {}",
-        path.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(v["failed"], 0, "{v}");
-    assert_eq!(v["dead_lettered"], 0, "{v}");
-}
-
-fn conversations(data: &Path) -> Vec<Value> {
-    let out = mailroom(data).args(["conversations", "--json"]).output().unwrap();
-    assert!(out.status.success(), "conversations failed: {}", String::from_utf8_lossy(&out.stderr));
-    serde_json::from_slice(&out.stdout).unwrap()
 }
 
 type Partition = BTreeSet<BTreeSet<String>>;
@@ -199,28 +151,22 @@ fn diff(a: &Partition, b: &Partition) -> Vec<String> {
     a.symmetric_difference(b).take(10).map(|s| format!("{s:?}")).collect()
 }
 
-#[test]
-fn gen_corpus_conversations_in_both_orders() {
+/// Threading is the match stage's: both orders go through it alone, in process (the
+/// whole pipeline through `mailroom import` is import.rs's test, on the same corpus size).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gen_corpus_conversations_in_both_orders() {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path();
     let corpus = root.join("corpus");
     gen_corpus(&corpus, 2000, 23);
     let rows = load_truth(&corpus);
-    let (inbound, sent) = split_folders(&rows, &root.join("split"));
+    let (sent, inbound): (Vec<usize>, Vec<usize>) =
+        (0..rows.len()).partition(|&i| rows[i].direction == "outbound");
 
-    let a = root.join("inbound-first");
-    import(&a, &inbound, &[]);
-    for (inbox, dir) in &sent {
-        import(&a, dir, &["--inbox", inbox, "--folder", "sent"]);
-    }
-    let pa = check(&conversations(&a), &rows, "inbound first");
-
-    let b = root.join("sent-first");
-    for (inbox, dir) in &sent {
-        import(&b, dir, &["--inbox", inbox, "--folder", "sent"]);
-    }
-    import(&b, &inbound, &[]);
-    let pb = check(&conversations(&b), &rows, "sent first");
+    let a = run_phases(&root.join("inbound-first"), &rows, &[&inbound, &sent]).await;
+    let pa = check(&a, &rows, "inbound first");
+    let b = run_phases(&root.join("sent-first"), &rows, &[&sent, &inbound]).await;
+    let pb = check(&b, &rows, "sent first");
     assert!(pa == pb, "the two orders gave different conversations: {:#?}", diff(&pa, &pb));
 }
 
@@ -248,17 +194,46 @@ async fn shuffled_arrival_gives_the_same_conversations() {
     assert!(pa == pb, "shuffled arrival gave different conversations: {:#?}", diff(&pa, &pb));
 }
 
+/// Each phase's copies taken in, then matched (in arrival order, in batches), like an
+/// import of one folder after another.
+async fn run_phases(data: &Path, rows: &[Row], phases: &[&[usize]]) -> Vec<Value> {
+    let ports = Ports::embedded(data).unwrap();
+    let ingestor = Ingestor::new(ports.clone());
+    let worker =
+        Worker::new(ports.ingest_queue.clone(), Arc::new(mailroom_app::MatchHandler::new(ports.clone())));
+    for phase in phases {
+        for &i in *phase {
+            let outcome = ingestor.ingest(raw_mail(&rows[i])).await.unwrap();
+            assert!(matches!(outcome, IngestOutcome::Stored(_) | IngestOutcome::Duplicate), "{outcome:?}");
+        }
+        let r = worker.drain().await.unwrap();
+        assert_eq!(r.failed, 0, "a message failed to process");
+    }
+    listing(&ports).await
+}
+
+fn raw_mail(r: &Row) -> RawMail {
+    let mut mail = RawMail::new(std::fs::read(&r.file).unwrap(), "test");
+    mail.inbox = Some(EmailAddress::parse(&r.delivered_to).unwrap());
+    mail.folder = Some(if r.direction == "outbound" { Folder::Sent } else { Folder::Inbox });
+    mail
+}
+
+async fn listing(ports: &Ports) -> Vec<Value> {
+    serde_json::to_value(mailroom_app::views::conversations::list(ports).await.unwrap())
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
 async fn run_library(data: &Path, rows: &[Row], order: &[usize]) -> Vec<Value> {
     let ports = Ports::embedded(data).unwrap();
     let ingestor = Ingestor::new(ports.clone());
     let worker =
         Worker::new(ports.ingest_queue.clone(), Arc::new(mailroom_app::MatchHandler::new(ports.clone())));
     for &i in order {
-        let r = &rows[i];
-        let mut mail = RawMail::new(std::fs::read(&r.file).unwrap(), "test");
-        mail.inbox = Some(EmailAddress::parse(&r.delivered_to).unwrap());
-        mail.folder = Some(if r.direction == "outbound" { Folder::Sent } else { Folder::Inbox });
-        let outcome = ingestor.ingest(mail).await.unwrap();
+        let outcome = ingestor.ingest(raw_mail(&rows[i])).await.unwrap();
         assert!(matches!(outcome, IngestOutcome::Stored(_) | IngestOutcome::Duplicate), "{outcome:?}");
         // Process as it arrives, so the order really is the arrival order.
         loop {
@@ -269,9 +244,5 @@ async fn run_library(data: &Path, rows: &[Row], order: &[usize]) -> Vec<Value> {
             }
         }
     }
-    serde_json::to_value(mailroom_app::views::conversations::list(&ports).await.unwrap())
-        .unwrap()
-        .as_array()
-        .unwrap()
-        .clone()
+    listing(&ports).await
 }

@@ -9,7 +9,7 @@ use crate::keys;
 use crate::mailbox::connection::{self, Provider};
 use crate::mailbox::oauth;
 use crate::mailbox::request::SourceError;
-use crate::pipeline::ingest::{Ingestor, RawMail};
+use crate::pipeline::ingest::{CHAT_REPLY_SOURCE, Ingestor, RawMail};
 use crate::runtime::config::ProvidersConfig;
 use crate::runtime::consumer::MessageHandler;
 use crate::runtime::ports::{MAX_RECEIVES, Ports};
@@ -46,6 +46,8 @@ struct Accepted {
     thread_id: Option<String>,
     /// A step after the send that failed without undoing it (IMAP APPEND).
     note: Option<String>,
+    /// Delivered in a live chat, not by email.
+    chat: bool,
 }
 
 /// Sends queued replies (the send queue's consumer).
@@ -162,6 +164,9 @@ impl SendHandler {
         if let Some(n) = &acc.note {
             up.push(Update::Set("last_error".into(), json!(n)));
         }
+        if acc.chat {
+            up.push(Update::Set("via".into(), json!("chat")));
+        }
         self.ports.table.update(key, up, None).await?;
         // The provider has it: make that durable before anything else can fail.
         self.ports.flush()?;
@@ -179,7 +184,9 @@ impl SendHandler {
         let bytes =
             self.ports.blobs.get(&blob).await?.with_context(|| format!("sent MIME {blob} is missing"))?;
         let inbox = EmailAddress::parse(&s(item, "inbox").unwrap_or_default())?;
-        let mut mail = RawMail::new(bytes, "send");
+        // A reply delivered in a live chat is a chat message of the conversation.
+        let via_chat = s(item, "via").as_deref() == Some("chat");
+        let mut mail = RawMail::new(bytes, if via_chat { CHAT_REPLY_SOURCE } else { "send" });
         mail.inbox = Some(inbox);
         mail.folder = Some(Folder::Sent);
         mail.source_id = s(item, "provider_id");
@@ -224,6 +231,20 @@ impl SendHandler {
         Ok(())
     }
 
+    /// Whether the reply's conversation is a chat whose visitor is connected now: then the
+    /// reply is theirs live (`crate::live` pushes it when its copy is recorded), not by email.
+    async fn visitor_online(&self, item: &Item) -> anyhow::Result<bool> {
+        let conv = s(item, "conversation").unwrap_or_default();
+        let Ok(root) = Threader::new(&self.ports).find(&conv).await else { return Ok(false) };
+        if root.item.get("channel").and_then(Value::as_str).is_some_and(|c| c != "chat") {
+            return Ok(false);
+        }
+        match crate::chat::session_of_conversation(&self.ports, &root.id).await? {
+            Some(sid) => crate::chat::is_online(&self.ports, &sid).await,
+            None => Ok(false),
+        }
+    }
+
     /// One attempt through the inbox's provider.
     async fn deliver(&self, item: &Item) -> Result<Accepted, Failure> {
         let transient = |e: &dyn std::fmt::Display| Failure::Transient(e.to_string());
@@ -235,6 +256,10 @@ impl SendHandler {
             Ok(None) => return Err(Failure::Terminal(format!("the composed message {blob} is missing"))),
             Err(e) => return Err(transient(&e)),
         };
+        if self.visitor_online(item).await.map_err(|e| transient(&e))? {
+            let id = format!("chat.{}", s(item, "request_id").unwrap_or_default());
+            return Ok(Accepted { provider_id: Some(id), chat: true, ..Accepted::default() });
+        }
         let conn = connection::get(&self.ports, &inbox).await.map_err(|e| transient(&e))?.ok_or_else(|| {
             Failure::Terminal(format!("{inbox} has no mailbox connection: connect it (Gmail, Microsoft 365 or IMAP with SMTP) to send replies"))
         })?;
@@ -315,7 +340,7 @@ impl SendHandler {
                     return Ok(Accepted {
                         provider_id: Some(sent.id),
                         thread_id: sent.thread_id,
-                        note: None,
+                        ..Accepted::default()
                     });
                 }
                 Err(GmailError::Unauthorized) if !retry => {

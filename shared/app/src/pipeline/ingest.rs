@@ -18,6 +18,20 @@ use thiserror::Error;
 pub const IMPORT_SOURCE: &str = "import";
 /// The source name of web form submissions (a customer's message, always).
 pub const FORM_SOURCE: &str = "form";
+/// The `source` of a chat visitor's messages (`crate::chat`).
+pub const CHAT_SOURCE: &str = "chat";
+/// The `source` of an agent's reply delivered in a live chat (`outbound::send`).
+pub const CHAT_REPLY_SOURCE: &str = "chat-reply";
+
+/// The reports' channel of a message: told by its source, never by a header anyone can
+/// write.
+pub fn channel_of_source(source: &str) -> &'static str {
+    match source {
+        FORM_SOURCE => "form",
+        CHAT_SOURCE | CHAT_REPLY_SOURCE => "chat",
+        _ => "email",
+    }
+}
 
 /// A raw message as a source hands it over.
 #[derive(Debug, Clone)]

@@ -213,7 +213,8 @@ impl MatchHandler {
     /// - an inbound copy whose From is one of our addresses is ours only when the receiving
     ///   host the workspace trusts saw DMARC pass for that domain; otherwise it is a
     ///   customer's message flagged as spoofed;
-    /// - a form submission is always a customer's message, whatever address was typed.
+    /// - a form submission or a chat visitor's message is always a customer's message,
+    ///   whatever address was typed.
     async fn direction(
         &self,
         ptr: &IngestPointer,
@@ -221,7 +222,8 @@ impl MatchHandler {
         from: Option<&str>,
         from_own: bool,
     ) -> anyhow::Result<Direction> {
-        if ptr.source == crate::pipeline::ingest::FORM_SOURCE {
+        use crate::pipeline::ingest::{CHAT_SOURCE, FORM_SOURCE};
+        if ptr.source == FORM_SOURCE || ptr.source == CHAT_SOURCE {
             return Ok(Direction::Inbound);
         }
         if ptr.folder == Folder::Sent {
@@ -359,11 +361,7 @@ impl MatchHandler {
             put(&mut item, "test_contact", json!(contact));
         }
         // The reports' channel: told by the source, never by a header anyone can write.
-        put(
-            &mut item,
-            "channel",
-            json!(if ptr.source == crate::pipeline::ingest::FORM_SOURCE { "form" } else { "email" }),
-        );
+        put(&mut item, "channel", json!(crate::pipeline::ingest::channel_of_source(&ptr.source)));
         put(&mut item, "parents", json!(parents));
         put(&mut item, "conversation", json!(conversation));
         put(&mut item, "attachments", json!(m.attachments));

@@ -19,6 +19,8 @@ pub struct MessageView {
     pub date: Option<String>,
     pub subject: String,
     pub inboxes: Vec<String>,
+    /// `email`, `form` or `chat`.
+    pub channel: String,
     /// Email-log confirmation (where it was logged, or why not).
     pub log: Option<crate::records::LogEntry>,
 }
@@ -156,6 +158,7 @@ pub async fn list(ports: &Ports) -> anyhow::Result<Vec<ConversationView>> {
             date: m.date.clone(),
             subject: m.subject.clone(),
             inboxes: m.copies.iter().map(|c| c.inbox.clone()).collect(),
+            channel: m.channel.clone().unwrap_or_else(|| "email".into()),
             log: m.log.clone(),
         });
     }

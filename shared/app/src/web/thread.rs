@@ -204,8 +204,14 @@ pub(super) async fn live_tpl(
         }
         None => vec![],
     };
+    // A chat: whether its visitor is on the site now (replies go live) and on which page.
+    let chat = match d.messages.iter().find_map(|m| crate::chat::session_of_message_id(&m.message_id)) {
+        Some(sid) => crate::chat::visitor_state(&st.api.ports, sid).await.ok(),
+        None => None,
+    };
     LiveTpl {
         id: root.to_string(),
+        chat,
         csrf: c.session.csrf.clone(),
         subject: if sum.subject.trim().is_empty() { "(no subject)".into() } else { sum.subject.clone() },
         inbox: sum.inbox.clone(),

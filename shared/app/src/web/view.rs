@@ -59,10 +59,11 @@ pub struct Filters {
 
 /// A part of the page the browser polls: it asks `poll` with the version it shows
 /// (`v`), and the server answers 204 when nothing changed (htmx then leaves it alone, so
-/// the mail frames do not reload every 10 seconds).
+/// the mail frames do not reload every 10 seconds). `mr-live` asks at once: app.js fires
+/// it when the live socket says something changed (docs/chat.md).
 #[derive(Template)]
 #[template(
-    source = r#"<div id="{{ id }}" hx-get="{{ poll }}" hx-trigger="every 10s" hx-swap="outerHTML">{{ inner|safe }}</div>"#,
+    source = r#"<div id="{{ id }}" hx-get="{{ poll }}" hx-trigger="every 10s, mr-live" hx-swap="outerHTML">{{ inner|safe }}</div>"#,
     ext = "html"
 )]
 pub struct PolledTpl {
@@ -124,6 +125,8 @@ pub struct ConvTpl {
 #[template(path = "web/live.html")]
 pub struct LiveTpl {
     pub id: String,
+    /// A chat's visitor: online now, and the page they were last on (their own text).
+    pub chat: Option<(bool, Option<String>)>,
     pub csrf: String,
     pub subject: String,
     pub inbox: String,

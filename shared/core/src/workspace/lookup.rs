@@ -52,6 +52,10 @@ impl Workspace {
         self.forms.iter().find(|f| f.id == id)
     }
 
+    pub fn chat_widget(&self, id: &str) -> Option<&ChatWidget> {
+        self.chat_widgets.iter().find(|w| w.id == id)
+    }
+
     pub fn user(&self, email: &str) -> Option<&User> {
         self.users.iter().find(|u| u.email.eq_ignore_ascii_case(email))
     }

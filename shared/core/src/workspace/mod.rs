@@ -44,6 +44,9 @@ pub struct Workspace {
     /// Web forms that open conversations in an inbox (their secrets are not here).
     #[serde(default)]
     pub forms: Vec<Form>,
+    /// Live-chat widgets that open conversations in an inbox (docs/chat.md).
+    #[serde(default)]
+    pub chat_widgets: Vec<ChatWidget>,
     #[serde(default)]
     pub security: SecuritySettings,
     /// `[logging]`: what is logged on the CRM (docs/crm-and-routing.md).
@@ -138,6 +141,28 @@ pub struct Form {
     pub inbox: String,
     #[serde(default)]
     pub name: Option<String>,
+}
+
+/// A live-chat widget feeding an inbox (`[[chat_widgets]]`, docs/chat.md).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChatWidget {
+    pub id: String,
+    /// The inbox its chats arrive in, like an email to that address.
+    pub inbox: String,
+    /// The first line the visitor reads.
+    #[serde(default)]
+    pub greeting: Option<String>,
+    /// What the visitor reads when no agent is online (the chat goes on by email).
+    #[serde(default)]
+    pub away_message: Option<String>,
+    /// The widget's colour, `#rrggbb`.
+    #[serde(default)]
+    pub colour: Option<String>,
+    /// The site origins (`https://www.example.com`) allowed to open a chat; none allows
+    /// none.
+    #[serde(default)]
+    pub allowed_origins: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -284,7 +284,41 @@ pub fn validate(ws: &Workspace) -> Vec<ConfigError> {
         }
         v.inbox(&format!("{p}.inbox"), &f.inbox);
     }
+    let mut widgets: HashMap<&str, usize> = HashMap::new();
+    for (i, w) in ws.chat_widgets.iter().enumerate() {
+        let p = format!("chat_widgets[{i}]");
+        if v.id(&format!("{p}.id"), "chat widget", &w.id)
+            && let Some(j) = widgets.insert(&w.id, i)
+        {
+            v.err(format!("{p}.id"), format!("duplicate chat widget {:?} (also chat_widgets[{j}])", w.id));
+        }
+        v.inbox(&format!("{p}.inbox"), &w.inbox);
+        if let Some(c) = &w.colour
+            && !(c.len() == 7 && c.starts_with('#') && c[1..].chars().all(|x| x.is_ascii_hexdigit()))
+        {
+            v.err(format!("{p}.colour"), format!("{c:?} is not a colour: write #rrggbb"));
+        }
+        for (k, o) in w.allowed_origins.iter().enumerate() {
+            if !is_origin(o) {
+                v.err(
+                    format!("{p}.allowed_origins[{k}]"),
+                    format!(
+                        "{o:?} is not an origin: write scheme://host[:port], such as https://www.example.com"
+                    ),
+                );
+            }
+        }
+    }
     v.errs
+}
+
+/// `http(s)://host[:port]` with nothing after it: what a browser sends as `Origin`.
+fn is_origin(o: &str) -> bool {
+    let Some(rest) = o.strip_prefix("https://").or_else(|| o.strip_prefix("http://")) else { return false };
+    let (host, port) = rest.rsplit_once(':').map_or((rest, None), |(h, p)| (h, Some(p)));
+    !host.is_empty()
+        && host.chars().all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-')
+        && port.is_none_or(|p| p.parse::<u16>().is_ok())
 }
 
 /// Calendars, SLA policies and `[reports]`.

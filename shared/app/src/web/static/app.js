@@ -154,6 +154,63 @@
   }
   setInterval(presence, 10000);
 
+  // ---- live updates (docs/chat.md): one WebSocket per page. The server pushes what
+  // changed among what this page shows, and the polled parts ask at once instead of at
+  // their next 10-second poll (which stays, for when the socket is down). Typing goes
+  // both ways: a chat visitor's and a teammate's show under the conversation's header.
+  let live = null;
+  let liveRetry = 0;
+  let typingSent = 0;
+  let typingClear = null;
+  const openConv = () => document.getElementById("conv-pane")?.dataset.conv || null;
+  function liveSubscribe() {
+    if (live && live.readyState === 1) {
+      live.send(JSON.stringify({ type: "subscribe", inbox: "all", conversation: openConv() }));
+    }
+  }
+  function liveConnect() {
+    if (!("WebSocket" in window) || !document.getElementById("rows") && !openConv()) return;
+    live = new WebSocket((location.protocol === "https:" ? "wss://" : "ws://") + location.host + "/app/live");
+    live.onopen = () => {
+      liveRetry = 0;
+      document.body.dataset.live = "on";
+      liveSubscribe();
+    };
+    live.onmessage = (ev) => {
+      let m;
+      try {
+        m = JSON.parse(ev.data);
+      } catch (_) {
+        return;
+      }
+      if (m.type === "event") {
+        const rows = document.getElementById("rows");
+        if (rows) htmx.trigger(rows, "mr-live");
+        const conv = document.getElementById("conv-live");
+        if (conv && m.conversation === openConv()) htmx.trigger(conv, "mr-live");
+      } else if (m.type === "typing" && m.conversation === openConv()) {
+        const el = document.getElementById("live-typing");
+        if (!el) return;
+        el.textContent = (m.name || "Someone") + (m.visitor ? " (visitor)" : "") + " is typing…";
+        clearTimeout(typingClear);
+        typingClear = setTimeout(() => (el.textContent = ""), 4000);
+      }
+    };
+    live.onclose = () => {
+      document.body.dataset.live = "off";
+      liveRetry = Math.min(liveRetry + 1, 6);
+      setTimeout(liveConnect, 500 * Math.pow(2, liveRetry - 1));
+    };
+  }
+  document.addEventListener("input", (e) => {
+    if (!e.target.matches || !e.target.matches("[data-reply]")) return;
+    const now = Date.now();
+    if (live && live.readyState === 1 && openConv() && now - typingSent > 2000) {
+      typingSent = now;
+      live.send(JSON.stringify({ type: "typing", conversation: openConv() }));
+    }
+  });
+
   // ---- a session that ended mid-way: to the sign-in page (drafts are kept).
   document.addEventListener("htmx:responseError", (e) => {
     if (e.detail.xhr && e.detail.xhr.status === 401) {
@@ -165,10 +222,14 @@
     localTimes(root);
     frames(root);
   }
-  document.addEventListener("htmx:load", (e) => init(e.detail.elt));
+  document.addEventListener("htmx:load", (e) => {
+    init(e.detail.elt);
+    if (e.detail.elt.id === "conv-pane" || e.detail.elt.querySelector?.("#conv-pane")) liveSubscribe();
+  });
   document.addEventListener("DOMContentLoaded", () => {
     init(document);
     restoreDrafts(document);
     presence();
+    liveConnect();
   });
 })();
