@@ -18,7 +18,7 @@ root=$(pwd)
 # The function crates: package name = bin name = lambda/<bin>/ directory.
 functions=(mailroom-ingest mailroom-match mailroom-route mailroom-ticket mailroom-sweep
     mailroom-webhooks mailroom-mailbox-sync mailroom-imap-poll mailroom-scheduler mailroom-send
-    mailroom-api mailroom-track mailroom-events)
+    mailroom-api mailroom-track mailroom-events mailroom-chat)
 # The zipped size each function should stay under (MiB).
 zip_target_mib=10
 

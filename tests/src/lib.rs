@@ -5,6 +5,7 @@
 //! message that says how to get it.
 
 pub mod dovecot;
+pub mod mock_apigw;
 pub mod mock_google;
 pub mod mock_graph;
 pub mod serve;

@@ -32,6 +32,7 @@ async fn main() -> Result<(), Error> {
     let state = Arc::new(ApiState { ports, auth, providers, public_url });
     // The JSON API and the web inbox (`/app/`, session cookies) on one function.
     let app = mailroom_app::api::router(state.clone())
-        .merge(mailroom_app::web::router(state, mailroom_app::web::oidc::WebOidc::from_env()?));
+        .merge(mailroom_app::web::router(state, mailroom_app::web::oidc::WebOidc::from_env()?))
+        .merge(mailroom_app::live::visitor::script_router());
     lambda_http::run(app).await
 }

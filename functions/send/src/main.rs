@@ -10,9 +10,10 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     if init.cfg.send_queue_url.is_none() {
         return Err("MAILROOM_SEND_QUEUE_URL is not set (the SAM template sets it)".into());
     }
-    lambda::run_sqs(Arc::new(mailroom_app::outbound::send::SendHandler::new(
-        init.ports,
-        lambda::providers()?,
-    )))
-    .await
+    let mut handler = mailroom_app::outbound::send::SendHandler::new(init.ports, lambda::providers()?);
+    // Replies delivered in a live chat are pushed to the visitor's WebSocket connections.
+    if let Some(push) = mailroom_app::chat::push::ApiGatewayPush::from_env().await {
+        handler = handler.with_chat_push(Arc::new(push));
+    }
+    lambda::run_sqs(Arc::new(handler)).await
 }

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-struct Kill(Child);
+pub(crate) struct Kill(Child);
 impl Drop for Kill {
     fn drop(&mut self) {
         let _ = self.0.kill();
@@ -34,7 +34,7 @@ fn free_port() -> u16 {
 }
 
 /// Starts the emulator and the function binary attached to it.
-fn start(function: &str, env: &[(String, String)]) -> (u16, Kill, Kill) {
+pub(crate) fn start(function: &str, env: &[(String, String)]) -> (u16, Kill, Kill) {
     let port = free_port();
     let watch = Kill(
         Command::new(cargo_lambda())
@@ -68,7 +68,7 @@ fn invoke_cmd(port: u16) -> Command {
     c
 }
 
-fn invoke(port: u16, payload: &serde_json::Value) -> serde_json::Value {
+pub(crate) fn invoke(port: u16, payload: &serde_json::Value) -> serde_json::Value {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("event.json");
     std::fs::write(&file, payload.to_string()).unwrap();

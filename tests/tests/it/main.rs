@@ -5,6 +5,7 @@ mod api;
 mod apply;
 mod audit;
 mod chat;
+mod chat_lambda;
 mod connections;
 mod contract;
 mod crm;

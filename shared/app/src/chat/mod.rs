@@ -10,6 +10,8 @@
 //! The live transport (WebSockets, the hub) is `crate::live`; docs/chat.md has the
 //! protocol and the decisions.
 
+pub mod push;
+
 use crate::keys;
 use crate::keys::item_str as s;
 use crate::pipeline::ingest::{CHAT_SOURCE, Ingestor, RawMail};
@@ -198,20 +200,38 @@ pub async fn conversation_of(
 
 /// The visitor's view of one stored message: the new text of its stored copy.
 pub async fn line_of(ports: &Ports, m: &Item) -> Option<Line> {
-    let mid = s(m, "message_id")?;
     let key =
         m.get("copies").and_then(Value::as_array)?.iter().find_map(|c| c.get("key")?.as_str())?.to_string();
     let raw = ports.blobs.get(&key).await.ok()??;
-    let parsed = mailroom_core::understand(&raw).ok()?.message;
-    let text = if parsed.new_text.trim().is_empty() { parsed.text } else { parsed.new_text };
     let inbound = s(m, "direction").as_deref() == Some("inbound");
+    line_of_raw(&raw, inbound)
+}
+
+/// The visitor's view of a message's bytes (`inbound`: the visitor's own line).
+pub fn line_of_raw(raw: &[u8], inbound: bool) -> Option<Line> {
+    let parsed = mailroom_core::understand(raw).ok()?.message;
+    let text = if parsed.new_text.trim().is_empty() { &parsed.text } else { &parsed.new_text };
+    let from = parsed.from.as_ref();
     Some(Line {
         from: if inbound { "visitor" } else { "agent" },
-        name: if inbound { None } else { s(m, "from_name").or_else(|| s(m, "from")) },
+        name: if inbound {
+            None
+        } else {
+            from.and_then(|f| f.name.clone()).or_else(|| from.map(|f| f.email.clone()))
+        },
         text: text.trim().to_string(),
-        at: s(m, "date").unwrap_or_default(),
-        message_id: mid,
+        at: parsed.date.map(|d| d.to_rfc3339()).unwrap_or_default(),
+        message_id: parsed.message_id,
     })
+}
+
+/// The frame that shows a line to the visitor.
+pub fn line_frame(line: &Line) -> String {
+    let mut v = json!({"type": "message"});
+    if let (Some(o), Ok(Value::Object(l))) = (v.as_object_mut(), serde_json::to_value(line)) {
+        o.extend(l);
+    }
+    v.to_string()
 }
 
 /// What the visitor has said and been told in the conversation so far, oldest first

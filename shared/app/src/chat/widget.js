@@ -10,8 +10,11 @@
   if (!script || !script.dataset.widget) return;
   var widget = script.dataset.widget;
   var base = new URL(script.src, location.href);
-  var wsUrl = (base.protocol === "https:" ? "wss://" : "ws://") + base.host +
-    "/chat/v1/ws?widget=" + encodeURIComponent(widget);
+  // On AWS the socket is API Gateway's WebSocket API, on another host: data-socket names
+  // it (the stack's ChatSocketUrl output); `mailroom serve` serves both on one host.
+  var socket = script.dataset.socket ||
+    (base.protocol === "https:" ? "wss://" : "ws://") + base.host + "/chat/v1/ws";
+  var wsUrl = socket + (socket.indexOf("?") < 0 ? "?" : "&") + "widget=" + encodeURIComponent(widget);
   var storeKey = "mailroom-chat:" + widget;
 
   function load() {
@@ -135,8 +138,10 @@
           clearTimeout(typingTimer);
           typingTimer = setTimeout(function () { status.textContent = ""; }, 4000);
           break;
+        case "pong":
+          break;
         case "agents":
-          away(!m.online, m.away);
+          away(m.online === false, m.away);
           break;
         case "error":
           err.textContent = m.message || "Something went wrong.";
@@ -156,7 +161,9 @@
       li.textContent = m.greeting;
       log.insertBefore(li, log.firstChild);
     }
-    away(!m.agents_online, m.away);
+    if (m.colour && /^#[0-9a-fA-F]{6}$/.test(m.colour)) host.style.setProperty("--mr-colour", m.colour);
+    // null: the server cannot tell (on AWS); only a clear "no" shows the away note.
+    away(m.agents_online === false, m.away);
   }
   function away(isAway, message) {
     var note = log.querySelector(".note.away");
@@ -216,6 +223,10 @@
   launch.addEventListener("click", function () { toggle(panel.hidden); });
   $(".close").addEventListener("click", function () { toggle(false); });
   panel.addEventListener("keydown", function (e) { if (e.key === "Escape") toggle(false); });
+
+  // Keep-alive: the server keeps the visitor "online" (replies go live, not by email), and
+  // API Gateway closes a socket idle for ten minutes.
+  setInterval(function () { if (ready) send({ type: "ping" }); }, 20000);
 
   (document.body || document.documentElement).appendChild(host);
   // A visitor with a chat under way is reconnected at once (history and replies follow).

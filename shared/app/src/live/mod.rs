@@ -6,7 +6,9 @@
 //! being stored. The protocol and the decisions are in docs/chat.md.
 
 pub mod agent;
+pub mod gateway;
 mod limit;
+pub mod protocol;
 pub mod visitor;
 
 use crate::access::Viewer;
@@ -95,6 +97,12 @@ impl Hub {
 
     async fn workspace(&self) -> anyhow::Result<Arc<Workspace>> {
         Ok(Arc::new(crate::workspace::load(&self.ports).await?.unwrap_or_default()))
+    }
+
+    /// The inbox of a widget.
+    async fn widget_inbox(&self, widget: &str) -> Option<String> {
+        let ws = self.workspace().await.ok()?;
+        ws.chat_widget(widget).map(|w| w.inbox.clone())
     }
 
     fn viewer(ws: &Arc<Workspace>, email: &str) -> Option<Viewer> {
@@ -316,11 +324,7 @@ impl Hub {
             if let Some(m) = self.ports.table.get(&crate::keys::message(mid)).await?
                 && let Some(line) = crate::chat::line_of(&self.ports, &m).await
             {
-                let mut v = json!({"type": "message"});
-                if let (Some(o), Ok(Value::Object(l))) = (v.as_object_mut(), serde_json::to_value(&line)) {
-                    o.extend(l);
-                }
-                self.to_visitor(&session, &frame(v));
+                self.to_visitor(&session, &crate::chat::line_frame(&line));
             }
         }
         Ok(())

@@ -4,10 +4,12 @@
 //! size-capped and rate-limited per IP and per session. Frames are JSON; docs/chat.md
 //! lists them.
 
-use super::limit::{CONNECTS_PER_IP, FRAMES_PER_IP, MESSAGES_PER_IP, MESSAGES_PER_SESSION};
-use super::{Hub, frame};
+use super::Hub;
+use super::limit::{CONNECTS_PER_IP, Rate};
+use super::protocol::{Side, Visitor, error};
 use crate::chat::{self, Session};
 use crate::runtime::http::problem;
+use async_trait::async_trait;
 use axum::Router;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{ConnectInfo, Query, State};
@@ -17,7 +19,6 @@ use axum::routing::get;
 use futures::{SinkExt, StreamExt};
 use mailroom_core::workspace::ChatWidget;
 use serde::Deserialize;
-use serde_json::{Value, json};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::sync::mpsc;
@@ -27,10 +28,12 @@ pub const MAX_FRAME: usize = 32 * 1024;
 const WIDGET_JS: &str = include_str!("../chat/widget.js");
 
 pub fn router(hub: Arc<Hub>) -> Router {
-    Router::new()
-        .route("/chat/v1/widget.js", get(widget_js))
-        .route("/chat/v1/ws", get(connect))
-        .with_state(hub)
+    Router::new().route("/chat/v1/ws", get(connect)).with_state(hub).merge(script_router())
+}
+
+/// The widget's script alone (the API function serves it on AWS).
+pub fn script_router() -> Router {
+    Router::new().route("/chat/v1/widget.js", get(widget_js))
 }
 
 async fn widget_js() -> Response {
@@ -98,144 +101,51 @@ async fn connect(
         .on_upgrade(move |socket| run(hub, widget, ip, socket))
 }
 
-/// What the visitor reads when they open the chat, beside their history.
-fn welcome(widget: &ChatWidget, agents_online: bool) -> serde_json::Map<String, Value> {
-    let mut m = serde_json::Map::new();
-    m.insert("greeting".into(), json!(widget.greeting.as_deref().unwrap_or("Hi! How can we help?")));
-    m.insert("agents_online".into(), json!(agents_online));
-    m.insert("away".into(), json!(widget.away_message));
-    m.insert("colour".into(), json!(widget.colour));
-    m
-}
-
-fn error(code: &str, message: &str) -> String {
-    frame(json!({"type": "error", "code": code, "message": message}))
-}
-
-struct Conn {
+/// The in-process side: the hub's registrations, its in-memory rate buckets and agents.
+struct HubSide {
     hub: Arc<Hub>,
-    widget: ChatWidget,
-    ip: String,
-    session: Option<(Session, u64)>,
+    registered: Option<u64>,
     rx: Option<mpsc::Receiver<String>>,
 }
 
-impl Conn {
-    async fn ready(&mut self, session: Session) -> anyhow::Result<String> {
-        if let Some((old, id)) = self.session.take()
+#[async_trait]
+impl Side for HubSide {
+    async fn allow(&self, key: &str, rate: Rate) -> bool {
+        self.hub.limiter.allow(key, rate)
+    }
+
+    async fn attach(&mut self, previous: Option<&Session>, session: &Session) -> anyhow::Result<()> {
+        if let (Some(old), Some(id)) = (previous, self.registered.take())
             && self.hub.remove_visitor(&old.id, id)
         {
             chat::mark_offline(&self.hub.ports, &old.id).await?;
         }
-        let (id, rx) = self.hub.add_visitor(&session.id, &self.widget.inbox);
-        chat::mark_online(&self.hub.ports, &session.id).await?;
-        let history = chat::history(&self.hub.ports, &self.widget, &session.id).await?;
-        let mut m = welcome(&self.widget, self.hub.agents_online(&self.widget.inbox).await);
-        m.insert("type".into(), json!("ready"));
-        m.insert("token".into(), json!(chat::token(&self.hub.ports, &self.widget.id, &session.id)));
-        m.insert("name".into(), json!(session.name));
-        m.insert("email".into(), json!(session.email.key()));
-        m.insert("history".into(), json!(history));
-        self.session = Some((session, id));
+        let inbox = self.hub.widget_inbox(&session.widget).await.unwrap_or_default();
+        let (id, rx) = self.hub.add_visitor(&session.id, &inbox);
+        self.registered = Some(id);
         self.rx = Some(rx);
-        Ok(frame(Value::Object(m)))
+        chat::mark_online(&self.hub.ports, &session.id).await
     }
 
-    async fn need_identity(&self) -> String {
-        let mut m = welcome(&self.widget, self.hub.agents_online(&self.widget.inbox).await);
-        m.insert("type".into(), json!("need_identity"));
-        frame(Value::Object(m))
+    async fn agents_online(&self, inbox: &str) -> Option<bool> {
+        Some(self.hub.agents_online(inbox).await)
     }
 
-    /// The answer to one frame, if any.
-    async fn handle(&mut self, text: &str) -> anyhow::Result<Option<String>> {
-        let Ok(v) = serde_json::from_str::<Value>(text) else {
-            return Ok(Some(error("bad_request", "frames are JSON objects")));
-        };
-        let field = |k: &str| v.get(k).and_then(Value::as_str).unwrap_or_default().to_string();
-        let kind = field("type");
-        if kind != "message" && !self.hub.limiter.allow(&format!("frame|{}", self.ip), FRAMES_PER_IP) {
-            return Ok(Some(error("rate_limited", "Slow down a little, please.")));
-        }
-        match kind.as_str() {
-            "hello" => Ok(Some(self.need_identity().await)),
-            "resume" => {
-                let token = field("token");
-                let found = match chat::verify_token(&self.hub.ports, &self.widget.id, &token) {
-                    Some(id) => chat::load(&self.hub.ports, &self.widget.id, &id).await?,
-                    None => None,
-                };
-                match found {
-                    Some(s) => Ok(Some(self.ready(s).await?)),
-                    None => Ok(Some(self.need_identity().await)),
-                }
-            }
-            "start" => {
-                if !self.hub.limiter.allow(&format!("msg|{}", self.ip), MESSAGES_PER_IP) {
-                    return Ok(Some(error(
-                        "rate_limited",
-                        "Too many chats from here; try again in a minute.",
-                    )));
-                }
-                match chat::start(&self.hub.ports, &self.widget, &field("name"), &field("email")).await {
-                    Ok(s) => Ok(Some(self.ready(s).await?)),
-                    Err(e) => Ok(Some(error("bad_email", &e))),
-                }
-            }
-            "message" => self.message(&field("text"), v.get("page").and_then(Value::as_str)).await,
-            "typing" => {
-                if let Some((s, _)) = &self.session {
-                    let ws = Arc::new(crate::workspace::load(&self.hub.ports).await?.unwrap_or_default());
-                    let name = s.name.clone().unwrap_or_else(|| s.email.key());
-                    self.hub.visitor_typing(&s.id, &self.widget.inbox, &name, &ws);
-                }
-                Ok(None)
-            }
-            "ping" => Ok(Some(frame(json!({"type": "pong"})))),
-            other => Ok(Some(error("bad_request", &format!("unknown frame type {other:?}")))),
-        }
-    }
-
-    async fn message(&mut self, text: &str, page: Option<&str>) -> anyhow::Result<Option<String>> {
-        let Some((session, _)) = &self.session else {
-            return Ok(Some(error("no_session", "Tell us your email first.")));
-        };
-        let text = text.trim();
-        if text.is_empty() {
-            return Ok(Some(error("empty", "The message is empty.")));
-        }
-        if text.chars().count() > chat::MAX_TEXT {
-            return Ok(Some(error(
-                "too_long",
-                &format!("A message can have at most {} characters.", chat::MAX_TEXT),
-            )));
-        }
-        // Both buckets are asked: a flood from one address cannot hide behind new sessions.
-        let by_ip = self.hub.limiter.allow(&format!("msg|{}", self.ip), MESSAGES_PER_IP);
-        let by_session = self.hub.limiter.allow(&format!("session|{}", session.id), MESSAGES_PER_SESSION);
-        if !(by_ip && by_session) {
-            return Ok(Some(error(
-                "rate_limited",
-                "You are sending messages too fast; this one was not sent.",
-            )));
-        }
-        match chat::post(&self.hub.ports, &self.hub.ingestor, &self.widget, session, text, page).await {
-            Ok(mid) => Ok(Some(frame(json!({"type": "ack", "message_id": mid})))),
-            Err(e) => {
-                tracing::error!(session = %session.id, error = %format!("{e:#}"), "a chat message could not be stored");
-                Ok(Some(error("not_stored", "Your message could not be stored; please send it again.")))
-            }
+    async fn typing(&self, session: &Session, inbox: &str, name: &str) {
+        if let Ok(Some(ws)) = crate::workspace::load(&self.hub.ports).await {
+            self.hub.visitor_typing(&session.id, inbox, name, &Arc::new(ws));
         }
     }
 }
 
 async fn run(hub: Arc<Hub>, widget: ChatWidget, ip: String, socket: WebSocket) {
     let (mut out, mut inp) = socket.split();
-    let mut conn = Conn { hub: hub.clone(), widget, ip, session: None, rx: None };
+    let side = HubSide { hub: hub.clone(), registered: None, rx: None };
+    let mut conn = Visitor { ports: hub.ports.clone(), widget, ip, session: None, side };
     let mut beat = tokio::time::interval(std::time::Duration::from_secs(20));
     loop {
         // Taken out for the wait, so that handling a frame may replace it (a new session).
-        let mut rx = conn.rx.take();
+        let mut rx = conn.side.rx.take();
         let pushed = async {
             match rx.as_mut() {
                 Some(rx) => rx.recv().await,
@@ -244,7 +154,7 @@ async fn run(hub: Arc<Hub>, widget: ChatWidget, ip: String, socket: WebSocket) {
         };
         let reply = tokio::select! {
             m = inp.next() => match m {
-                Some(Ok(Message::Text(t))) => match conn.handle(t.as_str()).await {
+                Some(Ok(Message::Text(t))) => match conn.handle(&hub.ingestor, t.as_str()).await {
                     Ok(r) => r,
                     Err(e) => {
                         tracing::error!(error = %format!("{e:#}"), "chat frame failed");
@@ -256,14 +166,14 @@ async fn run(hub: Arc<Hub>, widget: ChatWidget, ip: String, socket: WebSocket) {
             },
             p = pushed => p,
             _ = beat.tick() => {
-                if let Some((s, _)) = &conn.session && let Err(e) = chat::mark_online(&hub.ports, &s.id).await {
+                if let Some(s) = &conn.session && let Err(e) = chat::mark_online(&hub.ports, &s.id).await {
                     tracing::warn!(error = %format!("{e:#}"), "chat: marking a visitor online failed");
                 }
                 None
             }
         };
-        if conn.rx.is_none() {
-            conn.rx = rx;
+        if conn.side.rx.is_none() {
+            conn.side.rx = rx;
         }
         if let Some(r) = reply
             && out.send(Message::Text(r.into())).await.is_err()
@@ -271,7 +181,7 @@ async fn run(hub: Arc<Hub>, widget: ChatWidget, ip: String, socket: WebSocket) {
             break;
         }
     }
-    if let Some((s, id)) = conn.session.take()
+    if let (Some(s), Some(id)) = (conn.session.take(), conn.side.registered)
         && hub.remove_visitor(&s.id, id)
         && let Err(e) = chat::mark_offline(&hub.ports, &s.id).await
     {

@@ -55,11 +55,45 @@ pub struct SendHandler {
     ports: Ports,
     cfg: Arc<ProvidersConfig>,
     ingestor: Ingestor,
+    /// On AWS, where a chat visitor's socket is API Gateway's: a reply delivered in the
+    /// chat is pushed there (`mailroom serve`'s hub pushes it from the feed instead).
+    chat_push: Option<Arc<dyn crate::chat::push::Push>>,
 }
 
 impl SendHandler {
     pub fn new(ports: Ports, cfg: Arc<ProvidersConfig>) -> SendHandler {
-        SendHandler { ingestor: Ingestor::new(ports.clone()), ports, cfg }
+        SendHandler { ingestor: Ingestor::new(ports.clone()), ports, cfg, chat_push: None }
+    }
+
+    /// Pushes replies delivered in a live chat through `push` (the chat's WebSocket API).
+    pub fn with_chat_push(mut self, push: Arc<dyn crate::chat::push::Push>) -> SendHandler {
+        self.chat_push = Some(push);
+        self
+    }
+
+    /// Shows a reply delivered in the chat to the visitor's open connections.
+    async fn push_to_visitor(&self, item: &Item) -> anyhow::Result<()> {
+        let Some(push) = &self.chat_push else { return Ok(()) };
+        let blob = s(item, "blob").context("outbox entry has no blob")?;
+        let bytes =
+            self.ports.blobs.get(&blob).await?.with_context(|| format!("sent MIME {blob} is missing"))?;
+        let conv = s(item, "conversation").unwrap_or_default();
+        let root = Threader::new(&self.ports).find(&conv).await?.id;
+        let (Some(session), Some(line)) = (
+            crate::chat::session_of_conversation(&self.ports, &root).await?,
+            crate::chat::line_of_raw(&bytes, false),
+        ) else {
+            return Ok(());
+        };
+        let n = crate::chat::push::to_session(
+            &self.ports,
+            push.as_ref(),
+            &session,
+            &crate::chat::line_frame(&line),
+        )
+        .await?;
+        tracing::info!(session = %session, connections = n, "reply pushed to the chat visitor");
+        Ok(())
     }
 
     async fn process(&self, ptr: &SendPointer) -> anyhow::Result<()> {
@@ -123,7 +157,12 @@ impl SendHandler {
         let attempt = attempts + 1;
         match self.deliver(&item).await {
             Ok(acc) => {
+                let chat = acc.chat;
                 let done = self.mark_sent(&key, &item, acc).await?;
+                if chat && let Err(e) = self.push_to_visitor(&done).await {
+                    // Recorded as sent either way: the visitor reads it in their history.
+                    tracing::warn!(error = %format!("{e:#}"), "pushing a chat reply failed");
+                }
                 self.log_sent(&key, &done).await
             }
             Err(Failure::Transient(e)) if attempt < MAX_RECEIVES as i64 => {
