@@ -3,10 +3,11 @@
 //
 //   node chat.mjs CONFIG.json
 //
-// CONFIG (written by tests/tests/it/chat.rs): base, site (the visitor's page),
-// agentLink, visitorName, visitorEmail, firstLine, replyText, shots.
+// CONFIG (written by tests/tests/it/chat.rs): base, site (the visitor's page), siteOrigin,
+// adminLink, agentLink, visitorName, visitorEmail, firstLine, replyText, greeting, shots.
 //
-// Checks: the visitor's first line appears in the agent's list within 2 s without a
+// Checks: the admin's live-chat settings show the widget's embed code, and a new greeting
+// saved there is what the visitor reads; the visitor's first line appears in the agent's list within 2 s without a
 // reload; typing shows both ways within 2 s; the agent's reply from the composer reaches
 // the visitor within 2 s; a reload of the visitor's page resumes the chat with its
 // history; axe-core finds nothing on either page (the widget's shadow root included).
@@ -34,6 +35,25 @@ async function within(max, fn) {
 
 const browser = await chromium.launch({ executablePath, args: ["--no-sandbox"] });
 try {
+  // The admin sets the widget's greeting on the settings page; the embed code is there.
+  const adminCtx = await browser.newContext();
+  const admin = await adminCtx.newPage();
+  admin.on("pageerror", (e) => errors.push(`admin: ${e.message}`));
+  await admin.goto(cfg.adminLink);
+  await admin.waitForURL(/\/app\//);
+  await admin.goto(`${cfg.base}/app/settings/chat`);
+  const embed = (await admin.textContent('[data-embed="site"]')) || "";
+  check(embed.includes(`${cfg.base}/chat/v1/widget.js`) && embed.includes('data-widget="site"'), `the settings page shows the embed code (${embed})`);
+  await walk.audit(admin, "the live-chat settings");
+  await admin.fill('[data-widget="site"] input[name=greeting]', cfg.greeting);
+  const origins = await admin.inputValue('[data-widget="site"] textarea[name=allowed_origins]');
+  check(origins.includes(cfg.siteOrigin), `the allowed sites are listed (${origins})`);
+  await admin.click('[data-widget="site"] button.primary');
+  const saved = await admin.textContent(".notice");
+  check(saved && saved.includes("Saved chat widget site"), `the widget is saved (${saved})`);
+  await admin.screenshot({ path: join(cfg.shots, "chat-settings.png"), fullPage: true });
+  await adminCtx.close();
+
   const agentCtx = await browser.newContext();
   const visitorCtx = await browser.newContext();
   const agent = await agentCtx.newPage();
@@ -56,7 +76,7 @@ try {
   await visitor.click(".who-form button[type=submit]");
   await visitor.waitForSelector(".msg-form:not([hidden]) textarea", { timeout: 5_000 });
   const greeting = await visitor.textContent(".log .greeting");
-  check(greeting && greeting.includes("Acme sales"), `the widget greets the visitor (${greeting})`);
+  check(greeting === cfg.greeting, `the widget greets the visitor as the admin set it (${greeting})`);
   await walk.audit(visitor, "the visitor's page with the chat open");
 
   // The first line: in the agent's list within 2 s, no reload.

@@ -215,6 +215,18 @@ pub enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Benchmark: the live chat under `mailroom serve`: N visitors over WebSockets, each
+    /// sending a line every INTERVAL_MS for SECONDS, and one agent's page (docs/chat.md).
+    BenchChat {
+        #[arg(long, default_value_t = 200)]
+        visitors: usize,
+        #[arg(long, default_value_t = 20)]
+        seconds: u64,
+        #[arg(long, default_value_t = 4000)]
+        interval_ms: u64,
+        #[arg(long)]
+        json: bool,
+    },
     /// Benchmark: the web inbox's pages (list, search, conversation) with N conversations
     /// stored besides the demo mailbox (embedded storage; docs/performance.md).
     BenchWeb {

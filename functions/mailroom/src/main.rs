@@ -69,6 +69,9 @@ async fn main() -> Result<()> {
         Cmd::BenchReport { conversations, keep, json } => {
             bench::report::run(&conversations, keep.as_deref(), json).await?
         }
+        Cmd::BenchChat { visitors, seconds, interval_ms, json } => {
+            bench::chat::run(visitors, seconds, interval_ms, json).await?
+        }
         Cmd::BenchWeb { conversations, keep, json } => {
             bench::web::run(conversations, keep.as_deref(), json).await?
         }

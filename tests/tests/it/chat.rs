@@ -355,6 +355,15 @@ async fn chat_sockets_keep_their_rules_and_a_reply_goes_live_or_by_email() {
         "two visitor lines and the live reply: {channels:?}"
     );
     assert!(channels.contains(&"email"), "the emailed reply and answer: {channels:?}");
+
+    // The report counts chat as a channel, its first answer in seconds, and the flood's
+    // unanswered chat as missed.
+    let report = mailroom_tests::mailroom_json(serve.data(), &["report", "--json"]);
+    assert_eq!(report["volume"]["by_channel"]["chat"], 2, "{:#}", report["volume"]);
+    let frt = &report["first_response_by_channel"]["chat"];
+    assert_eq!(frt["count"], 1, "{frt:#}");
+    assert!(frt["mean_s"].as_f64().unwrap() < 60.0, "a live answer is seconds away: {frt:#}");
+    assert_eq!(report["missed_chats"], 1, "the flood's chat was never answered");
 }
 
 /// A shop's page on its own loopback origin, embedding the widget from `mailroom serve`.
@@ -392,12 +401,20 @@ async fn a_visitor_and_an_agent_chat_live_in_two_browsers() {
         &["login-link", MEMBER, "--url", &serve.base],
     ))
     .unwrap();
+    let admin_link = String::from_utf8(mailroom_tests::mailroom_ok(
+        serve.data(),
+        &["login-link", "maria.keller@acme-corp.example", "--url", &serve.base],
+    ))
+    .unwrap();
     let shots = std::env::var("MAILROOM_SCREENSHOTS")
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|_| serve.data().join("screenshots"));
     let cfg = json!({
         "base": serve.base,
         "site": format!("{origin}/pricing"),
+        "siteOrigin": origin,
+        "adminLink": admin_link.trim(),
+        "greeting": "Hello from Acme sales: ask us anything.",
         "agentLink": link.trim(),
         "visitorName": "Olga Shopper",
         "visitorEmail": "olga@shopper.example",

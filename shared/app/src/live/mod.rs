@@ -295,7 +295,11 @@ impl Hub {
             self.conns().sessions.insert(root.id.clone(), session.to_string());
         }
         // Agents: whoever may see the inbox and shows it (or the conversation).
-        let f = frame(json!({"type": "event", "kind": e.kind, "conversation": root.id, "inbox": inbox}));
+        let mut ev = json!({"type": "event", "kind": e.kind, "conversation": root.id, "inbox": inbox});
+        if !mid.is_empty() {
+            ev["message_id"] = json!(mid);
+        }
+        let f = frame(ev);
         {
             let c = self.conns();
             for a in c.agents.values() {

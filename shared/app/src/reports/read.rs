@@ -179,6 +179,11 @@ pub struct Report {
     pub volume: Volume,
     pub messages: Messages,
     pub first_response: FirstResponse,
+    /// The same by channel (`email`, `form`, `chat`): a chat's first answer is in seconds.
+    pub first_response_by_channel: BTreeMap<String, FirstResponse>,
+    /// Chats opened in the range whose first answer did not come within
+    /// [`MISSED_CHAT_AFTER_S`] (unanswered ones included).
+    pub missed_chats: i64,
     /// Every reply of ours to a waiting customer (docs/metrics.md).
     pub wait_time: FirstResponse,
     pub agents: BTreeMap<String, AgentFigures>,
@@ -197,6 +202,9 @@ pub struct Report {
 }
 
 /// Builds a report from the buckets.
+/// A chat not answered within this many seconds is missed (docs/metrics.md).
+pub const MISSED_CHAT_AFTER_S: i64 = 300;
+
 pub async fn report(ports: &Ports, ws: &Workspace, f: &Filter, now: DateTime<Utc>) -> anyhow::Result<Report> {
     let days = ports.table.query_all(Query::new(keys::REPORT_DAYS_PK)).await?;
     let all: Vec<NaiveDate> = days
@@ -225,6 +233,7 @@ pub async fn report(ports: &Ports, ws: &Workspace, f: &Filter, now: DateTime<Utc
     let (first_day, last_day) =
         (start.date_naive().max(*first), (end - Duration::seconds(1)).date_naive().min(*last));
     let mut frt = Durations::default();
+    let mut frt_by_channel: BTreeMap<String, Durations> = BTreeMap::new();
     let mut wait = Durations::default();
     let stale_before = now.timestamp() - r.stale_after_s;
     let mut inboxes = std::collections::BTreeSet::new();
@@ -310,6 +319,7 @@ pub async fn report(ports: &Ports, ws: &Workspace, f: &Filter, now: DateTime<Utc
                         a => {
                             if let Some(rest) = a.strip_prefix("frt") {
                                 frt.count(rest, n);
+                                frt_by_channel.entry(channel.clone()).or_default().count(rest, n);
                             } else if let Some(rest) = a.strip_prefix("wait").filter(|r| !r.starts_with('@'))
                             {
                                 wait.count(rest, n);
@@ -335,6 +345,10 @@ pub async fn report(ports: &Ports, ws: &Workspace, f: &Filter, now: DateTime<Utc
     }
     r.agents.retain(|_, a| *a != AgentFigures::default());
     r.first_response = frt.finish();
+    r.first_response_by_channel = frt_by_channel.iter().map(|(c, d)| (c.clone(), d.finish())).collect();
+    let chats = r.volume.by_channel.get("chat").copied().unwrap_or(0);
+    let in_time = frt_by_channel.get("chat").map_or(0, |d| d.within(MISSED_CHAT_AFTER_S));
+    r.missed_chats = (chats - in_time).max(0);
     r.wait_time = wait.finish();
     r.sla.all.finish();
     r.sla.first_response.finish();
@@ -398,6 +412,11 @@ impl Durations {
                 }
             }
         }
+    }
+
+    /// How many took at most `secs` (by the histogram's bins).
+    fn within(&self, secs: i64) -> i64 {
+        self.hist.iter().filter(|(i, _)| hist_value(**i) <= secs as f64).map(|(_, c)| c).sum()
     }
 
     fn finish(&self) -> FirstResponse {

@@ -13,6 +13,7 @@
 
 mod actions;
 mod admin;
+mod chat;
 mod ctx;
 mod list;
 pub mod oidc;
@@ -77,6 +78,7 @@ pub fn router(api: Arc<ApiState>, oidc: Option<oidc::WebOidc>) -> Router {
         .route("/app/settings", get(settings::inboxes))
         .route("/app/settings/inboxes/new", get(settings::new_form).post(settings::create))
         .route("/app/settings/notifications", get(people::notifications).post(people::save_notifications))
+        .route("/app/settings/chat", get(chat::page_of).post(chat::save))
         .route("/app/settings/people", get(people::people))
         .route("/app/settings/people/{what}", post(people::change))
         .route("/app/settings/rules", get(rules::list))
