@@ -18,6 +18,7 @@ pub const SALES: &str = "sales@acme-corp.example";
 const ADMIN: &str = "chat-admin-token-0123456789";
 pub const MEMBER: &str = "james.oconnor@acme-corp.example";
 pub const OUTSIDER: &str = "tom.becker@acme-corp.example";
+const TEAMMATE: &str = "elena.petrova@acme-corp.example";
 pub const SITE: &str = "http://127.0.0.1:9";
 
 type Ws = tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>;
@@ -27,7 +28,11 @@ pub fn workspace_with_widget(dir: &std::path::Path, origin: &str) -> std::path::
     let mut text = std::fs::read_to_string(repo_root().join("examples/acme-corp.toml")).unwrap();
     text.push_str(&format!(
         "\n[[chat_widgets]]\nid = \"site\"\ninbox = \"{SALES}\"\ngreeting = \"Hi, this is Acme sales.\"\n\
-         colour = \"#1f4fd1\"\nallowed_origins = [\"{origin}\"]\n"
+         colour = \"#1f4fd1\"\nallowed_origins = [\"{origin}\"]\n\n\
+         # A widget whose hours never open: always away.\n\
+         [[calendars]]\nid = \"never-open\"\ntime_zone = \"UTC\"\n\n\
+         [[chat_widgets]]\nid = \"closed\"\ninbox = \"{SALES}\"\nbusiness_hours = \"never-open\"\n\
+         allowed_origins = [\"{origin}\"]\n"
     ));
     let path = dir.join("acme-chat.toml");
     std::fs::write(&path, text).unwrap();
@@ -185,6 +190,14 @@ async fn chat_sockets_keep_their_rules_and_a_reply_goes_live_or_by_email() {
     let anon = open(&ws_url(&serve, "/app/live"), "127.0.0.1", &[("origin", &serve.base)]).await;
     assert_eq!(status_of(anon.unwrap_err()), 401);
 
+    // Outside the widget's business hours the team is away, though a member is online.
+    let mut closed =
+        open(&ws_url(&serve, "/chat/v1/ws?widget=closed"), "127.0.0.1", &[("origin", SITE)]).await.unwrap();
+    send(&mut closed, json!({"type": "hello"})).await;
+    let away = until(&mut closed, Duration::from_secs(5), is("need_identity")).await.expect("need_identity");
+    assert_eq!(away["agents_online"], false, "{away}");
+    drop(closed);
+
     // A visitor writes; the member hears of it within two seconds, the outsider never.
     let (mut vera, ready) = visitor(&serve, "127.0.0.3", "vera@visitor.example").await;
     assert_eq!(ready["agents_online"], true, "a member of sales@ is connected");
@@ -205,11 +218,17 @@ async fn chat_sockets_keep_their_rules_and_a_reply_goes_live_or_by_email() {
     assert_eq!(ev["inbox"], SALES);
     let conv = ev["conversation"].as_str().unwrap().to_string();
 
+    // A teammate has the conversation open; the member opening it too is announced to them.
+    let mut teammate = agent(&serve, TEAMMATE).await;
+    send(&mut teammate, json!({"type": "subscribe", "inbox": "all", "conversation": conv})).await;
+    until(&mut teammate, Duration::from_secs(5), is("subscribed")).await.expect("teammate subscribed");
     // Typing, both ways.
     send(&mut member, json!({"type": "subscribe", "inbox": "all", "conversation": conv})).await;
     until(&mut member, Duration::from_secs(5), is("subscribed"))
         .await
         .expect("subscribed to the conversation");
+    let seen = until(&mut teammate, Duration::from_secs(2), is("presence")).await.expect("presence");
+    assert_eq!(seen["name"], "James O'Connor", "{seen}");
     send(&mut vera, json!({"type": "typing"})).await;
     let typing = until(&mut member, Duration::from_secs(2), is("typing"))
         .await

@@ -207,10 +207,22 @@ impl Hub {
         self.conns().agents.remove(&id);
     }
 
+    /// What an agent's page shows; the others on a conversation it opens hear that someone
+    /// else is viewing it (their page shows who, from the presence marks).
     fn subscribe(&self, id: u64, inbox: Option<String>, conversation: Option<String>) {
-        if let Some(a) = self.conns().agents.get_mut(&id) {
-            a.inbox = inbox;
-            a.conversation = conversation;
+        let mut c = self.conns();
+        let Some(a) = c.agents.get_mut(&id) else { return };
+        let opened = conversation.clone().filter(|conv| a.conversation.as_ref() != Some(conv));
+        a.inbox = inbox;
+        a.conversation = conversation;
+        let name = a.name.clone();
+        if let Some(conv) = opened {
+            let f = frame(json!({"type": "presence", "conversation": conv, "name": name}));
+            for (other, a) in &c.agents {
+                if *other != id && a.conversation.as_deref() == Some(conv.as_str()) {
+                    let _ = a.tx.try_send(f.clone());
+                }
+            }
         }
     }
 

@@ -52,10 +52,22 @@ pub fn error(code: &str, message: &str) -> String {
 }
 
 impl<S: Side> Visitor<S> {
+    /// Whether someone can answer now: never outside the widget's business hours, else
+    /// what the side knows of the agents.
+    async fn answering(&self) -> Option<bool> {
+        if let Some(id) = self.widget.business_hours.as_deref()
+            && let Ok(Some(ws)) = crate::workspace::load(&self.ports).await
+            && !ws.calendar(Some(id)).is_open(self.ports.clock.now())
+        {
+            return Some(false);
+        }
+        self.side.agents_online(&self.widget.inbox).await
+    }
+
     async fn ready(&mut self, session: Session) -> anyhow::Result<String> {
         self.side.attach(self.session.as_ref(), &session).await?;
         let history = chat::history(&self.ports, &self.widget, &session.id).await?;
-        let mut m = welcome(&self.widget, self.side.agents_online(&self.widget.inbox).await);
+        let mut m = welcome(&self.widget, self.answering().await);
         m.insert("type".into(), json!("ready"));
         m.insert("token".into(), json!(chat::token(&self.ports, &self.widget.id, &session.id)));
         m.insert("name".into(), json!(session.name));
@@ -66,7 +78,7 @@ impl<S: Side> Visitor<S> {
     }
 
     async fn need_identity(&self) -> String {
-        let mut m = welcome(&self.widget, self.side.agents_online(&self.widget.inbox).await);
+        let mut m = welcome(&self.widget, self.answering().await);
         m.insert("type".into(), json!("need_identity"));
         frame(Value::Object(m))
     }

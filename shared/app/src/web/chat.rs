@@ -15,6 +15,7 @@ pub(super) struct WidgetRow {
     pub inbox: String,
     pub greeting: String,
     pub away: String,
+    pub hours: String,
     pub colour: String,
     pub origins: String,
     pub embed: String,
@@ -30,6 +31,7 @@ struct ChatTpl {
     notice: Option<String>,
     widgets: Vec<WidgetRow>,
     inboxes: Vec<String>,
+    calendars: Vec<String>,
 }
 
 /// The script tag a site pastes: our script, the widget, and on AWS the chat's socket
@@ -54,6 +56,7 @@ pub(super) async fn page_of(AdminPage { st, c, notice }: AdminPage) -> Response 
             inbox: w.inbox.clone(),
             greeting: w.greeting.clone().unwrap_or_default(),
             away: w.away_message.clone().unwrap_or_default(),
+            hours: w.business_hours.clone().unwrap_or_default(),
             colour: w.colour.clone().unwrap_or_else(|| "#1f4fd1".into()),
             origins: w.allowed_origins.join("\n"),
             embed: embed_code(&st.api.public_url, &w.id),
@@ -66,6 +69,7 @@ pub(super) async fn page_of(AdminPage { st, c, notice }: AdminPage) -> Response 
         section: "settings",
         notice,
         widgets,
+        calendars: ws.calendars.iter().map(|c| c.id.clone()).collect(),
         inboxes: ws
             .inboxes
             .iter()
@@ -101,6 +105,7 @@ pub(super) async fn save(form: AdminForm) -> Response {
             inbox: f("inbox"),
             greeting: opt("greeting"),
             away_message: opt("away_message"),
+            business_hours: opt("business_hours"),
             colour: opt("colour"),
             allowed_origins: origins,
         };

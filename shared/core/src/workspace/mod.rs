@@ -156,6 +156,10 @@ pub struct ChatWidget {
     /// What the visitor reads when no agent is online (the chat goes on by email).
     #[serde(default)]
     pub away_message: Option<String>,
+    /// A calendar's id (`[[calendars]]`): outside its hours the widget says the team is
+    /// away, whoever is online. None: always open.
+    #[serde(default)]
+    pub business_hours: Option<String>,
     /// The widget's colour, `#rrggbb`.
     #[serde(default)]
     pub colour: Option<String>,

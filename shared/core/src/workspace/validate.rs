@@ -293,6 +293,12 @@ pub fn validate(ws: &Workspace) -> Vec<ConfigError> {
             v.err(format!("{p}.id"), format!("duplicate chat widget {:?} (also chat_widgets[{j}])", w.id));
         }
         v.inbox(&format!("{p}.inbox"), &w.inbox);
+        if let Some(h) = &w.business_hours
+            && !ws.calendars.iter().any(|c| c.id == *h)
+        {
+            let known = v.list(ws.calendars.iter().map(|c| c.id.as_str()));
+            v.err(format!("{p}.business_hours"), format!("unknown calendar {h:?} (calendars: {known})"));
+        }
         if let Some(c) = &w.colour
             && !(c.len() == 7 && c.starts_with('#') && c[1..].chars().all(|x| x.is_ascii_hexdigit()))
         {

@@ -168,13 +168,22 @@
       live.send(JSON.stringify({ type: "subscribe", inbox: "all", conversation: openConv() }));
     }
   }
+  function refreshLive(conversationToo) {
+    const rows = document.getElementById("rows");
+    if (rows) htmx.trigger(rows, "mr-live");
+    const conv = document.getElementById("conv-live");
+    if (conv && conversationToo) htmx.trigger(conv, "mr-live");
+  }
   function liveConnect() {
     if (!("WebSocket" in window) || !document.getElementById("rows") && !openConv()) return;
     live = new WebSocket((location.protocol === "https:" ? "wss://" : "ws://") + location.host + "/app/live");
     live.onopen = () => {
+      const again = liveRetry > 0;
       liveRetry = 0;
       document.body.dataset.live = "on";
       liveSubscribe();
+      // Back after a drop: what changed meanwhile is fetched now, not at the next poll.
+      if (again) refreshLive(true);
     };
     live.onmessage = (ev) => {
       let m;
@@ -184,10 +193,10 @@
         return;
       }
       if (m.type === "event") {
-        const rows = document.getElementById("rows");
-        if (rows) htmx.trigger(rows, "mr-live");
-        const conv = document.getElementById("conv-live");
-        if (conv && m.conversation === openConv()) htmx.trigger(conv, "mr-live");
+        refreshLive(m.conversation === openConv());
+      } else if (m.type === "presence" && m.conversation === openConv()) {
+        // The teammate's page posts its presence as it opens: show it once that is stored.
+        setTimeout(() => refreshLive(true), 600);
       } else if (m.type === "typing" && m.conversation === openConv()) {
         const el = document.getElementById("live-typing");
         if (!el) return;
