@@ -375,6 +375,20 @@ async fn chat_sockets_keep_their_rules_and_a_reply_goes_live_or_by_email() {
     );
     assert!(channels.contains(&"email"), "the emailed reply and answer: {channels:?}");
 
+    // Whoever holds the chat's token reads the chat, never the mail of the address they
+    // typed: the emailed reply and the emailed answer stay out of the history.
+    let mut back = open(&url, "127.0.0.3", &[("origin", SITE)]).await.unwrap();
+    send(&mut back, json!({"type": "resume", "token": token})).await;
+    let resumed = until(&mut back, Duration::from_secs(5), is("ready")).await.expect("resumed again");
+    let texts: Vec<&str> =
+        resumed["history"].as_array().unwrap().iter().filter_map(|l| l["text"].as_str()).collect();
+    assert!(texts.iter().any(|t| t.starts_with("Yes, we ship")), "{texts:?}");
+    assert!(
+        !texts.iter().any(|t| t.contains("shipping table") || t.contains("Thanks, received")),
+        "{texts:?}"
+    );
+    drop(back);
+
     // The report counts chat as a channel, its first answer in seconds, and the flood's
     // unanswered chat as missed.
     let report = mailroom_tests::mailroom_json(serve.data(), &["report", "--json"]);

@@ -234,20 +234,50 @@ pub fn line_frame(line: &Line) -> String {
     v.to_string()
 }
 
-/// What the visitor has said and been told in the conversation so far, oldest first
-/// (replies sent by email included: the chat goes on where it left off).
+/// Whether a stored message belongs in the chat of `session`: the visitor's own lines of
+/// this session, and the answers given in a chat. Nothing that went by email, either way:
+/// the address a visitor types is not verified, so the chat never shows what was written
+/// to or from that address by email (its owner's emailed answer threads into the same
+/// conversation, and must not reach whoever typed their address).
+fn in_chat(m: &Item, session: &str) -> bool {
+    if s(m, "kind").is_some_and(|k| k != "normal") || s(m, "channel").as_deref() != Some("chat") {
+        return false;
+    }
+    match s(m, "direction").as_deref() {
+        Some("inbound") => s(m, "message_id").as_deref().and_then(session_of_message_id) == Some(session),
+        Some("outbound") => true,
+        _ => false,
+    }
+}
+
+/// What the visitor has said and been told in the chat so far, oldest first ([`in_chat`]).
 pub async fn history(ports: &Ports, widget: &ChatWidget, session: &str) -> anyhow::Result<Vec<Line>> {
     let Some(root) = conversation_of(ports, widget, session).await? else { return Ok(vec![]) };
     let mut out = Vec::new();
     for m in crate::views::conversations::messages_of(ports, &root).await? {
-        if s(&m, "kind").is_some_and(|k| k != "normal") {
-            continue;
-        }
-        if let Some(l) = line_of(ports, &m).await {
+        if in_chat(&m, session)
+            && let Some(l) = line_of(ports, &m).await
+        {
             out.push(l);
         }
     }
     Ok(out)
+}
+
+/// The chat session an agent's reply answers live: the one whose line is the
+/// conversation's latest message from the customer. When they last wrote by email, the
+/// answer goes by email (the channel they used last), whoever is connected.
+pub async fn session_to_answer(ports: &Ports, root: &str) -> anyhow::Result<Option<String>> {
+    let msgs = crate::views::conversations::messages_of(ports, root).await?;
+    let last = msgs.iter().rev().find(|m| {
+        s(m, "direction").as_deref() == Some("inbound") && s(m, "kind").is_none_or(|k| k == "normal")
+    });
+    Ok(last
+        .filter(|m| s(m, "channel").as_deref() == Some("chat"))
+        .and_then(|m| s(m, "message_id"))
+        .as_deref()
+        .and_then(session_of_message_id)
+        .map(str::to_string))
 }
 
 /// Marks the session's visitor as connected now (refreshed while the socket is open).

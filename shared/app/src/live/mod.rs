@@ -322,16 +322,15 @@ impl Hub {
                 }
             }
         }
-        // The chat visitor: an agent's reply, by chat or by email.
+        // The chat visitor: an agent's reply delivered in the chat (one sent by email stays
+        // out of the chat: chat::in_chat).
         let outbound = data.get("direction").and_then(Value::as_str) == Some("outbound");
-        if e.kind == "message_logged" && outbound {
+        let chat = data.get("channel").and_then(Value::as_str) == Some("chat");
+        if e.kind == "message_logged" && outbound && chat {
             let session = self.conns().sessions.get(&root.id).cloned();
             let session = match session {
                 Some(s) => Some(s),
-                None if data.get("channel").and_then(Value::as_str) == Some("chat") => {
-                    crate::chat::session_of_conversation(&self.ports, &root.id).await?
-                }
-                None => None,
+                None => crate::chat::session_to_answer(&self.ports, &root.id).await?,
             };
             let Some(session) = session else { return Ok(()) };
             if !self.conns().visitors.contains_key(&session) {

@@ -80,7 +80,7 @@ impl SendHandler {
         let conv = s(item, "conversation").unwrap_or_default();
         let root = Threader::new(&self.ports).find(&conv).await?.id;
         let (Some(session), Some(line)) = (
-            crate::chat::session_of_conversation(&self.ports, &root).await?,
+            crate::chat::session_to_answer(&self.ports, &root).await?,
             crate::chat::line_of_raw(&bytes, false),
         ) else {
             return Ok(());
@@ -270,15 +270,16 @@ impl SendHandler {
         Ok(())
     }
 
-    /// Whether the reply's conversation is a chat whose visitor is connected now: then the
-    /// reply is theirs live (`crate::live` pushes it when its copy is recorded), not by email.
+    /// Whether the reply answers a chat line whose visitor is connected now
+    /// (`chat::session_to_answer`): then the reply is theirs live (`crate::live` pushes it
+    /// when its copy is recorded, or [`Self::push_to_visitor`] on AWS), not by email.
     async fn visitor_online(&self, item: &Item) -> anyhow::Result<bool> {
         let conv = s(item, "conversation").unwrap_or_default();
         let Ok(root) = Threader::new(&self.ports).find(&conv).await else { return Ok(false) };
         if root.item.get("channel").and_then(Value::as_str).is_some_and(|c| c != "chat") {
             return Ok(false);
         }
-        match crate::chat::session_of_conversation(&self.ports, &root.id).await? {
+        match crate::chat::session_to_answer(&self.ports, &root.id).await? {
             Some(sid) => crate::chat::is_online(&self.ports, &sid).await,
             None => Ok(false),
         }

@@ -300,20 +300,23 @@ pub(super) async fn live_part(
 ) -> Result<Option<String>, Response> {
     let (root, item, d) = conversation_detail(st, c, id, images).await?;
     let mut t = live_tpl(st, c, &root, d, images).await;
+    // The version is that of the state alone, without what the action said (PolledTpl).
+    let plain = if said == (None, None) { None } else { Some(render(&t)?) };
     (t.notice, t.error) = said;
     let inner = render(t)?;
-    if known == Some(version(&inner).as_str()) {
+    let v = version(plain.as_deref().unwrap_or(&inner));
+    if known == Some(v.as_str()) {
         return Ok(None);
     }
     if let Some(seen) = s(&item, "last_activity") {
         mark_read(st, &c.viewer.email, &root, &seen).await;
     }
-    wrap_live(&root, images, inner).map(Some)
+    wrap_live(&root, images, inner, &v).map(Some)
 }
 
-fn wrap_live(root: &str, images: RemoteImages, inner: String) -> Result<String, Response> {
+fn wrap_live(root: &str, images: RemoteImages, inner: String, v: &str) -> Result<String, Response> {
     let show = if images == RemoteImages::Allow { "?images=show" } else { "" };
-    render(PolledTpl::new("conv-live", &format!("/app/c/{root}/live{show}"), inner))
+    render(PolledTpl::versioned("conv-live", &format!("/app/c/{root}/live{show}"), inner, v))
 }
 
 pub(super) fn signatures(c: &Ctx, inbox: &str) -> String {
@@ -352,9 +355,10 @@ pub(super) async fn conversation(
     if let Some(seen) = s(&item, "last_activity") {
         mark_read(&st, &c.viewer.email, &root, &seen).await;
     }
-    let live = match render(live_tpl(&st, &c, &root, d, images).await)
-        .and_then(|inner| wrap_live(&root, images, inner))
-    {
+    let live = match render(live_tpl(&st, &c, &root, d, images).await).and_then(|inner| {
+        let v = version(&inner);
+        wrap_live(&root, images, inner, &v)
+    }) {
         Ok(h) => h,
         Err(r) => return r,
     };

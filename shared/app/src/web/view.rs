@@ -61,6 +61,11 @@ pub struct Filters {
 /// (`v`), and the server answers 204 when nothing changed (htmx then leaves it alone, so
 /// the mail frames do not reload every 10 seconds). `mr-live` asks at once: app.js fires
 /// it when the live socket says something changed (docs/chat.md).
+///
+/// The version leaves out the notice an action answers with ("Ticket moved"): a refresh
+/// that finds nothing else changed answers 204 and the notice stays. A refresh also gives
+/// way to a change the agent makes there: app.js drops its answer when a change was on
+/// its way meanwhile, so a view read before the change never lands after it.
 #[derive(Template)]
 #[template(
     source = r#"<div id="{{ id }}" hx-get="{{ poll }}" hx-trigger="every 10s, mr-live" hx-swap="outerHTML">{{ inner|safe }}</div>"#,
@@ -76,8 +81,14 @@ impl PolledTpl {
     /// Wraps `inner`, polled at `base` (a URL with a query string, maybe empty) with the
     /// version of `inner`.
     pub fn new(id: &'static str, base: &str, inner: String) -> PolledTpl {
+        let v = version(&inner);
+        PolledTpl::versioned(id, base, inner, &v)
+    }
+
+    /// Wraps `inner` with a version computed by the caller (see the type's note).
+    pub fn versioned(id: &'static str, base: &str, inner: String, v: &str) -> PolledTpl {
         let sep = if base.contains('?') { "&" } else { "?" };
-        PolledTpl { id, poll: format!("{base}{sep}v={}", version(&inner)), inner }
+        PolledTpl { id, poll: format!("{base}{sep}v={v}"), inner }
     }
 }
 

@@ -174,6 +174,29 @@
     const conv = document.getElementById("conv-live");
     if (conv && conversationToo) htmx.trigger(conv, "mr-live");
   }
+  // A refresh of the conversation gives way to a change the agent makes there (assign,
+  // stage, reply...): its answer is dropped when such a change was under way or started
+  // while it was asked, so a view read before the change never replaces the change's own
+  // answer (nor takes the form it came from out of the page while it is sent).
+  const changing = new Set();
+  let changes = 0;
+  document.addEventListener("htmx:beforeRequest", (e) => {
+    const d = e.detail;
+    if (d.elt && d.elt.id === "conv-live") {
+      d.xhr.mrChanges = changes;
+    } else if (d.target && d.target.id === "conv-live") {
+      changes++;
+      changing.add(d.xhr);
+      d.xhr.addEventListener("loadend", () => changing.delete(d.xhr));
+    }
+  });
+  document.addEventListener("htmx:beforeSwap", (e) => {
+    const d = e.detail;
+    // (beforeSwap is fired on the target: the refresh is told by its request, not by elt.)
+    if (d.xhr && d.xhr.mrChanges !== undefined && (changing.size > 0 || d.xhr.mrChanges !== changes)) {
+      d.shouldSwap = false;
+    }
+  });
   function liveConnect() {
     if (!("WebSocket" in window) || !document.getElementById("rows") && !openConv()) return;
     live = new WebSocket((location.protocol === "https:" ? "wss://" : "ws://") + location.host + "/app/live");
