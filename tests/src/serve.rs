@@ -58,22 +58,33 @@ impl Serve {
     }
 }
 
-/// Connects `inbox` to `provider` through serve: the start route (admin token), the provider's authorize URL (which answers a redirect
-/// to our callback; followed by hand), the callback on serve.
+/// The admin of `examples/acme-corp.toml`.
+pub const ACME_ADMIN: &str = "maria.keller@acme-corp.example";
+
+/// Connects `inbox` to `provider` through serve the way an admin does: the API's
+/// `POST /admin/inboxes/{inbox}/connect` with the admin's token (`mailroom token ADMIN` on
+/// `data`), the provider's authorize URL (which answers a redirect to our callback;
+/// followed by hand), the callback on serve.
 pub async fn connect_mailbox(
     http: &reqwest::Client,
     base: &str,
+    data: &Path,
     admin: &str,
     provider: &str,
     inbox: &str,
     log: impl Fn() -> String,
 ) {
-    let start_url = format!("{}/connections/{provider}/start?inbox={inbox}", base);
-    let r = http.post(&start_url).send().await.unwrap();
-    assert_eq!(r.status().as_u16(), 401, "start without the admin token: {}", r.text().await.unwrap());
-    let r = http.post(&start_url).bearer_auth("not-the-admin-token-at-all").send().await.unwrap();
+    let token = String::from_utf8(crate::mailroom_ok(data, &["token", admin])).unwrap().trim().to_string();
+    let start_url = format!("{base}/admin/inboxes/{inbox}/connect");
+    let body = serde_json::json!({ "provider": provider });
+    let r = http.post(&start_url).json(&body).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 401, "start without a token: {}", r.text().await.unwrap());
+    let r = http.post(&start_url).bearer_auth("not-a-token-at-all").json(&body).send().await.unwrap();
     assert_eq!(r.status().as_u16(), 401, "start with a wrong token: {}", r.text().await.unwrap());
-    let r = http.post(&start_url).bearer_auth(admin).send().await.unwrap();
+    // The route that took a shared admin token instead of a user's is gone.
+    let r = http.post(format!("{base}/connections/{provider}/start?inbox={inbox}")).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 404, "the old start route answered");
+    let r = http.post(&start_url).bearer_auth(&token).json(&body).send().await.unwrap();
     assert_eq!(r.status().as_u16(), 200, "start: {}", log());
     let start: serde_json::Value = r.json().await.unwrap();
     let authorize = start["authorize_url"].as_str().expect("authorize_url");

@@ -34,5 +34,5 @@ async fn main() -> Result<(), Error> {
     let app = mailroom_app::api::router(state.clone())
         .merge(mailroom_app::web::router(state, mailroom_app::web::oidc::WebOidc::from_env()?))
         .merge(mailroom_app::live::visitor::script_router());
-    lambda_http::run(app).await
+    lambda_http::run(mailroom_app::runtime::http::with_problem_fallbacks(app)).await
 }

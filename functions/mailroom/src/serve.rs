@@ -127,7 +127,6 @@ pub async fn run(data: &Path, bind: &str, port: u16) -> Result<()> {
     let hub = mailroom_app::live::Hub::new(ports.clone());
     let live = tokio::spawn(hub.clone().run());
 
-    let admin_token = mailroom_app::runtime::config::secret("MAILROOM_ADMIN_TOKEN").filter(|t| t.len() >= 16);
     // The API: development tokens (`mailroom token USER`) and, when configured, an OIDC issuer.
     let auth = mailroom_app::api::auth::Authenticator::new(
         Some(mailroom_app::api::auth::LocalIssuer::new(&ports.signer)),
@@ -139,7 +138,7 @@ pub async fn run(data: &Path, bind: &str, port: u16) -> Result<()> {
         public_url: providers.public_url.clone(),
         providers: providers.clone(),
     };
-    let web = WebState::new(ports.clone(), providers, admin_token).map_err(anyhow::Error::msg)?;
+    let web = WebState::new(ports.clone(), providers).map_err(anyhow::Error::msg)?;
     let ingest_token = match std::env::var("MAILROOM_INGEST_TOKEN") {
         Ok(t) if t.len() >= 16 => Some(t),
         Ok(_) => anyhow::bail!("MAILROOM_INGEST_TOKEN must be at least 16 characters"),
@@ -164,6 +163,7 @@ pub async fn run(data: &Path, bind: &str, port: u16) -> Result<()> {
         .merge(mailroom_app::forms::router(ports.clone()))
         .merge(mailroom_app::live::visitor::router(hub.clone()))
         .merge(mailroom_app::live::agent::router(hub));
+    let app = mailroom_app::runtime::http::with_problem_fallbacks(app);
     let app = match cors {
         Some(cors) => app.layer(cors),
         None => app,

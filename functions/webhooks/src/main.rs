@@ -22,8 +22,8 @@ async fn main() -> Result<(), Error> {
         .map_err(|_| "MAILROOM_PUBLIC_URL is not set (the SAM template sets it to the HTTP API's URL)")?;
     let providers = ProvidersConfig::from_env(&public_url)?;
     let ports = Ports::aws(&clients, &cfg);
-    let admin_token = mailroom_app::runtime::config::secret("MAILROOM_ADMIN_TOKEN").filter(|t| t.len() >= 16);
-    let state = Arc::new(routes::WebState::new(ports, providers, admin_token)?);
+    let state = Arc::new(routes::WebState::new(ports, providers)?);
     let ports = state.ports.clone();
-    lambda_http::run(routes::router(state).merge(mailroom_app::forms::router(ports))).await
+    let app = routes::router(state).merge(mailroom_app::forms::router(ports));
+    lambda_http::run(mailroom_app::runtime::http::with_problem_fallbacks(app)).await
 }

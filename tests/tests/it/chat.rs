@@ -8,14 +8,13 @@
 use futures::{SinkExt, StreamExt};
 use mailroom_tests::mock_google::MockGoogle;
 use mailroom_tests::repo_root;
-use mailroom_tests::serve::{Serve, connect_mailbox};
+use mailroom_tests::serve::{ACME_ADMIN, Serve, connect_mailbox};
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::{self, Message};
 
 pub const SALES: &str = "sales@acme-corp.example";
-const ADMIN: &str = "chat-admin-token-0123456789";
 pub const MEMBER: &str = "james.oconnor@acme-corp.example";
 pub const OUTSIDER: &str = "tom.becker@acme-corp.example";
 const TEAMMATE: &str = "elena.petrova@acme-corp.example";
@@ -151,12 +150,11 @@ async fn chat_sockets_keep_their_rules_and_a_reply_goes_live_or_by_email() {
     let data = tempfile::tempdir().unwrap();
     let ws_file = workspace_with_widget(data.path(), SITE);
     mailroom_tests::mailroom_ok(data.path(), &["apply", ws_file.to_str().unwrap()]);
-    let mut env = google.serve_env();
-    env.push(("MAILROOM_ADMIN_TOKEN".into(), ADMIN.into()));
+    let env = google.serve_env();
     let env_refs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let serve = Serve::start(data, &env_refs);
     let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
-    connect_mailbox(&http, &serve.base, ADMIN, "gmail", SALES, || serve.log_tail()).await;
+    connect_mailbox(&http, &serve.base, serve.data(), ACME_ADMIN, "gmail", SALES, || serve.log_tail()).await;
 
     // The widget script is served to any site, as JavaScript.
     let js = http.get(serve.url("/chat/v1/widget.js")).send().await.unwrap();

@@ -17,7 +17,6 @@ use std::time::{Duration, Instant};
 
 const GMAIL_INBOX: &str = "sales@acme-corp.example";
 const GRAPH_INBOX: &str = "support@acme-corp.example";
-const ADMIN: &str = "e2e-admin-token-0123456789";
 const BURST: usize = 200;
 /// What Pub/Sub and Graph allow a push endpoint.
 const PUSH_DEADLINE: Duration = Duration::from_secs(3);
@@ -58,7 +57,6 @@ impl Serve {
             .arg("--data")
             .arg(data.path())
             .args(["serve", "--port", &port.to_string()])
-            .env("MAILROOM_ADMIN_TOKEN", ADMIN)
             .env("MAILROOM_BACKFILL_DAYS", "14")
             .env("RUST_LOG", "info")
             .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
@@ -169,8 +167,11 @@ fn http() -> reqwest::Client {
 }
 
 async fn connect(http: &reqwest::Client, serve: &Serve, provider: &str, inbox: &str) {
-    mailroom_tests::serve::connect_mailbox(http, &serve.base, ADMIN, provider, inbox, || serve.log_tail())
-        .await;
+    let admin = mailroom_tests::serve::ACME_ADMIN;
+    mailroom_tests::serve::connect_mailbox(http, &serve.base, serve.data(), admin, provider, inbox, || {
+        serve.log_tail()
+    })
+    .await;
 }
 
 /// Waits until the inbox is `connected` with a successful sync recorded.

@@ -20,7 +20,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 const INBOX: &str = "sales@acme-corp.example";
-const ADMIN: &str = "test-admin-token";
 
 /// One message of the corpus as it sits in the Gmail mailbox.
 #[derive(Clone)]
@@ -101,15 +100,9 @@ impl Env {
         g.topic = mock_google::TOPIC.into();
         providers.backfill_days = 14;
         let cfg = providers.google.clone();
-        // The production router: connection routes (start, OAuth callback) and the webhook.
-        let web = Arc::new(
-            mailroom_app::mailbox::routes::WebState::new(
-                ports.clone(),
-                providers.clone(),
-                Some(ADMIN.into()),
-            )
-            .unwrap(),
-        );
+        // The production router: the OAuth callback and the webhook.
+        let web =
+            Arc::new(mailroom_app::mailbox::routes::WebState::new(ports.clone(), providers.clone()).unwrap());
         let app = mailroom_app::mailbox::routes::router(web.clone());
         let server = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
@@ -129,21 +122,20 @@ impl Env {
         }
     }
 
-    /// Connects the mailbox the way an admin and the user do: the start route (admin
-    /// token), the authorize URL at Google (PKCE; the mock consents), the callback route
-    /// (which queues the `connect` request). The worker then runs it (`drain_sync`).
+    /// Connects the mailbox the way an admin and the user do: the consent started as the
+    /// API's connect route starts it (`oauth::start`), the authorize URL at Google (PKCE;
+    /// the mock consents), the callback route (which queues the `connect` request). The
+    /// worker then runs it (`drain_sync`).
     async fn connect(&self) {
-        let start: Value = self
-            .http
-            .post(format!("{}/connections/gmail/start?inbox={INBOX}", self.base))
-            .bearer_auth(ADMIN)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let resp = self.http.get(start["authorize_url"].as_str().unwrap()).send().await.unwrap();
+        let url = mailroom_app::mailbox::oauth::start(
+            &self.ports,
+            &self.web.cfg,
+            mailroom_app::mailbox::connection::Provider::Gmail,
+            &self.inbox,
+        )
+        .await
+        .unwrap();
+        let resp = self.http.get(&url).send().await.unwrap();
         assert!(resp.status().is_redirection(), "authorize answered {}", resp.status());
         let back = resp.headers()["location"].to_str().unwrap().to_string();
         assert!(back.starts_with(&format!("{}/oauth/callback?", self.base)), "{back}");

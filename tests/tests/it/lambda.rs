@@ -286,7 +286,6 @@ async fn imap_poll_function_polls_dovecot_into_moto() {
 
 // ---- Mailbox connections: webhooks, mailbox-sync, scheduler ----
 
-const ADMIN_TOKEN: &str = "lambda-test-admin-token-0123";
 const PUBLIC_URL: &str = "https://mailroom.test";
 
 /// [`invoke`] from inside the test's runtime: the mocks are tasks on that runtime, so
@@ -300,7 +299,6 @@ fn google_env(stack: &AwsStack, mock: &MockGoogle) -> Vec<(String, String)> {
     let mut env = stack.function_env();
     for (k, v) in [
         ("MAILROOM_PUBLIC_URL", PUBLIC_URL.to_string()),
-        ("MAILROOM_ADMIN_TOKEN", ADMIN_TOKEN.to_string()),
         ("MAILROOM_GOOGLE_CLIENT_ID", mock_google::CLIENT_ID.to_string()),
         ("MAILROOM_GOOGLE_CLIENT_SECRET", mock_google::CLIENT_SECRET.to_string()),
         ("MAILROOM_GOOGLE_AUTH_URL", mock.auth_url()),
@@ -473,24 +471,14 @@ async fn webhooks_function_answers_graph_validation_and_gmail_push_under_cargo_l
     let queued = drain_queue(&stack, &stack.sync_url).await;
     assert!(queued.is_empty(), "a forged push queued {queued:?}");
 
-    // (d) Starting a connection takes the admin token.
-    let path = "/connections/gmail/start";
+    // (d) No connection starts here: that is the API's (an admin's or the inbox owner's
+    // token). The shared admin-token route is gone; an unknown route answers problem+json.
     let query = "inbox=sales%40acme-corp.example";
-    let resp = invoke_blocking(port, &http_event("POST", path, query, serde_json::json!({}), None));
-    assert_eq!(resp["statusCode"], 401, "{resp}");
-    let wrong = serde_json::json!({"authorization": "Bearer not-the-admin-token-at-all"});
-    let resp = invoke_blocking(port, &http_event("POST", path, query, wrong, None));
-    assert_eq!(resp["statusCode"], 401, "{resp}");
-    let admin = serde_json::json!({"authorization": format!("Bearer {ADMIN_TOKEN}")});
-    let resp = invoke_blocking(port, &http_event("POST", path, query, admin, None));
-    assert_eq!(resp["statusCode"], 200, "{resp}");
-    let started: serde_json::Value =
-        serde_json::from_str(resp["body"].as_str().expect("a text body")).expect("a JSON body");
-    let url = started["authorize_url"].as_str().expect("authorize_url");
-    assert!(url.starts_with(&mock.auth_url()), "{url}");
-    assert!(url.contains("code_challenge="), "PKCE: {url}");
-    assert_eq!(started["provider"], "gmail", "{started}");
-    assert_eq!(started["inbox"], INBOX, "{started}");
+    let bearer = serde_json::json!({"authorization": "Bearer lambda-test-admin-token-0123"});
+    let resp = invoke_blocking(port, &http_event("POST", "/connections/gmail/start", query, bearer, None));
+    assert_eq!(resp["statusCode"], 404, "{resp}");
+    let ct = resp["headers"]["content-type"].as_str().unwrap_or_default();
+    assert_eq!(ct, "application/problem+json", "{resp}");
 }
 
 fn gmail_mail(n: u32) -> Vec<u8> {

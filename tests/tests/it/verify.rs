@@ -241,10 +241,9 @@ async fn verify_over_api(serve: &mailroom_tests::serve::Serve, http: &reqwest::C
 async fn serve_connected(
     inbox: &str,
     provider: &str,
-    mut env: Vec<(String, String)>,
+    env: Vec<(String, String)>,
     oauth: &str,
 ) -> (mailroom_tests::serve::Serve, reqwest::Client) {
-    const ADMIN_TOKEN: &str = "verify-test-admin-token-0123456789";
     let data = tempfile::tempdir().unwrap();
     let ws = data.path().join("workspace.toml");
     std::fs::write(
@@ -256,13 +255,18 @@ async fn serve_connected(
     )
     .unwrap();
     mailroom_ok(data.path(), &["apply", ws.to_str().unwrap()]);
-    env.push(("MAILROOM_ADMIN_TOKEN".into(), ADMIN_TOKEN.into()));
     let env_refs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let serve = mailroom_tests::serve::Serve::start(data, &env_refs);
     let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
-    mailroom_tests::serve::connect_mailbox(&http, &serve.base, ADMIN_TOKEN, oauth, inbox, || {
-        serve.log_tail()
-    })
+    mailroom_tests::serve::connect_mailbox(
+        &http,
+        &serve.base,
+        serve.data(),
+        "ann@acme.test",
+        oauth,
+        inbox,
+        || serve.log_tail(),
+    )
     .await;
     (serve, http)
 }

@@ -7,14 +7,13 @@
 
 use mailroom_tests::mock_google::MockGoogle;
 use mailroom_tests::repo_root;
-use mailroom_tests::serve::{Serve, connect_mailbox};
+use mailroom_tests::serve::{ACME_ADMIN, Serve, connect_mailbox};
 use mailroom_tests::smtp_sink::SmtpSink;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 const SALES: &str = "sales@acme-corp.example";
-const ADMIN: &str = "web-admin-token-0123456789";
 const AGENT: &str = "james.oconnor@acme-corp.example";
 const TEAMMATE: &str = "elena.petrova@acme-corp.example";
 const OUTSIDER: &str = "tom.becker@acme-corp.example";
@@ -160,7 +159,6 @@ async fn an_agent_works_a_conversation_in_the_browser_and_hostile_mail_stays_ine
     mailroom_tests::mailroom_ok(data.path(), &["apply", ws.to_str().unwrap()]);
     let mut env = google.serve_env();
     env.extend([
-        ("MAILROOM_ADMIN_TOKEN".to_string(), ADMIN.to_string()),
         ("MAILROOM_BACKFILL_DAYS".to_string(), "14".to_string()),
         ("MAILROOM_EVENTS_RELAY_SECONDS".to_string(), "1".to_string()),
         ("MAILROOM_NOTIFY_SMTP_URL".to_string(), format!("smtp://127.0.0.1:{}", smtp.port())),
@@ -169,7 +167,7 @@ async fn an_agent_works_a_conversation_in_the_browser_and_hostile_mail_stays_ine
     let env_refs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let serve = Serve::start(data, &env_refs);
     let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
-    connect_mailbox(&http, &serve.base, ADMIN, "gmail", SALES, || serve.log_tail()).await;
+    connect_mailbox(&http, &serve.base, serve.data(), ACME_ADMIN, "gmail", SALES, || serve.log_tail()).await;
     wait_for("the four messages listed", &serve, Duration::from_secs(60), || {
         let v = mailroom_tests::mailroom_json(serve.data(), &["conversations", "--json"]);
         (v.as_array().map_or(0, Vec::len) >= 4).then_some(())

@@ -1,23 +1,22 @@
 //! The HTTP routes of mailbox connections, one axum router for both the `webhooks`
 //! Lambda (behind API Gateway) and `mailroom serve`:
-//! - `POST /connections/{provider}/start?inbox=ADDRESS`: the provider's authorize URL;
-//! - `GET /oauth/callback`: where the provider sends the user back;
+//! - `GET /oauth/callback`: where the provider sends the user back (a connection is
+//!   started by an admin through the API, `POST /admin/inboxes/{address}/connect`, or by
+//!   a user for their own inbox, `POST /me/inbox/connect`);
 //! - `POST /webhooks/gmail`, `/webhooks/graph`, `/webhooks/graph-lifecycle`: push.
 //!
 //! Errors are RFC 9457 problem details.
 
-use crate::mailbox::connection::Provider;
 use crate::mailbox::oauth::{self, OAuthError};
 use crate::mailbox::request::{self as sync, SyncRequest};
 use crate::runtime::config::ProvidersConfig;
-use crate::runtime::http::{bearer, problem};
+use crate::runtime::http::problem;
 use crate::runtime::ports::Ports;
 use axum::Router;
-use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode, header};
-use axum::response::{Html, IntoResponse, Json, Response};
+use axum::extract::{Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
-use mailroom_core::EmailAddress;
 use serde::Deserialize;
 use serde_json::json;
 use std::sync::Arc;
@@ -25,18 +24,15 @@ use std::sync::Arc;
 pub struct WebState {
     pub ports: Ports,
     pub cfg: ProvidersConfig,
-    /// The bearer token that may start connections. `None`: starting is refused (the
-    /// API's user authentication replaces this with roles).
-    pub admin_token: Option<String>,
     /// Checks Pub/Sub's OIDC tokens; built once per process (it caches Google's JWKS).
     pub gmail_verifier: mailroom_providers::jwt::OidcVerifier,
 }
 
 impl WebState {
-    pub fn new(ports: Ports, cfg: ProvidersConfig, admin_token: Option<String>) -> Result<WebState, String> {
+    pub fn new(ports: Ports, cfg: ProvidersConfig) -> Result<WebState, String> {
         let gmail_verifier = crate::mailbox::gmail::push_verifier(&cfg.google)
             .map_err(|e| format!("Gmail push verifier: {e}"))?;
-        Ok(WebState { ports, cfg, admin_token, gmail_verifier })
+        Ok(WebState { ports, cfg, gmail_verifier })
     }
 }
 
@@ -45,61 +41,11 @@ const PUSH_BODY_LIMIT: usize = 64 * 1024;
 
 pub fn router(state: Arc<WebState>) -> Router {
     Router::new()
-        .route("/connections/{provider}/start", post(start))
         .route("/oauth/callback", get(callback))
         .route("/webhooks/gmail", post(gmail_push))
         .route("/webhooks/graph", post(graph_notification))
         .route("/webhooks/graph-lifecycle", post(graph_lifecycle))
         .with_state(state)
-}
-
-#[derive(Deserialize)]
-struct StartParams {
-    inbox: Option<String>,
-}
-
-async fn start(
-    State(st): State<Arc<WebState>>,
-    Path(provider): Path<String>,
-    Query(p): Query<StartParams>,
-    headers: HeaderMap,
-) -> Response {
-    let authorised = match (&st.admin_token, bearer(&headers)) {
-        (Some(want), Some(got)) => {
-            use subtle::ConstantTimeEq;
-            bool::from(want.as_bytes().ct_eq(got.as_bytes()))
-        }
-        _ => false,
-    };
-    if !authorised {
-        return problem(StatusCode::UNAUTHORIZED, "starting a connection needs the admin bearer token");
-    }
-    let provider = match provider.as_str() {
-        "gmail" => Provider::Gmail,
-        "graph" | "microsoft" => Provider::Graph,
-        other => {
-            return problem(
-                StatusCode::NOT_FOUND,
-                format!("no OAuth provider {other:?}: use gmail or graph"),
-            );
-        }
-    };
-    let inbox = match p.inbox.as_deref().map(EmailAddress::parse) {
-        Some(Ok(i)) => i,
-        Some(Err(e)) => return problem(StatusCode::BAD_REQUEST, format!("inbox: {e}")),
-        None => return problem(StatusCode::BAD_REQUEST, "inbox=ADDRESS is required"),
-    };
-    match oauth::start(&st.ports, &st.cfg, provider, &inbox).await {
-        Ok(url) => {
-            if let Err(e) = st.ports.flush() {
-                return problem(StatusCode::SERVICE_UNAVAILABLE, e.to_string());
-            }
-            Json(json!({"authorize_url": url, "inbox": inbox.key(), "provider": provider.as_str()}))
-                .into_response()
-        }
-        Err(e @ OAuthError::NotConfigured(..)) => problem(StatusCode::CONFLICT, e.to_string()),
-        Err(e) => problem(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
-    }
 }
 
 #[derive(Deserialize)]

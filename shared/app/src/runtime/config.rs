@@ -33,12 +33,8 @@ pub struct AwsConfig {
 /// The configuration secrets: never in a Lambda's environment in plain text. The
 /// template sets `{NAME}_SECRET_ARN`, and [`load_secrets`] reads each from Secrets Manager
 /// once at start; locally (`mailroom serve`, tests) `{NAME}` itself may be set.
-pub const SECRET_NAMES: [&str; 4] = [
-    "MAILROOM_THREAD_KEY",
-    "MAILROOM_GOOGLE_CLIENT_SECRET",
-    "MAILROOM_MS_CLIENT_SECRET",
-    "MAILROOM_ADMIN_TOKEN",
-];
+pub const SECRET_NAMES: [&str; 3] =
+    ["MAILROOM_THREAD_KEY", "MAILROOM_GOOGLE_CLIENT_SECRET", "MAILROOM_MS_CLIENT_SECRET"];
 
 static SECRETS: std::sync::OnceLock<std::collections::HashMap<&'static str, String>> =
     std::sync::OnceLock::new();

@@ -37,3 +37,23 @@ pub fn read_notice(signer: &mailroom_core::ThreadSigner, q: &[(String, String)])
     let (text, sig) = (get("notice")?, get("ns")?);
     signer.verify(NOTICE_PURPOSE, text, sig).then(|| text.to_string())
 }
+
+/// A router's answers for what it does not serve, problem+json like every other error:
+/// 404 for an unknown path, 405 for a method the path does not take. The binaries put
+/// these on their whole router (a merged router takes one fallback).
+pub fn with_problem_fallbacks<S: Clone + Send + Sync + 'static>(r: axum::Router<S>) -> axum::Router<S> {
+    r.fallback(no_route).method_not_allowed_fallback(wrong_method)
+}
+
+async fn no_route(method: axum::http::Method, uri: axum::http::Uri) -> Response {
+    problem(StatusCode::NOT_FOUND, format!("no route {method} {}", short_path(&uri)))
+}
+
+async fn wrong_method(method: axum::http::Method, uri: axum::http::Uri) -> Response {
+    problem(StatusCode::METHOD_NOT_ALLOWED, format!("{} does not take {method}", short_path(&uri)))
+}
+
+/// The path as the caller sent it, cut at 200 characters (it is echoed back).
+fn short_path(uri: &axum::http::Uri) -> String {
+    uri.path().chars().take(200).collect()
+}
