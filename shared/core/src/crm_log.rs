@@ -8,6 +8,7 @@ use std::fmt;
 
 /// What an inbox logs.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum LogMode {
     /// Every customer message, creating the contacts that are missing.
@@ -32,6 +33,7 @@ impl LogMode {
 
 /// `[logging]` in the workspace.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct LoggingSettings {
     /// For every inbox without its own `logging`.

@@ -256,7 +256,7 @@ fn concrete(w: &World, method: &str, template: &str, conv: &str) -> (String, Opt
         }
         ("get" | "delete", _)
         | ("post", "/conversations/{id}/close" | "/conversations/{id}/reopen")
-        | ("post", "/admin/inboxes/{address}/verify") => None,
+        | ("post", "/admin/inboxes/{address}/verify" | "/admin/forms/{id}/secret") => None,
         (m, t) => panic!("the permission matrix has no request body for {m} {t}: add one"),
     };
     (path, body)
@@ -274,6 +274,7 @@ fn expected(who: &str, method: &str, template: &str) -> &'static [u16] {
         // A run starts (and fails at its first step: the scratch inbox is not connected).
         "admin" if template == "/admin/inboxes/{address}/verify" => &[202],
         "admin" if template == "/admin/inboxes/{address}/verify/{run}" => &[404],
+        "admin" if template == "/admin/forms/{id}/secret" => &[404], // this workspace has no form
         "admin" if method == "delete" => &[204],
         // Anyone's own mailbox: no OAuth client configured; nothing listens on port 1.
         _ if template == "/me/inbox/connect" => &[409],
@@ -340,6 +341,21 @@ async fn permission_matrix_over_every_endpoint() {
                     "{m} {path} as {who}: not a problem document: {resp}"
                 );
             }
+        }
+    }
+    // What no route serves answers problem+json too: an unknown path (404) and a method
+    // a path does not take (405).
+    for (method, path, want) in [
+        (Method::GET, "/no/such/route", 404),
+        (Method::DELETE, "/openapi.json", 405),
+        (Method::PATCH, "/reports/summary", 405),
+    ] {
+        let resp = w.http.request(method.clone(), w.serve.url(path)).send().await.unwrap();
+        let st = resp.status().as_u16();
+        let ct = resp.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+        let body: Value = resp.json().await.unwrap_or(Value::Null);
+        if st != want || ct != "application/problem+json" || body["status"] != want {
+            failures.push(format!("{method} {path}: {st} {ct} {body} (want {want} problem+json)"));
         }
     }
     println!("{}", table.join("\n"));
@@ -748,6 +764,44 @@ fn api_docs_list_every_operation() {
     let unknown: Vec<String> =
         re.into_iter().filter(|op| !served.contains(op) && op != "GET /openapi.json").collect();
     assert!(unknown.is_empty(), "docs/api.md names operations the API does not serve: {unknown:?}");
+}
+
+/// Issue 24, item 7: every request and response body of /openapi.json has a type (a
+/// schema with properties, a reference, a map or a list of those), not a bare `object`.
+#[test]
+fn openapi_has_no_untyped_body() {
+    let data = tempfile::tempdir().unwrap();
+    let doc: Value = serde_json::from_slice(&mailroom_ok(data.path(), &["openapi"])).unwrap();
+    fn untyped(s: &Value) -> bool {
+        if s.get("$ref").is_some() || s.get("allOf").is_some() || s.get("oneOf").is_some() {
+            return false;
+        }
+        match s.get("type").and_then(Value::as_str) {
+            Some("array") => s.get("items").is_none_or(untyped),
+            Some("object") | None => s.get("properties").is_none() && s.get("additionalProperties").is_none(),
+            Some(_) => false,
+        }
+    }
+    let (mut bodies, mut bare) = (0, Vec::new());
+    for (path, ops) in doc["paths"].as_object().unwrap() {
+        for (method, op) in ops.as_object().unwrap() {
+            let mut contents = vec![("request".to_string(), &op["requestBody"]["content"])];
+            for (code, r) in op["responses"].as_object().into_iter().flatten() {
+                contents.push((code.clone(), &r["content"]));
+            }
+            for (what, content) in contents {
+                for (ct, c) in content.as_object().into_iter().flatten() {
+                    bodies += 1;
+                    if untyped(&c["schema"]) {
+                        bare.push(format!("{} {path} {what} {ct}", method.to_uppercase()));
+                    }
+                }
+            }
+        }
+    }
+    println!("{bodies} bodies in /openapi.json, {} untyped", bare.len());
+    assert!(bodies > 100, "only {bodies} bodies: is the document complete?");
+    assert!(bare.is_empty(), "{} untyped bodies:\n{}", bare.len(), bare.join("\n"));
 }
 
 /// Every `METHOD /path` written in backticks in a text.

@@ -331,10 +331,15 @@ async fn item_04_oidc_users_are_their_subject_and_need_a_verified_email() {
 async fn item_10_a_form_with_our_own_domain_is_a_customer_message() {
     let w = world().await;
     let admin = w.dev_token("ann@acme.test");
-    let secret = String::from_utf8(mailroom_ok(w.serve.data(), &["form", "secret", "contact"]))
-        .unwrap()
-        .trim()
-        .to_string();
+    // The form's secret, made through the API as an admin does on AWS (an agent may not).
+    let (st, b) = w.post(&w.dev_token("bob@acme.test"), "/admin/forms/contact/secret", &json!({})).await;
+    assert_eq!(st, StatusCode::FORBIDDEN, "{b}");
+    let (st, b) = w.post(&admin, "/admin/forms/no-such-form/secret", &json!({})).await;
+    assert_eq!(st, StatusCode::NOT_FOUND, "{b}");
+    let (st, made) = w.post(&admin, "/admin/forms/contact/secret", &json!({})).await;
+    assert_eq!(st, StatusCode::OK, "{made}");
+    assert!(made["submit_url"].as_str().unwrap().ends_with("/forms/contact/submissions"), "{made}");
+    let secret = made["secret"].as_str().unwrap().to_string();
     let r = w
         .http
         .post(w.serve.url("/forms/contact/submissions"))

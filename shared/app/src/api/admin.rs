@@ -1,6 +1,7 @@
 //! Admin endpoints: the workspace model `mailroom apply` writes, edited a piece at a time
 //! (inboxes with their members, ticket automation and signature; users; teams; routing
-//! rules; pipelines and stages; SLA policies and calendars) and mailbox connections.
+//! rules; pipelines and stages; SLA policies and calendars) and form secrets; mailbox
+//! connections are in [`super::connect`].
 //!
 //! Every edit is read, change, validate, apply: the same validation as `mailroom apply`
 //! (a change that leaves the workspace invalid is refused with every error), and the
@@ -19,11 +20,13 @@ use mailroom_core::workspace::{
     validate,
 };
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 use std::sync::Arc;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
+
+pub use super::connect::{ConnectBody, ConnectStart, ImapConnectBody, ImapConnected, SmtpBody};
+pub(crate) use super::connect::{connect_imap_as, connect_imap_inbox, start_oauth};
 
 pub fn routes() -> OpenApiRouter<Arc<ApiState>> {
     OpenApiRouter::new()
@@ -41,16 +44,14 @@ pub fn routes() -> OpenApiRouter<Arc<ApiState>> {
         .routes(routes!(list_pipelines))
         .routes(routes!(put_pipeline, delete_pipeline))
         .routes(routes!(get_sla, put_sla))
-        .routes(routes!(list_connections))
-        .routes(routes!(connect_inbox))
-        .routes(routes!(connect_imap))
+        .routes(routes!(rotate_form_secret))
+        .merge(super::connect::routes())
 }
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct WorkspaceDoc {
     /// Pass as `If-Match` to `PUT /admin/workspace`.
     pub version: u64,
-    #[schema(value_type = Object)]
     pub workspace: Workspace,
 }
 
@@ -158,7 +159,7 @@ async fn get_workspace(State(st): State<Arc<ApiState>>, caller: Caller) -> ApiRe
 /// Replace the whole workspace model (what `mailroom apply FILE` does)
 ///
 /// Send `If-Match: VERSION` to apply only on top of that version.
-#[utoipa::path(put, path = "/admin/workspace", tag = "admin", request_body(content = Object, description = "The workspace model (docs/workspace.md), as JSON"),
+#[utoipa::path(put, path = "/admin/workspace", tag = "admin", request_body(content = Workspace, description = "The workspace model (docs/workspace.md), as JSON"),
     params(("If-Match" = Option<String>, Header, description = "The version the change is based on")),
     responses((status = 200, body = Applied), (status = 409, body = super::Problem), (status = 422, body = super::Problem)))]
 async fn put_workspace(
@@ -188,14 +189,14 @@ fn find_inbox<'a>(ws: &'a mut Workspace, address: &str) -> ApiResult<&'a mut Inb
 }
 
 /// List inboxes (all of them: admins see every inbox)
-#[utoipa::path(get, path = "/admin/inboxes", tag = "admin", responses((status = 200, body = Vec<Object>)))]
+#[utoipa::path(get, path = "/admin/inboxes", tag = "admin", responses((status = 200, body = Vec<Inbox>)))]
 async fn list_inboxes(State(st): State<Arc<ApiState>>, caller: Caller) -> ApiResult<Json<Vec<Inbox>>> {
     Ok(Json(read(&st, &caller).await?.inboxes))
 }
 
 /// An inbox's configuration
 #[utoipa::path(get, path = "/admin/inboxes/{address}", tag = "admin", params(("address" = String, Path, description = "Inbox address")),
-    responses((status = 200, body = Object), (status = 404, body = super::Problem)))]
+    responses((status = 200, body = Inbox), (status = 404, body = super::Problem)))]
 async fn get_inbox(
     State(st): State<Arc<ApiState>>,
     caller: Caller,
@@ -207,8 +208,8 @@ async fn get_inbox(
 
 /// Create or replace an inbox (shared or individual, provider, members, ticket automation, signature)
 #[utoipa::path(put, path = "/admin/inboxes/{address}", tag = "admin", params(("address" = String, Path, description = "Inbox address")),
-    request_body(content = Object, description = "An inbox (docs/workspace.md); `address` is taken from the path"),
-    responses((status = 200, body = Object), (status = 409, body = super::Problem), (status = 422, body = super::Problem)))]
+    request_body(content = Inbox, description = "An inbox (docs/workspace.md); `address` is taken from the path"),
+    responses((status = 200, body = Inbox), (status = 409, body = super::Problem), (status = 422, body = super::Problem)))]
 async fn put_inbox(
     State(st): State<Arc<ApiState>>,
     caller: Caller,
@@ -249,8 +250,8 @@ async fn archive_inbox(
 
 /// Who may see an inbox: users and teams
 #[utoipa::path(put, path = "/admin/inboxes/{address}/members", tag = "admin", params(("address" = String, Path, description = "Inbox address")),
-    request_body(content = Object, description = "`{\"users\": [...], \"teams\": [...]}`"),
-    responses((status = 200, body = Object), (status = 404, body = super::Problem), (status = 422, body = super::Problem)))]
+    request_body(content = Members, description = "Who may see the inbox: users and teams"),
+    responses((status = 200, body = Inbox), (status = 404, body = super::Problem), (status = 422, body = super::Problem)))]
 async fn put_members(
     State(st): State<Arc<ApiState>>,
     caller: Caller,
@@ -275,7 +276,7 @@ pub struct SignatureBody {
 
 /// Set an inbox's shared signature
 #[utoipa::path(put, path = "/admin/inboxes/{address}/signature", tag = "admin", params(("address" = String, Path, description = "Inbox address")),
-    request_body = SignatureBody, responses((status = 200, body = Object), (status = 404, body = super::Problem)))]
+    request_body = SignatureBody, responses((status = 200, body = Inbox), (status = 404, body = super::Problem)))]
 async fn put_signature(
     State(st): State<Arc<ApiState>>,
     caller: Caller,
@@ -297,8 +298,8 @@ async fn put_signature(
 
 /// Set an inbox's ticket automation (pipeline and initial stage)
 #[utoipa::path(put, path = "/admin/inboxes/{address}/tickets", tag = "admin", params(("address" = String, Path, description = "Inbox address")),
-    request_body(content = Object, description = "`{\"enabled\": true, \"pipeline\": \"support\", \"stage\": \"new\"}`"),
-    responses((status = 200, body = Object), (status = 404, body = super::Problem), (status = 422, body = super::Problem)))]
+    request_body(content = TicketAutomation, description = "Whether the inbox makes tickets, in which pipeline and stage"),
+    responses((status = 200, body = Inbox), (status = 404, body = super::Problem), (status = 422, body = super::Problem)))]
 async fn put_ticket_automation(
     State(st): State<Arc<ApiState>>,
     caller: Caller,
@@ -316,15 +317,15 @@ async fn put_ticket_automation(
 }
 
 /// List users
-#[utoipa::path(get, path = "/admin/users", tag = "admin", responses((status = 200, body = Vec<Object>)))]
+#[utoipa::path(get, path = "/admin/users", tag = "admin", responses((status = 200, body = Vec<User>)))]
 async fn list_users(State(st): State<Arc<ApiState>>, caller: Caller) -> ApiResult<Json<Vec<User>>> {
     Ok(Json(read(&st, &caller).await?.users))
 }
 
 /// Create or replace a user (role, availability, signature)
 #[utoipa::path(put, path = "/admin/users/{email}", tag = "admin", params(("email" = String, Path, description = "The user's address")),
-    request_body(content = Object, description = "A user (docs/workspace.md); `email` is taken from the path"),
-    responses((status = 200, body = Object), (status = 422, body = super::Problem)))]
+    request_body(content = User, description = "A user (docs/workspace.md); `email` is taken from the path"),
+    responses((status = 200, body = User), (status = 422, body = super::Problem)))]
 async fn put_user(
     State(st): State<Arc<ApiState>>,
     caller: Caller,
@@ -388,15 +389,15 @@ async fn deactivate_user(
 }
 
 /// List teams
-#[utoipa::path(get, path = "/admin/teams", tag = "admin", responses((status = 200, body = Vec<Object>)))]
+#[utoipa::path(get, path = "/admin/teams", tag = "admin", responses((status = 200, body = Vec<Team>)))]
 async fn list_teams(State(st): State<Arc<ApiState>>, caller: Caller) -> ApiResult<Json<Vec<Team>>> {
     Ok(Json(read(&st, &caller).await?.teams))
 }
 
 /// Create or replace a team
 #[utoipa::path(put, path = "/admin/teams/{id}", tag = "admin", params(("id" = String, Path, description = "Team id")),
-    request_body(content = Object, description = "A team; `id` is taken from the path"),
-    responses((status = 200, body = Object), (status = 422, body = super::Problem)))]
+    request_body(content = Team, description = "A team; `id` is taken from the path"),
+    responses((status = 200, body = Team), (status = 422, body = super::Problem)))]
 async fn put_team(
     State(st): State<Arc<ApiState>>,
     caller: Caller,
@@ -436,14 +437,14 @@ async fn delete_team(
 }
 
 /// The routing rules, in evaluation order
-#[utoipa::path(get, path = "/admin/rules", tag = "admin", responses((status = 200, body = Vec<Object>)))]
+#[utoipa::path(get, path = "/admin/rules", tag = "admin", responses((status = 200, body = Vec<Rule>)))]
 async fn get_rules(State(st): State<Arc<ApiState>>, caller: Caller) -> ApiResult<Json<Vec<Rule>>> {
     Ok(Json(read(&st, &caller).await?.rules))
 }
 
 /// Replace the routing rules (ordered; validated as a whole)
-#[utoipa::path(put, path = "/admin/rules", tag = "admin", request_body(content = Vec<Object>, description = "The rules, in order (docs/workspace.md)"),
-    responses((status = 200, body = Vec<Object>), (status = 422, body = super::Problem)))]
+#[utoipa::path(put, path = "/admin/rules", tag = "admin", request_body(content = Vec<Rule>, description = "The rules, in order (docs/workspace.md)"),
+    responses((status = 200, body = Vec<Rule>), (status = 422, body = super::Problem)))]
 async fn put_rules(
     State(st): State<Arc<ApiState>>,
     caller: Caller,
@@ -459,15 +460,15 @@ async fn put_rules(
 }
 
 /// List pipelines and their stages
-#[utoipa::path(get, path = "/admin/pipelines", tag = "admin", responses((status = 200, body = Vec<Object>)))]
+#[utoipa::path(get, path = "/admin/pipelines", tag = "admin", responses((status = 200, body = Vec<Pipeline>)))]
 async fn list_pipelines(State(st): State<Arc<ApiState>>, caller: Caller) -> ApiResult<Json<Vec<Pipeline>>> {
     Ok(Json(read(&st, &caller).await?.pipelines))
 }
 
 /// Create or replace a pipeline with its ordered stages
 #[utoipa::path(put, path = "/admin/pipelines/{id}", tag = "admin", params(("id" = String, Path, description = "Pipeline id")),
-    request_body(content = Object, description = "A pipeline; `id` is taken from the path"),
-    responses((status = 200, body = Object), (status = 422, body = super::Problem)))]
+    request_body(content = Pipeline, description = "A pipeline; `id` is taken from the path"),
+    responses((status = 200, body = Pipeline), (status = 422, body = super::Problem)))]
 async fn put_pipeline(
     State(st): State<Arc<ApiState>>,
     caller: Caller,
@@ -509,10 +510,8 @@ async fn delete_pipeline(
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct SlaSettings {
     /// Ordered; a conversation gets the first that matches its inbox and priority.
-    #[schema(value_type = Vec<Object>)]
     pub sla_policies: Vec<SlaPolicy>,
     /// Business-hours calendars the policies refer to.
-    #[schema(value_type = Vec<Object>)]
     pub calendars: Vec<CalendarSpec>,
 }
 
@@ -540,210 +539,29 @@ async fn put_sla(
     .map(Json)
 }
 
-/// Mailbox connections and their health
-#[utoipa::path(get, path = "/admin/connections", tag = "admin", responses((status = 200, body = Vec<Object>)))]
-async fn list_connections(State(st): State<Arc<ApiState>>, caller: Caller) -> ApiResult<Json<Vec<Value>>> {
+#[derive(Debug, Serialize, ToSchema)]
+pub struct FormSecret {
+    pub form: String,
+    /// Shown this once: send it as `X-Mailroom-Form-Secret`, or sign the body with it
+    /// (`X-Mailroom-Form-Signature`, docs/forms.md). The previous secret stops working.
+    pub secret: String,
+    /// Where the form posts.
+    pub submit_url: String,
+}
+
+/// Make a new secret for a web form (the old one stops working at once)
+#[utoipa::path(post, path = "/admin/forms/{id}/secret", tag = "admin", params(("id" = String, Path, description = "Form id ([[forms]] of the workspace)")),
+    responses((status = 200, body = FormSecret), (status = 403, body = super::Problem), (status = 404, body = super::Problem)))]
+async fn rotate_form_secret(
+    State(st): State<Arc<ApiState>>,
+    caller: Caller,
+    P(id): P<String>,
+) -> ApiResult<Json<FormSecret>> {
     super::require_admin(&caller)?;
-    let mut out = Vec::new();
-    for s in crate::mailbox::connection::status(&st.ports).await? {
-        let mut v = serde_json::to_value(&s)?;
-        // Settings may hold a CA certificate or subscription ids: not needed here.
-        if let Some(c) = v.as_object_mut() {
-            c.remove("settings");
-        }
-        out.push(v);
+    if caller.ws.form(&id).is_none() {
+        return Err(ApiError::NotFound(format!("no form {id:?}: declare it in [[forms]] first")));
     }
-    Ok(Json(out))
-}
-
-#[derive(Debug, Deserialize, ToSchema)]
-pub struct ConnectBody {
-    /// `gmail` or `graph` (Microsoft 365).
-    pub provider: String,
-}
-
-/// The workspace inbox an admin connects.
-fn inbox_to_connect(caller: &Caller, address: &str) -> ApiResult<mailroom_core::EmailAddress> {
-    super::require_admin(caller)?;
-    if !caller.ws.inboxes.iter().any(|i| i.address.eq_ignore_ascii_case(address)) {
-        return Err(ApiError::NotFound(format!("no inbox {address}")));
-    }
-    mailroom_core::EmailAddress::parse(address).map_err(|e| ApiError::BadRequest(format!("{address}: {e}")))
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct ConnectStart {
-    /// Send the mailbox owner's browser here; the provider returns to `/oauth/callback`.
-    pub authorize_url: String,
-}
-
-/// Start connecting an inbox to Gmail or Microsoft 365 (OAuth 2.0)
-#[utoipa::path(post, path = "/admin/inboxes/{address}/connect", tag = "admin", params(("address" = String, Path, description = "Inbox address")),
-    request_body = ConnectBody,
-    responses((status = 200, body = ConnectStart), (status = 404, body = super::Problem), (status = 409, body = super::Problem)))]
-async fn connect_inbox(
-    State(st): State<Arc<ApiState>>,
-    caller: Caller,
-    P(address): P<String>,
-    J(body): J<ConnectBody>,
-) -> ApiResult<Json<ConnectStart>> {
-    let inbox = inbox_to_connect(&caller, &address)?;
-    Ok(Json(start_oauth(&st, &inbox, &body.provider).await?))
-}
-
-/// Starts the OAuth consent for `inbox` with `provider` (`gmail`, or `graph` /
-/// `microsoft`), the caller's right to it checked already.
-pub(crate) async fn start_oauth(
-    st: &ApiState,
-    inbox: &mailroom_core::EmailAddress,
-    provider: &str,
-) -> ApiResult<ConnectStart> {
-    use crate::mailbox::connection::Provider;
-    let provider = match provider {
-        "gmail" => Provider::Gmail,
-        "graph" | "microsoft" => Provider::Graph,
-        other => return Err(ApiError::BadRequest(format!("provider {other:?}: use gmail or graph"))),
-    };
-    match crate::mailbox::oauth::start(&st.ports, &st.providers, provider, inbox).await {
-        Ok(url) => {
-            st.ports.flush()?;
-            Ok(ConnectStart { authorize_url: url })
-        }
-        Err(e @ crate::mailbox::oauth::OAuthError::NotConfigured(..)) => {
-            Err(ApiError::Conflict(e.to_string()))
-        }
-        Err(e) => Err(ApiError::Internal(e.into())),
-    }
-}
-
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct ImapConnectBody {
-    pub host: String,
-    /// Default: 993 with `tls`, 143 otherwise.
-    pub port: Option<u16>,
-    /// `tls` (default), `starttls` or `none` (trusted networks only).
-    #[schema(value_type = Option<String>)]
-    pub security: Option<crate::mailbox::imap::Security>,
-    pub user: String,
-    /// Checked by logging in, then sealed; never shown again.
-    pub password: String,
-    /// How many days back the first poll reads (default 14).
-    pub backfill_days: Option<u32>,
-    /// PEM certificates to trust besides the public roots (a private CA).
-    pub ca_pem: Option<String>,
-    /// Where replies are submitted; without it the inbox cannot send.
-    pub smtp: Option<SmtpBody>,
-    /// The folder sent mail is read from, when the server marks none `\Sent` (or the
-    /// marked one is not where this mailbox's sent mail goes). It must exist.
-    pub sent_folder: Option<String>,
-}
-
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct SmtpBody {
-    pub host: String,
-    /// Default: 465 with `tls`, 587 with `starttls`, 25 with `none`.
-    pub port: Option<u16>,
-    /// `starttls` (default), `tls` or `none`.
-    #[schema(value_type = Option<String>)]
-    pub security: Option<crate::mailbox::imap::SmtpSecurity>,
-    /// The SMTP login, when it is not the IMAP one.
-    pub user: Option<String>,
-    /// APPEND sent replies to the Sent folder (default true; false for servers that file
-    /// submitted mail themselves, such as Gmail and Microsoft 365).
-    pub append_sent: Option<bool>,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct ImapConnected {
-    pub inbox: String,
-    pub inbox_folder: String,
-    /// Absent: the server marks no folder `\Sent`, so Sent copies are not read.
-    pub sent_folder: Option<String>,
-    /// Same server and user as before: polling resumes where it stopped.
-    pub cursors_kept: bool,
-}
-
-/// Connect an inbox over IMAP (and SMTP for replies)
-///
-/// Logs in first: refused credentials, an unreachable server or a certificate problem
-/// answer 422 with the server's reason, and nothing is stored. Then the settings and the
-/// sealed password are stored and the scheduled poll picks the inbox up. Connecting again
-/// with a new password keeps the sync position when the server and user are the same.
-#[utoipa::path(post, path = "/admin/inboxes/{address}/imap", tag = "admin", params(("address" = String, Path, description = "Inbox address")),
-    request_body = ImapConnectBody,
-    responses((status = 200, body = ImapConnected), (status = 404, body = super::Problem), (status = 422, body = super::Problem)))]
-async fn connect_imap(
-    State(st): State<Arc<ApiState>>,
-    caller: Caller,
-    P(address): P<String>,
-    J(body): J<ImapConnectBody>,
-) -> ApiResult<Json<ImapConnected>> {
-    Ok(Json(connect_imap_as(&st, &caller, &address, body, false).await?))
-}
-
-/// Connects an inbox over IMAP (and SMTP) for `caller` (the API and the settings pages).
-pub(crate) async fn connect_imap_as(
-    st: &ApiState,
-    caller: &Caller,
-    address: &str,
-    body: ImapConnectBody,
-    require_sent: bool,
-) -> ApiResult<ImapConnected> {
-    let inbox = inbox_to_connect(caller, address)?;
-    connect_imap_inbox(st, caller, &inbox, body, require_sent).await
-}
-
-/// Connects `inbox` over IMAP (and SMTP), the caller's right to it checked already.
-pub(crate) async fn connect_imap_inbox(
-    st: &ApiState,
-    caller: &Caller,
-    inbox: &mailroom_core::EmailAddress,
-    body: ImapConnectBody,
-    require_sent: bool,
-) -> ApiResult<ImapConnected> {
-    use crate::mailbox::imap::{
-        self, ImapSettings, PollError, PollOptions, Security, SmtpSecurity, SmtpSettings,
-    };
-    let address = inbox.key();
-    if body.host.trim().is_empty() || body.user.trim().is_empty() || body.password.is_empty() {
-        return Err(ApiError::Invalid("host, user and password are required".into(), vec![]));
-    }
-    let security = body.security.unwrap_or(Security::Tls);
-    let smtp = body.smtp.map(|m| {
-        let security = m.security.unwrap_or(SmtpSecurity::Starttls);
-        SmtpSettings {
-            host: m.host,
-            port: m.port.unwrap_or(security.default_port()),
-            security,
-            user: m.user,
-            append_sent: m.append_sent.unwrap_or(true),
-        }
-    });
-    let settings = ImapSettings {
-        host: body.host,
-        port: body.port.unwrap_or(security.default_port()),
-        security,
-        user: body.user,
-        backfill_days: body.backfill_days.unwrap_or(imap::DEFAULT_BACKFILL_DAYS),
-        ca_pem: body.ca_pem,
-        smtp,
-        allow_private_host: caller.ws.security.allow_private_mail_hosts,
-        sent_folder: body.sent_folder.filter(|s| !s.trim().is_empty()),
-    };
-    let opts = PollOptions { require_sent, ..PollOptions::default() };
-    match imap::connect(&st.ports, inbox, settings, &body.password, &opts).await {
-        Ok(c) => Ok(ImapConnected {
-            inbox: c.inbox,
-            inbox_folder: c.inbox_folder,
-            sent_folder: c.sent_folder,
-            cursors_kept: c.cursors_kept,
-        }),
-        // What the mail server said is for the admin to act on.
-        Err(e @ (PollError::Imap(_) | PollError::Smtp(_) | PollError::SentFolder(_))) => {
-            Err(ApiError::Invalid(format!("cannot connect {address} over IMAP: {e}"), vec![]))
-        }
-        Err(e) => Err(ApiError::Internal(e.into())),
-    }
+    let secret = crate::forms::rotate_form_secret(&st.ports, &id).await.map_err(ApiError::Internal)?;
+    let submit_url = format!("{}/forms/{id}/submissions", st.public_url.trim_end_matches('/'));
+    Ok(Json(FormSecret { form: id, secret, submit_url }))
 }

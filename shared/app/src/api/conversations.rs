@@ -608,7 +608,7 @@ pub struct ReplyBody {
 #[utoipa::path(post, path = "/conversations/{id}/replies", tag = "conversations",
     params(("id" = String, Path, description = "Conversation id"), ("Idempotency-Key" = Option<String>, Header, description = "The client's request id")),
     request_body = ReplyBody,
-    responses((status = 202, description = "Queued (or already queued under this request id)", body = Object),
+    responses((status = 202, description = "Queued (or already queued under this request id)", body = crate::outbound::reply::OutboxView),
         (status = 422, body = super::Problem),
         (status = 400, body = super::Problem), (status = 404, body = super::Problem), (status = 409, body = super::Problem)))]
 async fn reply(
@@ -617,7 +617,7 @@ async fn reply(
     P(id): P<String>,
     headers: HeaderMap,
     J(body): J<ReplyBody>,
-) -> ApiResult<(StatusCode, Json<Value>)> {
+) -> ApiResult<(StatusCode, Json<crate::outbound::reply::OutboxView>)> {
     use crate::outbound::reply::{ReplyRequest, SendError};
     let (root, _) = visible_root(&st, &caller, &id).await?;
     let request_id = body
@@ -651,7 +651,6 @@ async fn reply(
             e @ SendError::Conflict { .. } => ApiError::Conflict(e.to_string()),
             SendError::Other(e) => ApiError::Internal(e),
         })?;
-    let out = serde_json::to_value(out)?;
     st.ports.flush()?;
     Ok((StatusCode::ACCEPTED, Json(out)))
 }

@@ -10,6 +10,7 @@ use super::{ApiError, ApiResult, ApiState, Caller, IndexScan, J, P, Q};
 use crate::keys::item_str as s;
 use axum::extract::State;
 use axum::response::Json;
+use mailroom_core::workspace::Deal;
 use mailroom_store::{Item, Query};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -512,22 +513,22 @@ async fn company(
 }
 
 /// List deals
-#[utoipa::path(get, path = "/deals", tag = "crm", responses((status = 200, body = Vec<Object>)))]
-async fn deals(caller: Caller) -> ApiResult<Json<Vec<Value>>> {
-    Ok(Json(caller.ws.deals.iter().map(serde_json::to_value).collect::<Result<_, _>>()?))
+#[utoipa::path(get, path = "/deals", tag = "crm", responses((status = 200, body = Vec<Deal>)))]
+async fn deals(caller: Caller) -> ApiResult<Json<Vec<Deal>>> {
+    Ok(Json(caller.ws.deals.clone()))
 }
 
 /// A deal
 #[utoipa::path(get, path = "/deals/{id}", tag = "crm", params(("id" = String, Path, description = "Deal id")),
-    responses((status = 200, body = Object), (status = 404, body = super::Problem)))]
-async fn deal(caller: Caller, P(id): P<String>) -> ApiResult<Json<Value>> {
+    responses((status = 200, body = Deal), (status = 404, body = super::Problem)))]
+async fn deal(caller: Caller, P(id): P<String>) -> ApiResult<Json<Deal>> {
     let d = caller
         .ws
         .deals
         .iter()
         .find(|d| d.id == id)
         .ok_or_else(|| ApiError::NotFound(format!("no deal {id}")))?;
-    Ok(Json(serde_json::to_value(d)?))
+    Ok(Json(d.clone()))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -603,12 +604,12 @@ pub struct ReportParams {
 
 /// The report (docs/metrics.md), over the inboxes I can see
 #[utoipa::path(get, path = "/reports/summary", tag = "reports", params(ReportParams),
-    responses((status = 200, body = Object), (status = 400, body = super::Problem)))]
+    responses((status = 200, body = crate::reports::Report), (status = 400, body = super::Problem)))]
 async fn report_summary(
     State(st): State<Arc<ApiState>>,
     caller: Caller,
     Q(p): Q<ReportParams>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<crate::reports::Report>> {
     let day = |name: &str, v: &Option<String>| -> ApiResult<Option<chrono::NaiveDate>> {
         match v.as_deref().filter(|s| !s.is_empty()) {
             None => Ok(None),
@@ -628,6 +629,5 @@ async fn report_summary(
     let inbox = p.inbox.filter(|i| !i.is_empty());
     let visible = if caller.is_admin() { None } else { Some(caller.visible_inboxes()) };
     let f = crate::reports::Filter { from, to, inbox, tz, visible };
-    let r = crate::reports::report(&st.ports, &caller.ws, &f, st.ports.clock.now()).await?;
-    Ok(Json(serde_json::to_value(r)?))
+    Ok(Json(crate::reports::report(&st.ports, &caller.ws, &f, st.ports.clock.now()).await?))
 }

@@ -12,6 +12,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod connect;
 pub mod conversations;
 pub mod directory;
 pub mod identity;

@@ -74,7 +74,7 @@ pub struct Resolved {
 }
 
 /// What an outbox entry says of a file it carries.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SentFile {
     pub name: String,
     pub content_type: String,

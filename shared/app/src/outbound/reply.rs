@@ -60,7 +60,7 @@ pub struct Recipients {
 
 /// An outbox entry (`outbox#{conversation}` / `req#{request_id}`), as stored and as the
 /// conversation view shows it.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(default)]
 pub struct OutboxView {
     pub conversation: String,

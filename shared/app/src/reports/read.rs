@@ -25,7 +25,7 @@ pub struct Filter {
     pub visible: Option<Vec<String>>,
 }
 
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, utoipa::ToSchema)]
 pub struct Volume {
     pub total: i64,
     pub by_inbox: BTreeMap<String, i64>,
@@ -34,7 +34,7 @@ pub struct Volume {
     pub by_channel: BTreeMap<String, i64>,
 }
 
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, utoipa::ToSchema)]
 pub struct HistBar {
     /// Upper bound in seconds; null for the last, open-ended bar.
     pub le_s: Option<i64>,
@@ -43,7 +43,7 @@ pub struct HistBar {
 
 /// Durations (first response, wait time): count, mean, percentiles, in calendar and
 /// business time.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, utoipa::ToSchema)]
 pub struct FirstResponse {
     pub count: i64,
     pub mean_s: Option<f64>,
@@ -55,20 +55,20 @@ pub struct FirstResponse {
     pub histogram: Vec<HistBar>,
 }
 
-#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct AgentFigures {
     pub assigned: i64,
     pub replied: i64,
     pub closed: i64,
 }
 
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, utoipa::ToSchema)]
 pub struct OpenedClosed {
     pub opened: i64,
     pub closed: i64,
 }
 
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, utoipa::ToSchema)]
 pub struct SlaCounts {
     pub met: i64,
     pub breached: i64,
@@ -100,7 +100,7 @@ impl SlaCounts {
 }
 
 /// Conversations by SLA status: all targets together, and each target alone.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, utoipa::ToSchema)]
 pub struct Sla {
     #[serde(flatten)]
     pub all: SlaCounts,
@@ -110,7 +110,7 @@ pub struct Sla {
 
 /// Email-log confirmation: every message, logged on the CRM or not and why
 /// (docs/metrics.md).
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, utoipa::ToSchema)]
 pub struct EmailLog {
     pub messages: i64,
     pub logged: i64,
@@ -123,7 +123,7 @@ pub struct EmailLog {
     pub by_day: BTreeMap<String, EmailLogCounts>,
 }
 
-#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct EmailLogCounts {
     pub messages: i64,
     pub logged: i64,
@@ -157,7 +157,7 @@ impl EmailLog {
     }
 }
 
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, utoipa::ToSchema)]
 pub struct Messages {
     #[serde(rename = "in")]
     pub inbound: i64,
@@ -166,7 +166,7 @@ pub struct Messages {
     pub noise: i64,
 }
 
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, utoipa::ToSchema)]
 pub struct Report {
     pub from: Option<String>,
     pub to: Option<String>,
