@@ -20,6 +20,10 @@ checked" and exits 0. The rules:
    a NoEcho parameter.
 6. No statement of a KMS key policy allows kms:Encrypt, kms:Decrypt or kms:GenerateDataKey*
    (kms:*, * and other wildcards included) without a Condition.
+7. Operations (issue 24): every SQS event source caps its concurrency
+   (ScalingConfig.MaximumConcurrency); the dashboard shows every function's errors and
+   every dead-letter queue; every HTTP API has default throttling and access logs, and
+   its public routes (form submissions, tracking) a throttle of their own.
 
 Fn::If: a function is checked once per combination of the conditions its Fn::Ifs use
 (both branches of each), so a permission granted under the same condition as the
@@ -540,6 +544,49 @@ def check_key_policies(t: Template) -> list[str]:
     return problems
 
 
+def check_operations(t: Template, functions: list[str]) -> list[str]:
+    """Rule 7."""
+    problems = []
+    for fn in functions:
+        for name, ev in ((t.props(fn).get("Events") or {}).items()):
+            if isinstance(ev, dict) and ev.get("Type") == "SQS":
+                cap = ((ev.get("Properties") or {}).get("ScalingConfig") or {}).get("MaximumConcurrency")
+                if cap is None:
+                    problems.append(f"{fn}: SQS event {name} has no ScalingConfig.MaximumConcurrency")
+    dashboards = [lid for lid, r in t.resources.items()
+                  if isinstance(r, dict) and r.get("Type") == "AWS::CloudWatch::Dashboard"]
+    body = ""
+    for d in dashboards:
+        b = t.props(d).get("DashboardBody")
+        body += str(b.get("Fn::Sub") if isinstance(b, dict) else b)
+    for fn in functions:
+        if "${%s}" % fn not in body:
+            problems.append(f"the dashboard does not show {fn}'s errors")
+    for lid, r in t.resources.items():
+        if isinstance(r, dict) and r.get("Type") == "AWS::SQS::Queue" and lid.endswith("DLQ"):
+            if "${%s.QueueName}" % lid not in body:
+                problems.append(f"the dashboard does not show the depth of {lid}")
+    for lid, r in t.resources.items():
+        if not (isinstance(r, dict) and r.get("Type") == "AWS::Serverless::HttpApi"):
+            continue
+        props = t.props(lid)
+        d = props.get("DefaultRouteSettings") or {}
+        if d.get("ThrottlingRateLimit") is None or d.get("ThrottlingBurstLimit") is None:
+            problems.append(f"{lid}: no DefaultRouteSettings throttling")
+        if not (props.get("AccessLogSettings") or {}).get("DestinationArn"):
+            problems.append(f"{lid}: no AccessLogSettings")
+        paths = ((props.get("DefinitionBody") or {}).get("paths") or {})
+        routes = props.get("RouteSettings") or {}
+        for path, item in paths.items():
+            if not (path.startswith("/forms/") or path.startswith("/t/")):
+                continue
+            for method in item:
+                key = f"{method.upper()} {path}"
+                if (routes.get(key) or {}).get("ThrottlingRateLimit") is None:
+                    problems.append(f"{lid}: public route {key} has no throttle of its own")
+    return problems
+
+
 def main(argv: list[str]) -> int:
     root = Path(__file__).resolve().parent.parent
     path = Path(argv[1]) if len(argv) > 1 else root / "infra" / "template.yaml"
@@ -594,6 +641,8 @@ def main(argv: list[str]) -> int:
                 problems.append(f"{p} (when {when or 'some conditions hold'})")
     # 6. key policies
     problems.extend(check_key_policies(t))
+    # 7. operations
+    problems.extend(check_operations(t, functions))
     unique = list(dict.fromkeys(problems))
     for p in unique:
         print(p)

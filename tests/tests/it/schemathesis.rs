@@ -32,7 +32,11 @@ fn schemathesis(serve: &Serve, token: &str, max_examples: u32) -> (bool, String)
         bin.exists(),
         "schemathesis is missing: run scripts/test.sh (it installs scripts/requirements-test.txt into .venv)"
     );
+    // schemathesis keeps a folder of its own (.schemathesis/) in its working directory:
+    // a scratch one, so that nothing is left in the tree.
+    let scratch = tempfile::tempdir().unwrap();
     let out = Command::new(&bin)
+        .current_dir(scratch.path())
         .args(["run", &serve.url("/openapi.json")])
         .args(["--url", &serve.base])
         .args(["--checks", "not_a_server_error"])
