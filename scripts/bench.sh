@@ -42,7 +42,7 @@ step "cold start"
 .venv/bin/python scripts/coldstart.py --runs 5
 
 step "criterion: parse-classify-thread core"
-cargo bench --locked -p mailroom-app --bench core
+cargo bench --locked -p mailroom-app --features embedded --bench core
 
 step "report latency at 10k and 100k conversations (embedded)"
 target/release/mailroom bench-report --conversations 10000,100000

@@ -58,3 +58,36 @@ fn every_function_has_the_permissions_its_code_uses_and_no_plaintext_secret() {
     assert!(out.status.success(), "the template's permissions are wrong:\n{text}");
     assert!(text.contains("functions checked"), "{text}");
 }
+
+/// Issue 24, item 6: no Lambda function links SQLite (the embedded tables and queues are
+/// behind mailroom-store's `sqlite` feature, which only `mailroom` and the tests turn on).
+/// `cargo tree` resolves the features of exactly the packages named, as a build of the
+/// functions alone (scripts/lambda-package.sh, `sam build`) does.
+#[test]
+fn no_lambda_function_links_sqlite() {
+    let template = std::fs::read_to_string(repo_root().join("infra/template.yaml")).unwrap();
+    let mut binaries: Vec<&str> =
+        template.lines().filter_map(|l| l.trim().strip_prefix("Binary:")).map(str::trim).collect();
+    binaries.sort();
+    binaries.dedup();
+    assert!(binaries.len() >= 10, "only {binaries:?} in the template");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let tree = |packages: &[&str]| {
+        let mut cmd = Command::new(&cargo);
+        cmd.args(["tree", "--locked", "--offline", "-e", "normal", "-i", "rusqlite"])
+            .current_dir(repo_root());
+        for p in packages {
+            cmd.args(["-p", p]);
+        }
+        let out = cmd.output().unwrap();
+        (
+            out.status.success(),
+            format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)),
+        )
+    };
+    let (found, text) = tree(&binaries);
+    assert!(!found && text.contains("did not match any packages"), "a Lambda function links SQLite:\n{text}");
+    // The check can fail: the CLI does link it.
+    let (found, text) = tree(&["mailroom"]);
+    assert!(found && text.contains("rusqlite"), "{text}");
+}

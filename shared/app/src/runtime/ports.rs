@@ -1,7 +1,7 @@
 use mailroom_core::ThreadSigner;
 use mailroom_store::aws::{AwsClients, DynamoTable, KmsSecrets, NoSecrets, S3BlobStore, SqsQueue};
-use mailroom_store::embedded::Embedded;
-use mailroom_store::{BlobStore, Clock, LocalSecrets, Queue, Secrets, SystemClock, Table};
+use mailroom_store::{BlobStore, Clock, Queue, Secrets, SystemClock, Table};
+#[cfg(any(test, feature = "embedded"))]
 use std::path::Path;
 use std::sync::Arc;
 
@@ -54,9 +54,11 @@ impl Ports {
         self.table.flush()
     }
 
-    /// Embedded storage in a data directory.
+    /// Embedded storage in a data directory (the `embedded` feature: `mailroom` and the
+    /// tests; the Lambda functions run on [`Ports::aws`] and leave SQLite out).
+    #[cfg(any(test, feature = "embedded"))]
     pub fn embedded(dir: &Path) -> mailroom_store::error::Result<Ports> {
-        let e = Embedded::open(dir)?;
+        let e = mailroom_store::embedded::Embedded::open(dir)?;
         Ok(Ports {
             blobs: Arc::new(e.blobs()),
             table: Arc::new(e.table(TABLE)),
@@ -72,7 +74,7 @@ impl Ports {
             send_dlq: Some(Arc::new(e.queue(SEND_DLQ, None))),
             clock: Arc::new(SystemClock),
             signer: ThreadSigner::new(local_secret(dir, "secret.key")?),
-            secrets: Arc::new(LocalSecrets::new(&local_secret(dir, "secrets.key")?)?),
+            secrets: Arc::new(mailroom_store::LocalSecrets::new(&local_secret(dir, "secrets.key")?)?),
         })
     }
 
@@ -106,6 +108,7 @@ impl Ports {
 
 /// A key of the embedded store: 32 random bytes in `DATA/{name}` (mode 0600), made on
 /// first use. `secret.key` signs thread ids; `secrets.key` encrypts mailbox credentials.
+#[cfg(any(test, feature = "embedded"))]
 fn local_secret(dir: &Path, name: &str) -> mailroom_store::error::Result<Vec<u8>> {
     use mailroom_store::StoreError;
     let path = dir.join(name);
