@@ -96,22 +96,8 @@ pub enum Cmd {
     /// Benchmark: the parse floor, the full pipeline on embedded storage and per-message
     /// latency, on the same gen_corpus.py mailbox (docs/performance.md).
     Bench {
-        /// Conversations to generate (ignored with --corpus).
-        #[arg(long, default_value_t = 1000)]
-        conversations: u32,
-        #[arg(long, default_value_t = 7)]
-        seed: u32,
-        /// Use this corpus (a gen_corpus.py output directory, or any folder of .eml files)
-        /// instead of generating one.
-        #[arg(long)]
-        corpus: Option<PathBuf>,
-        /// gen_corpus.py to generate with (default: $MAILROOM_GEN_CORPUS, then
-        /// ../shared/tools/gen_corpus.py).
-        #[arg(long)]
-        generator: Option<PathBuf>,
-        /// Workspace to apply first (default: the built-in examples/acme-corp.toml).
-        #[arg(long)]
-        workspace: Option<PathBuf>,
+        #[command(flatten)]
+        corpus: CorpusArgs,
         /// Keep the generated corpus and the data directories in this new directory.
         #[arg(long)]
         keep: Option<PathBuf>,
@@ -212,6 +198,21 @@ pub enum Cmd {
         /// Keep each size's data directory in DIR/n{N}.
         #[arg(long)]
         keep: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Benchmark: the pipeline's writes per DynamoDB partition key, and which partitions
+    /// pass 1,000 write units a second first at PER_DAY messages a day with a peak of
+    /// PEAK times the average (docs/scale.md).
+    BenchPartitions {
+        #[command(flatten)]
+        corpus: CorpusArgs,
+        #[arg(long, default_value_t = 10_000_000.0)]
+        per_day: f64,
+        #[arg(long, default_value_t = 10.0)]
+        peak: f64,
+        #[arg(long, default_value_t = 25)]
+        top: usize,
         #[arg(long)]
         json: bool,
     },
@@ -371,4 +372,25 @@ pub struct ConnectImapArgs {
     pub sent_folder: Option<String>,
     #[arg(long)]
     pub json: bool,
+}
+
+/// The corpus and workspace a benchmark runs on (`bench`, `bench-partitions`).
+#[derive(clap::Args, Debug)]
+pub struct CorpusArgs {
+    /// Conversations to generate (ignored with --corpus).
+    #[arg(long, default_value_t = 1000)]
+    pub conversations: u32,
+    #[arg(long, default_value_t = 7)]
+    pub seed: u32,
+    /// Use this corpus (a gen_corpus.py output directory, or any folder of .eml files)
+    /// instead of generating one.
+    #[arg(long)]
+    pub corpus: Option<PathBuf>,
+    /// gen_corpus.py to generate with (default: $MAILROOM_GEN_CORPUS, then
+    /// ../shared/tools/gen_corpus.py).
+    #[arg(long)]
+    pub generator: Option<PathBuf>,
+    /// Workspace to apply first (default: the built-in examples/acme-corp.toml).
+    #[arg(long)]
+    pub workspace: Option<PathBuf>,
 }

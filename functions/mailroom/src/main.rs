@@ -54,20 +54,15 @@ async fn main() -> Result<()> {
         Cmd::Demo => demo::run(data).await?,
         Cmd::Contacts { json } => listing::contacts(data, json).await?,
         Cmd::Companies { json } => listing::companies(data, json).await?,
-        Cmd::Bench { conversations, seed, corpus, generator, workspace, keep, json } => {
-            bench::pipeline::run(bench::pipeline::Options {
-                conversations,
-                seed,
-                corpus,
-                generator,
-                workspace,
-                keep,
-                json,
-            })
-            .await?
+        Cmd::Bench { corpus, keep, json } => {
+            bench::pipeline::run(bench::pipeline::Options::new(corpus, keep, json)).await?
         }
         Cmd::BenchReport { conversations, keep, json } => {
             bench::report::run(&conversations, keep.as_deref(), json).await?
+        }
+        Cmd::BenchPartitions { corpus, per_day, peak, top, json } => {
+            let corpus = bench::pipeline::Options::new(corpus, None, json);
+            bench::partitions::run(bench::partitions::Options { corpus, per_day, peak, top }).await?
         }
         Cmd::BenchChat { visitors, seconds, interval_ms, json } => {
             bench::chat::run(visitors, seconds, interval_ms, json).await?

@@ -21,6 +21,7 @@ mod parse;
 mod replay;
 mod replies;
 mod reports;
+mod scale;
 mod schemathesis;
 mod security;
 mod settings;

@@ -34,6 +34,13 @@ pub struct Options {
     pub json: bool,
 }
 
+impl Options {
+    pub fn new(c: crate::cli::CorpusArgs, keep: Option<PathBuf>, json: bool) -> Options {
+        let crate::cli::CorpusArgs { conversations, seed, corpus, generator, workspace } = c;
+        Options { conversations, seed, corpus, generator, workspace, keep, json }
+    }
+}
+
 #[derive(Debug, Serialize)]
 struct Floor {
     messages: usize,
@@ -86,17 +93,8 @@ pub async fn run(o: Options) -> Result<()> {
         }
         None => tmp.path().to_path_buf(),
     };
-    let corpus = match &o.corpus {
-        Some(c) => c.clone(),
-        None => generate(&o, &work)?,
-    };
-    let dir = if corpus.join("messages").is_dir() { corpus.join("messages") } else { corpus.clone() };
-    let ws_text = match &o.workspace {
-        Some(p) => std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?,
-        None => ACME_WORKSPACE.to_string(),
-    };
-    let ws =
-        mailroom_core::workspace::parse_toml(&ws_text).map_err(|e| anyhow::anyhow!("workspace: {e:?}"))?;
+    let dir = corpus_dir(&o, &work)?;
+    let ws = workspace(&o)?;
 
     let floor = floor(&dir)?;
     if floor.messages == 0 {
@@ -253,6 +251,25 @@ async fn latency(ports: &Ports, messages: &[Vec<u8>]) -> Result<Latency> {
         samples[i].as_secs_f64() * 1e3
     };
     Ok(Latency { messages: samples.len(), p50_ms: q(0.50), p99_ms: q(0.99), max_ms: q(1.0) })
+}
+
+/// The messages to run: `--corpus` (its `messages/` folder when it has one), or a corpus
+/// generated into `tmp`.
+pub(crate) fn corpus_dir(o: &Options, tmp: &Path) -> Result<PathBuf> {
+    let corpus = match &o.corpus {
+        Some(c) => c.clone(),
+        None => generate(o, tmp)?,
+    };
+    Ok(if corpus.join("messages").is_dir() { corpus.join("messages") } else { corpus })
+}
+
+/// `--workspace`, or the acme workspace gen_corpus.py writes for.
+pub(crate) fn workspace(o: &Options) -> Result<mailroom_core::workspace::Workspace> {
+    let ws_text = match &o.workspace {
+        Some(p) => std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?,
+        None => ACME_WORKSPACE.to_string(),
+    };
+    mailroom_core::workspace::parse_toml(&ws_text).map_err(|e| anyhow::anyhow!("workspace: {e:?}"))
 }
 
 fn generate(o: &Options, tmp: &Path) -> Result<PathBuf> {
