@@ -341,6 +341,7 @@ impl AwsStack {
             clock: Arc::new(SystemClock),
             signer: mailroom_core::ThreadSigner::new(TEST_THREAD_KEY.as_bytes().to_vec()),
             secrets: Arc::new(mailroom_store::aws::KmsSecrets::new(self.clients.kms.clone(), &self.kms_key)),
+            written: Arc::default(),
         }
     }
 

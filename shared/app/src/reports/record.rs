@@ -589,13 +589,8 @@ async fn refresh_with(
         let d = delta(&counted, &contrib);
         // Days that get their first buckets, for the report's day list.
         let known = days_of(&counted);
-        for day in days_of(&contrib).into_iter().filter(|x| !known.contains(x)) {
-            more.push(TransactOp::Update {
-                key: Key::new(keys::REPORT_DAYS_PK, day.clone()),
-                actions: vec![Update::SetIfAbsent("day".into(), json!(day))],
-                cond: None,
-            });
-        }
+        let new_days = day_markers(ports, days_of(&contrib).into_iter().filter(|x| !known.contains(x)));
+        more.extend(new_days.iter().map(day_marker));
         let version = owner.as_ref().and_then(|o| o.get("version")).and_then(Value::as_i64).unwrap_or(0) + 1;
         // A breach the sweep already announced is not announced again when the late
         // reply (or close) makes it final.
@@ -606,6 +601,7 @@ async fn refresh_with(
             more.push(event_put(&root.id, version, kind, value.clone(), ports.clock.now()));
         }
         if apply(ports, &key, owner.as_ref(), &d, &contrib, extra, more).await? {
+            ports.written.note(new_days.iter().map(|d| day_key(d)));
             emit_metrics(&root.item, &evs);
             return Ok(());
         }
@@ -621,6 +617,25 @@ async fn refresh_with(
 /// (first response, waits, SLA) as its first 1,000 messages made them (docs/metrics.md).
 pub const MAX_FACTS: usize = if cfg!(test) { 100 } else { 1000 };
 
+/// The days of `days` whose entry in the report's day list this process has not written
+/// yet (it is written once and never changes: `Ports::written`).
+fn day_markers(ports: &Ports, days: impl Iterator<Item = String>) -> Vec<String> {
+    days.filter(|d| !ports.written.contains(&day_key(d))).collect()
+}
+
+fn day_key(day: &str) -> String {
+    format!("{}/{day}", keys::REPORT_DAYS_PK)
+}
+
+/// Adds `day` to the report's day list, if it is not there.
+fn day_marker(day: &String) -> TransactOp {
+    TransactOp::Update {
+        key: Key::new(keys::REPORT_DAYS_PK, day.clone()),
+        actions: vec![Update::SetIfAbsent("day".into(), json!(day))],
+        cond: None,
+    }
+}
+
 /// Counts a message past [`MAX_FACTS`] in the volume buckets, once.
 pub(super) async fn record_overflow(
     ports: &Ports,
@@ -632,16 +647,14 @@ pub(super) async fn record_overflow(
     message_counts(&mut c, conv, &n.fact);
     let marker = Key::new(format!("rpt-over#{id}"), n.id.to_string());
     let mut ops = vec![TransactOp::Put { item: marker.item(), cond: Some(Cond::NotExists) }];
-    for day in days_of(&c) {
-        ops.push(TransactOp::Update {
-            key: Key::new(keys::REPORT_DAYS_PK, day.clone()),
-            actions: vec![Update::SetIfAbsent("day".into(), json!(day))],
-            cond: None,
-        });
-    }
+    let new_days = day_markers(ports, days_of(&c).into_iter());
+    ops.extend(new_days.iter().map(day_marker));
     bucket_ops(&c, &mut ops);
     match ports.table.transact_write(ops).await {
-        Ok(()) => Ok(()),
+        Ok(()) => {
+            ports.written.note(new_days.iter().map(|d| day_key(d)));
+            Ok(())
+        }
         // Counted before (a redelivery).
         Err(e) if is_conflict(&e) => Ok(()),
         Err(e) => Err(e.into()),

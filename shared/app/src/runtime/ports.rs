@@ -29,6 +29,28 @@ pub struct Ports {
     pub signer: ThreadSigner,
     /// Encrypts mailbox credentials (KMS in AWS, a key file locally).
     pub secrets: Arc<dyn Secrets>,
+    /// Markers this process has written and never needs to write again.
+    pub written: Arc<WrittenOnce>,
+}
+
+/// Keys of items that, once written, stay as they are (such as the report's list of
+/// days): a process writes each once and then skips it. Without this, every new
+/// conversation of the day wrote the same `rpt-days` item, the one item that would pass
+/// DynamoDB's 1,000 write units a second first at 10 million messages a day
+/// (docs/scale.md). Per process: a Lambda container writes each at most once.
+#[derive(Debug, Default)]
+pub struct WrittenOnce(std::sync::Mutex<std::collections::HashSet<String>>);
+
+impl WrittenOnce {
+    pub fn contains(&self, key: &str) -> bool {
+        self.0.lock().is_ok_and(|s| s.contains(key))
+    }
+    /// Records keys whose write succeeded.
+    pub fn note(&self, keys: impl IntoIterator<Item = String>) {
+        if let Ok(mut s) = self.0.lock() {
+            s.extend(keys);
+        }
+    }
 }
 
 /// Queue names of the embedded store, and the receives before a dead-letter move (the
@@ -75,6 +97,7 @@ impl Ports {
             clock: Arc::new(SystemClock),
             signer: ThreadSigner::new(local_secret(dir, "secret.key")?),
             secrets: Arc::new(mailroom_store::LocalSecrets::new(&local_secret(dir, "secrets.key")?)?),
+            written: Arc::default(),
         })
     }
 
@@ -102,6 +125,7 @@ impl Ports {
                 Some(k) => Arc::new(KmsSecrets::new(clients.kms.clone(), k)),
                 None => Arc::new(NoSecrets),
             },
+            written: Arc::default(),
         }
     }
 }
