@@ -203,6 +203,20 @@ async fn an_agent_works_a_conversation_in_the_browser_and_hostile_mail_stays_ine
         "customerReplyText": customer_reply_text,
         "shots": shots,
     });
+    // Every line of a message's handling names it (docs/runbook.md): the route stage's
+    // line for the quote carries its Message-ID.
+    wait_for("the route stage's line names the message", &serve, Duration::from_secs(20), || {
+        let log = std::fs::read_to_string(serve.data().join("serve.log")).unwrap_or_default();
+        log.lines()
+            // (Field names may be set off with ANSI codes: the parts are matched apart.)
+            .any(|l| {
+                l.contains("conversation routed")
+                    && l.contains("correlation_id")
+                    && l.contains("quote-40-seats@globex.example")
+            })
+            .then_some(())
+    })
+    .await;
     let cfg_path = serve.data().join("inbox-test.json");
     std::fs::write(&cfg_path, cfg.to_string()).unwrap();
     let out = tokio::process::Command::new("node")

@@ -8,6 +8,7 @@ use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent
 use mailroom_store::Queue;
 use std::sync::Arc;
 use std::time::Duration;
+use tracing::Instrument;
 
 #[async_trait]
 pub trait MessageHandler: Send + Sync {
@@ -22,7 +23,7 @@ pub async fn handle_sqs_event(handler: &dyn MessageHandler, event: SqsEvent) -> 
     for rec in event.records {
         let id = rec.message_id.clone().unwrap_or_default();
         let body = rec.body.as_deref().unwrap_or_default();
-        if let Err(e) = handler.handle(body).await {
+        if let Err(e) = handler.handle(body).instrument(span_of(body)).await {
             tracing::error!(message_id = %id, error = %format!("{e:#}"), "message failed; reported for retry");
             let mut f = BatchItemFailure::default();
             f.item_identifier = id;
@@ -64,7 +65,7 @@ impl Worker {
     async fn handle_batch(&self, msgs: Vec<mailroom_store::QueueMessage>) -> anyhow::Result<BatchResult> {
         let mut r = BatchResult::default();
         for m in msgs {
-            match self.handler.handle(&m.body).await {
+            match self.handler.handle(&m.body).instrument(span_of(&m.body)).await {
                 Ok(()) => {
                     self.queue.delete(&m.receipt).await?;
                     r.ok += 1;
@@ -150,5 +151,38 @@ impl MessageHandler for TimedHandler {
         let r = self.inner.handle(body).await;
         self.samples.lock().unwrap_or_else(|p| p.into_inner()).push(t.elapsed());
         r
+    }
+}
+
+/// The span a message is handled in: every log line of its handling carries the id that
+/// follows the message through the stages (docs/runbook.md): the `message_id` after the
+/// match stage, the raw `key` before it (the match stage logs both), a reply's
+/// `conversation` and `request_id`, a sync's `inbox` and `reason`.
+fn span_of(body: &str) -> tracing::Span {
+    tracing::info_span!("msg", correlation_id = %correlation_of(body))
+}
+
+fn correlation_of(body: &str) -> String {
+    let v: serde_json::Value = serde_json::from_str(body).unwrap_or_default();
+    let field = |k: &str| v.get(k).and_then(serde_json::Value::as_str).unwrap_or_default().to_string();
+    match (field("message_id"), field("request_id"), field("key"), field("inbox")) {
+        (m, _, _, _) if !m.is_empty() => m,
+        (_, r, _, _) if !r.is_empty() => format!("{}/{r}", field("conversation")),
+        (_, _, k, _) if !k.is_empty() => k,
+        (_, _, _, i) => format!("{i}/{}", field("reason")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::correlation_of as c;
+
+    #[test]
+    fn every_queue_record_names_what_it_carries() {
+        assert_eq!(c(r#"{"message_id":"a@b","logged":true}"#), "a@b");
+        assert_eq!(c(r#"{"inbox":"s@x","key":"raw/s@x/1.eml","sha256":"ab"}"#), "raw/s@x/1.eml");
+        assert_eq!(c(r#"{"conversation":"c1","request_id":"r9"}"#), "c1/r9");
+        assert_eq!(c(r#"{"inbox":"s@x","provider":"gmail","reason":"push"}"#), "s@x/push");
+        assert_eq!(c("not json"), "/");
     }
 }
