@@ -38,26 +38,30 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/pip install --quiet --disable-pip-version-check -r scripts/requirements-test.txt
 
+# Debian's packages are installed only on Debian (or a derivative with apt-get), as root;
+# anywhere else the script stops and says what to install.
+on_debian() { [ -f /etc/debian_version ] && command -v apt-get >/dev/null 2>&1; }
+
 step "dovecot (Debian's dovecot-imapd)"
 if ! command -v dovecot >/dev/null 2>&1 && [ ! -x /usr/sbin/dovecot ]; then
-    if [ "$(id -u)" = 0 ]; then
+    if [ "$(id -u)" = 0 ] && on_debian; then
         apt-get update -qq
         DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dovecot-imapd >/dev/null
         # Only the binaries are wanted: the tests start their own instance.
         (systemctl stop dovecot 2>/dev/null || service dovecot stop 2>/dev/null || true)
     else
-        echo "dovecot is missing: run 'sudo apt-get install dovecot-imapd' and try again" >&2
+        echo "dovecot is missing: install it (Debian and Ubuntu: 'sudo apt-get install dovecot-imapd'; elsewhere your system's dovecot package, with its imap server) and try again" >&2
         exit 1
     fi
 fi
 
 step "chromium (Debian's) and tests/browser's npm packages"
 if [ ! -x /usr/bin/chromium ]; then
-    if [ "$(id -u)" = 0 ]; then
+    if [ "$(id -u)" = 0 ] && on_debian; then
         apt-get update -qq
         DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
     else
-        echo "chromium is missing: run 'sudo apt-get install chromium' and try again" >&2
+        echo "chromium is missing at /usr/bin/chromium: install it (Debian: 'sudo apt-get install chromium'; elsewhere your system's Chromium, linked as /usr/bin/chromium) and try again" >&2
         exit 1
     fi
 fi
