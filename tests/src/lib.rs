@@ -401,6 +401,11 @@ pub fn mailroom_ok(data: &Path, args: &[&str]) -> Vec<u8> {
     out.stdout
 }
 
+/// A development API token for `user` on the data directory (`mailroom token USER`).
+pub fn dev_token(data: &Path, user: &str) -> String {
+    String::from_utf8(mailroom_ok(data, &["token", user])).expect("a token is text").trim().to_string()
+}
+
 /// [`mailroom_ok`] for a command that prints JSON.
 pub fn mailroom_json(data: &Path, args: &[&str]) -> serde_json::Value {
     serde_json::from_slice(&mailroom_ok(data, args)).expect("mailroom printed JSON")

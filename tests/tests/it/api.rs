@@ -137,9 +137,7 @@ async fn world() -> World {
             other_key,
         )
     };
-    let dev = |email: &str| {
-        String::from_utf8(mailroom_ok(serve.data(), &["token", email])).unwrap().trim().to_string()
-    };
+    let dev = |email: &str| mailroom_tests::dev_token(serve.data(), email);
     let mut tokens = BTreeMap::new();
     tokens.insert("admin", Some(oidc(ADMIN, ISSUER, now + 600, false)));
     tokens.insert("member", Some(dev(MEMBER)));
@@ -693,7 +691,7 @@ async fn cors_only_for_the_configured_origins() {
     mailroom_ok(data.path(), &["apply", ws.to_str().unwrap()]);
     let serve =
         Serve::start(data, &[("MAILROOM_CORS_ORIGINS", "https://app.acme.test, http://localhost:5173")]);
-    let token = String::from_utf8(mailroom_ok(serve.data(), &["token", MEMBER])).unwrap().trim().to_string();
+    let token = mailroom_tests::dev_token(serve.data(), MEMBER);
     let http = reqwest::Client::new();
     let preflight = |origin: &str| {
         http.request(Method::OPTIONS, serve.url("/conversations"))

@@ -283,10 +283,7 @@ async fn chat_sockets_keep_their_rules_and_a_reply_goes_live_or_by_email() {
     until(&mut vera, Duration::from_secs(5), is("ack")).await.expect("the other visitor is not throttled");
 
     // The agent's reply while the visitor is connected: live, not by email.
-    let api_token = String::from_utf8(mailroom_tests::mailroom_ok(serve.data(), &["token", MEMBER]))
-        .unwrap()
-        .trim()
-        .to_string();
+    let api_token = mailroom_tests::dev_token(serve.data(), MEMBER);
     let reply = |text: &str, rid: &str| {
         http.post(serve.url(&format!("/conversations/{conv}/replies")))
             .bearer_auth(&api_token)

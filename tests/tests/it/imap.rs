@@ -642,8 +642,7 @@ async fn an_admin_connects_imap_through_the_api() {
     .unwrap();
     mailroom_ok(data.path(), &["apply", ws.to_str().unwrap()]);
     let serve = mailroom_tests::serve::Serve::start(data, &[("MAILROOM_IMAP_POLL_SECONDS", "1")]);
-    let token =
-        |u: &str| String::from_utf8(mailroom_ok(serve.data(), &["token", u])).unwrap().trim().to_string();
+    let token = |u: &str| mailroom_tests::dev_token(serve.data(), u);
     let (admin, agent) = (token("ann@acme.test"), token("bob@acme.test"));
     let http = reqwest::Client::new();
     let url = serve.url(&format!("/admin/inboxes/{INBOX}/imap"));

@@ -70,7 +70,7 @@ async fn world() -> World {
 
 impl World {
     fn dev_token(&self, email: &str) -> String {
-        String::from_utf8(mailroom_ok(self.serve.data(), &["token", email])).unwrap().trim().to_string()
+        mailroom_tests::dev_token(self.serve.data(), email)
     }
 
     fn oidc_token(&self, sub: &str, email: &str, verified: Option<bool>) -> String {

@@ -16,13 +16,24 @@ fn cfn_lint_reports_nothing() {
     assert!(out.status.success() && text.trim().is_empty(), "cfn-lint found problems:\n{text}");
 }
 
+/// The binaries the template builds (`BuildProperties: Binary:`), each once.
+fn template_binaries() -> Vec<String> {
+    let template = std::fs::read_to_string(repo_root().join("infra/template.yaml")).unwrap();
+    let mut b: Vec<String> = template
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("Binary:"))
+        .map(|b| b.trim().to_string())
+        .collect();
+    b.sort();
+    b.dedup();
+    b
+}
+
 #[test]
 fn every_function_in_the_template_is_a_workspace_binary() {
-    let template = std::fs::read_to_string(repo_root().join("infra/template.yaml")).unwrap();
-    let binaries: Vec<&str> =
-        template.lines().filter_map(|l| l.trim().strip_prefix("Binary:")).map(str::trim).collect();
+    let binaries = template_binaries();
     assert!(binaries.len() >= 2, "no BuildProperties Binary entries found");
-    for b in binaries {
+    for b in &binaries {
         let manifest =
             repo_root().join("functions").join(b.trim_start_matches("mailroom-")).join("Cargo.toml");
         let text = std::fs::read_to_string(&manifest).unwrap_or_default();
@@ -65,11 +76,7 @@ fn every_function_has_the_permissions_its_code_uses_and_no_plaintext_secret() {
 /// functions alone (scripts/lambda-package.sh, `sam build`) does.
 #[test]
 fn no_lambda_function_links_sqlite() {
-    let template = std::fs::read_to_string(repo_root().join("infra/template.yaml")).unwrap();
-    let mut binaries: Vec<&str> =
-        template.lines().filter_map(|l| l.trim().strip_prefix("Binary:")).map(str::trim).collect();
-    binaries.sort();
-    binaries.dedup();
+    let binaries = template_binaries();
     assert!(binaries.len() >= 10, "only {binaries:?} in the template");
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let tree = |packages: &[&str]| {
@@ -85,7 +92,8 @@ fn no_lambda_function_links_sqlite() {
             format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)),
         )
     };
-    let (found, text) = tree(&binaries);
+    let names: Vec<&str> = binaries.iter().map(String::as_str).collect();
+    let (found, text) = tree(&names);
     assert!(!found && text.contains("did not match any packages"), "a Lambda function links SQLite:\n{text}");
     // The check can fail: the CLI does link it.
     let (found, text) = tree(&["mailroom"]);

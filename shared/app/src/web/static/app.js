@@ -174,27 +174,31 @@
     const conv = document.getElementById("conv-live");
     if (conv && conversationToo) htmx.trigger(conv, "mr-live");
   }
-  // A refresh of the conversation gives way to a change the agent makes there (assign,
-  // stage, reply...): its answer is dropped when such a change was under way or started
-  // while it was asked, so a view read before the change never replaces the change's own
-  // answer (nor takes the form it came from out of the page while it is sent).
-  const changing = new Set();
-  let changes = 0;
+  // A polled part's refresh gives way to a change the agent makes there (assign, stage,
+  // reply...: a request that targets the part): its answer is dropped when such a change
+  // was under way or started while it was asked, so a view read before the change never
+  // replaces the change's own answer (nor takes the form it came from out of the page
+  // while it is sent). Counted per part (`view::PolledTpl`).
+  const changing = {};
+  const changes = {};
   document.addEventListener("htmx:beforeRequest", (e) => {
     const d = e.detail;
-    if (d.elt && d.elt.id === "conv-live") {
-      d.xhr.mrChanges = changes;
-    } else if (d.target && d.target.id === "conv-live") {
-      changes++;
-      changing.add(d.xhr);
-      d.xhr.addEventListener("loadend", () => changing.delete(d.xhr));
+    const part = d.target && d.target.id;
+    if (!part || !d.target.matches("[hx-trigger*='mr-live']")) return;
+    if (d.elt === d.target) {
+      d.xhr.mrPart = part;
+      d.xhr.mrChanges = changes[part] || 0;
+    } else {
+      changes[part] = (changes[part] || 0) + 1;
+      changing[part] = (changing[part] || 0) + 1;
+      d.xhr.addEventListener("loadend", () => changing[part]--);
     }
   });
   document.addEventListener("htmx:beforeSwap", (e) => {
-    const d = e.detail;
     // (beforeSwap is fired on the target: the refresh is told by its request, not by elt.)
-    if (d.xhr && d.xhr.mrChanges !== undefined && (changing.size > 0 || d.xhr.mrChanges !== changes)) {
-      d.shouldSwap = false;
+    const x = e.detail.xhr;
+    if (x && x.mrPart && (changing[x.mrPart] > 0 || x.mrChanges !== (changes[x.mrPart] || 0))) {
+      e.detail.shouldSwap = false;
     }
   });
   function liveConnect() {
