@@ -19,4 +19,17 @@ pub trait BlobStore: Send + Sync {
     /// The whole object, or `None` when there is none.
     async fn get(&self, key: &str) -> Result<Option<Bytes>>;
     async fn exists(&self, key: &str) -> Result<bool>;
+    /// A URL that downloads `key` straight from the store until `ttl` has passed, served
+    /// as a download named `filename` of type `content_type`; `None` when the store has no
+    /// such URLs (the embedded store: the caller then serves the bytes itself). On AWS this
+    /// keeps attachments out of the API function's response, which Lambda caps at 6 MB.
+    async fn download_url(
+        &self,
+        _key: &str,
+        _ttl: std::time::Duration,
+        _filename: &str,
+        _content_type: &str,
+    ) -> Result<Option<String>> {
+        Ok(None)
+    }
 }

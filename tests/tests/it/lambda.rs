@@ -750,7 +750,7 @@ async fn api_function_checks_oidc_tokens_and_inbox_membership_under_cargo_lambda
     // One customer message to support@, through the pipeline (S3, SQS, DynamoDB on moto).
     let mut mail = mailroom_app::RawMail::new(
         format!(
-            "Delivered-To: support@acme.test\r\nFrom: Dana <dana@customer.test>\r\nTo: support@acme.test\r\nSubject: Printer on fire\r\nMessage-ID: <{}@customer.test>\r\nDate: {}\r\n\r\nPlease help.\r\n",
+            "Delivered-To: support@acme.test\r\nFrom: Dana <dana@customer.test>\r\nTo: support@acme.test\r\nSubject: Printer on fire\r\nMessage-ID: <{}@customer.test>\r\nDate: {}\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"b1\"\r\n\r\n--b1\r\nContent-Type: text/plain\r\n\r\nPlease help.\r\n--b1\r\nContent-Type: text/html\r\nContent-Disposition: attachment; filename=\"fire<script>.html\"\r\nContent-Transfer-Encoding: base64\r\n\r\nPHA+c21va2U8L3A+\r\n--b1--\r\n",
             mailroom_tests::unique("api-lambda"),
             chrono::Utc::now().to_rfc2822()
         )
@@ -845,6 +845,25 @@ async fn api_function_checks_oidc_tokens_and_inbox_membership_under_cargo_lambda
     let (status, list, resp) = get("/conversations", Some(token("carl@acme.test", API_ISSUER, now + 600)));
     assert_eq!(status, 200, "{resp}");
     assert_eq!(list["items"], serde_json::json!([]), "{list}");
+
+    // The attachment's link is a presigned S3 URL (the 6 MB Lambda answer cap does not
+    // apply), served by S3 as a download under a cleaned name; carl gets no link.
+    let sha = detail["messages"][0]["attachments"][0]["sha256"].as_str().expect("the attachment").to_string();
+    let link_path = format!("/conversations/{conv}/attachments/{sha}");
+    let (status, link, resp) = get(&link_path, Some(token("bob@acme.test", API_ISSUER, now + 600)));
+    assert_eq!(status, 200, "{resp}");
+    let url = link["url"].as_str().expect("a url");
+    assert!(
+        url.starts_with(&mailroom_tests::moto_endpoint()) && url.contains("X-Amz-Signature="),
+        "not presigned on moto: {url}"
+    );
+    assert!(url.contains("X-Amz-Expires=300"), "{url}");
+    let got = reqwest::get(url).await.unwrap();
+    assert_eq!(got.status(), 200);
+    assert_eq!(got.headers()["content-disposition"], "attachment; filename=\"firescript.html\"");
+    assert_eq!(got.bytes().await.unwrap().as_ref(), b"<p>smoke</p>");
+    let (status, _, resp) = get(&link_path, Some(token("carl@acme.test", API_ISSUER, now + 600)));
+    assert_eq!(status, 404, "{resp}");
 
     // The OpenAPI document needs no token.
     let (status, doc, resp) = get("/openapi.json", None);

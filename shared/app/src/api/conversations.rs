@@ -905,10 +905,20 @@ pub(crate) async fn signed_attachment_url(st: &ApiState, root: &str, sha: &str) 
         .find(|a| a.get("sha256").and_then(Value::as_str) == Some(sha))
         .ok_or_else(not_found)?;
     let exp = st.ports.clock.now().timestamp() + ATTACHMENT_URL_TTL_SECS;
+    let key = crate::keys::attachment_key(sha);
+    let name = download_name(att.get("name").and_then(Value::as_str));
+    let ctype = download_type(att.get("content_type").and_then(Value::as_str));
+    let ttl = std::time::Duration::from_secs(ATTACHMENT_URL_TTL_SECS.unsigned_abs());
+    // On AWS the bytes come from S3 itself (a presigned URL): the API function's answer
+    // is capped at 6 MB, an attachment is not. The embedded store has no such URLs, so
+    // `serve` signs a link to its own /attachments route below.
+    if let Some(url) = st.ports.blobs.download_url(&key, ttl, &name, ctype).await? {
+        return Ok(SignedUrl { url, expires_at: rfc3339(Some(exp)).unwrap_or_default() });
+    }
     let claims = json!({
-        "k": crate::keys::attachment_key(sha),
-        "n": att.get("name").and_then(Value::as_str),
-        "t": att.get("content_type").and_then(Value::as_str).unwrap_or("application/octet-stream"),
+        "k": key,
+        "n": name,
+        "t": ctype,
         "e": exp,
     });
     let payload = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(claims.to_string());
@@ -917,6 +927,27 @@ pub(crate) async fn signed_attachment_url(st: &ApiState, root: &str, sha: &str) 
         url: format!("{}/attachments/{payload}.{sig}", st.public_url.trim_end_matches('/')),
         expires_at: rfc3339(Some(exp)).unwrap_or_default(),
     })
+}
+
+/// The file name an attachment is downloaded under: the characters that are safe inside
+/// a quoted Content-Disposition filename, whatever the sender named it.
+fn download_name(name: Option<&str>) -> String {
+    let n: String = name
+        .unwrap_or_default()
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || " ._-()".contains(*c))
+        .collect();
+    if n.trim().is_empty() { "attachment".into() } else { n }
+}
+
+/// The Content-Type an attachment is served with: the sender's when it is a valid header
+/// value. It is always served as a download (Content-Disposition: attachment), never
+/// rendered in our origin: an HTML attachment is not a page.
+fn download_type(ctype: Option<&str>) -> &str {
+    match ctype {
+        Some(t) if t.parse::<axum::http::HeaderValue>().is_ok() && !t.is_empty() => t,
+        _ => "application/octet-stream",
+    }
 }
 
 /// Download an attachment by its signed URL
@@ -948,17 +979,8 @@ async fn attachment(
     let key = claims.get("k").and_then(Value::as_str).ok_or_else(forbidden)?;
     let body =
         st.ports.blobs.get(key).await?.ok_or_else(|| ApiError::NotFound("the attachment is gone".into()))?;
-    let name: String = claims
-        .get("n")
-        .and_then(Value::as_str)
-        .unwrap_or("attachment")
-        .chars()
-        .filter(|c| c.is_ascii_alphanumeric() || " ._-()".contains(*c))
-        .collect();
-    let ctype = claims.get("t").and_then(Value::as_str).unwrap_or("application/octet-stream");
-    // Served as a download, never rendered in our origin (an HTML attachment is not a page).
-    let ctype =
-        if ctype.parse::<axum::http::HeaderValue>().is_ok() { ctype } else { "application/octet-stream" };
+    let name = download_name(claims.get("n").and_then(Value::as_str));
+    let ctype = download_type(claims.get("t").and_then(Value::as_str));
     Ok((
         [
             (header::CONTENT_TYPE, ctype.to_string()),

@@ -73,4 +73,29 @@ impl BlobStore for S3BlobStore {
             Err(e) => Err(StoreError::Backend(format!("s3 head {key}: {}", describe(&e)))),
         }
     }
+
+    /// A presigned GetObject: S3 answers it with the given Content-Disposition and
+    /// Content-Type (the `response-*` overrides are part of the signature), on S3's own
+    /// origin, so an attachment never renders as a page of ours.
+    async fn download_url(
+        &self,
+        key: &str,
+        ttl: std::time::Duration,
+        filename: &str,
+        content_type: &str,
+    ) -> Result<Option<String>> {
+        let conf = aws_sdk_s3::presigning::PresigningConfig::expires_in(ttl)
+            .map_err(|e| StoreError::Backend(format!("s3 presign {key}: {e}")))?;
+        let req = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .response_content_disposition(format!("attachment; filename=\"{filename}\""))
+            .response_content_type(content_type)
+            .presigned(conf)
+            .await
+            .map_err(|e| StoreError::Backend(format!("s3 presign {key}: {}", describe(&e))))?;
+        Ok(Some(req.uri().to_string()))
+    }
 }
