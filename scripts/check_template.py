@@ -24,6 +24,12 @@ checked" and exits 0. The rules:
    (ScalingConfig.MaximumConcurrency); the dashboard shows every function's errors and
    every dead-letter queue; every HTTP API has default throttling and access logs, and
    its public routes (form submissions, tracking) a throttle of their own.
+8. Names (issue 24): every `MAILROOM_*` variable the template sets (Globals or a
+   function) is read by the Rust code (a `"NAME"` literal under shared/*/src or
+   functions/*/src; `NAME_SECRET_ARN` counts when `NAME` is one, as `load_secrets` reads
+   it), so a variable renamed on one side only fails here. `*_SECRET_SOURCE` variables are
+   exempt: they are never read, only changed to make CloudFormation update a function when
+   its secret's source changes.
 
 Fn::If: a function is checked once per combination of the conditions its Fn::Ifs use
 (both branches of each), so a permission granted under the same condition as the
@@ -587,6 +593,27 @@ def check_operations(t: Template, functions: list[str]) -> list[str]:
     return problems
 
 
+NAME_IN_CODE = re.compile(r'"(MAILROOM_[A-Z0-9_]+)"')
+
+
+def check_env_names(t: Template, functions: list[str], globals_env: dict, root: Path) -> list[str]:
+    read = set()
+    for pattern in ("shared/*/src/**/*.rs", "functions/*/src/**/*.rs"):
+        for f in root.glob(pattern):
+            read.update(NAME_IN_CODE.findall(f.read_text(encoding="utf-8")))
+    problems = []
+    for where, env in [("Globals", globals_env)] + [
+        (fn, ((t.props(fn).get("Environment") or {}).get("Variables")) or {}) for fn in functions
+    ]:
+        for var in (env if isinstance(env, dict) else {}):
+            if not var.startswith("MAILROOM_") or var.endswith("_SECRET_SOURCE"):
+                continue
+            if var in read or (var.endswith("_SECRET_ARN") and var[: -len("_SECRET_ARN")] in read):
+                continue
+            problems.append(f"{where}: sets {var}, which no code reads (a name that differs between template and code?)")
+    return problems
+
+
 def main(argv: list[str]) -> int:
     root = Path(__file__).resolve().parent.parent
     path = Path(argv[1]) if len(argv) > 1 else root / "infra" / "template.yaml"
@@ -643,6 +670,8 @@ def main(argv: list[str]) -> int:
     problems.extend(check_key_policies(t))
     # 7. operations
     problems.extend(check_operations(t, functions))
+    # 8. variable names
+    problems.extend(check_env_names(t, functions, globals_env, root))
     unique = list(dict.fromkeys(problems))
     for p in unique:
         print(p)

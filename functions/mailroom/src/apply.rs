@@ -1,4 +1,5 @@
-//! `mailroom apply FILE`: read a workspace file, validate it, and write it to storage.
+//! `mailroom apply FILE [--stack NAME]`: read a workspace file, validate it, and write it
+//! to storage: the data directory, or a deployed stack's table (`stack.rs`).
 //! Any problem in the file is printed as `FILE:LINE: path: message`, one line each, and
 //! the command exits with status 2 without writing (or even opening) anything.
 
@@ -10,7 +11,7 @@ use std::path::Path;
 /// Exit status for a file that cannot be applied.
 const INVALID: i32 = 2;
 
-pub async fn run(data: &Path, file: &Path, json: bool) -> Result<()> {
+pub async fn run(data: &Path, stack: Option<&str>, file: &Path, json: bool) -> Result<()> {
     let shown = file.display();
     let ext = file.extension().and_then(|e| e.to_str()).unwrap_or_default();
     if !ext.eq_ignore_ascii_case("toml") {
@@ -37,7 +38,10 @@ pub async fn run(data: &Path, file: &Path, json: bool) -> Result<()> {
             std::process::exit(INVALID);
         }
     };
-    let ports = Ports::embedded(data)?;
+    let ports = match stack {
+        Some(name) => crate::stack::ports(name).await?,
+        None => Ports::embedded(data)?,
+    };
     let s = workspace::apply(&ports, &ws).await?;
     ports.flush()?;
     if json {

@@ -32,6 +32,10 @@ pub enum Cmd {
         /// `sent` marks the messages as the inbox's Sent copies (agent messages).
         #[arg(long)]
         folder: Option<Folder>,
+        /// Read an mbox from its start even where an interrupted import of it stopped
+        /// (which it otherwise resumes from; what is already stored is skipped either way).
+        #[arg(long)]
+        restart: bool,
         /// Print the summary as JSON.
         #[arg(long)]
         json: bool,
@@ -189,6 +193,18 @@ pub enum Cmd {
     },
     /// Print the API's OpenAPI document (JSON).
     Openapi,
+    /// Benchmark: `mailroom import` of a generated mbox of MIB MiB, killed half-way and
+    /// resumed: peak memory of each run (target: 200 MiB at any size), throughput, and that
+    /// every message was stored once (docs/performance.md).
+    BenchImport {
+        #[arg(long, default_value_t = 2048)]
+        mib: u64,
+        /// Keep the mbox and the data directory in this directory.
+        #[arg(long)]
+        keep: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
     /// Benchmark: report latency at growing numbers of conversations (embedded storage);
     /// the latency should not grow with them (docs/performance.md).
     BenchReport {
@@ -244,6 +260,10 @@ pub enum Cmd {
     /// `FILE:LINE: path: message`, exit status 2, and nothing is written.
     Apply {
         file: PathBuf,
+        /// Write to the deployed stack of this name (its table, found from its
+        /// CloudFormation outputs with your AWS credentials) instead of --data.
+        #[arg(long)]
+        stack: Option<String>,
         /// Print the summary as JSON.
         #[arg(long)]
         json: bool,

@@ -9,8 +9,10 @@ mod import;
 mod inbox;
 mod listing;
 mod report;
+mod resume;
 mod serve;
 mod sources;
+mod stack;
 
 use anyhow::Result;
 use clap::Parser;
@@ -25,8 +27,8 @@ async fn main() -> Result<()> {
     mailroom_app::runtime::telemetry::init(false, level);
     let data = cli.data.as_path();
     match cli.cmd {
-        Cmd::Import { path, inbox, folder, json } => {
-            let failed = import::run(data, &path, inbox.as_deref(), folder, json).await?;
+        Cmd::Import { path, inbox, folder, restart, json } => {
+            let failed = import::run(data, &path, inbox.as_deref(), folder, restart, json).await?;
             if failed > 0 {
                 std::process::exit(1);
             }
@@ -57,6 +59,7 @@ async fn main() -> Result<()> {
         Cmd::Bench { corpus, keep, json } => {
             bench::pipeline::run(bench::pipeline::Options::new(corpus, keep, json)).await?
         }
+        Cmd::BenchImport { mib, keep, json } => bench::import::run(mib, keep.as_deref(), json).await?,
         Cmd::BenchReport { conversations, keep, json } => {
             bench::report::run(&conversations, keep.as_deref(), json).await?
         }
@@ -70,7 +73,7 @@ async fn main() -> Result<()> {
         Cmd::BenchWeb { conversations, keep, json } => {
             bench::web::run(conversations, keep.as_deref(), json).await?
         }
-        Cmd::Apply { file, json } => apply::run(data, &file, json).await?,
+        Cmd::Apply { file, stack, json } => apply::run(data, stack.as_deref(), &file, json).await?,
         Cmd::Report { from, to, inbox, tz, now, json } => {
             report::run(data, report::Options { from, to, inbox, tz, now, json }).await?
         }

@@ -107,11 +107,23 @@ pub struct Claims {
     pub sub: Option<String>,
     #[serde(default)]
     pub email: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "bool_or_string")]
     pub email_verified: Option<bool>,
     pub exp: u64,
     #[serde(flatten)]
     pub extra: Map<String, Value>,
+}
+
+/// `email_verified` as a JSON boolean (Google, Cognito) or the strings "true"/"false"
+/// that some issuers put there (user-pool attributes are strings); anything else is
+/// "not verified".
+fn bool_or_string<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<bool>, D::Error> {
+    Ok(match Option::<Value>::deserialize(d)? {
+        Some(Value::Bool(b)) => Some(b),
+        Some(Value::String(s)) if s == "true" => Some(true),
+        Some(Value::String(s)) if s == "false" => Some(false),
+        _ => None,
+    })
 }
 
 struct Cache {
@@ -288,5 +300,22 @@ mod tests {
         assert_eq!(JwtError::WrongAudience.status(), 403);
         assert_eq!(JwtError::EmailNotVerified.status(), 403);
         assert_eq!(JwtError::WrongEmail(None).status(), 403);
+    }
+
+    #[test]
+    fn email_verified_as_boolean_or_string() {
+        let claims = |v: Value| -> Option<bool> {
+            let c: Claims =
+                serde_json::from_value(serde_json::json!({"iss": "i", "exp": 1, "email_verified": v}))
+                    .unwrap();
+            c.email_verified
+        };
+        assert_eq!(claims(Value::Bool(true)), Some(true));
+        assert_eq!(claims(Value::from("true")), Some(true));
+        assert_eq!(claims(Value::from("false")), Some(false));
+        assert_eq!(claims(Value::from("yes")), None);
+        assert_eq!(claims(Value::from(1)), None);
+        let c: Claims = serde_json::from_value(serde_json::json!({"iss": "i", "exp": 1})).unwrap();
+        assert_eq!(c.email_verified, None);
     }
 }

@@ -290,7 +290,7 @@ const PUBLIC_URL: &str = "https://mailroom.test";
 
 /// [`invoke`] from inside the test's runtime: the mocks are tasks on that runtime, so
 /// the blocking wait for `cargo lambda invoke` must leave a worker free for them.
-fn invoke_blocking(port: u16, payload: &serde_json::Value) -> serde_json::Value {
+pub(crate) fn invoke_blocking(port: u16, payload: &serde_json::Value) -> serde_json::Value {
     tokio::task::block_in_place(|| invoke(port, payload))
 }
 
@@ -345,7 +345,7 @@ async fn gmail_connection(ports: &mailroom_app::Ports, mock: &MockGoogle, inbox:
 }
 
 /// An API Gateway HTTP API (payload 2.0) event, the shape lambda_http reads.
-fn http_event(
+pub(crate) fn http_event(
     method: &str,
     path: &str,
     query: &str,

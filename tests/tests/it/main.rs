@@ -4,6 +4,7 @@
 mod api;
 mod apply;
 mod audit;
+mod bootstrap;
 mod chat;
 mod chat_lambda;
 mod connections;
