@@ -11,6 +11,7 @@
 # 5. criterion: the parse-classify-thread core (shared/app/benches/core.rs)
 # 6. `mailroom bench-report`: report latency at 10k and 100k conversations
 # 7. `mailroom bench-web`: the web inbox's pages with 100k conversations
+# 8. `mailroom bench-import`: a 2 GiB mbox imported, killed half-way and resumed (peak RSS)
 # Needs what scripts/test.sh installs (.venv with moto and cargo-lambda) and the shared
 # tools beside this checkout (../shared/tools/gen_corpus.py).
 set -euo pipefail
@@ -49,3 +50,6 @@ target/release/mailroom bench-report --conversations 10000,100000
 
 step "web inbox pages with 100k conversations (embedded)"
 target/release/mailroom bench-web --conversations 100000
+
+step "a 2 GiB mbox: import killed half-way, resumed; peak RSS (embedded)"
+target/release/mailroom bench-import --mib 2048

@@ -90,7 +90,7 @@ pub async fn run(data: &Path) -> Result<()> {
         ws.inboxes.len()
     );
     println!();
-    let failed = crate::import::run(&store, &mailbox, None, None, false).await?;
+    let failed = crate::import::run(&store, &mailbox, None, None, false, false).await?;
     if failed > 0 {
         anyhow::bail!("{failed} demo messages failed to import");
     }

@@ -289,6 +289,20 @@ pub trait Table: Send + Sync {
     }
 }
 
+/// Calls `f` on every item of the query, `page` items at a time: memory holds one page,
+/// however many items match (counting a whole index must not load it).
+pub async fn for_each(t: &dyn Table, q: Query, page: u32, mut f: impl FnMut(Item) + Send) -> Result<()> {
+    let mut q = q.limit(page);
+    loop {
+        let p = t.query(q.clone()).await?;
+        p.items.into_iter().for_each(&mut f);
+        match p.next {
+            Some(c) => q.cursor = Some(c),
+            None => return Ok(()),
+        }
+    }
+}
+
 /// Keeps only `attrs` and the key attributes of `item` (a projection).
 pub fn project(item: &mut Item, attrs: &[String]) {
     item.retain(|k, _| [PK, SK, GSI1PK, GSI1SK].contains(&k.as_str()) || attrs.iter().any(|a| a == k));

@@ -193,6 +193,56 @@ fn sigkill_during_import_and_serve_loses_nothing_and_processes_each_copy_once() 
     assert_complete(&stats(data.path()), &t);
 }
 
+/// An mbox streams, and a run killed after its first checkpoint resumes from it: the
+/// second run reads only what the first had not imported, and everything ends up stored
+/// and processed exactly once; the checkpoint is gone once the import has finished.
+#[test]
+fn an_mbox_import_killed_half_way_resumes_where_it_stopped() {
+    let corpus = tempfile::tempdir().unwrap();
+    let st = Command::new("python3")
+        .arg(mailroom_tests::shared_dir().join("tools/gen_corpus.py"))
+        .args(["--out", &corpus.path().display().to_string(), "--conversations", "150", "--seed", "8"])
+        .args(["--quiet", "--format", "mbox"])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let t = truth(corpus.path());
+    assert!(t.copies > 400, "too few messages to be killed half-way: {}", t.copies);
+    let mbox = corpus.path().join("mailbox.mbox");
+    let data = tempfile::tempdir().unwrap();
+    let states = data.path().join("import");
+
+    let mut imp = mailroom(data.path()).arg("import").arg(&mbox).stdout(Stdio::null()).spawn().unwrap();
+    let t0 = Instant::now();
+    while !states.exists() || std::fs::read_dir(&states).unwrap().count() == 0 {
+        assert!(t0.elapsed() < Duration::from_secs(120), "no checkpoint after 2 minutes");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    wait_running(&mut imp, "import");
+    imp.kill().unwrap(); // SIGKILL
+    imp.wait().unwrap();
+    let file = std::fs::read_dir(&states).unwrap().next().unwrap().unwrap().path();
+    let saved: Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+    let done = saved["index"].as_u64().unwrap();
+    assert!(done > 0 && done < t.copies as u64, "{saved}");
+    assert_eq!(saved["done"], false, "{saved}");
+
+    let r = import_json(data.path(), &mbox, &[]);
+    assert_eq!(r["resumed"], done, "{r}");
+    assert_eq!(r["read"].as_u64().unwrap() + done, t.copies as u64, "each message read once in all: {r}");
+    assert_eq!(r["failed"], 0, "{r}");
+    assert_complete(&stats(data.path()), &t);
+    assert!(!file.exists(), "the checkpoint outlived the import");
+
+    // Again from the start on purpose: all of it read, nothing new stored.
+    let again = import_json(data.path(), &mbox, &["--restart"]);
+    assert_eq!(
+        (again["read"].as_u64(), again["stored"].as_u64()),
+        (Some(t.copies as u64), Some(0)),
+        "{again}"
+    );
+}
+
 fn walk_count(dir: &Path) -> usize {
     let mut n = 0;
     for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {

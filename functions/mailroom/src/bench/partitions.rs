@@ -164,7 +164,7 @@ pub async fn run(o: Options) -> Result<()> {
     mailroom_app::workspace::apply(&ports, &ws).await?;
     let recorder = Arc::new(Recorder { inner: ports.table.clone(), tally: Mutex::new(BTreeMap::new()) });
     ports.table = recorder.clone();
-    let summary = crate::import::import(&ports, &dir, None, None).await?;
+    let summary = crate::import::import(&ports, &dir, None, None, &Default::default()).await?;
     if summary.failed + summary.dead_lettered > 0 {
         bail!(
             "{} messages failed, {} dead-lettered: the figures would be short",

@@ -172,19 +172,19 @@ fn print(r: &Report) {
 }
 
 fn load(dir: &Path) -> Result<Vec<Vec<u8>>> {
-    sources::collect(dir)?.into_iter().map(|i| i.read()).collect()
+    sources::messages(sources::collect(dir)?).collect()
 }
 
 /// Read + sha256 + parse of every message, nothing kept: files are read from disk (the
 /// page cache, warmed by a first untimed read), mbox messages are split out beforehand.
 fn floor(dir: &Path) -> Result<Floor> {
     load(dir)?;
-    let items = sources::collect(dir)?;
+    let items = sources::messages(sources::collect(dir)?);
     let parser = mail_parser::MessageParser::default();
     let t = Instant::now();
     let (mut messages, mut bytes) = (0usize, 0u64);
-    for item in items {
-        let raw = item.read()?;
+    for raw in items {
+        let raw = raw?;
         messages += 1;
         bytes += raw.len() as u64;
         let sha = mailroom_core::sha256(&raw);
@@ -205,7 +205,7 @@ fn floor(dir: &Path) -> Result<Floor> {
 /// `mailroom import` of the corpus, timed.
 async fn throughput(ports: &Ports, dir: &Path, messages: usize) -> Result<Pipeline> {
     let t = Instant::now();
-    let s = crate::import::import(ports, dir, None, None).await?;
+    let s = crate::import::import(ports, dir, None, None, &Default::default()).await?;
     let seconds = t.elapsed().as_secs_f64();
     Ok(Pipeline {
         messages,

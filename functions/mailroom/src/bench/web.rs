@@ -48,7 +48,7 @@ pub async fn run(n: u32, keep: Option<&std::path::Path>, json_out: bool) -> Resu
     let ws = crate::demo::workspace()?;
     mailroom_app::workspace::apply(&ports, &ws).await?;
     ports.flush()?;
-    let imported = crate::import::import(&ports, &mailbox, None, None).await?;
+    let imported = crate::import::import(&ports, &mailbox, None, None, &Default::default()).await?;
     anyhow::ensure!(imported.failed == 0, "{} demo messages failed to import", imported.failed);
 
     // N conversations as the pipeline leaves them, older than the demo's.

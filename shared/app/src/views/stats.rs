@@ -3,7 +3,11 @@
 use crate::keys;
 use crate::runtime::ports::Ports;
 use mailroom_core::EmailAddress;
+use mailroom_store::table::for_each;
 use mailroom_store::{Query, StoreError};
+
+/// Items per page when counting.
+const PAGE: u32 = 1000;
 use serde::Serialize;
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -53,6 +57,12 @@ async fn len(q: &Option<std::sync::Arc<dyn mailroom_store::Queue>>) -> Result<Op
 
 pub async fn collect(ports: &Ports) -> Result<Stats, StoreError> {
     let t = &ports.table;
+    // Counts page by page, reading only the keys: a store of millions of messages is
+    // counted in the memory of one page.
+    let count = |pk: String| async move {
+        let mut n = 0u64;
+        for_each(t.as_ref(), Query::new(pk).index("gsi1").project(&[]), PAGE, |_| n += 1).await.map(|_| n)
+    };
     let mut s = Stats::default();
     for inbox in t.query_all(Query::new(keys::INBOXES_INDEX_PK).index("gsi1")).await? {
         let Some(addr) =
@@ -61,7 +71,8 @@ pub async fn collect(ports: &Ports) -> Result<Stats, StoreError> {
             continue;
         };
         let mut is = InboxStats::default();
-        for c in t.query_all(Query::new(keys::copies_index_pk(&addr)).index("gsi1")).await? {
+        let copies = Query::new(keys::copies_index_pk(&addr)).index("gsi1").project(&["process_count"]);
+        for_each(t.as_ref(), copies, PAGE, |c| {
             is.copies += 1;
             let n = c.get("process_count").and_then(Value::as_u64).unwrap_or(0);
             if n >= 1 {
@@ -70,9 +81,9 @@ pub async fn collect(ports: &Ports) -> Result<Stats, StoreError> {
             if n > 1 {
                 is.processed_more_than_once += 1;
             }
-        }
-        is.messages =
-            t.query_all(Query::new(keys::messages_index_pk(&addr)).index("gsi1")).await?.len() as u64;
+        })
+        .await?;
+        is.messages = count(keys::messages_index_pk(&addr)).await?;
         s.copies += is.copies;
         s.processed += is.processed;
         s.messages += is.messages;
@@ -84,11 +95,8 @@ pub async fn collect(ports: &Ports) -> Result<Stats, StoreError> {
     s.route_dlq = len(&ports.route_dlq).await?;
     s.ticket_queue = ports.ticket_queue.approximate_len().await?;
     s.ticket_dlq = len(&ports.ticket_dlq).await?;
-    let count = |pk: &'static str| async move {
-        t.query_all(Query::new(pk).index("gsi1")).await.map(|v| v.len() as u64)
-    };
-    s.contacts = count(crate::keys::CONTACTS_INDEX_PK).await?;
-    s.companies = count(crate::keys::COMPANIES_INDEX_PK).await?;
-    s.tickets = count(crate::keys::TICKETS_INDEX_PK).await?;
+    s.contacts = count(crate::keys::CONTACTS_INDEX_PK.into()).await?;
+    s.companies = count(crate::keys::COMPANIES_INDEX_PK.into()).await?;
+    s.tickets = count(crate::keys::TICKETS_INDEX_PK.into()).await?;
     Ok(s)
 }
