@@ -378,7 +378,7 @@ pub(crate) fn http_event(
 }
 
 /// Every message on a queue now (received, then deleted).
-async fn drain_queue(stack: &AwsStack, url: &str) -> Vec<serde_json::Value> {
+pub(crate) async fn drain_queue(stack: &AwsStack, url: &str) -> Vec<serde_json::Value> {
     let mut out = Vec::new();
     loop {
         let msgs = stack

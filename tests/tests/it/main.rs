@@ -11,6 +11,7 @@ mod connections;
 mod contract;
 mod crm;
 mod demo;
+mod deployed;
 mod gmail;
 mod graph;
 mod imap;
