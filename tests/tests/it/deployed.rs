@@ -2,21 +2,32 @@
 //! lambda, configured only by the environment infra/template.yaml gives it
 //! (`scripts/template_env.py` resolves Globals and the function's variables, with the
 //! stack's resources mapped to their moto stand-ins), against moto. A customer message
-//! goes through ingest, match, route and ticket, each stage's queue record handed to the
-//! next as Lambda's SQS poller would; the events function then publishes what happened to
-//! the EventBridge bus, and the sweep runs once. A variable the code reads under another
-//! name than the template sets fails here.
+//! goes through ingest, match, route and ticket, each stage's queue records handed to the
+//! next as Lambda's SQS poller would; the events function publishes what happened to the
+//! EventBridge bus; an agent's reply goes through the api function to the send queue and
+//! out through the send function to the Gmail mock, and its Sent copy back to ingest; the
+//! sweep runs once. A variable the code reads under another name than the template sets
+//! fails here. What the test adds to the template's environment: the AWS endpoint (moto),
+//! the JWKS URL and the Google endpoints and client secret (the mocks on loopback).
 
-use crate::lambda::{drain_queue, invoke_blocking, start};
+use crate::lambda::{drain_queue, gmail_connection, google_env, http_event, invoke_blocking, start};
+use mailroom_app::mailbox::connection::State as ConnState;
 use mailroom_store::{Key, Query};
+use mailroom_tests::mock_google::{self, MockGoogle};
 use mailroom_tests::{AwsStack, moto_env, repo_root};
 use serde_json::{Value, json};
 use std::process::Command;
 
 /// The template's environment of `function`, resolved against `stack` (and `bus`), plus
 /// what every process needs to reach moto.
-fn template_env(function: &str, stack: &AwsStack, bus: &str) -> Vec<(String, String)> {
-    let sets = [
+fn template_env(
+    function: &str,
+    stack: &AwsStack,
+    bus: &str,
+    more: &[(&str, &str)],
+    params: &[(&str, &str)],
+) -> Vec<(String, String)> {
+    let mut sets = vec![
         ("ThreadKeySecret", stack.thread_key_secret.as_str()),
         ("MailBucket", &stack.bucket),
         ("MainTable", &stack.table),
@@ -28,10 +39,14 @@ fn template_env(function: &str, stack: &AwsStack, bus: &str) -> Vec<(String, Str
         ("MailroomKey", &stack.kms_key),
         ("EventBus", bus),
     ];
+    sets.extend_from_slice(more);
     let mut cmd = Command::new(repo_root().join(".venv/bin/python"));
     cmd.arg("scripts/template_env.py").arg(function).current_dir(repo_root());
     for (id, v) in sets {
         cmd.arg("--set").arg(format!("{id}={v}"));
+    }
+    for (name, v) in params {
+        cmd.arg("--param").arg(format!("{name}={v}"));
     }
     let out = cmd.output().expect("running scripts/template_env.py (scripts/test.sh installs .venv)");
     assert!(out.status.success(), "{function}: {}", String::from_utf8_lossy(&out.stderr));
@@ -40,6 +55,9 @@ fn template_env(function: &str, stack: &AwsStack, bus: &str) -> Vec<(String, Str
     env.extend(vars.into_iter().map(|(k, v)| (k, v.as_str().unwrap_or_default().to_string())));
     env
 }
+
+/// The user pool's id the test gives the template (the issuer's URL ends in it).
+const POOL: &str = "us-east-1_deployed";
 
 /// An SQS event of Lambda's poller carrying `bodies`.
 fn sqs_batch(bodies: &[Value]) -> Value {
@@ -60,7 +78,17 @@ async fn a_message_runs_through_the_pipeline_functions_configured_by_the_templat
     mailroom_app::workspace::apply(&ports, &mailroom_tests::acme_workspace()).await.unwrap();
     let conf = mailroom_tests::moto_conf().await;
     let (bus, bus_queue) = mailroom_tests::event_bus_into_queue(&conf).await;
-    let env = |f: &str| template_env(f, &stack, &bus);
+    // The HTTP API, the user pool and the chat socket are not on moto: their names only
+    // make URLs (the API's own URL, the token issuer).
+    let web = [
+        ("MailroomHttpApi", "api1"),
+        ("UserPool", POOL),
+        ("UserPoolClient", "api-client"),
+        ("WebUserPoolClient", "web-client"),
+        ("UserPoolDomain", "mailroom-test"),
+        ("ChatSocketApi", "ws1"),
+    ];
+    let env = |f: &str| template_env(f, &stack, &bus, &web, &[]);
     let id = mailroom_tests::unique("deployed");
     let mail = format!(
         "Delivered-To: support@acme-corp.example\r\nFrom: Jane Doe <jane@customer.example>\r\nTo: support@acme-corp.example\r\nSubject: My invoice is wrong\r\nMessage-ID: <{id}@customer.example>\r\nDate: {}\r\n\r\nThe invoice charges me twice.\r\n",
@@ -118,6 +146,53 @@ async fn a_message_runs_through_the_pipeline_functions_configured_by_the_templat
     for kind in ["message_logged", "conversation_opened"] {
         assert!(kinds.iter().any(|k| k == kind), "no {kind} on the bus: {kinds:?}");
     }
+
+    // A reply: the api function queues it (an agent's token, checked against the JWKS of
+    // the issuer the template names), the send function sends it through Gmail.
+    let google = MockGoogle::start("support@acme-corp.example").await;
+    gmail_connection(&ports, &google, "support@acme-corp.example", ConnState::Connected).await;
+    let conv = mailroom_app::views::conversations::list(&ports).await.unwrap();
+    assert_eq!(conv.len(), 1, "{conv:?}");
+    let mut api_env = env("ApiFunction");
+    // The one addition: Cognito's JWKS is on the internet, the mock's on loopback.
+    api_env.push(("MAILROOM_OIDC_JWKS_URL".into(), google.jwks_url()));
+    let issuer = api_env.iter().find(|(k, _)| k == "MAILROOM_OIDC_ISSUER").map(|(_, v)| v.clone()).unwrap();
+    assert_eq!(issuer, format!("https://cognito-idp.us-east-1.amazonaws.com/{POOL}"));
+    let (port, _w, _f) = start("mailroom-api", &api_env);
+    let now = chrono::Utc::now().timestamp();
+    let token = google.sign(
+        &json!({"iss": issuer, "aud": "api-client", "sub": "maria", "email": "maria.keller@acme-corp.example",
+                "email_verified": true, "iat": now, "exp": now + 600}),
+        false,
+    );
+    let body = json!({"text": "We refunded the second charge.", "request_id": "deployed-1"}).to_string();
+    let headers = json!({"authorization": format!("Bearer {token}"), "content-type": "application/json"});
+    let path = format!("/conversations/{}/replies", conv[0].id);
+    let out = invoke_blocking(port, &http_event("POST", &path, "", headers, Some(&body)));
+    assert_eq!(out["statusCode"], 202, "{out}");
+    let queued = drain_queue(&stack, &stack.send_url).await;
+    assert_eq!(queued.len(), 1, "{queued:?}");
+    let mut send_env =
+        template_env("SendFunction", &stack, &bus, &web, &[("GoogleClientId", mock_google::CLIENT_ID)]);
+    // The Google endpoints and the client secret: the mock's (the template names Google's).
+    let mock_side = google_env(&stack, &google);
+    send_env.extend(mock_side.into_iter().filter(|(k, _)| {
+        [
+            "MAILROOM_GOOGLE_CLIENT_SECRET",
+            "MAILROOM_GOOGLE_TOKEN_URL",
+            "MAILROOM_GOOGLE_AUTH_URL",
+            "MAILROOM_GMAIL_API",
+        ]
+        .contains(&k.as_str())
+    }));
+    let (port, _w, _f) = start("mailroom-send", &send_env);
+    let out = invoke_blocking(port, &sqs_batch(&queued));
+    assert_eq!(out["batchItemFailures"], json!([]), "SendFunction: {out}");
+    let sent = google.sent();
+    assert_eq!(sent.len(), 1, "Gmail messages.send was called once");
+    assert!(String::from_utf8_lossy(&sent[0]).contains("We refunded the second charge."));
+    // The sent MIME goes back in as the inbox's Sent copy.
+    assert_eq!(drain_queue(&stack, &stack.queue_url).await.len(), 1, "no Sent copy queued for ingest");
 
     // Sweep (scheduled): runs once against the same table.
     let (port, _w, _f) = start("mailroom-sweep", &env("SweepFunction"));

@@ -295,7 +295,7 @@ pub(crate) fn invoke_blocking(port: u16, payload: &serde_json::Value) -> serde_j
 }
 
 /// The function environment for the Google side pointed at a [`MockGoogle`].
-fn google_env(stack: &AwsStack, mock: &MockGoogle) -> Vec<(String, String)> {
+pub(crate) fn google_env(stack: &AwsStack, mock: &MockGoogle) -> Vec<(String, String)> {
     let mut env = stack.function_env();
     for (k, v) in [
         ("MAILROOM_PUBLIC_URL", PUBLIC_URL.to_string()),
@@ -317,7 +317,12 @@ fn google_env(stack: &AwsStack, mock: &MockGoogle) -> Vec<(String, String)> {
 
 /// A Gmail connection in `state`, stored on moto; with tokens from the mock (sealed with
 /// the stack's KMS key) unless it is `reconnect_required`.
-async fn gmail_connection(ports: &mailroom_app::Ports, mock: &MockGoogle, inbox: &str, state: ConnState) {
+pub(crate) async fn gmail_connection(
+    ports: &mailroom_app::Ports,
+    mock: &MockGoogle,
+    inbox: &str,
+    state: ConnState,
+) {
     let c = Connection {
         inbox: inbox.into(),
         provider: Provider::Gmail,
