@@ -138,6 +138,7 @@ pub async fn import(
         // Let the pipeline record what was stored, so that replies can find their parents.
         worker.drain().await?;
     }
+    let mut still_failing: Vec<(PathBuf, u64)> = Vec::new();
     for at in deferred {
         let res = match at.read() {
             Ok(bytes) => run.ingestor.ingest(run.mail(bytes)).await.map_err(anyhow::Error::from),
@@ -148,14 +149,24 @@ pub async fn import(
             Err(e) => {
                 run.s.failed += 1;
                 run.pb.suspend(|| eprintln!("{}: {e:#}", at.label()));
+                if let Locator::Mbox { path, start } = at {
+                    still_failing.push((path, start));
+                }
             }
         }
     }
     run.pb.finish_and_clear();
     worker.drain().await?;
     ports.flush()?;
-    for c in &run.finished {
-        c.remove();
+    // A finished mbox's checkpoint goes, unless some of its messages still fail: then it
+    // keeps only those, and importing the file again tries just them.
+    for (c, st) in &run.finished {
+        let retry: Vec<u64> = still_failing.iter().filter(|(p, _)| *p == st.path).map(|(_, o)| *o).collect();
+        if retry.is_empty() {
+            c.remove();
+        } else {
+            c.save(&MboxState { retry, done: true, ..st.clone() })?;
+        }
     }
     let mut s = run.s;
     let stats = mailroom_app::views::stats::collect(ports).await?;
@@ -180,8 +191,9 @@ struct Run<'a> {
     /// Where to read again, at the end, the messages whose inbox was not known yet (or
     /// that failed in an interrupted run): their place, never their bytes.
     deferred: Vec<Locator>,
-    /// Checkpoints to remove once the whole import has finished.
-    finished: Vec<Checkpoint>,
+    /// The checkpoints of the mboxes read to their end, with their last state: removed
+    /// once the whole import has finished.
+    finished: Vec<(Checkpoint, MboxState)>,
 }
 
 impl Run<'_> {
@@ -209,9 +221,11 @@ impl Run<'_> {
                 self.deferred.push(at.clone());
                 false
             }
+            // Tried again at the end of the run (a store error may have passed); counted
+            // as failed only if it fails then too.
             Err(e) => {
-                self.s.failed += 1;
-                self.pb.suspend(|| eprintln!("{}: {e}", at.label()));
+                self.pb.suspend(|| eprintln!("{}: {e} (tried again at the end)", at.label()));
+                self.deferred.push(at.clone());
                 false
             }
         }
@@ -276,7 +290,7 @@ impl Run<'_> {
             }
         }
         self.save(checkpoint.as_ref(), &st, &earlier)?;
-        self.finished.extend(checkpoint);
+        self.finished.extend(checkpoint.map(|c| (c, st)));
         Ok(())
     }
 

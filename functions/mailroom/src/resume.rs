@@ -5,8 +5,13 @@
 //! after the store has committed every message before its offset: the state never runs
 //! ahead of what is stored. Messages that are deferred (their inbox is not known yet) or
 //! failed are kept as offsets and tried again at the end of the run that resumes. The file
-//! is removed when the whole import has finished. A re-import without it is still safe
-//! (every message is deduplicated), only slower.
+//! is removed when the whole import has finished, or keeps only the messages that still
+//! fail. A re-import without it is still safe (every message is deduplicated), only slower.
+//!
+//! It guards against the process being killed. The store's default durability
+//! (`MAILROOM_DURABILITY=process`) does not fsync its commits, while this file is fsynced:
+//! after a power loss or an OS crash the checkpoint may be ahead of what survived, so run
+//! that import again with `--restart`, or import with `MAILROOM_DURABILITY=machine`.
 
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};

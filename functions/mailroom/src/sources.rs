@@ -136,7 +136,9 @@ fn walk(dir: &Path, out: &mut Vec<Source>) -> Result<()> {
             if in_maildir || name.to_ascii_lowercase().ends_with(".eml") {
                 out.push(Source::File(p));
             } else if name.ends_with(".mbox") || name.ends_with(".mbx") {
-                out.extend(collect(&p)?);
+                // By its name, even when it does not start with a `From ` line (an
+                // empty export has no message at all; it is not one broken message).
+                out.push(Source::Mbox(p));
             }
         }
     }

@@ -243,6 +243,45 @@ fn an_mbox_import_killed_half_way_resumes_where_it_stopped() {
     );
 }
 
+/// A message of an mbox that cannot be imported (no delivery header, an unknown From)
+/// fails at the end of the run and stays in the checkpoint alone: importing the file again
+/// (here with the --inbox it needed) reads nothing else and stores just it.
+#[test]
+fn an_mbox_message_that_fails_stays_in_the_checkpoint_and_alone_is_tried_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let mbox = dir.path().join("export.mbox");
+    let msg = |n: u32, head: &str| {
+        format!(
+            "From x@y Mon Jan  1 00:00:00 2024\n{head}From: c{n}@customer.example\nSubject: s{n}\nMessage-ID: <f{n}@customer.example>\n\nbody {n}\n\n"
+        )
+    };
+    let text = [
+        msg(1, "Delivered-To: support@acme.example\n"),
+        msg(2, ""),
+        msg(3, "Delivered-To: support@acme.example\n"),
+    ]
+    .concat();
+    std::fs::write(&mbox, text).unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let out = mailroom(data.path()).arg("import").arg(&mbox).arg("--json").output().unwrap();
+    assert!(!out.status.success(), "a failed message must fail the import");
+    let first: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!((first["stored"].as_u64(), first["failed"].as_u64()), (Some(2), Some(1)), "{first}");
+    let states: Vec<_> = std::fs::read_dir(data.path().join("import")).unwrap().flatten().collect();
+    assert_eq!(states.len(), 1, "the checkpoint of the failed message is kept");
+    let saved: Value = serde_json::from_slice(&std::fs::read(states[0].path()).unwrap()).unwrap();
+    assert_eq!(
+        (saved["done"].as_bool(), saved["retry"].as_array().map(Vec::len)),
+        (Some(true), Some(1)),
+        "{saved}"
+    );
+
+    let again = import_json(data.path(), &mbox, &["--inbox", "support@acme.example"]);
+    assert_eq!((again["read"].as_u64(), again["resumed"].as_u64()), (Some(0), Some(3)), "{again}");
+    assert_eq!((again["stored"].as_u64(), again["failed"].as_u64()), (Some(1), Some(0)), "{again}");
+    assert!(!states[0].path().exists(), "the checkpoint outlived the last failure");
+}
+
 fn walk_count(dir: &Path) -> usize {
     let mut n = 0;
     for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {

@@ -48,8 +48,14 @@ const WAL_TRUNCATE_BYTES: u64 = if cfg!(test) { 1 << 20 } else { 64 << 20 };
 impl State {
     fn commit(&mut self) -> Result<()> {
         if self.open_since.is_some() {
-            self.conn.execute_batch("COMMIT")?;
-            self.open_since = None;
+            let res = self.conn.execute_batch("COMMIT");
+            // A COMMIT that failed may have rolled the transaction back (disk full, I/O
+            // error): then none is open any more, and the next write must BEGIN again
+            // instead of committing each operation alone and failing every later COMMIT.
+            if res.is_ok() || self.conn.is_autocommit() {
+                self.open_since = None;
+            }
+            res?;
         }
         Ok(())
     }
@@ -133,11 +139,15 @@ impl Db {
                         if let Err(e) = st.commit() {
                             tracing::error!(error = %e, "embedded store: commit failed; retrying");
                         }
+                        // A short wait while our writes are held off: a reader in another
+                        // process postpones the truncation, it does not stall this one.
+                        let _ = checkpointer.busy_timeout(Duration::from_millis(50));
                         if let Err(e) =
                             checkpointer.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
                         {
                             tracing::debug!(error = %e, "embedded store: WAL truncation postponed");
                         }
+                        let _ = checkpointer.busy_timeout(Duration::from_secs(1));
                     // PASSIVE: copies what it can without blocking the writer.
                     } else if let Err(e) =
                         checkpointer.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
