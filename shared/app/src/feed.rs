@@ -117,14 +117,44 @@ fn item(subject: Subject<'_>, kind: &str, tag: &str, data: Value, now: DateTime<
             (keys::inbox_events_pk(i), format!("{at}#inbox#{}#{tag}#{kind}", i.key()), "inbox", i.key())
         }
     };
-    let mut item = Key::new(pk, format!("{at}#{tag}#{kind}")).item();
+    let sk = format!("{at}#{tag}#{kind}");
+    let shard = keys::events_index_pk(&format!("{pk}#{sk}"));
+    let mut item = Key::new(pk, sk).item();
     item.insert("type".into(), json!(kind));
     item.insert(field.into(), json!(id));
     item.insert("at".into(), json!(at));
     item.insert("data".into(), data);
-    item.insert("gsi1pk".into(), json!(EVENTS_INDEX_PK));
+    item.insert("gsi1pk".into(), json!(shard));
     item.insert("gsi1sk".into(), json!(position));
     item
+}
+
+/// The events whose index position is in `from..=upto`, oldest first, at most `limit`:
+/// every shard of the index is read (at most `limit` each, concurrently) and merged.
+pub async fn between(ports: &Ports, from: &str, upto: &str, limit: usize) -> Result<Vec<Item>, StoreError> {
+    let shard = |pk: String| async move {
+        let mut out = Vec::new();
+        let mut cursor = None;
+        loop {
+            let q = Query::new(pk.clone())
+                .index("gsi1")
+                .sk(SkCond::Between(from.to_string(), upto.to_string()))
+                .limit(100)
+                .after(cursor);
+            let page = ports.table.query(q).await?;
+            out.extend(page.items);
+            cursor = page.next;
+            if cursor.is_none() || out.len() >= limit {
+                return Ok::<_, StoreError>(out);
+            }
+        }
+    };
+    let shards = futures::future::try_join_all(keys::events_index_pks().into_iter().map(shard)).await?;
+    let mut all: Vec<Item> = shards.into_iter().flatten().collect();
+    let position = |i: &Item| i.get("gsi1sk").and_then(Value::as_str).unwrap_or_default().to_string();
+    all.sort_by_cached_key(position);
+    all.truncate(limit);
+    Ok(all)
 }
 
 /// A conversation's events, oldest first.
@@ -236,26 +266,12 @@ pub async fn follow(ports: &Ports, sink: &dyn Sink, now: DateTime<Utc>) -> anyho
     let seen: std::collections::HashSet<&str> = cursor.recent.iter().map(|(_, id)| id.as_str()).collect();
     // Everything in the window that was not delivered yet: mostly after the cursor, and
     // now and then a late commit before it (which, being older, goes first).
-    let mut events: Vec<Event> = Vec::new();
-    let mut page_cursor = None;
-    loop {
-        let page = ports
-            .table
-            .query(
-                Query::new(EVENTS_INDEX_PK)
-                    .index("gsi1")
-                    .sk(SkCond::Between(from.clone(), upto.clone()))
-                    .limit(100)
-                    .after(page_cursor),
-            )
-            .await?;
-        events
-            .extend(page.items.iter().filter_map(Event::from_item).filter(|e| !seen.contains(e.id.as_str())));
-        page_cursor = page.next;
-        if page_cursor.is_none() || events.len() >= BATCH {
-            break;
-        }
-    }
+    let mut events: Vec<Event> = between(ports, &from, &upto, BATCH + seen.len())
+        .await?
+        .iter()
+        .filter_map(Event::from_item)
+        .filter(|e| !seen.contains(e.id.as_str()))
+        .collect();
     events.truncate(BATCH);
     let mut out = FollowOutcome { consumer: name.clone(), ..FollowOutcome::default() };
     if events.is_empty() {
@@ -300,5 +316,49 @@ pub async fn follow(ports: &Ports, sink: &dyn Sink, now: DateTime<Utc>) -> anyho
             Ok(out)
         }
         Err(e) => Err(e.into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Events land in several shards; `between` reads every shard and the unsharded key an
+    /// older version wrote, merged in position order and cut at the limit.
+    #[tokio::test]
+    async fn between_merges_every_shard_and_the_old_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let ports = Ports::embedded(dir.path()).unwrap();
+        for n in 0..40 {
+            emit(&ports, Subject::Conversation(&format!("c{n:02}")), "comment_added", json!({}))
+                .await
+                .unwrap();
+        }
+        let written = ports.table.query_all(Query::new(keys::conversation_events_pk("c00"))).await.unwrap();
+        let mut old = written[0].clone();
+        old.insert("pk".into(), json!(keys::conversation_events_pk("legacy")));
+        old.insert("gsi1pk".into(), json!(EVENTS_INDEX_PK));
+        old.insert("gsi1sk".into(), json!("0000-legacy"));
+        ports.table.put(old, None).await.unwrap();
+        let mut shards = std::collections::HashSet::new();
+        for n in 0..40 {
+            let e = ports
+                .table
+                .query_all(Query::new(keys::conversation_events_pk(&format!("c{n:02}"))))
+                .await
+                .unwrap();
+            shards.insert(e[0].get("gsi1pk").and_then(Value::as_str).unwrap_or_default().to_string());
+        }
+        assert!(shards.len() > 4 && shards.iter().all(|s| s.starts_with("events#")), "{shards:?}");
+
+        let all = between(&ports, "0", "~", usize::MAX).await.unwrap();
+        assert_eq!(all.len(), 41);
+        let positions: Vec<&str> =
+            all.iter().filter_map(|i| i.get("gsi1sk").and_then(Value::as_str)).collect();
+        assert_eq!(positions[0], "0000-legacy");
+        assert!(positions.windows(2).all(|w| w[0] <= w[1]), "not in position order");
+        let first = between(&ports, "0", "~", 10).await.unwrap();
+        assert_eq!(first.len(), 10);
+        assert_eq!(first[..], all[..10]);
     }
 }

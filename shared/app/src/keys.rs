@@ -95,7 +95,26 @@ pub fn chat_online_key(session: &str) -> Key {
 pub fn conversation_events_pk(conv: &str) -> String {
     format!("events#{conv}")
 }
+/// The event feed's index key before it was sharded: still read, never written.
 pub const EVENTS_INDEX_PK: &str = "events";
+/// Shards of the event feed's index: one index partition for every event of the
+/// workspace passed DynamoDB's 1,000 write units a second at about 2,500 messages a
+/// second (docs/scale.md); 16 shards keep the hottest near 300 at ten million a day.
+pub const EVENTS_INDEX_SHARDS: u8 = 16;
+/// The index key of an event (`events#00`..`events#15`, in the index's own key space):
+/// chosen by a hash of the event's table key, so a retried write lands in the same shard.
+pub fn events_index_pk(event_sk: &str) -> String {
+    let h = mailroom_core::sha256(event_sk.as_bytes()).0;
+    let n = u8::from_str_radix(&h[..2], 16).unwrap_or(0) % EVENTS_INDEX_SHARDS;
+    format!("{EVENTS_INDEX_PK}#{n:02}")
+}
+/// Every index key a reader of the feed merges: the shards, and the unsharded key that
+/// older versions wrote (its events stay readable after an upgrade).
+pub fn events_index_pks() -> Vec<String> {
+    std::iter::once(EVENTS_INDEX_PK.to_string())
+        .chain((0..EVENTS_INDEX_SHARDS).map(|n| format!("{EVENTS_INDEX_PK}#{n:02}")))
+        .collect()
+}
 /// A connected inbox's events.
 pub fn inbox_events_pk(inbox: &EmailAddress) -> String {
     format!("conn-events#{}", inbox.key())

@@ -18,7 +18,6 @@ use crate::pipeline::ingest::Ingestor;
 use crate::runtime::ports::Ports;
 use chrono::{Duration, SecondsFormat};
 use mailroom_core::workspace::Workspace;
-use mailroom_store::{Query, SkCond};
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -273,13 +272,7 @@ impl Hub {
         let now = self.ports.clock.now();
         pushed.retain(|_, at| now - *at < LOOK_BACK * 2);
         let from = (now - LOOK_BACK).to_rfc3339_opts(SecondsFormat::Millis, true);
-        let items = self
-            .ports
-            .table
-            .query_all(
-                Query::new(crate::feed::EVENTS_INDEX_PK).index("gsi1").sk(SkCond::Between(from, "~".into())),
-            )
-            .await?;
+        let items = crate::feed::between(&self.ports, &from, "~", usize::MAX).await?;
         let fresh: Vec<Event> =
             items.iter().filter_map(Event::from_item).filter(|e| !pushed.contains_key(&e.id)).collect();
         if fresh.is_empty() {
