@@ -132,29 +132,9 @@ fn item(subject: Subject<'_>, kind: &str, tag: &str, data: Value, now: DateTime<
 /// The events whose index position is in `from..=upto`, oldest first, at most `limit`:
 /// every shard of the index is read (at most `limit` each, concurrently) and merged.
 pub async fn between(ports: &Ports, from: &str, upto: &str, limit: usize) -> Result<Vec<Item>, StoreError> {
-    let shard = |pk: String| async move {
-        let mut out = Vec::new();
-        let mut cursor = None;
-        loop {
-            let q = Query::new(pk.clone())
-                .index("gsi1")
-                .sk(SkCond::Between(from.to_string(), upto.to_string()))
-                .limit(100)
-                .after(cursor);
-            let page = ports.table.query(q).await?;
-            out.extend(page.items);
-            cursor = page.next;
-            if cursor.is_none() || out.len() >= limit {
-                return Ok::<_, StoreError>(out);
-            }
-        }
-    };
-    let shards = futures::future::try_join_all(keys::events_index_pks().into_iter().map(shard)).await?;
-    let mut all: Vec<Item> = shards.into_iter().flatten().collect();
-    let position = |i: &Item| i.get("gsi1sk").and_then(Value::as_str).unwrap_or_default().to_string();
-    all.sort_by_cached_key(position);
-    all.truncate(limit);
-    Ok(all)
+    let q = Query::new("").index("gsi1").sk(SkCond::Between(from.to_string(), upto.to_string()));
+    mailroom_store::table::query_shards(ports.table.as_ref(), &keys::events_index_pks(), &q, "gsi1sk", limit)
+        .await
 }
 
 /// A conversation's events, oldest first.

@@ -28,8 +28,25 @@ pub fn copies_index_pk(inbox: &EmailAddress) -> String {
 pub fn message(message_id: &str) -> Key {
     Key::new(format!("msg#{message_id}"), "msg")
 }
-pub fn messages_index_pk(inbox: &EmailAddress) -> String {
-    format!("messages#{}", inbox.key())
+/// Shards of an inbox's message index: one busy inbox's messages under one index key
+/// passed 1,000 write units a second first after the feed (docs/scale.md).
+pub const MESSAGES_INDEX_SHARDS: u8 = 4;
+/// The index key of message `message_id` in `inbox`'s message index
+/// (`messages#{inbox}#0`..`#3`, by a hash of the Message-ID: a retried write lands in the
+/// same shard).
+pub fn messages_index_pk(inbox: &EmailAddress, message_id: &str) -> String {
+    format!("messages#{}#{}", inbox.key(), shard_of(message_id, MESSAGES_INDEX_SHARDS))
+}
+/// Every index key of `inbox`'s messages a reader merges: the shards, and the unsharded
+/// key older versions wrote.
+pub fn messages_index_pks(inbox: &EmailAddress) -> Vec<String> {
+    let base = format!("messages#{}", inbox.key());
+    std::iter::once(base.clone()).chain((0..MESSAGES_INDEX_SHARDS).map(|n| format!("{base}#{n}"))).collect()
+}
+/// A stable shard number in `0..shards` for `key`.
+fn shard_of(key: &str, shards: u8) -> u8 {
+    let h = mailroom_core::sha256(key.as_bytes()).0;
+    u8::from_str_radix(&h[..2], 16).unwrap_or(0) % shards
 }
 
 /// Blob key of an attachment body: content-addressed, shared by every message carrying it.
@@ -104,9 +121,7 @@ pub const EVENTS_INDEX_SHARDS: u8 = 16;
 /// The index key of an event (`events#00`..`events#15`, in the index's own key space):
 /// chosen by a hash of the event's table key, so a retried write lands in the same shard.
 pub fn events_index_pk(event_sk: &str) -> String {
-    let h = mailroom_core::sha256(event_sk.as_bytes()).0;
-    let n = u8::from_str_radix(&h[..2], 16).unwrap_or(0) % EVENTS_INDEX_SHARDS;
-    format!("{EVENTS_INDEX_PK}#{n:02}")
+    format!("{EVENTS_INDEX_PK}#{:02}", shard_of(event_sk, EVENTS_INDEX_SHARDS))
 }
 /// Every index key a reader of the feed merges: the shards, and the unsharded key that
 /// older versions wrote (its events stay readable after an upgrade).

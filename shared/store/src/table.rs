@@ -303,6 +303,43 @@ pub async fn for_each(t: &dyn Table, q: Query, page: u32, mut f: impl FnMut(Item
     }
 }
 
+/// One query over several partitions of the same table or index (the shards of one
+/// hot key): `q` with each of `pks` as its partition key, every shard read concurrently
+/// up to `limit` items, merged by the sort key attribute `sk` (ascending, or descending
+/// when `q` is backward) and cut at `limit`.
+pub async fn query_shards(
+    t: &dyn Table,
+    pks: &[String],
+    q: &Query,
+    sk: &str,
+    limit: usize,
+) -> Result<Vec<Item>> {
+    let shard = |pk: &String| {
+        let q = Query { pk: pk.clone(), cursor: None, ..q.clone() }.limit(limit.clamp(1, 1000) as u32);
+        async move {
+            let mut out = Vec::new();
+            let mut q = q;
+            loop {
+                let page = t.query(q.clone()).await?;
+                out.extend(page.items);
+                match page.next {
+                    Some(c) if out.len() < limit => q.cursor = Some(c),
+                    _ => return Ok::<_, crate::StoreError>(out),
+                }
+            }
+        }
+    };
+    let shards = futures::future::try_join_all(pks.iter().map(shard)).await?;
+    let mut all: Vec<Item> = shards.into_iter().flatten().collect();
+    let key = |i: &Item| i.get(sk).and_then(serde_json::Value::as_str).unwrap_or_default().to_string();
+    all.sort_by_cached_key(key);
+    if !q.forward {
+        all.reverse();
+    }
+    all.truncate(limit);
+    Ok(all)
+}
+
 /// Keeps only `attrs` and the key attributes of `item` (a projection).
 pub fn project(item: &mut Item, attrs: &[String]) {
     item.retain(|k, _| [PK, SK, GSI1PK, GSI1SK].contains(&k.as_str()) || attrs.iter().any(|a| a == k));

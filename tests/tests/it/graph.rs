@@ -232,12 +232,7 @@ impl Harness {
             assert_eq!(seen[&m.immutable_id], 1, "{} stored twice", m.immutable_id);
         }
         assert_eq!(copies.len(), expected.len(), "unexpected copies: {copies:?}");
-        let messages = self
-            .ports
-            .table
-            .query_all(TableQuery::new(keys::messages_index_pk(inbox)).index("gsi1"))
-            .await
-            .unwrap();
+        let messages = mailroom_app::views::conversations::inbox_messages(&self.ports, inbox).await.unwrap();
         assert_eq!(messages.len(), expected.len(), "one message record per message");
     }
 

@@ -136,14 +136,13 @@ fn valid_request_id(id: &str) -> bool {
 /// A conversation's messages in the order we received them (the `gsi1sk` of a message is
 /// its receipt time, then its id: written by us, never by the sender).
 async fn messages_by_receipt(ports: &Ports, root: &str, inbox: &str) -> anyhow::Result<Vec<Item>> {
-    let t = &ports.table;
     let mut items = crate::views::conversations::messages_of(ports, root).await?;
     let mut ids: Vec<String> = Vec::new();
     if items.is_empty() {
         // Not yet through the report stage: read the inbox's messages instead.
         let mut roots = crate::thread::RootCache::new(ports);
-        let pk = format!("messages#{}", inbox.to_lowercase());
-        for m in t.query_all(Query::new(pk).index("gsi1")).await? {
+        let addr = mailroom_core::EmailAddress::parse(inbox)?;
+        for m in crate::views::conversations::inbox_messages(ports, &addr).await? {
             let Some(conv) = s(&m, "conversation") else { continue };
             if roots.root(&conv).await?.id == root
                 && let Some(mid) = s(&m, "message_id")

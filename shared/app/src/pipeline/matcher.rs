@@ -378,7 +378,7 @@ impl MatchHandler {
             }
         }
         put(&mut item, "created_at", json!(now));
-        put(&mut item, "gsi1pk", json!(keys::messages_index_pk(&ptr.inbox)));
+        put(&mut item, "gsi1pk", json!(keys::messages_index_pk(&ptr.inbox, &m.message_id)));
         put(&mut item, "gsi1sk", json!(format!("{}#{}", ptr.received_at.to_rfc3339(), m.message_id)));
         Ok(item)
     }

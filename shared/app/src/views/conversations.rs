@@ -63,8 +63,22 @@ pub async fn newest(
     inbox: &mailroom_core::EmailAddress,
     n: u32,
 ) -> anyhow::Result<Vec<Message>> {
-    let q = Query::new(keys::messages_index_pk(inbox)).index("gsi1").backward().limit(n);
-    Ok(ports.table.query(q).await?.items.iter().map(Message::from_item).collect())
+    let q = Query::new("").index("gsi1").backward();
+    let pks = keys::messages_index_pks(inbox);
+    let items =
+        mailroom_store::table::query_shards(ports.table.as_ref(), &pks, &q, "gsi1sk", n as usize).await?;
+    Ok(items.iter().map(Message::from_item).collect())
+}
+
+/// Every message recorded in `inbox`, in the order we received them (all shards of its
+/// message index, merged).
+pub async fn inbox_messages(
+    ports: &Ports,
+    inbox: &mailroom_core::EmailAddress,
+) -> Result<Vec<mailroom_store::Item>, mailroom_store::StoreError> {
+    let q = Query::new("").index("gsi1");
+    let pks = keys::messages_index_pks(inbox);
+    mailroom_store::table::query_shards(ports.table.as_ref(), &pks, &q, "gsi1sk", usize::MAX).await
 }
 
 /// The messages of conversation `root` (its own and those of the conversations merged
@@ -99,9 +113,11 @@ pub async fn list(ports: &Ports) -> anyhow::Result<Vec<ConversationView>> {
     let t = &ports.table;
     let mut messages = Vec::new();
     for inbox in t.query_all(Query::new(keys::INBOXES_INDEX_PK).index("gsi1")).await? {
-        let Some(addr) = s(&inbox, "address") else { continue };
-        let pk = format!("messages#{}", addr.to_lowercase());
-        messages.extend(t.query_all(Query::new(pk).index("gsi1")).await?);
+        let Some(addr) = s(&inbox, "address").and_then(|a| mailroom_core::EmailAddress::parse(&a).ok())
+        else {
+            continue;
+        };
+        messages.extend(inbox_messages(ports, &addr).await?);
     }
     // Arrival order: the ingest time of the first copy.
     messages.sort_by_key(|m| s(m, "gsi1sk"));

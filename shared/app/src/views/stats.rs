@@ -83,7 +83,9 @@ pub async fn collect(ports: &Ports) -> Result<Stats, StoreError> {
             }
         })
         .await?;
-        is.messages = count(keys::messages_index_pk(&addr)).await?;
+        for pk in keys::messages_index_pks(&addr) {
+            is.messages += count(pk).await?;
+        }
         s.copies += is.copies;
         s.processed += is.processed;
         s.messages += is.messages;
