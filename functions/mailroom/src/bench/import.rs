@@ -147,8 +147,8 @@ fn state(dir: &Path) -> Option<(u64, u64)> {
         .flatten()
         .map(|e| e.path())
         .find(|p| p.extension().is_some_and(|e| e == "json"))?;
-    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(f).ok()?).ok()?;
-    Some((v["next"].as_u64()?, v["index"].as_u64()?))
+    let st: crate::resume::MboxState = serde_json::from_slice(&std::fs::read(f).ok()?).ok()?;
+    Some((st.next, st.index))
 }
 
 /// Writes an mbox of about `bytes` bytes: threads of customer mail to two inboxes, one
