@@ -5,7 +5,7 @@
 use mailroom_tests::{bin, gen_corpus};
 use serde_json::Value;
 use std::collections::HashSet;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -214,14 +214,20 @@ fn an_mbox_import_killed_half_way_resumes_where_it_stopped() {
 
     let mut imp = mailroom(data.path()).arg("import").arg(&mbox).stdout(Stdio::null()).spawn().unwrap();
     let t0 = Instant::now();
-    while !states.exists() || std::fs::read_dir(&states).unwrap().count() == 0 {
+    // A checkpoint is written to a temporary file and renamed: only a `.json` counts, or
+    // the kill could land between the write and the rename (seen on CI).
+    let saved_file = || -> Option<PathBuf> {
+        let dir = std::fs::read_dir(&states).ok()?;
+        dir.flatten().map(|e| e.path()).find(|p| p.extension().is_some_and(|x| x == "json"))
+    };
+    while saved_file().is_none() {
         assert!(t0.elapsed() < Duration::from_secs(120), "no checkpoint after 2 minutes");
         std::thread::sleep(Duration::from_millis(20));
     }
     wait_running(&mut imp, "import");
     imp.kill().unwrap(); // SIGKILL
     imp.wait().unwrap();
-    let file = std::fs::read_dir(&states).unwrap().next().unwrap().unwrap().path();
+    let file = saved_file().unwrap();
     let saved: Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
     let done = saved["index"].as_u64().unwrap();
     assert!(done > 0 && done < t.copies as u64, "{saved}");
