@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
-# Builds every Lambda function of the workspace with cargo-lambda (release, x86_64, plain
-# cargo as the compiler: no zig), writes target/lambda/<bin>/bootstrap and
-# target/lambda/<bin>/bootstrap.zip, and prints their sizes against the 10 MiB zipped
-# target.
+# Builds every Lambda function of the workspace with cargo-lambda (release; for x86_64
+# with plain cargo as the compiler, for arm64 with cargo-lambda's Zig), writes
+# target/lambda/<bin>/bootstrap and target/lambda/<bin>/bootstrap.zip, and prints their
+# sizes against the 10 MiB zipped target. The functions are those of the Makefile's
+# `build-<LogicalId>: BIN = <bin>` lines, the map `sam build` uses too.
 #
-#   scripts/lambda-package.sh          # build, then a table
-#   scripts/lambda-package.sh --json   # build, then the figures as JSON on stdout
+#   scripts/lambda-package.sh                 # build for x86_64, then a table
+#   scripts/lambda-package.sh --json          # build, then the figures as JSON on stdout
+#   scripts/lambda-package.sh --arch arm64    # build for arm64 (Graviton)
+#   scripts/lambda-package.sh --check-arch ARCH FILE...   # only check the binaries' ELF machine
 #
 # Honours CARGO_TARGET_DIR (default: the workspace's target/); the archives land in
 # $CARGO_TARGET_DIR/lambda/. Build output goes to stderr, so --json output stays clean.
@@ -16,26 +19,57 @@ cd "$(dirname "$0")/.."
 root=$(pwd)
 
 # The function crates: package name = bin name = lambda/<bin>/ directory.
-functions=(mailroom-ingest mailroom-match mailroom-route mailroom-ticket mailroom-sweep
-    mailroom-webhooks mailroom-mailbox-sync mailroom-imap-poll mailroom-scheduler mailroom-send
-    mailroom-api mailroom-track mailroom-events mailroom-chat)
+mapfile -t functions < <(sed -n 's/^build-[A-Za-z]*Function: BIN = \([a-z-]*\)$/\1/p' Makefile)
+[ "${#functions[@]}" -gt 0 ] || { echo "no 'build-...Function: BIN = ...' lines in Makefile" >&2; exit 1; }
 # The zipped size each function should stay under (MiB).
 zip_target_mib=10
 
+# ELF e_machine (2 bytes, little-endian, at offset 18) of each file against the
+# architecture: a binary deployed as the other one fails at start with an exec format error.
+check_arch() {
+    local arch=$1 want f got
+    shift
+    case "$arch" in
+        x86_64) want=003e ;;
+        arm64) want=00b7 ;;
+        *) echo "unknown architecture '$arch' (arm64 or x86_64)" >&2; return 2 ;;
+    esac
+    for f in "$@"; do
+        got=$(od -An -t x2 -j 18 -N 2 "$f" | tr -d ' ')
+        [ "$got" = "$want" ] || { echo "$f is not an $arch binary (ELF machine 0x$got)" >&2; return 1; }
+    done
+}
+
 json=false
-for arg in "$@"; do
-    case "$arg" in
+arch=x86_64
+while [ $# -gt 0 ]; do
+    case "$1" in
         --json) json=true ;;
+        --arch)
+            arch=${2:?--arch needs arm64 or x86_64}
+            shift
+            ;;
+        --check-arch)
+            shift
+            check_arch "$@"
+            exit
+            ;;
         -h | --help)
-            sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'
+            sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'
             exit 0
             ;;
         *)
-            echo "unknown argument: $arg (see --help)" >&2
+            echo "unknown argument: $1 (see --help)" >&2
             exit 2
             ;;
     esac
+    shift
 done
+case "$arch" in
+    x86_64) target_args=(--x86-64 --compiler cargo) ;;
+    arm64) target_args=(--arm64) ;;
+    *) echo "unknown architecture '$arch' (arm64 or x86_64)" >&2; exit 2 ;;
+esac
 
 cargo_lambda="$root/.venv/bin/cargo-lambda"
 if [ ! -x "$cargo_lambda" ]; then
@@ -57,7 +91,7 @@ for f in "${functions[@]}"; do packages+=(-p "$f"); done
 # -C target-cpu=haswell (Lambda's x86_64 CPUs).
 start=$(date +%s)
 for f in "${functions[@]}"; do rm -f "$lambda_dir/$f/bootstrap" "$lambda_dir/$f/bootstrap.zip"; done
-"$cargo_lambda" lambda build --release --x86-64 --compiler cargo --locked \
+"$cargo_lambda" lambda build --release "${target_args[@]}" --locked \
     --output-format zip --lambda-dir "$lambda_dir" "${packages[@]}" 1>&2
 for f in "${functions[@]}"; do
     zip="$lambda_dir/$f/bootstrap.zip"
@@ -68,6 +102,7 @@ with zipfile.ZipFile(sys.argv[1]) as z:
     z.extract("bootstrap", sys.argv[2])
 os.chmod(os.path.join(sys.argv[2], "bootstrap"), 0o755)
 EOF_UNZIP
+    check_arch "$arch" "$lambda_dir/$f/bootstrap"
 done
 elapsed=$(($(date +%s) - start))
 echo "built in ${elapsed}s into $lambda_dir" >&2

@@ -16,30 +16,67 @@ fn cfn_lint_reports_nothing() {
     assert!(out.status.success() && text.trim().is_empty(), "cfn-lint found problems:\n{text}");
 }
 
-/// The binaries the template builds (`BuildProperties: Binary:`), each once.
-fn template_binaries() -> Vec<String> {
-    let template = std::fs::read_to_string(repo_root().join("infra/template.yaml")).unwrap();
-    let mut b: Vec<String> = template
+/// The Makefile's map from the template's functions to the workspace's binaries (the
+/// `build-<LogicalId>: BIN = <bin>` lines `sam build` runs), in order.
+fn makefile_functions() -> Vec<(String, String)> {
+    let makefile = std::fs::read_to_string(repo_root().join("Makefile")).unwrap();
+    makefile
         .lines()
-        .filter_map(|l| l.trim().strip_prefix("Binary:"))
-        .map(|b| b.trim().to_string())
-        .collect();
+        .filter_map(|l| l.strip_prefix("build-")?.split_once(": BIN = "))
+        .map(|(id, bin)| (id.to_string(), bin.trim().to_string()))
+        .collect()
+}
+
+/// The binaries the template's functions are built from, each once.
+fn template_binaries() -> Vec<String> {
+    let mut b: Vec<String> = makefile_functions().into_iter().map(|(_, bin)| bin).collect();
     b.sort();
     b.dedup();
     b
 }
 
+/// Issue 24, item 2: every function of the template is built by the Makefile (BuildMethod
+/// makefile, one cargo build for all), and the Makefile builds nothing the template lacks.
+#[test]
+fn every_template_function_is_built_by_the_makefile_and_nothing_else_is() {
+    let template = std::fs::read_to_string(repo_root().join("infra/template.yaml")).unwrap();
+    let (mut functions, mut methods) = (Vec::new(), Vec::new());
+    let mut resource = "";
+    for line in template.lines() {
+        if let Some(name) = line.strip_prefix("  ").and_then(|l| l.strip_suffix(':'))
+            && !name.starts_with(' ')
+        {
+            resource = name;
+        }
+        match line.trim() {
+            "Type: AWS::Serverless::Function" => functions.push(resource.to_string()),
+            m if m.starts_with("BuildMethod:") => methods.push((resource.to_string(), m.to_string())),
+            _ => {}
+        }
+    }
+    assert!(functions.len() >= 10, "only {functions:?} in the template");
+    for (id, method) in &methods {
+        assert_eq!(method, "BuildMethod: makefile", "{id}");
+    }
+    assert_eq!(methods.len(), functions.len(), "a function without a BuildMethod: {methods:?}");
+    let mut made: Vec<String> = makefile_functions().into_iter().map(|(id, _)| id).collect();
+    functions.sort();
+    made.sort();
+    assert_eq!(functions, made, "the template's functions and the Makefile's build targets differ");
+    assert_eq!(template_binaries().len(), made.len(), "two functions share a binary");
+}
+
 #[test]
 fn every_function_in_the_template_is_a_workspace_binary() {
     let binaries = template_binaries();
-    assert!(binaries.len() >= 2, "no BuildProperties Binary entries found");
+    assert!(binaries.len() >= 2, "no `build-...: BIN = ...` lines in the Makefile");
     for b in &binaries {
         let manifest =
             repo_root().join("functions").join(b.trim_start_matches("mailroom-")).join("Cargo.toml");
         let text = std::fs::read_to_string(&manifest).unwrap_or_default();
         assert!(
             text.contains(&format!("name = \"{b}\"")),
-            "template builds {b}, but {} does not define it",
+            "the Makefile builds {b}, but {} does not define it",
             manifest.display()
         );
     }
