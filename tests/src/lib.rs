@@ -393,6 +393,18 @@ pub fn acme_workspace() -> mailroom_core::workspace::Workspace {
     mailroom_core::workspace::parse_toml(&text).expect("examples/acme-corp.toml is valid")
 }
 
+/// [`acme_workspace`] with a chat widget `site` on sales@, allowed on `origin`.
+pub fn acme_workspace_with_chat(origin: &str) -> mailroom_core::workspace::Workspace {
+    let mut ws = acme_workspace();
+    ws.chat_widgets.push(mailroom_core::workspace::ChatWidget {
+        id: "site".into(),
+        inbox: "sales@acme-corp.example".into(),
+        allowed_origins: vec![origin.into()],
+        ..Default::default()
+    });
+    ws
+}
+
 /// Runs `mailroom --data DATA ARGS...`, requires success, returns its standard output.
 pub fn mailroom_ok(data: &Path, args: &[&str]) -> Vec<u8> {
     let out =

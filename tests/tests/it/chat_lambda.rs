@@ -8,7 +8,6 @@
 use crate::lambda::{invoke, start};
 use mailroom_app::outbound::reply::ReplyRequest;
 use mailroom_app::{Ports, Worker};
-use mailroom_core::workspace::ChatWidget;
 use mailroom_tests::AwsStack;
 use mailroom_tests::mock_apigw::MockApiGateway;
 use serde_json::{Value, json};
@@ -75,13 +74,7 @@ async fn chat_function_runs_the_widget_protocol_on_moto_and_the_send_stage_pushe
     let stack = AwsStack::create().await;
     let ports = stack.ports();
     let mgmt = MockApiGateway::start().await;
-    let mut ws = mailroom_tests::acme_workspace();
-    ws.chat_widgets.push(ChatWidget {
-        id: "site".into(),
-        inbox: "sales@acme-corp.example".into(),
-        allowed_origins: vec![SHOP.into()],
-        ..ChatWidget::default()
-    });
+    let ws = mailroom_tests::acme_workspace_with_chat(SHOP);
     mailroom_app::workspace::apply(&ports, &ws).await.unwrap();
     let mut env = stack.function_env();
     env.push(("MAILROOM_CHAT_ENDPOINT".into(), mgmt.endpoint()));
