@@ -59,7 +59,21 @@ pub fn attachment_key(sha256: &str) -> String {
 pub fn conv_key(id: &str) -> Key {
     Key::new(format!("conv#{id}"), "conv")
 }
+/// The conversations index's key before docs/scale.md's change 2 (one key for all).
 pub const CONVERSATIONS_INDEX_PK: &str = "conversations";
+pub const CONVERSATIONS_INDEX_SHARDS: u8 = 16;
+/// The index key of conversation `id` (`conversations#00`..`#15`, by a hash of its id, so
+/// it never moves; the sort key is its last activity, `{ms}#{id}`).
+pub fn conversations_index_pk(id: &str) -> String {
+    format!("{CONVERSATIONS_INDEX_PK}#{:02}", shard_of(id, CONVERSATIONS_INDEX_SHARDS))
+}
+/// Every index key a reader of the conversations merges: the shards, and the unsharded
+/// key older versions wrote (their conversations stay listed after an upgrade).
+pub fn conversations_index_pks() -> Vec<String> {
+    std::iter::once(CONVERSATIONS_INDEX_PK.to_string())
+        .chain((0..CONVERSATIONS_INDEX_SHARDS).map(|n| format!("{CONVERSATIONS_INDEX_PK}#{n:02}")))
+        .collect()
+}
 /// The audit log: one item per admin operation on history (`crate::replay`), sort key
 /// `{time}#{action}#{random}`.
 pub const AUDIT_PK: &str = "audit";
@@ -92,7 +106,42 @@ pub fn conv_owner(conv: &str) -> Key {
 pub fn report_overflow(conv: &str, message_id: &str) -> Key {
     Key::new(format!("rpt-over#{conv}"), message_id)
 }
+/// The report's day list: one item per day and inbox with buckets (see
+/// [`report_day_entry`]), written once.
 pub const REPORT_DAYS_PK: &str = "rpt-days";
+pub const REPORT_SHARDS: u8 = 4;
+/// The partition of a day's report buckets (`day` is `YYYY-MM-DD`) of one inbox and one of
+/// its [`REPORT_SHARDS`] shards, chosen by a hash of the conversation, so that a
+/// conversation's contribution always lands in (and is retracted from) the same one.
+/// docs/scale.md, change 4: a day's buckets of every inbox under one key passed DynamoDB's
+/// per-partition write limit at the simulated peak, and one busy inbox's alone did too.
+/// Versions before it wrote `rpt#{day}` for all inboxes; the report still reads such a
+/// partition where the day list names it, and a conversation's contribution to it is
+/// retracted there.
+pub fn report_pk(day: &str, inbox: &str, conversation: &str) -> String {
+    format!("rpt#{day}#{inbox}#{}", shard_of(conversation, REPORT_SHARDS))
+}
+/// The report day list's entry for partition `pk`: `{day}#{inbox}` (one for the inbox's
+/// shards of the day), or `{day}` for an old shared partition.
+pub fn report_day_entry(pk: &str) -> Option<String> {
+    let rest = pk.strip_prefix("rpt#")?;
+    Some(match rest.split_once('#') {
+        Some((day, inbox_shard)) => {
+            format!("{day}#{}", inbox_shard.rsplit_once('#').map_or(inbox_shard, |(i, _)| i))
+        }
+        None => rest.to_string(),
+    })
+}
+/// What a day-list entry stands for: its day, its inbox (none for an old shared
+/// partition), and the partitions to read.
+pub fn report_entry_partitions(entry: &str) -> (&str, Option<&str>, Vec<String>) {
+    match entry.split_once('#') {
+        Some((day, inbox)) => {
+            (day, Some(inbox), (0..REPORT_SHARDS).map(|n| format!("rpt#{entry}#{n}")).collect())
+        }
+        None => (entry, None, vec![format!("rpt#{entry}")]),
+    }
+}
 pub const SLA_DUE_INDEX_PK: &str = "sla-due";
 
 // ------------------------------------------------------------------ live chat

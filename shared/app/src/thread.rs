@@ -296,7 +296,7 @@ impl<'a> Threader<'a> {
         item.insert("first_message_id".into(), json!(m.message_id));
         item.insert("status".into(), json!("open"));
         item.insert("created_at".into(), json!(self.ports.clock.now().to_rfc3339()));
-        item.insert("gsi1pk".into(), json!(keys::CONVERSATIONS_INDEX_PK));
+        item.insert("gsi1pk".into(), json!(keys::conversations_index_pk(id)));
         item.insert("gsi1sk".into(), json!(format!("{}#{id}", ts_ms(m.received))));
         match self.ports.table.put(item, Some(Cond::NotExists)).await {
             Ok(()) | Err(StoreError::ConditionFailed) => Ok(()),

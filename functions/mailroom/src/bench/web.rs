@@ -13,7 +13,7 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use chrono::{Duration, Utc};
 use mailroom_app::Ports;
-use mailroom_app::keys::{CONVERSATIONS_INDEX_PK, conv_key};
+use mailroom_app::keys::{conv_key, conversations_index_pk};
 use serde::Serialize;
 use serde_json::json;
 use std::sync::Arc;
@@ -73,7 +73,7 @@ pub async fn run(n: u32, keep: Option<&std::path::Path>, json_out: bool) -> Resu
         item.insert("channel".into(), json!("email"));
         item.insert("first_date".into(), json!(at.to_rfc3339()));
         item.insert("last_activity".into(), json!(at_ms));
-        item.insert("gsi1pk".into(), json!(CONVERSATIONS_INDEX_PK));
+        item.insert("gsi1pk".into(), json!(conversations_index_pk(&id)));
         item.insert("gsi1sk".into(), json!(format!("{at_ms}#{id}")));
         ports.table.put(item, None).await?;
     }

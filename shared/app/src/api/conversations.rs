@@ -36,7 +36,6 @@ pub fn routes() -> OpenApiRouter<Arc<ApiState>> {
         .routes(routes!(attachment))
 }
 
-const CONVERSATIONS_INDEX_PK: &str = "conversations";
 /// How many conversations one list call reads at most while filtering: a filter that
 /// matches rarely returns a short page with a cursor rather than scanning everything.
 const SCAN_BUDGET: usize = 2000;
@@ -227,9 +226,15 @@ pub(crate) async fn list_page(
     let needle = p.q.as_deref().map(str::to_lowercase).filter(|q| !q.is_empty());
     let now = ports.clock.now().timestamp();
     let stale_after = caller.ws.stale_after_secs();
-    let mut scan =
-        super::IndexScan::new(ports, CONVERSATIONS_INDEX_PK, p.cursor.as_deref(), true, 100, SCAN_BUDGET)?
-            .project(SUMMARY_ATTRS);
+    let mut scan = super::IndexScan::new(
+        ports,
+        crate::keys::conversations_index_pks(),
+        p.cursor.as_deref(),
+        true,
+        100,
+        SCAN_BUDGET,
+    )?
+    .project(SUMMARY_ATTRS);
     let mut out = Vec::new();
     while let Some(item) = scan.next().await? {
         let c = Conversation::from_item(&item);

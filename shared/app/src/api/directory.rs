@@ -320,7 +320,8 @@ async fn page(
 ) -> ApiResult<RecordPage> {
     let limit = super::page_limit(p.limit, 50)?;
     let needle = p.q.as_deref().map(str::to_lowercase).filter(|q| !q.is_empty());
-    let mut scan = IndexScan::new(&st.ports, index_pk, p.cursor.as_deref(), false, 200, SCAN_BUDGET)?;
+    let mut scan =
+        IndexScan::new(&st.ports, vec![index_pk.to_string()], p.cursor.as_deref(), false, 200, SCAN_BUDGET)?;
     let mut out = Vec::new();
     while let Some(item) = scan.next().await? {
         if needle.as_deref().is_some_and(|n| {
@@ -566,7 +567,8 @@ async fn tickets(
 ) -> ApiResult<Json<TicketPage>> {
     let limit = super::page_limit(p.limit, 50)?;
     let pk = crate::keys::TICKETS_INDEX_PK;
-    let mut scan = IndexScan::new(&st.ports, pk, p.cursor.as_deref(), true, 200, SCAN_BUDGET)?;
+    let mut scan =
+        IndexScan::new(&st.ports, vec![pk.to_string()], p.cursor.as_deref(), true, 200, SCAN_BUDGET)?;
     let mut out = Vec::new();
     while let Some(t) = scan.next().await? {
         let inbox = s(&t, "inbox").unwrap_or_default();

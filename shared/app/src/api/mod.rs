@@ -295,44 +295,61 @@ pub(crate) fn page_limit(limit: Option<u32>, default: u32) -> ApiResult<usize> {
     Ok(limit as usize)
 }
 
-/// Walks one `gsi1` partition an index page at a time, from a list call's cursor, for a
-/// list that filters as it goes. It stops at the end of the partition or, at a page
-/// boundary, once `budget` items were read: a rare filter then returns a short page with
-/// a cursor rather than reading the whole table.
+/// Walks `gsi1` partitions that share one sort order (one key, or the shards of a key
+/// spread for write load: their sort keys compare across shards) an index page at a
+/// time, merged by sort key, from a list call's cursor, for a list that filters as it
+/// goes. The cursor is the sort key of the last item handed out, which serves every shard.
+/// It stops at the end of the partitions or, when a shard needs its next page, once
+/// `budget` items were read: a rare filter then returns a short page with a cursor rather
+/// than reading the whole table.
 pub(crate) struct IndexScan<'a> {
     ports: &'a Ports,
-    pk: &'a str,
+    shards: Vec<Shard>,
     newest_first: bool,
+    /// Items per page of one shard.
     page_size: u32,
     budget: usize,
     /// The sort key of the last item handed out (or the cursor it started from).
     position: Option<String>,
-    buffered: std::collections::VecDeque<mailroom_store::Item>,
-    done: bool,
     scanned: usize,
     over_budget: bool,
     /// Read only these attributes of each item.
     attrs: Option<&'static [&'static str]>,
 }
 
+/// One partition of an [`IndexScan`]: what its pages gave that was not handed out yet.
+struct Shard {
+    pk: String,
+    buffered: std::collections::VecDeque<mailroom_store::Item>,
+    /// The sort key its next page starts after.
+    after: Option<String>,
+    done: bool,
+}
+
 impl<'a> IndexScan<'a> {
+    /// A scan of `pks`, reading about `page_size` items a round from all of them together
+    /// (at least 10 from each).
     pub(crate) fn new(
         ports: &'a Ports,
-        pk: &'a str,
+        pks: Vec<String>,
         cursor: Option<&str>,
         newest_first: bool,
         page_size: u32,
         budget: usize,
     ) -> ApiResult<IndexScan<'a>> {
+        let position = decode_cursor(cursor)?;
+        let per_shard = (page_size / pks.len().max(1) as u32).clamp(10.min(page_size), page_size);
+        let shards = pks
+            .into_iter()
+            .map(|pk| Shard { pk, buffered: Default::default(), after: position.clone(), done: false })
+            .collect();
         Ok(IndexScan {
             ports,
-            pk,
+            shards,
             newest_first,
-            page_size,
+            page_size: per_shard,
             budget,
-            position: decode_cursor(cursor)?,
-            buffered: Default::default(),
-            done: false,
+            position,
             scanned: 0,
             over_budget: false,
             attrs: None,
@@ -345,43 +362,59 @@ impl<'a> IndexScan<'a> {
         self
     }
 
-    /// The next item, or `None` at the end of the partition or of the budget.
-    pub(crate) async fn next(&mut self) -> ApiResult<Option<mailroom_store::Item>> {
+    /// The next page of every shard that has handed out all it read, concurrently.
+    async fn refill(&mut self) -> ApiResult<()> {
         use mailroom_store::{Query, SkCond};
-        while self.buffered.is_empty() {
-            if self.done {
-                return Ok(None);
+        let (table, newest_first, limit, attrs) =
+            (&self.ports.table, self.newest_first, self.page_size, self.attrs);
+        let pages =
+            self.shards.iter().enumerate().filter(|(_, s)| s.buffered.is_empty() && !s.done).map(|(i, s)| {
+                let sk = match (&s.after, newest_first) {
+                    (Some(c), true) => SkCond::Lt(c.clone()),
+                    (Some(c), false) => SkCond::Gt(c.clone()),
+                    (None, _) => SkCond::All,
+                };
+                let mut q = Query::new(s.pk.clone()).index("gsi1").sk(sk).limit(limit);
+                if let Some(a) = attrs {
+                    q = q.project(a);
+                }
+                if newest_first {
+                    q = q.backward();
+                }
+                async move { table.query(q).await.map(|page| (i, page)) }
+            });
+        for (i, page) in futures::future::try_join_all(pages).await? {
+            let shard = &mut self.shards[i];
+            shard.done = page.next.is_none() || page.items.is_empty();
+            if let Some(last) = page.items.last() {
+                shard.after = crate::keys::item_str(last, "gsi1sk");
             }
+            shard.buffered.extend(page.items);
+        }
+        Ok(())
+    }
+
+    /// The next item, or `None` at the end of the partitions or of the budget.
+    pub(crate) async fn next(&mut self) -> ApiResult<Option<mailroom_store::Item>> {
+        if self.shards.iter().any(|s| s.buffered.is_empty() && !s.done) {
             if self.scanned >= self.budget {
                 self.over_budget = true;
                 return Ok(None);
             }
-            let sk = match (&self.position, self.newest_first) {
-                (Some(c), true) => SkCond::Lt(c.clone()),
-                (Some(c), false) => SkCond::Gt(c.clone()),
-                (None, _) => SkCond::All,
-            };
-            let mut q = Query::new(self.pk).index("gsi1").sk(sk).limit(self.page_size);
-            if let Some(a) = self.attrs {
-                q = q.project(a);
-            }
-            if self.newest_first {
-                q = q.backward();
-            }
-            let page = self.ports.table.query(q).await?;
-            self.done = page.next.is_none() || page.items.is_empty();
-            self.buffered.extend(page.items);
+            self.refill().await?;
         }
-        let item = self.buffered.pop_front();
-        if let Some(i) = &item {
-            self.scanned += 1;
-            self.position = crate::keys::item_str(i, "gsi1sk");
-        }
-        Ok(item)
+        let sort_key = |i: &mailroom_store::Item| crate::keys::item_str(i, "gsi1sk").unwrap_or_default();
+        let heads =
+            self.shards.iter().enumerate().filter_map(|(n, s)| Some((sort_key(s.buffered.front()?), n)));
+        let pick = if self.newest_first { heads.max() } else { heads.min() };
+        let Some((position, n)) = pick else { return Ok(None) };
+        self.scanned += 1;
+        self.position = Some(position);
+        Ok(self.shards[n].buffered.pop_front())
     }
 
     /// The cursor of the next page: after the last item handed out when the caller's page
-    /// is full (`full`) or the budget ran out; `None` when the partition is exhausted.
+    /// is full (`full`) or the budget ran out; `None` when the partitions are exhausted.
     pub(crate) fn next_cursor(&self, full: bool) -> Option<String> {
         (full || self.over_budget).then(|| self.position.as_deref().map(encode_cursor)).flatten()
     }
@@ -442,5 +475,82 @@ impl<T: serde::de::DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> 
             .await
             .map(|p| P(p.0))
             .map_err(|e| ApiError::BadRequest(e.body_text()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    /// Items spread over shards (and the unsharded key) come out merged by sort key, page
+    /// by page through the cursor, each once; a budget stops a page short with a cursor.
+    #[tokio::test]
+    async fn a_scan_merges_shards_by_sort_key_across_pages() {
+        let dir = tempfile::tempdir().unwrap();
+        let ports = Ports::embedded(dir.path()).unwrap();
+        let pks = crate::keys::conversations_index_pks();
+        for n in 0..390u32 {
+            let id = format!("c{n:03}");
+            // A few in the unsharded key, as an older version wrote them.
+            let pk = if n % 10 == 0 { pks[0].clone() } else { crate::keys::conversations_index_pk(&id) };
+            let mut item = mailroom_store::Key::new(format!("conv#{id}"), "conv").item();
+            item.insert("gsi1pk".into(), json!(pk));
+            item.insert(
+                "gsi1sk".into(),
+                json!(format!("{:013}#{id}", 1_700_000_000_000u64 + u64::from(n) * 7)),
+            );
+            ports.table.put(item, None).await.unwrap();
+        }
+        let mut used = 0;
+        for pk in &pks {
+            let q = mailroom_store::Query::new(pk.clone()).index("gsi1");
+            used += usize::from(!ports.table.query_all(q).await.unwrap().is_empty());
+        }
+        assert!(used > 10, "the items should spread over the shards: {used} used");
+
+        let (mut seen, mut cursor, mut pages) = (Vec::new(), None::<String>, 0);
+        loop {
+            let mut scan = IndexScan::new(&ports, pks.clone(), cursor.as_deref(), true, 100, 1000).unwrap();
+            let mut page = Vec::new();
+            while let Some(i) = scan.next().await.unwrap() {
+                page.push(crate::keys::item_str(&i, "gsi1sk").unwrap());
+                if page.len() == 20 {
+                    break;
+                }
+            }
+            pages += 1;
+            cursor = scan.next_cursor(page.len() == 20);
+            seen.extend(page);
+            if cursor.is_none() {
+                break;
+            }
+        }
+        assert_eq!(pages, 20, "390 items in pages of 20");
+        let mut want = seen.clone();
+        want.sort();
+        want.reverse();
+        want.dedup();
+        assert_eq!(seen, want, "newest first, each once");
+        assert_eq!(seen.len(), 390);
+
+        // Oldest first, with a budget of 30: a short page, and a cursor to go on from.
+        let mut scan = IndexScan::new(&ports, pks.clone(), None, false, 100, 30).unwrap();
+        let mut first = Vec::new();
+        while let Some(i) = scan.next().await.unwrap() {
+            first.push(crate::keys::item_str(&i, "gsi1sk").unwrap());
+        }
+        assert!((30..390).contains(&first.len()), "{}", first.len());
+        let mut sorted = first.clone();
+        sorted.sort();
+        assert_eq!(first, sorted);
+        let cursor = scan.next_cursor(false).expect("a cursor after the budget");
+        let mut scan = IndexScan::new(&ports, pks, Some(&cursor), false, 100, 1000).unwrap();
+        let mut rest = Vec::new();
+        while let Some(i) = scan.next().await.unwrap() {
+            rest.push(crate::keys::item_str(&i, "gsi1sk").unwrap());
+        }
+        assert_eq!(first.len() + rest.len(), 390);
+        assert!(first.last() < rest.first());
     }
 }

@@ -1,12 +1,14 @@
 //! Reports: pre-aggregated buckets written as the pipeline runs, read in O(buckets).
 //!
 //! Every report figure is a sum of counters in bucket items keyed by UTC hour, inbox and
-//! channel: partition `rpt#{YYYY-MM-DD}`, sort key `{HH}\t{inbox}\t{channel}` (a tab
+//! channel: partition `rpt#{YYYY-MM-DD}#{inbox}` (`keys::report_pk`), sort key
+//! `{HH}\t{inbox}\t{channel}` (a tab
 //! cannot appear in an address), plus one histogram item per hour, inbox and channel
 //! (`h{HH}\t{inbox}\t{channel}`). Counters by team or agent are attributes of those items
 //! (`opened|t:{team}`, `msg_out|a:{agent}`), so the number of items a report reads is
 //! bounded by hours x inboxes, whatever the number of conversations. A report over a
-//! range reads the day partitions of the range and never the conversations.
+//! range reads the partitions of the range's days (of the inboxes it covers, concurrently)
+//! and never the conversations.
 //!
 //! Writes are exact under at-least-once delivery and any arrival order. Each conversation
 //! keeps its facts (one entry per message) and its current contribution to the buckets
@@ -81,10 +83,10 @@ pub(super) fn is_email(c: &String) -> bool {
     c == CHANNEL_EMAIL
 }
 
-pub(super) fn bucket(t: i64, inbox: &str, channel: &str) -> (String, String) {
+pub(super) fn bucket(t: i64, inbox: &str, channel: &str, conv: &str) -> (String, String) {
     let d = DateTime::from_timestamp(t, 0).unwrap_or_default();
     let sk = [format!("{:02}", d.hour()), inbox.into(), channel.into()].join(&SEP.to_string());
-    (format!("rpt#{}", d.format("%Y-%m-%d")), sk)
+    (keys::report_pk(&d.format("%Y-%m-%d").to_string(), inbox, conv), sk)
 }
 
 pub(super) fn add(c: &mut Contrib, b: &(String, String), attr: impl Into<String>, n: i64) {
@@ -95,31 +97,31 @@ pub(super) fn add(c: &mut Contrib, b: &(String, String), attr: impl Into<String>
 
 /// The hour's histogram item of an inbox and channel, beside its counters: histogram bins
 /// (at most ~700 per histogram) are kept apart so the counter items stay small.
-pub(super) fn hist_bucket(t: i64, inbox: &str, channel: &str) -> (String, String) {
+pub(super) fn hist_bucket(t: i64, inbox: &str, channel: &str, conv: &str) -> (String, String) {
     let d = DateTime::from_timestamp(t, 0).unwrap_or_default();
     (
-        format!("rpt#{}", d.format("%Y-%m-%d")),
+        keys::report_pk(&d.format("%Y-%m-%d").to_string(), inbox, conv),
         [format!("h{:02}", d.hour()), inbox.into(), channel.into()].join(&SEP.to_string()),
     )
+}
+
+/// Where a conversation's durations are counted: its inbox, its channel, and the
+/// conversation itself (it picks the partition's shard, `keys::report_pk`).
+pub(super) struct Place<'a> {
+    pub inbox: &'a str,
+    pub channel: &'a str,
+    pub conv: &'a str,
 }
 
 /// One duration ending at `t` (a first response, a wait): its count and sums in the
 /// hour's counters, its calendar and business bins in the hour's histogram item. The
 /// report reads them back with [`Durations`].
-pub(super) fn add_duration(
-    c: &mut Contrib,
-    name: &str,
-    t: i64,
-    inbox: &str,
-    channel: &str,
-    secs: i64,
-    bsecs: i64,
-) {
-    let b = bucket(t, inbox, channel);
+pub(super) fn add_duration(c: &mut Contrib, name: &str, t: i64, at: &Place, secs: i64, bsecs: i64) {
+    let b = bucket(t, at.inbox, at.channel, at.conv);
     add(c, &b, format!("{name}_n"), 1);
     add(c, &b, format!("{name}_sum"), secs);
     add(c, &b, format!("{name}b_sum"), bsecs);
-    let h = hist_bucket(t, inbox, channel);
+    let h = hist_bucket(t, at.inbox, at.channel, at.conv);
     add(c, &h, format!("{name}_h{}", hist_index(secs)), 1);
     add(c, &h, format!("{name}b_h{}", hist_index(bsecs)), 1);
 }

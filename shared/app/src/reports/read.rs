@@ -6,8 +6,9 @@ use crate::keys;
 use crate::keys::item_str as s;
 use crate::runtime::ports::Ports;
 use chrono::{DateTime, Duration, NaiveDate, Timelike, Utc};
+use futures::{StreamExt, TryStreamExt};
 use mailroom_core::workspace::Workspace;
-use mailroom_store::{Query, SkCond};
+use mailroom_store::{Item, Query, SkCond};
 use serde::Serialize;
 use std::collections::BTreeMap;
 
@@ -201,17 +202,27 @@ pub struct Report {
     pub buckets_read: u64,
 }
 
-/// Builds a report from the buckets.
+/// One entry of the report's day list: the partitions to read, and their inbox (none for
+/// the old shared partition of every inbox).
+type DayParts = (Vec<String>, Option<String>);
+
 /// A chat not answered within this many seconds is missed (docs/metrics.md).
 pub const MISSED_CHAT_AFTER_S: i64 = 300;
 
+/// Builds a report from the buckets.
 pub async fn report(ports: &Ports, ws: &Workspace, f: &Filter, now: DateTime<Utc>) -> anyhow::Result<Report> {
+    // The bucket partitions by day, from the day list: an inbox's shards
+    // (`keys::report_pk`), or `rpt#{day}` (every inbox's, as versions before
+    // docs/scale.md's change 4 wrote).
     let days = ports.table.query_all(Query::new(keys::REPORT_DAYS_PK)).await?;
-    let all: Vec<NaiveDate> = days
-        .iter()
-        .filter_map(|d| s(d, "sk"))
-        .filter_map(|d| NaiveDate::parse_from_str(&d, "%Y-%m-%d").ok())
-        .collect();
+    let mut parts: BTreeMap<NaiveDate, Vec<DayParts>> = BTreeMap::new();
+    for entry in days.iter().filter_map(|d| s(d, "sk")) {
+        let (day, inbox, pks) = keys::report_entry_partitions(&entry);
+        if let Ok(day) = NaiveDate::parse_from_str(day, "%Y-%m-%d") {
+            parts.entry(day).or_default().push((pks, inbox.map(str::to_string)));
+        }
+    }
+    let all: Vec<NaiveDate> = parts.keys().copied().collect();
     let tz = f.tz.unwrap_or_else(|| report_zone(ws));
     let mut r = Report {
         from: f.from.map(|d| d.to_string()),
@@ -238,110 +249,126 @@ pub async fn report(ports: &Ports, ws: &Workspace, f: &Filter, now: DateTime<Utc
     let stale_before = now.timestamp() - r.stale_after_s;
     let mut inboxes = std::collections::BTreeSet::new();
     let want = f.inbox.as_ref().map(|i| i.to_lowercase());
-    let mut day = first_day;
-    while day <= last_day {
-        if all.contains(&day) {
-            let items = ports.table.query_all(Query::new(format!("rpt#{day}")).sk(SkCond::All)).await?;
-            r.buckets_read += items.len() as u64;
-            for b in items {
-                let inbox = s(&b, "inbox").unwrap_or_default();
-                if let Some(v) = &f.visible
-                    && !v.iter().any(|x| x.eq_ignore_ascii_case(&inbox))
-                {
+    // The partitions of the range's days this reader reads (an inbox's only if they may see
+    // it and the filter wants it), all queried concurrently.
+    let seen =
+        |inbox: &str| f.visible.as_ref().is_none_or(|v| v.iter().any(|x| x.eq_ignore_ascii_case(inbox)));
+    let mut pks = Vec::new();
+    for (_, ps) in parts.iter().filter(|(d, _)| (first_day..=last_day).contains(*d)) {
+        for (shards, inbox) in ps {
+            if let Some(inbox) = inbox {
+                if !seen(inbox) {
                     continue;
                 }
                 inboxes.insert(inbox.clone());
-                if want.as_ref().is_some_and(|w| *w != inbox) {
+                if want.as_ref().is_some_and(|w| w != inbox) {
                     continue;
                 }
-                // The bucket's hour, in the report's zone.
-                let Some(at) = s(&b, "hour")
-                    .and_then(|h| {
-                        chrono::NaiveDateTime::parse_from_str(&format!("{h}:00"), "%Y-%m-%dT%H:%M").ok()
-                    })
-                    .map(|t| t.and_utc())
-                else {
-                    continue;
-                };
-                if at < start || at >= end {
+            }
+            pks.extend(shards.iter().cloned());
+        }
+    }
+    let fetched: Vec<Vec<Item>> = futures::stream::iter(pks)
+        .map(|pk| async move { ports.table.query_all(Query::new(pk).sk(SkCond::All)).await })
+        .buffered(16)
+        .try_collect()
+        .await?;
+    for items in fetched {
+        r.buckets_read += items.len() as u64;
+        for b in items {
+            let inbox = s(&b, "inbox").unwrap_or_default();
+            if let Some(v) = &f.visible
+                && !v.iter().any(|x| x.eq_ignore_ascii_case(&inbox))
+            {
+                continue;
+            }
+            inboxes.insert(inbox.clone());
+            if want.as_ref().is_some_and(|w| *w != inbox) {
+                continue;
+            }
+            // The bucket's hour, in the report's zone.
+            let Some(at) = s(&b, "hour")
+                .and_then(|h| {
+                    chrono::NaiveDateTime::parse_from_str(&format!("{h}:00"), "%Y-%m-%dT%H:%M").ok()
+                })
+                .map(|t| t.and_utc())
+            else {
+                continue;
+            };
+            if at < start || at >= end {
+                continue;
+            }
+            let at = at.with_timezone(&tz);
+            let key = at.date_naive().to_string();
+            let hour = at.hour();
+            let channel = s(&b, "channel").unwrap_or_else(|| CHANNEL_EMAIL.into());
+            for (attr, v) in &b {
+                let Some(n) = v.as_i64() else { continue };
+                if n == 0 {
                     continue;
                 }
-                let at = at.with_timezone(&tz);
-                let key = at.date_naive().to_string();
-                let hour = at.hour();
-                let channel = s(&b, "channel").unwrap_or_else(|| CHANNEL_EMAIL.into());
-                for (attr, v) in &b {
-                    let Some(n) = v.as_i64() else { continue };
-                    if n == 0 {
-                        continue;
-                    }
-                    if let Some(reason) = attr.strip_prefix("unlogged|") {
-                        r.email_log.count(&inbox, &key, Some(reason), n);
-                        continue;
-                    }
-                    // Counters by team or agent: `name|t:TEAM`, `name|a:AGENT`.
-                    if let Some((name, dim)) = attr.split_once('|') {
-                        if let Some(team) = dim.strip_prefix("t:") {
-                            if name == "opened" {
-                                *r.teams.entry(team.to_string()).or_default() += n;
-                            }
-                        } else if let Some(agent) = dim.strip_prefix("a:") {
-                            let a = r.agents.entry(agent.to_string()).or_default();
-                            match name {
-                                "assigned" => a.assigned += n,
-                                "msg_out" => a.replied += n,
-                                "closed" => a.closed += n,
-                                _ => {}
-                            }
+                if let Some(reason) = attr.strip_prefix("unlogged|") {
+                    r.email_log.count(&inbox, &key, Some(reason), n);
+                    continue;
+                }
+                // Counters by team or agent: `name|t:TEAM`, `name|a:AGENT`.
+                if let Some((name, dim)) = attr.split_once('|') {
+                    if let Some(team) = dim.strip_prefix("t:") {
+                        if name == "opened" {
+                            *r.teams.entry(team.to_string()).or_default() += n;
                         }
-                        continue;
+                    } else if let Some(agent) = dim.strip_prefix("a:") {
+                        let a = r.agents.entry(agent.to_string()).or_default();
+                        match name {
+                            "assigned" => a.assigned += n,
+                            "msg_out" => a.replied += n,
+                            "closed" => a.closed += n,
+                            _ => {}
+                        }
                     }
-                    match attr.as_str() {
-                        "opened" => {
-                            r.volume.total += n;
-                            *r.volume.by_inbox.entry(inbox.clone()).or_default() += n;
-                            *r.volume.by_day.entry(key.clone()).or_default() += n;
-                            *r.volume.by_hour_of_day.entry(hour.to_string()).or_default() += n;
-                            *r.volume.by_channel.entry(channel.clone()).or_default() += n;
-                            r.open_closed_by_day.entry(key.clone()).or_default().opened += n;
-                        }
-                        "msg_out" => r.messages.outbound += n,
-                        "msg_in" => r.messages.inbound += n,
-                        "msg_noise" => r.messages.noise += n,
-                        "logged" => r.email_log.count(&inbox, &key, None, n),
-                        "closed" => {
-                            r.open_closed_by_day.entry(key.clone()).or_default().closed += n;
-                        }
-                        "open_now" => r.open += n,
-                        "closed_now" => r.closed += n,
-                        "unassigned" => r.unassigned += n,
-                        "tickets" => r.tickets_created += n,
-                        a => {
-                            if let Some(rest) = a.strip_prefix("frt") {
-                                frt.count(rest, n);
-                                frt_by_channel.entry(channel.clone()).or_default().count(rest, n);
-                            } else if let Some(rest) = a.strip_prefix("wait").filter(|r| !r.starts_with('@'))
-                            {
-                                wait.count(rest, n);
-                            } else if let Some(t) =
-                                a.strip_prefix("wait@").and_then(|x| x.parse::<i64>().ok())
-                            {
-                                if t <= stale_before {
-                                    r.stale += n;
-                                }
-                            } else if let Some(w) = a.strip_prefix("sla_") {
-                                r.sla.all.count(w, n, now.timestamp());
-                            } else if let Some(w) = a.strip_prefix("slafr_") {
-                                r.sla.first_response.count(w, n, now.timestamp());
-                            } else if let Some(w) = a.strip_prefix("slattc_") {
-                                r.sla.time_to_close.count(w, n, now.timestamp());
+                    continue;
+                }
+                match attr.as_str() {
+                    "opened" => {
+                        r.volume.total += n;
+                        *r.volume.by_inbox.entry(inbox.clone()).or_default() += n;
+                        *r.volume.by_day.entry(key.clone()).or_default() += n;
+                        *r.volume.by_hour_of_day.entry(hour.to_string()).or_default() += n;
+                        *r.volume.by_channel.entry(channel.clone()).or_default() += n;
+                        r.open_closed_by_day.entry(key.clone()).or_default().opened += n;
+                    }
+                    "msg_out" => r.messages.outbound += n,
+                    "msg_in" => r.messages.inbound += n,
+                    "msg_noise" => r.messages.noise += n,
+                    "logged" => r.email_log.count(&inbox, &key, None, n),
+                    "closed" => {
+                        r.open_closed_by_day.entry(key.clone()).or_default().closed += n;
+                    }
+                    "open_now" => r.open += n,
+                    "closed_now" => r.closed += n,
+                    "unassigned" => r.unassigned += n,
+                    "tickets" => r.tickets_created += n,
+                    a => {
+                        if let Some(rest) = a.strip_prefix("frt") {
+                            frt.count(rest, n);
+                            frt_by_channel.entry(channel.clone()).or_default().count(rest, n);
+                        } else if let Some(rest) = a.strip_prefix("wait").filter(|r| !r.starts_with('@')) {
+                            wait.count(rest, n);
+                        } else if let Some(t) = a.strip_prefix("wait@").and_then(|x| x.parse::<i64>().ok()) {
+                            if t <= stale_before {
+                                r.stale += n;
                             }
+                        } else if let Some(w) = a.strip_prefix("sla_") {
+                            r.sla.all.count(w, n, now.timestamp());
+                        } else if let Some(w) = a.strip_prefix("slafr_") {
+                            r.sla.first_response.count(w, n, now.timestamp());
+                        } else if let Some(w) = a.strip_prefix("slattc_") {
+                            r.sla.time_to_close.count(w, n, now.timestamp());
                         }
                     }
                 }
             }
         }
-        day += Duration::days(1);
     }
     r.agents.retain(|_, a| *a != AgentFigures::default());
     r.first_response = frt.finish();

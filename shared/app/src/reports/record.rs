@@ -36,13 +36,15 @@ pub(super) fn conversation_contrib(
     let open_t = first.t;
     fig.opened_at = Some(open_t);
     let inbox = s(conv, "inbox").unwrap_or_default().to_lowercase();
+    let id = s(conv, "id").unwrap_or_default();
     let team = s(conv, "team").unwrap_or_else(|| NONE.into());
     let assignee = s(conv, "assignee");
     let closed = s(conv, "status").as_deref() == Some("closed");
     let closed_at = ts(conv.get("closed_at")).filter(|_| closed);
     // A conversation counts in the channel of its first message.
     let ch = first.channel.as_str();
-    let b_open = bucket(open_t, &inbox, ch);
+    let place = Place { inbox: &inbox, channel: ch, conv: &id };
+    let b_open = bucket(open_t, &inbox, ch, &id);
     add(&mut c, &b_open, "opened", 1);
     add(&mut c, &b_open, format!("opened|t:{team}"), 1);
     if let Some(a) = &assignee {
@@ -56,7 +58,7 @@ pub(super) fn conversation_contrib(
         add(&mut c, &b_open, "tickets", 1);
     }
     if let Some(at) = closed_at {
-        let b = bucket(at, &inbox, ch);
+        let b = bucket(at, &inbox, ch, &id);
         add(&mut c, &b, "closed", 1);
         if let Some(by) = s(conv, "closed_by").or(assignee.clone()) {
             add(&mut c, &b, format!("closed|a:{by}"), 1);
@@ -71,7 +73,7 @@ pub(super) fn conversation_contrib(
     if let Some(r) = response {
         let secs = r.t - open_t;
         let bsecs = business(&report_cal, open_t, r.t);
-        add_duration(&mut c, "frt", r.t, &inbox, ch, secs, bsecs);
+        add_duration(&mut c, "frt", r.t, &place, secs, bsecs);
         fig.first_response_s = Some(secs);
         fig.first_response_business_s = Some(bsecs);
     }
@@ -85,7 +87,7 @@ pub(super) fn conversation_contrib(
             (true, Some(w)) => {
                 let secs = m.t - w;
                 let bsecs = business(&report_cal, w, m.t);
-                add_duration(&mut c, "wait", m.t, &inbox, ch, secs, bsecs);
+                add_duration(&mut c, "wait", m.t, &place, secs, bsecs);
                 waiting = None;
             }
             _ => {}
@@ -259,7 +261,7 @@ pub(super) fn business(cal: &Calendar, from: i64, to: i64) -> i64 {
 /// A message's counts, in its arrival hour.
 pub(super) fn message_counts(c: &mut Contrib, conv: &Item, f: &MsgFact) {
     let inbox = s(conv, "inbox").unwrap_or_default().to_lowercase();
-    let b = bucket(f.t, &inbox, &f.channel);
+    let b = bucket(f.t, &inbox, &f.channel, &s(conv, "id").unwrap_or_default());
     if f.normal {
         add(c, &b, if f.out { "msg_out" } else { "msg_in" }, 1);
         if let Some(a) = f.agent.as_ref().filter(|_| f.out) {
@@ -314,9 +316,11 @@ pub(super) fn delta(old: &Contrib, new: &Contrib) -> Contrib {
     d
 }
 
+/// The day list's entries of the partitions `c` writes (`keys::report_day_entry`), each
+/// once.
 pub(super) fn days_of(c: &Contrib) -> Vec<String> {
-    let mut v: Vec<String> =
-        c.keys().filter_map(|(pk, _)| pk.strip_prefix("rpt#").map(str::to_string)).collect();
+    let mut v: Vec<String> = c.keys().filter_map(|(pk, _)| keys::report_day_entry(pk)).collect();
+    v.sort();
     v.dedup();
     v
 }
@@ -326,7 +330,7 @@ pub(super) fn bucket_ops(d: &Contrib, ops: &mut Vec<TransactOp>) {
     for ((pk, sk), attrs) in d {
         let mut parts = sk.split(SEP);
         let hour = parts.next().unwrap_or("00");
-        let day = pk.strip_prefix("rpt#").unwrap_or_default();
+        let day = pk.strip_prefix("rpt#").unwrap_or_default().split('#').next().unwrap_or_default();
         let dims = ["inbox", "channel"];
         let mut actions = vec![Update::SetIfAbsent(
             "hour".into(),
@@ -590,7 +594,7 @@ async fn refresh_with(
         // Days that get their first buckets, for the report's day list.
         let known = days_of(&counted);
         let new_days = day_markers(ports, days_of(&contrib).into_iter().filter(|x| !known.contains(x)));
-        more.extend(new_days.iter().map(day_marker));
+        more.extend(new_days.iter().map(|d| day_marker(d)));
         let version = owner.as_ref().and_then(|o| o.get("version")).and_then(Value::as_i64).unwrap_or(0) + 1;
         // A breach the sweep already announced is not announced again when the late
         // reply (or close) makes it final.
@@ -627,10 +631,12 @@ fn day_key(day: &str) -> String {
     format!("{}/{day}", keys::REPORT_DAYS_PK)
 }
 
-/// Adds `day` to the report's day list, if it is not there.
-fn day_marker(day: &String) -> TransactOp {
+/// Adds an entry (`{day}#{inbox}`, see [`days_of`]) to the report's day list, if it is not
+/// there.
+fn day_marker(entry: &str) -> TransactOp {
+    let (day, _, _) = keys::report_entry_partitions(entry);
     TransactOp::Update {
-        key: Key::new(keys::REPORT_DAYS_PK, day.clone()),
+        key: Key::new(keys::REPORT_DAYS_PK, entry),
         actions: vec![Update::SetIfAbsent("day".into(), json!(day))],
         cond: None,
     }
@@ -648,7 +654,7 @@ pub(super) async fn record_overflow(
     let marker = Key::new(format!("rpt-over#{id}"), n.id.to_string());
     let mut ops = vec![TransactOp::Put { item: marker.item(), cond: Some(Cond::NotExists) }];
     let new_days = day_markers(ports, days_of(&c).into_iter());
-    ops.extend(new_days.iter().map(day_marker));
+    ops.extend(new_days.iter().map(|d| day_marker(d)));
     bucket_ops(&c, &mut ops);
     match ports.table.transact_write(ops).await {
         Ok(()) => {

@@ -104,7 +104,10 @@ pub async fn messages_of(ports: &Ports, root: &str) -> anyhow::Result<Vec<mailro
 /// Every conversation root (those merged into another left out), from the
 /// conversations index.
 pub async fn roots(ports: &Ports) -> anyhow::Result<Vec<mailroom_store::Item>> {
-    let items = ports.table.query_all(Query::new(keys::CONVERSATIONS_INDEX_PK).index("gsi1")).await?;
+    let q = Query::new("").index("gsi1");
+    let pks = keys::conversations_index_pks();
+    let items =
+        mailroom_store::table::query_shards(ports.table.as_ref(), &pks, &q, "gsi1sk", usize::MAX).await?;
     Ok(items.into_iter().filter(|c| c.get("parent").is_none_or(serde_json::Value::is_null)).collect())
 }
 
