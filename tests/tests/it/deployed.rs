@@ -53,19 +53,8 @@ impl Deployed {
     /// The template's environment of `function`, plus what every process needs to reach
     /// moto.
     fn env(&self, function: &str) -> Vec<(String, String)> {
-        let mut cmd = Command::new(repo_root().join(".venv/bin/python"));
-        cmd.arg("scripts/template_env.py").arg(function).current_dir(repo_root());
-        for (id, v) in &self.sets {
-            cmd.arg("--set").arg(format!("{id}={v}"));
-        }
-        for (name, v) in &self.params {
-            cmd.arg("--param").arg(format!("{name}={v}"));
-        }
-        let out = cmd.output().expect("running scripts/template_env.py (scripts/test.sh installs .venv)");
-        assert!(out.status.success(), "{function}: {}", String::from_utf8_lossy(&out.stderr));
-        let vars: serde_json::Map<String, Value> = serde_json::from_slice(&out.stdout).unwrap();
         let mut env = moto_env();
-        env.extend(vars.into_iter().map(|(k, v)| (k, v.as_str().unwrap_or_default().to_string())));
+        env.extend(template_env(function, &self.sets, &self.params));
         env
     }
 
@@ -98,6 +87,82 @@ impl Deployed {
     fn value(&self, env: &[(String, String)], name: &str) -> String {
         env.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()).unwrap_or_default()
     }
+}
+
+/// The environment infra/template.yaml gives `function`, its resources resolved to `sets`
+/// and its parameters to `params` (else their defaults).
+fn template_env(
+    function: &str,
+    sets: &[(String, String)],
+    params: &[(String, String)],
+) -> Vec<(String, String)> {
+    let mut cmd = Command::new(repo_root().join(".venv/bin/python"));
+    cmd.arg("scripts/template_env.py").arg(function).current_dir(repo_root());
+    for (id, v) in sets {
+        cmd.arg("--set").arg(format!("{id}={v}"));
+    }
+    for (name, v) in params {
+        cmd.arg("--param").arg(format!("{name}={v}"));
+    }
+    let out = cmd.output().expect("running scripts/template_env.py (scripts/test.sh installs .venv)");
+    assert!(out.status.success(), "{function}: {}", String::from_utf8_lossy(&out.stderr));
+    let vars: serde_json::Map<String, Value> = serde_json::from_slice(&out.stdout).unwrap();
+    vars.into_iter().map(|(k, v)| (k, v.as_str().unwrap_or_default().to_string())).collect()
+}
+
+/// Issue 24, item 4: with `DomainName` (and its certificate) every function that hands
+/// out URLs (tracking links, the OAuth callback, the web inbox, the Gmail push audience)
+/// uses that domain; without, the HTTP API's execute-api address.
+#[test]
+fn a_custom_domain_is_every_functions_public_url() {
+    let sets: Vec<(String, String)> = [
+        "ThreadKeySecret",
+        "MailBucket",
+        "MainTable",
+        "IngestQueue",
+        "RouteQueue",
+        "TicketQueue",
+        "SyncQueue",
+        "SendQueue",
+        "MailroomKey",
+        "EventBus",
+        "UserPool",
+        "UserPoolClient",
+        "WebUserPoolClient",
+        "UserPoolDomain",
+        "ChatSocketApi",
+    ]
+    .iter()
+    .map(|id| (id.to_string(), format!("x-{id}")))
+    .chain([("MailroomHttpApi".to_string(), "api1".to_string())])
+    .collect();
+    let domain = [
+        ("DomainName".to_string(), "mail.acme.example".to_string()),
+        (
+            "DomainCertificateArn".to_string(),
+            "arn:aws:acm:us-east-1:123456789012:certificate/0a1b".to_string(),
+        ),
+    ];
+    let makefile = std::fs::read_to_string(repo_root().join("Makefile")).unwrap();
+    let functions: Vec<&str> = makefile
+        .lines()
+        .filter_map(|l| l.strip_prefix("build-")?.split_once(": BIN = "))
+        .map(|(f, _)| f)
+        .collect();
+    let mut with_url = 0;
+    for f in functions {
+        let plain = template_env(f, &sets, &[]);
+        let Some((_, url)) = plain.iter().find(|(k, _)| k == "MAILROOM_PUBLIC_URL") else { continue };
+        with_url += 1;
+        assert_eq!(url, "https://api1.execute-api.us-east-1.amazonaws.com", "{f}");
+        let own = template_env(f, &sets, &domain);
+        for (k, v) in
+            own.iter().filter(|(k, _)| k == "MAILROOM_PUBLIC_URL" || k == "MAILROOM_PUBSUB_AUDIENCE")
+        {
+            assert!(v.starts_with("https://mail.acme.example"), "{f}: {k} = {v}");
+        }
+    }
+    assert!(with_url >= 5, "only {with_url} functions have a public URL");
 }
 
 /// An SQS event of Lambda's poller carrying `bodies`.
