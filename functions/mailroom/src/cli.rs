@@ -229,6 +229,10 @@ pub enum Cmd {
         peak: f64,
         #[arg(long, default_value_t = 25)]
         top: usize,
+        /// The workspace's `[reports] shards` for the run (partitions per inbox and day of
+        /// the report buckets; absent: the workspace's own).
+        #[arg(long)]
+        report_shards: Option<u8>,
         #[arg(long)]
         json: bool,
     },

@@ -63,9 +63,10 @@ async fn main() -> Result<()> {
         Cmd::BenchReport { conversations, keep, json } => {
             bench::report::run(&conversations, keep.as_deref(), json).await?
         }
-        Cmd::BenchPartitions { corpus, per_day, peak, top, json } => {
+        Cmd::BenchPartitions { corpus, per_day, peak, top, report_shards, json } => {
             let corpus = bench::pipeline::Options::new(corpus, None, json);
-            bench::partitions::run(bench::partitions::Options { corpus, per_day, peak, top }).await?
+            let o = bench::partitions::Options { corpus, per_day, peak, top, report_shards };
+            bench::partitions::run(o).await?
         }
         Cmd::BenchChat { visitors, seconds, interval_ms, json } => {
             bench::chat::run(visitors, seconds, interval_ms, json).await?

@@ -106,41 +106,42 @@ pub fn conv_owner(conv: &str) -> Key {
 pub fn report_overflow(conv: &str, message_id: &str) -> Key {
     Key::new(format!("rpt-over#{conv}"), message_id)
 }
-/// The report's day list: one item per day and inbox with buckets (see
-/// [`report_day_entry`]), written once.
+/// The report's day list: one item per bucket partition (see [`report_day_entry`]),
+/// written once per process.
 pub const REPORT_DAYS_PK: &str = "rpt-days";
-pub const REPORT_SHARDS: u8 = 4;
-/// The partition of a day's report buckets (`day` is `YYYY-MM-DD`) of one inbox and one of
-/// its [`REPORT_SHARDS`] shards, chosen by a hash of the conversation, so that a
+/// The partition of a day's report buckets (`day` is `YYYY-MM-DD`) of one inbox:
+/// `rpt#{day}#{inbox}`, or with `shards` > 1 (`[reports] shards`) one of that many,
+/// `rpt#{day}#{inbox}#{n}`, chosen by a hash of the conversation, so that a
 /// conversation's contribution always lands in (and is retracted from) the same one.
 /// docs/scale.md, change 4: a day's buckets of every inbox under one key passed DynamoDB's
 /// per-partition write limit at the simulated peak, and one busy inbox's alone did too.
 /// Versions before it wrote `rpt#{day}` for all inboxes; the report still reads such a
 /// partition where the day list names it, and a conversation's contribution to it is
 /// retracted there.
-pub fn report_pk(day: &str, inbox: &str, conversation: &str) -> String {
-    format!("rpt#{day}#{inbox}#{}", shard_of(conversation, REPORT_SHARDS))
-}
-/// The report day list's entry for partition `pk`: `{day}#{inbox}` (one for the inbox's
-/// shards of the day), or `{day}` for an old shared partition.
-pub fn report_day_entry(pk: &str) -> Option<String> {
-    let rest = pk.strip_prefix("rpt#")?;
-    Some(match rest.split_once('#') {
-        Some((day, inbox_shard)) => {
-            format!("{day}#{}", inbox_shard.rsplit_once('#').map_or(inbox_shard, |(i, _)| i))
-        }
-        None => rest.to_string(),
-    })
-}
-/// What a day-list entry stands for: its day, its inbox (none for an old shared
-/// partition), and the partitions to read.
-pub fn report_entry_partitions(entry: &str) -> (&str, Option<&str>, Vec<String>) {
-    match entry.split_once('#') {
-        Some((day, inbox)) => {
-            (day, Some(inbox), (0..REPORT_SHARDS).map(|n| format!("rpt#{entry}#{n}")).collect())
-        }
-        None => (entry, None, vec![format!("rpt#{entry}")]),
+pub fn report_pk(day: &str, inbox: &str, conversation: &str, shards: u8) -> String {
+    match shards {
+        0 | 1 => format!("rpt#{day}#{inbox}"),
+        n => format!("rpt#{day}#{inbox}#{}", shard_of(conversation, n)),
     }
+}
+/// The report day list's entry for partition `pk`: the key without `rpt#`.
+pub fn report_day_entry(pk: &str) -> Option<&str> {
+    pk.strip_prefix("rpt#")
+}
+/// The day and the inbox (none for an old shared partition) of a day-list entry
+/// (`{day}`, `{day}#{inbox}` or `{day}#{inbox}#{n}`: a shard number follows the address's
+/// domain, which never holds a `#`).
+pub fn report_entry(entry: &str) -> (&str, Option<&str>) {
+    let Some((day, rest)) = entry.split_once('#') else { return (entry, None) };
+    let inbox = match rest.rsplit_once('#') {
+        Some((inbox, n))
+            if inbox.contains('@') && !n.contains('@') && n.bytes().all(|b| b.is_ascii_digit()) =>
+        {
+            inbox
+        }
+        _ => rest,
+    };
+    (day, Some(inbox))
 }
 pub const SLA_DUE_INDEX_PK: &str = "sla-due";
 

@@ -122,8 +122,22 @@ fn report_equals_truth_and_dashboard_renders() {
     let corpus = tmp.path().join("corpus");
     gen_corpus(&corpus, 400, 61);
     let data = tmp.path().join("data");
-    run(&data, &["apply", repo_root().join("examples/acme-corp.toml").to_str().unwrap()]);
+    // The report buckets spread over 4 partitions per inbox and day (`[reports] shards`,
+    // docs/scale.md): the figures must come out the same as from one.
+    let acme = std::fs::read_to_string(repo_root().join("examples/acme-corp.toml")).unwrap();
+    let sharded = acme.replacen("[reports]\n", "[reports]\nshards = 4\n", 1);
+    assert_ne!(sharded, acme, "examples/acme-corp.toml has no [reports] table");
+    let ws_file = tmp.path().join("workspace.toml");
+    std::fs::write(&ws_file, sharded).unwrap();
+    run(&data, &["apply", ws_file.to_str().unwrap()]);
     run(&data, &["import", corpus.join("messages").to_str().unwrap()]);
+    let entries = tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let ports = mailroom_app::Ports::embedded(&data).unwrap();
+        let q = mailroom_store::Query::new(mailroom_app::keys::REPORT_DAYS_PK);
+        ports.table.query_all(q).await.unwrap()
+    });
+    let sharded = entries.iter().filter_map(|e| e["sk"].as_str()).filter(|sk| sk.ends_with("#3")).count();
+    assert!(sharded > 0, "no fourth shard in the report's day list: {entries:?}");
 
     // Truth, first copies only, grouped by conversation.
     let rows: Vec<Value> = std::fs::read_to_string(corpus.join("truth.jsonl"))

@@ -9,7 +9,18 @@ fn run(corpus: &std::path::Path, per_day: &str) -> Value {
     let corpus = corpus.to_str().unwrap();
     mailroom_json(
         data.path(),
-        &["bench-partitions", "--corpus", corpus, "--per-day", per_day, "--top", "5", "--json"],
+        &[
+            "bench-partitions",
+            "--corpus",
+            corpus,
+            "--per-day",
+            per_day,
+            "--top",
+            "5",
+            "--report-shards",
+            "4",
+            "--json",
+        ],
     )
 }
 

@@ -39,6 +39,8 @@ pub struct Options {
     pub peak: f64,
     /// Rows to print.
     pub top: usize,
+    /// `[reports] shards` for the run, instead of the workspace's.
+    pub report_shards: Option<u8>,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -159,7 +161,10 @@ struct Row {
 pub async fn run(o: Options) -> Result<()> {
     let tmp = tempfile::Builder::new().prefix("mailroom-partitions-").tempdir()?;
     let dir = pipeline::corpus_dir(&o.corpus, tmp.path())?;
-    let ws = pipeline::workspace(&o.corpus)?;
+    let mut ws = pipeline::workspace(&o.corpus)?;
+    if o.report_shards.is_some() {
+        ws.reports.shards = o.report_shards;
+    }
     let mut ports = Ports::embedded(&tmp.path().join("data"))?;
     mailroom_app::workspace::apply(&ports, &ws).await?;
     let recorder = Arc::new(Recorder { inner: ports.table.clone(), tally: Mutex::new(BTreeMap::new()) });

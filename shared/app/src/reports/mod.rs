@@ -83,10 +83,11 @@ pub(super) fn is_email(c: &String) -> bool {
     c == CHANNEL_EMAIL
 }
 
-pub(super) fn bucket(t: i64, inbox: &str, channel: &str, conv: &str) -> (String, String) {
+pub(super) fn bucket(t: i64, at: &Place) -> (String, String) {
+    let (inbox, channel) = (at.inbox, at.channel);
     let d = DateTime::from_timestamp(t, 0).unwrap_or_default();
     let sk = [format!("{:02}", d.hour()), inbox.into(), channel.into()].join(&SEP.to_string());
-    (keys::report_pk(&d.format("%Y-%m-%d").to_string(), inbox, conv), sk)
+    (keys::report_pk(&d.format("%Y-%m-%d").to_string(), inbox, at.conv, at.shards), sk)
 }
 
 pub(super) fn add(c: &mut Contrib, b: &(String, String), attr: impl Into<String>, n: i64) {
@@ -97,31 +98,34 @@ pub(super) fn add(c: &mut Contrib, b: &(String, String), attr: impl Into<String>
 
 /// The hour's histogram item of an inbox and channel, beside its counters: histogram bins
 /// (at most ~700 per histogram) are kept apart so the counter items stay small.
-pub(super) fn hist_bucket(t: i64, inbox: &str, channel: &str, conv: &str) -> (String, String) {
+pub(super) fn hist_bucket(t: i64, at: &Place) -> (String, String) {
+    let (inbox, channel) = (at.inbox, at.channel);
     let d = DateTime::from_timestamp(t, 0).unwrap_or_default();
     (
-        keys::report_pk(&d.format("%Y-%m-%d").to_string(), inbox, conv),
+        keys::report_pk(&d.format("%Y-%m-%d").to_string(), inbox, at.conv, at.shards),
         [format!("h{:02}", d.hour()), inbox.into(), channel.into()].join(&SEP.to_string()),
     )
 }
 
-/// Where a conversation's durations are counted: its inbox, its channel, and the
-/// conversation itself (it picks the partition's shard, `keys::report_pk`).
+/// Where a conversation's figures are counted: its inbox and channel, and the
+/// conversation itself with the workspace's shard count (they pick the partition,
+/// `keys::report_pk`).
 pub(super) struct Place<'a> {
     pub inbox: &'a str,
     pub channel: &'a str,
     pub conv: &'a str,
+    pub shards: u8,
 }
 
 /// One duration ending at `t` (a first response, a wait): its count and sums in the
 /// hour's counters, its calendar and business bins in the hour's histogram item. The
 /// report reads them back with [`Durations`].
 pub(super) fn add_duration(c: &mut Contrib, name: &str, t: i64, at: &Place, secs: i64, bsecs: i64) {
-    let b = bucket(t, at.inbox, at.channel, at.conv);
+    let b = bucket(t, at);
     add(c, &b, format!("{name}_n"), 1);
     add(c, &b, format!("{name}_sum"), secs);
     add(c, &b, format!("{name}b_sum"), bsecs);
-    let h = hist_bucket(t, at.inbox, at.channel, at.conv);
+    let h = hist_bucket(t, at);
     add(c, &h, format!("{name}_h{}", hist_index(secs)), 1);
     add(c, &h, format!("{name}b_h{}", hist_index(bsecs)), 1);
 }

@@ -202,24 +202,24 @@ pub struct Report {
     pub buckets_read: u64,
 }
 
-/// One entry of the report's day list: the partitions to read, and their inbox (none for
-/// the old shared partition of every inbox).
-type DayParts = (Vec<String>, Option<String>);
+/// One entry of the report's day list: the partition to read, and its inbox (none for the
+/// old shared partition of every inbox).
+type DayParts = (String, Option<String>);
 
 /// A chat not answered within this many seconds is missed (docs/metrics.md).
 pub const MISSED_CHAT_AFTER_S: i64 = 300;
 
 /// Builds a report from the buckets.
 pub async fn report(ports: &Ports, ws: &Workspace, f: &Filter, now: DateTime<Utc>) -> anyhow::Result<Report> {
-    // The bucket partitions by day, from the day list: an inbox's shards
-    // (`keys::report_pk`), or `rpt#{day}` (every inbox's, as versions before
+    // The bucket partitions by day, from the day list: an inbox's (or its shards,
+    // `keys::report_pk`), or `rpt#{day}` (every inbox's, as versions before
     // docs/scale.md's change 4 wrote).
     let days = ports.table.query_all(Query::new(keys::REPORT_DAYS_PK)).await?;
     let mut parts: BTreeMap<NaiveDate, Vec<DayParts>> = BTreeMap::new();
     for entry in days.iter().filter_map(|d| s(d, "sk")) {
-        let (day, inbox, pks) = keys::report_entry_partitions(&entry);
+        let (day, inbox) = keys::report_entry(&entry);
         if let Ok(day) = NaiveDate::parse_from_str(day, "%Y-%m-%d") {
-            parts.entry(day).or_default().push((pks, inbox.map(str::to_string)));
+            parts.entry(day).or_default().push((format!("rpt#{entry}"), inbox.map(str::to_string)));
         }
     }
     let all: Vec<NaiveDate> = parts.keys().copied().collect();
@@ -255,7 +255,7 @@ pub async fn report(ports: &Ports, ws: &Workspace, f: &Filter, now: DateTime<Utc
         |inbox: &str| f.visible.as_ref().is_none_or(|v| v.iter().any(|x| x.eq_ignore_ascii_case(inbox)));
     let mut pks = Vec::new();
     for (_, ps) in parts.iter().filter(|(d, _)| (first_day..=last_day).contains(*d)) {
-        for (shards, inbox) in ps {
+        for (pk, inbox) in ps {
             if let Some(inbox) = inbox {
                 if !seen(inbox) {
                     continue;
@@ -265,7 +265,7 @@ pub async fn report(ports: &Ports, ws: &Workspace, f: &Filter, now: DateTime<Utc
                     continue;
                 }
             }
-            pks.extend(shards.iter().cloned());
+            pks.push(pk.clone());
         }
     }
     let fetched: Vec<Vec<Item>> = futures::stream::iter(pks)

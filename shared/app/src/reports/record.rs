@@ -28,7 +28,7 @@ pub(super) fn conversation_contrib(
     let mut c = Contrib::new();
     let mut fig = ConvFigures::default();
     for m in msgs {
-        message_counts(&mut c, conv, m);
+        message_counts(&mut c, conv, m, ws.reports.shards());
     }
     let mut normal: Vec<&MsgFact> = msgs.iter().filter(|m| m.normal).collect();
     normal.sort_by_key(|m| (m.t, m.out));
@@ -43,8 +43,8 @@ pub(super) fn conversation_contrib(
     let closed_at = ts(conv.get("closed_at")).filter(|_| closed);
     // A conversation counts in the channel of its first message.
     let ch = first.channel.as_str();
-    let place = Place { inbox: &inbox, channel: ch, conv: &id };
-    let b_open = bucket(open_t, &inbox, ch, &id);
+    let place = Place { inbox: &inbox, channel: ch, conv: &id, shards: ws.reports.shards() };
+    let b_open = bucket(open_t, &place);
     add(&mut c, &b_open, "opened", 1);
     add(&mut c, &b_open, format!("opened|t:{team}"), 1);
     if let Some(a) = &assignee {
@@ -58,7 +58,7 @@ pub(super) fn conversation_contrib(
         add(&mut c, &b_open, "tickets", 1);
     }
     if let Some(at) = closed_at {
-        let b = bucket(at, &inbox, ch, &id);
+        let b = bucket(at, &place);
         add(&mut c, &b, "closed", 1);
         if let Some(by) = s(conv, "closed_by").or(assignee.clone()) {
             add(&mut c, &b, format!("closed|a:{by}"), 1);
@@ -259,9 +259,10 @@ pub(super) fn business(cal: &Calendar, from: i64, to: i64) -> i64 {
 }
 
 /// A message's counts, in its arrival hour.
-pub(super) fn message_counts(c: &mut Contrib, conv: &Item, f: &MsgFact) {
+pub(super) fn message_counts(c: &mut Contrib, conv: &Item, f: &MsgFact, shards: u8) {
     let inbox = s(conv, "inbox").unwrap_or_default().to_lowercase();
-    let b = bucket(f.t, &inbox, &f.channel, &s(conv, "id").unwrap_or_default());
+    let id = s(conv, "id").unwrap_or_default();
+    let b = bucket(f.t, &Place { inbox: &inbox, channel: &f.channel, conv: &id, shards });
     if f.normal {
         add(c, &b, if f.out { "msg_out" } else { "msg_in" }, 1);
         if let Some(a) = f.agent.as_ref().filter(|_| f.out) {
@@ -319,7 +320,8 @@ pub(super) fn delta(old: &Contrib, new: &Contrib) -> Contrib {
 /// The day list's entries of the partitions `c` writes (`keys::report_day_entry`), each
 /// once.
 pub(super) fn days_of(c: &Contrib) -> Vec<String> {
-    let mut v: Vec<String> = c.keys().filter_map(|(pk, _)| keys::report_day_entry(pk)).collect();
+    let mut v: Vec<String> =
+        c.keys().filter_map(|(pk, _)| keys::report_day_entry(pk).map(str::to_string)).collect();
     v.sort();
     v.dedup();
     v
@@ -535,7 +537,7 @@ async fn refresh_with(
             && !msgs.contains_key(n.id)
             && msgs.len() >= MAX_FACTS
         {
-            return record_overflow(ports, &root.item, &root.id, n).await;
+            return record_overflow(ports, &root.item, &root.id, n, ws.reports.shards()).await;
         }
         if let Some(n) = &new_msg {
             let mut f = n.fact.clone();
@@ -631,10 +633,9 @@ fn day_key(day: &str) -> String {
     format!("{}/{day}", keys::REPORT_DAYS_PK)
 }
 
-/// Adds an entry (`{day}#{inbox}`, see [`days_of`]) to the report's day list, if it is not
-/// there.
+/// Adds a partition's entry (see [`days_of`]) to the report's day list, if it is not there.
 fn day_marker(entry: &str) -> TransactOp {
-    let (day, _, _) = keys::report_entry_partitions(entry);
+    let (day, _) = keys::report_entry(entry);
     TransactOp::Update {
         key: Key::new(keys::REPORT_DAYS_PK, entry),
         actions: vec![Update::SetIfAbsent("day".into(), json!(day))],
@@ -648,9 +649,10 @@ pub(super) async fn record_overflow(
     conv: &Item,
     id: &str,
     n: &NewMessage<'_>,
+    shards: u8,
 ) -> anyhow::Result<()> {
     let mut c = Contrib::new();
-    message_counts(&mut c, conv, &n.fact);
+    message_counts(&mut c, conv, &n.fact, shards);
     let marker = Key::new(format!("rpt-over#{id}"), n.id.to_string());
     let mut ops = vec![TransactOp::Put { item: marker.item(), cond: Some(Cond::NotExists) }];
     let new_days = day_markers(ports, days_of(&c).into_iter());

@@ -507,6 +507,18 @@ pub struct ReportSettings {
     /// How long an open conversation waits for the team before it counts as stale.
     #[serde(default = "default_stale_after")]
     pub stale_after: String,
+    /// Partitions per inbox and day the report buckets are spread over (1 to 16; absent:
+    /// 1). More spread a busy inbox's writes (DynamoDB takes 1,000 write units a second per
+    /// partition; docs/scale.md) and make every report read that many more partitions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shards: Option<u8>,
+}
+
+impl ReportSettings {
+    /// The report buckets' partitions per inbox and day (`shards`, 1 when absent).
+    pub fn shards(&self) -> u8 {
+        self.shards.unwrap_or(1).clamp(1, 16)
+    }
 }
 
 fn default_stale_after() -> String {
@@ -515,7 +527,7 @@ fn default_stale_after() -> String {
 
 impl Default for ReportSettings {
     fn default() -> ReportSettings {
-        ReportSettings { calendar: None, stale_after: default_stale_after() }
+        ReportSettings { calendar: None, stale_after: default_stale_after(), shards: None }
     }
 }
 

@@ -72,7 +72,10 @@ fn the_example_validates() {
         ("berlin", "Europe/Berlin")
     );
     assert_eq!(ws.calendars[0].holidays, vec!["2024-03-29", "2024-04-01"]);
-    assert_eq!(ws.reports, ReportSettings { calendar: Some("berlin".into()), stale_after: "24h".into() });
+    assert_eq!(
+        ws.reports,
+        ReportSettings { calendar: Some("berlin".into()), stale_after: "24h".into(), shards: None }
+    );
     assert_eq!(ws.stale_after_secs(), 86_400);
     let ids: Vec<&str> = ws.sla_policies.iter().map(|p| p.id.as_str()).collect();
     assert_eq!(ids, vec!["urgent", "standard"]);

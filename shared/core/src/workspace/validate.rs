@@ -418,6 +418,9 @@ pub(super) fn validate_sla(v: &mut Validator<'_>) {
         }
     }
     calendar(v, "reports.calendar".into(), &ws.reports.calendar);
+    if ws.reports.shards.is_some_and(|n| !(1..=16).contains(&n)) {
+        v.err("reports.shards", "must be 1 to 16".to_string());
+    }
     if let Err(e) = parse_duration(&ws.reports.stale_after) {
         v.err("reports.stale_after", e);
     }
