@@ -393,6 +393,17 @@ pub fn acme_workspace() -> mailroom_core::workspace::Workspace {
     mailroom_core::workspace::parse_toml(&text).expect("examples/acme-corp.toml is valid")
 }
 
+/// The Makefile's map from the template's functions to the workspace's binaries (its
+/// `build-<LogicalId>: BIN = <bin>` lines, the ones `sam build` runs), in order.
+pub fn makefile_functions() -> Vec<(String, String)> {
+    let makefile = std::fs::read_to_string(repo_root().join("Makefile")).expect("reading the Makefile");
+    makefile
+        .lines()
+        .filter_map(|l| l.strip_prefix("build-")?.split_once(": BIN = "))
+        .map(|(id, bin)| (id.to_string(), bin.trim().to_string()))
+        .collect()
+}
+
 /// [`acme_workspace`] with a chat widget `site` on sales@, allowed on `origin`.
 pub fn acme_workspace_with_chat(origin: &str) -> mailroom_core::workspace::Workspace {
     let mut ws = acme_workspace();

@@ -43,6 +43,11 @@ pub fn messages_index_pks(inbox: &EmailAddress) -> Vec<String> {
     let base = format!("messages#{}", inbox.key());
     std::iter::once(base.clone()).chain((0..MESSAGES_INDEX_SHARDS).map(|n| format!("{base}#{n}"))).collect()
 }
+/// `base` and its `shards` shards `{base}#00`.. (two digits): every key a reader of a
+/// sharded index merges, with the unsharded key older versions wrote.
+fn with_shards(base: &str, shards: u8) -> Vec<String> {
+    std::iter::once(base.to_string()).chain((0..shards).map(|n| format!("{base}#{n:02}"))).collect()
+}
 /// A stable shard number in `0..shards` for `key`.
 fn shard_of(key: &str, shards: u8) -> u8 {
     let h = mailroom_core::sha256(key.as_bytes()).0;
@@ -70,9 +75,7 @@ pub fn conversations_index_pk(id: &str) -> String {
 /// Every index key a reader of the conversations merges: the shards, and the unsharded
 /// key older versions wrote (their conversations stay listed after an upgrade).
 pub fn conversations_index_pks() -> Vec<String> {
-    std::iter::once(CONVERSATIONS_INDEX_PK.to_string())
-        .chain((0..CONVERSATIONS_INDEX_SHARDS).map(|n| format!("{CONVERSATIONS_INDEX_PK}#{n:02}")))
-        .collect()
+    with_shards(CONVERSATIONS_INDEX_PK, CONVERSATIONS_INDEX_SHARDS)
 }
 /// The audit log: one item per admin operation on history (`crate::replay`), sort key
 /// `{time}#{action}#{random}`.
@@ -176,9 +179,7 @@ pub fn events_index_pk(event_sk: &str) -> String {
 /// Every index key a reader of the feed merges: the shards, and the unsharded key that
 /// older versions wrote (its events stay readable after an upgrade).
 pub fn events_index_pks() -> Vec<String> {
-    std::iter::once(EVENTS_INDEX_PK.to_string())
-        .chain((0..EVENTS_INDEX_SHARDS).map(|n| format!("{EVENTS_INDEX_PK}#{n:02}")))
-        .collect()
+    with_shards(EVENTS_INDEX_PK, EVENTS_INDEX_SHARDS)
 }
 /// A connected inbox's events.
 pub fn inbox_events_pk(inbox: &EmailAddress) -> String {

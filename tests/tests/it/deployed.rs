@@ -143,14 +143,9 @@ fn a_custom_domain_is_every_functions_public_url() {
             "arn:aws:acm:us-east-1:123456789012:certificate/0a1b".to_string(),
         ),
     ];
-    let makefile = std::fs::read_to_string(repo_root().join("Makefile")).unwrap();
-    let functions: Vec<&str> = makefile
-        .lines()
-        .filter_map(|l| l.strip_prefix("build-")?.split_once(": BIN = "))
-        .map(|(f, _)| f)
-        .collect();
     let mut with_url = 0;
-    for f in functions {
+    for (f, _) in mailroom_tests::makefile_functions() {
+        let f = f.as_str();
         let plain = template_env(f, &sets, &[]);
         let Some((_, url)) = plain.iter().find(|(k, _)| k == "MAILROOM_PUBLIC_URL") else { continue };
         with_url += 1;
@@ -415,12 +410,8 @@ async fn every_function_runs_as_the_template_configures_it() {
     assert!(out.get("errorMessage").is_none(), "SweepFunction: {out}");
 
     // Every function the Makefile builds (and so the template deploys) ran here.
-    let makefile = std::fs::read_to_string(repo_root().join("Makefile")).unwrap();
-    let built: BTreeSet<String> = makefile
-        .lines()
-        .filter_map(|l| l.strip_prefix("build-")?.split_once(": BIN = "))
-        .map(|(_, bin)| bin.trim().to_string())
-        .collect();
+    let built: BTreeSet<String> =
+        mailroom_tests::makefile_functions().into_iter().map(|(_, bin)| bin).collect();
     assert!(built.len() >= 14, "{built:?}");
     assert_eq!(*d.ran.lock().unwrap(), built, "functions not exercised as deployed");
 }

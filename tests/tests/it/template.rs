@@ -1,6 +1,6 @@
 //! The SAM template lints clean and names the functions the workspace builds.
 
-use mailroom_tests::repo_root;
+use mailroom_tests::{makefile_functions, repo_root};
 use std::process::Command;
 
 #[test]
@@ -14,17 +14,6 @@ fn cfn_lint_reports_nothing() {
     let out = Command::new(exe).arg("infra/template.yaml").current_dir(repo_root()).output().unwrap();
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success() && text.trim().is_empty(), "cfn-lint found problems:\n{text}");
-}
-
-/// The Makefile's map from the template's functions to the workspace's binaries (the
-/// `build-<LogicalId>: BIN = <bin>` lines `sam build` runs), in order.
-fn makefile_functions() -> Vec<(String, String)> {
-    let makefile = std::fs::read_to_string(repo_root().join("Makefile")).unwrap();
-    makefile
-        .lines()
-        .filter_map(|l| l.strip_prefix("build-")?.split_once(": BIN = "))
-        .map(|(id, bin)| (id.to_string(), bin.trim().to_string()))
-        .collect()
 }
 
 /// The binaries the template's functions are built from, each once.
