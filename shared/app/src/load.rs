@@ -13,7 +13,7 @@ use crate::keys;
 use crate::keys::conv_key;
 use crate::keys::item_str as s;
 use crate::runtime::ports::Ports;
-use crate::thread::Threader;
+use crate::thread::{ConversationRoot, Threader};
 use mailroom_store::{Cond, Key, StoreError, TransactOp, Update};
 use serde_json::{Value, json};
 
@@ -37,10 +37,9 @@ pub async fn settle(ports: &Ports, id: &str) -> anyhow::Result<()> {
     settle_one(ports, &root.id).await
 }
 
-/// Releases the load of the conversations merged into `id`'s root: a merged conversation
+/// Releases the load of the conversations merged into `root`: a merged conversation
 /// lives on in its root and counts for nobody.
-pub async fn settle_merged(ports: &Ports, id: &str) -> anyhow::Result<()> {
-    let root = Threader::new(ports).find(id).await?;
+pub async fn settle_merged(ports: &Ports, root: &ConversationRoot) -> anyhow::Result<()> {
     let merged: Vec<String> =
         root.item.get("merged").and_then(|m| serde_json::from_value(m.clone()).ok()).unwrap_or_default();
     for m in merged {

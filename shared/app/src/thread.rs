@@ -120,9 +120,14 @@ impl<'a> Threader<'a> {
             linked.push(s.conversation.clone());
         }
         let ids: Vec<&String> = std::iter::once(&m.message_id).chain(&m.parents).collect();
+        // Claims found here are never rewritten (claimed with a conditional put): their
+        // conversations are linked below, so they are not claimed again.
+        let mut claimed: Vec<Key> = Vec::new();
         for id in &ids {
-            if let Some(item) = table.get(&keys::ref_key(id)).await? {
+            let key = keys::ref_key(id);
+            if let Some(item) = table.get(&key).await? {
                 linked.extend(item.get("conv").and_then(Value::as_str).map(str::to_string));
+                claimed.push(key);
             }
         }
         let thread_key = m
@@ -133,6 +138,7 @@ impl<'a> Threader<'a> {
             && let Some(item) = table.get(k).await?
         {
             linked.extend(item.get("conv").and_then(Value::as_str).map(str::to_string));
+            claimed.push(k.clone());
         }
         let base = linked.first().cloned().unwrap_or_else(|| new_conversation_id(&m.message_id));
         self.ensure_conversation(&base, m).await?;
@@ -142,7 +148,7 @@ impl<'a> Threader<'a> {
         // Claims: the message's own id and its parents', the provider thread.
         let mut claims: Vec<Key> = ids.iter().map(|id| keys::ref_key(id)).collect();
         claims.extend(thread_key);
-        for key in claims {
+        for key in claims.into_iter().filter(|k| !claimed.contains(k)) {
             let mut item = key.item();
             item.insert("conv".into(), json!(base));
             match table.put(item, Some(Cond::NotExists)).await {
@@ -324,11 +330,16 @@ impl<'a> Threader<'a> {
 
     /// Merges the conversations of `a` and `b`; the root whose first message is older
     /// survives.
-    pub async fn union(&self, a: &str, b: &str) -> anyhow::Result<String> {
+    pub async fn union(&self, a: &str, b: &str) -> anyhow::Result<()> {
+        // The common case (a subject or reference entry of the conversation itself):
+        // nothing to merge and nothing to read.
+        if a == b {
+            return Ok(());
+        }
         for _ in 0..16 {
             let (ra, rb) = (self.find(a).await?, self.find(b).await?);
             if ra.id == rb.id {
-                return Ok(ra.id);
+                return Ok(());
             }
             let order = |r: &ConversationRoot| (first_received(&r.item), r.id.clone());
             let (winner, loser) = if order(&ra) <= order(&rb) { (ra, rb) } else { (rb, ra) };
@@ -353,7 +364,7 @@ impl<'a> Threader<'a> {
             match res {
                 Ok(_) => {
                     tracing::debug!(winner = %winner.id, loser = %loser.id, "conversations merged");
-                    return Ok(winner.id);
+                    return Ok(());
                 }
                 Err(StoreError::ConditionFailed | StoreError::TransactionCanceled { .. }) => continue,
                 Err(e) => return Err(e.into()),

@@ -107,11 +107,15 @@ impl MatchHandler {
             json!({"inbox": ptr.inbox.key(), "folder": ptr.folder, "sha256": ptr.sha256, "key": ptr.key});
         let now = self.ports.clock.now().to_rfc3339();
         // Two copies of one message may be processed at once: a lost race on the message
-        // item is retried with the other branch.
+        // item is retried with the other branch. The first attempt goes on from the copy
+        // record read above (the transaction's condition checks it is still queued).
+        let mut first_attempt = true;
         for _ in 0..5 {
-            let current = table.get(&copy_key).await?.context("copy record missing")?;
-            if current.get("state").and_then(Value::as_str) == Some("processed") {
-                return Ok(());
+            if !std::mem::take(&mut first_attempt) {
+                let current = table.get(&copy_key).await?.context("copy record missing")?;
+                if current.get("state").and_then(Value::as_str) == Some("processed") {
+                    return Ok(());
+                }
             }
             let mark = TransactOp::Update {
                 key: copy_key.clone(),

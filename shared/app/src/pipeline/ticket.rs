@@ -11,7 +11,7 @@ use crate::keys;
 use crate::pipeline::{StagePointer, WorkspaceCache};
 use crate::runtime::consumer::MessageHandler;
 use crate::runtime::ports::Ports;
-use crate::thread::Threader;
+use crate::thread::{ConversationRoot, Threader};
 use anyhow::Context;
 use async_trait::async_trait;
 use mailroom_store::{Cond, StoreError, Update};
@@ -31,32 +31,39 @@ impl TicketHandler {
 
     async fn process(&self, ptr: &StagePointer) -> anyhow::Result<()> {
         let msg = crate::pipeline::route::recorded_message(&self.ports, &ptr.message_id).await?;
-        self.ticket(ptr, &msg).await?;
-        self.confirm_ticket(&msg).await?;
+        let conv_id = s(&msg, "conversation").context("message has no conversation")?;
+        // The root is read once for every step below (each used to read it again, and
+        // the ticket twice: 4-5 reads per message, docs/performance.md).
+        let root = Threader::new(&self.ports).find(&conv_id).await?;
         let cfg = self.config.get().await?;
-        self.reopen_conversation(&cfg.0, &msg).await?;
+        let ticket = self.ticket(ptr, &cfg.0, &msg, &root).await?;
+        self.confirm_ticket(&msg, ticket.as_ref()).await?;
+        let reopened = self.reopen_conversation(&cfg.0, &msg, &root).await?;
         // Reports last, so they see the ticket, the routing and the status (a
-        // verification's conversation is left out there, in `reports::refresh`).
+        // verification's conversation is left out there, in `reports::refresh`). A reopen
+        // changed the root: the reports read it again.
         let logged = ptr.logged.map(|l| (l, ptr.log_reason.clone()));
-        crate::reports::record_message(&self.ports, &cfg.0, &msg, logged).await?;
+        let known = (!reopened).then(|| crate::reports::Known { root: root.clone(), ticket });
+        crate::reports::record_message_known(&self.ports, &cfg.0, &msg, logged, known).await?;
         // A conversation merged into another counts for nobody's load any more.
-        let conv = crate::keys::item_str(&msg, "conversation").unwrap_or_default();
-        crate::load::settle_merged(&self.ports, &conv).await
+        crate::load::settle_merged(&self.ports, &root).await
     }
 
     /// Adds the conversation's ticket to the email-log confirmation of a logged message.
-    async fn confirm_ticket(&self, msg: &mailroom_store::Item) -> anyhow::Result<()> {
+    async fn confirm_ticket(
+        &self,
+        msg: &mailroom_store::Item,
+        ticket: Option<&mailroom_store::Item>,
+    ) -> anyhow::Result<()> {
         let Some(mut entry) =
             crate::records::Message::from_item(msg).log.filter(|e| e.logged && e.ticket.is_none())
         else {
             return Ok(());
         };
-        let conv_id = s(msg, "conversation").context("message has no conversation")?;
-        let root = Threader::new(&self.ports).find(&conv_id).await?;
-        let Some(ticket) = self.ports.table.get(&keys::ticket_key(&root.id)).await? else {
+        let Some(ticket) = ticket else {
             return Ok(());
         };
-        entry.ticket = s(&ticket, "id");
+        entry.ticket = s(ticket, "id");
         let key = keys::message(&s(msg, "message_id").context("message item has no message_id")?);
         self.ports
             .table
@@ -66,19 +73,18 @@ impl TicketHandler {
     }
 
     /// A customer's message that arrived after the conversation was closed reopens it (an
-    /// older one, redelivered or late, does not).
+    /// older one, redelivered or late, does not). Whether it did.
     async fn reopen_conversation(
         &self,
         ws: &mailroom_core::workspace::Workspace,
         msg: &mailroom_store::Item,
-    ) -> anyhow::Result<()> {
+        root: &ConversationRoot,
+    ) -> anyhow::Result<bool> {
         if s(msg, "direction").as_deref() == Some("outbound") || s(msg, "kind").as_deref() != Some("normal") {
-            return Ok(());
+            return Ok(false);
         }
-        let conv_id = s(msg, "conversation").context("message has no conversation")?;
-        let root = Threader::new(&self.ports).find(&conv_id).await?;
         if s(&root.item, "status").as_deref() != Some("closed") {
-            return Ok(());
+            return Ok(false);
         }
         let closed_at = crate::reports::ts(root.item.get("closed_at"));
         let arrived = crate::reports::message_time(msg);
@@ -88,37 +94,36 @@ impl TicketHandler {
             crate::conversations::set_status(&self.ports, ws, &root.id, false, None, self.ports.clock.now())
                 .await?;
             tracing::info!(conversation = %root.id, "conversation reopened by a customer message");
+            return Ok(true);
         }
-        Ok(())
+        Ok(false)
     }
 
-    async fn ticket(&self, ptr: &StagePointer, msg: &mailroom_store::Item) -> anyhow::Result<()> {
+    /// Creates or reopens the conversation's ticket where this message calls for it, and
+    /// returns the ticket as it now is (none when the conversation has none).
+    async fn ticket(
+        &self,
+        ptr: &StagePointer,
+        ws: &mailroom_core::workspace::Workspace,
+        msg: &mailroom_store::Item,
+        root: &ConversationRoot,
+    ) -> anyhow::Result<Option<mailroom_store::Item>> {
         let table = &self.ports.table;
-        if s(msg, "direction").as_deref() == Some("outbound") || s(msg, "kind").as_deref() != Some("normal") {
-            return Ok(());
-        }
-        let conv_id = s(msg, "conversation").context("message has no conversation")?;
-        let root = Threader::new(&self.ports).find(&conv_id).await?;
-        if root.item.get("no_ticket").and_then(Value::as_bool) == Some(true) {
-            return Ok(());
-        }
-        // No customer, no ticket (e.g. mail between our own addresses).
-        if root.item.get("contact_email").is_none_or(Value::is_null) {
-            return Ok(());
-        }
-        let cfg = self.config.get().await?;
-        let ws = &cfg.0;
+        let key = keys::ticket_key(&root.id);
+        let creates = s(msg, "direction").as_deref() != Some("outbound")
+            && s(msg, "kind").as_deref() == Some("normal")
+            && root.item.get("no_ticket").and_then(Value::as_bool) != Some(true)
+            // No customer, no ticket (e.g. mail between our own addresses).
+            && !root.item.get("contact_email").is_none_or(Value::is_null);
         let inbox = s(&root.item, "inbox").unwrap_or_default();
-        let Some(inbox_cfg) = ws.inboxes.iter().find(|i| i.address.eq_ignore_ascii_case(&inbox)) else {
-            return Ok(());
+        let inbox_cfg = ws.inboxes.iter().find(|i| i.address.eq_ignore_ascii_case(&inbox));
+        let Some(inbox_cfg) = inbox_cfg.filter(|i| creates && i.tickets.enabled) else {
+            return Ok(table.get(&key).await?);
         };
-        if !inbox_cfg.tickets.enabled {
-            return Ok(());
-        }
         let pipeline_id = s(&root.item, "rule_pipeline").or_else(|| inbox_cfg.tickets.pipeline.clone());
         let Some(pipeline) = pipeline_id.as_deref().and_then(|p| ws.pipeline(p)) else {
             tracing::warn!(inbox, "ticket automation is on but the inbox has no valid pipeline");
-            return Ok(());
+            return Ok(table.get(&key).await?);
         };
         let stage = s(&root.item, "rule_stage")
             .and_then(|st| pipeline.stage(&st).map(|x| x.id.clone()))
@@ -132,44 +137,46 @@ impl TicketHandler {
                 let now = self.ports.clock.now().to_rfc3339();
                 let mut item = crate::tickets::new_ticket(&root.id, &root.item, &pipeline.id, &stage, &now);
                 item.insert("created_by_message".into(), json!(ptr.message_id));
-                match table.put(item, Some(Cond::NotExists)).await {
+                match table.put(item.clone(), Some(Cond::NotExists)).await {
                     Ok(()) => {
-                        tracing::info!(conversation = %root.id, pipeline = %pipeline.id, stage, "ticket created")
+                        tracing::info!(conversation = %root.id, pipeline = %pipeline.id, stage, "ticket created");
+                        Ok(Some(item))
                     }
-                    Err(StoreError::ConditionFailed) => {}
-                    Err(e) => return Err(e.into()),
+                    // Another delivery created it first.
+                    Err(StoreError::ConditionFailed) => Ok(table.get(&key).await?),
+                    Err(e) => Err(e.into()),
                 }
             }
-            Some(t) if s(&t, "status").as_deref() == Some("closed") => {
-                // Only a message newer than the close reopens (a redelivered older one does not).
-                let closed_at = s(&t, "closed_at").unwrap_or_default();
-                if date > closed_at {
-                    let res = table
-                        .update(
-                            &key,
-                            vec![
-                                Update::Set("status".into(), json!("open")),
-                                Update::Set("stage".into(), json!(stage)),
-                                // SLA pauses are measured on the stage log.
-                                Update::Append(
-                                    "stage_log".into(),
-                                    vec![json!([stage, self.ports.clock.now().to_rfc3339()])],
-                                ),
-                                Update::Set("reopened_by_message".into(), json!(ptr.message_id)),
-                                Update::Add("reopened".into(), 1),
-                            ],
-                            Some(Cond::Eq("status".into(), json!("closed"))),
-                        )
-                        .await;
-                    match res {
-                        Ok(_) | Err(StoreError::ConditionFailed) => {}
-                        Err(e) => return Err(e.into()),
-                    }
+            // Only a message newer than the close reopens (a redelivered older one does not).
+            Some(t)
+                if s(&t, "status").as_deref() == Some("closed")
+                    && date > s(&t, "closed_at").unwrap_or_default() =>
+            {
+                let res = table
+                    .update(
+                        &key,
+                        vec![
+                            Update::Set("status".into(), json!("open")),
+                            Update::Set("stage".into(), json!(stage)),
+                            // SLA pauses are measured on the stage log.
+                            Update::Append(
+                                "stage_log".into(),
+                                vec![json!([stage, self.ports.clock.now().to_rfc3339()])],
+                            ),
+                            Update::Set("reopened_by_message".into(), json!(ptr.message_id)),
+                            Update::Add("reopened".into(), 1),
+                        ],
+                        Some(Cond::Eq("status".into(), json!("closed"))),
+                    )
+                    .await;
+                match res {
+                    Ok(t) => Ok(Some(t)),
+                    Err(StoreError::ConditionFailed) => Ok(table.get(&key).await?),
+                    Err(e) => Err(e.into()),
                 }
             }
-            Some(_) => {}
+            t => Ok(t),
         }
-        Ok(())
     }
 }
 

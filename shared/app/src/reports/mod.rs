@@ -33,7 +33,8 @@ pub mod sweep;
 
 pub use read::*;
 pub use record::{
-    MAX_FACTS, NewMessage, fact, record_message, refresh, refresh_quietly, rerecord_message_quietly,
+    Known, MAX_FACTS, NewMessage, fact, record_message, record_message_known, refresh, refresh_quietly,
+    rerecord_message_quietly,
 };
 pub use sweep::{GAUGE_DAYS, SweepOutcome, scheduled, sweep};
 
