@@ -4,6 +4,7 @@
 mod api;
 mod apply;
 mod audit;
+mod bench_table;
 mod bootstrap;
 mod chat;
 mod chat_lambda;
