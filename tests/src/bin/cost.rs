@@ -80,17 +80,26 @@ fn args() -> Result<Args> {
     Ok(a)
 }
 
-/// Every `BatchSize:` of the template's SQS event sources; they must agree.
+/// The `BatchSize` of the pipeline stages' SQS event sources (the ingest, route and ticket
+/// queues, whose consumers this measures); they must agree. Other queues (mailbox sync,
+/// send) take one message per batch on purpose and are not part of this pipeline.
 fn template_batch_size() -> Result<u64> {
     let t = std::fs::read_to_string(repo_root().join("infra/template.yaml"))?;
-    let sizes: Vec<u64> = t
-        .lines()
-        .filter_map(|l| l.trim().strip_prefix("BatchSize:"))
-        .map(|v| v.trim().parse())
-        .collect::<Result<_, _>>()?;
+    let mut sizes = Vec::new();
+    let mut stage_queue = false;
+    for l in t.lines().map(str::trim) {
+        if let Some(q) = l.strip_prefix("Queue: !GetAtt ") {
+            stage_queue = ["IngestQueue.Arn", "RouteQueue.Arn", "TicketQueue.Arn"].contains(&q);
+        } else if let Some(v) = l.strip_prefix("BatchSize:").filter(|_| stage_queue) {
+            sizes.push(v.trim().parse::<u64>()?);
+            stage_queue = false;
+        }
+    }
     match sizes.first() {
-        Some(&s) if sizes.iter().all(|&x| x == s) => Ok(s),
-        _ => bail!("infra/template.yaml: expected one BatchSize for every SQS event source, found {sizes:?}"),
+        Some(&s) if sizes.len() == 3 && sizes.iter().all(|&x| x == s) => Ok(s),
+        _ => bail!(
+            "infra/template.yaml: expected one BatchSize for the three pipeline queues, found {sizes:?}"
+        ),
     }
 }
 
