@@ -166,9 +166,9 @@ impl Db {
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
-        // A panic while holding the lock leaves SQLite consistent (an operation's
-        // savepoint is rolled back below or by the next write), so a poisoned mutex is
-        // safe to reuse.
+        // A panic while holding the lock leaves SQLite consistent (`write` rolls back the
+        // operation's savepoint before the panic goes on), so a poisoned mutex is safe to
+        // reuse.
         self.shared.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -191,15 +191,26 @@ impl Db {
             Ok(())
         };
         exec(&st.conn, "SAVEPOINT op")?;
-        let out = match f(&st.conn) {
-            Ok(v) => {
+        // A panic inside `f` (a handler's bug) must undo the operation as an error does:
+        // left open, its savepoint's half-done changes would be committed with the group.
+        let res = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(&st.conn)));
+        let out = match res {
+            Ok(Ok(v)) => {
                 exec(&st.conn, "RELEASE op")?;
                 Ok(v)
             }
-            Err(e) => {
+            Ok(Err(e)) => {
                 exec(&st.conn, "ROLLBACK TO op")?;
                 exec(&st.conn, "RELEASE op")?;
                 Err(e)
+            }
+            Err(panic) => {
+                // Best effort: the panic goes on either way. The lock is released first,
+                // so it is not poisoned, and the next write finds no savepoint open.
+                let _ = exec(&st.conn, "ROLLBACK TO op");
+                let _ = exec(&st.conn, "RELEASE op");
+                drop(st);
+                std::panic::resume_unwind(panic);
             }
         };
         if st.open_since.is_some_and(|t| t.elapsed() >= GROUP_COMMIT) {
@@ -298,6 +309,37 @@ impl Embedded {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_operation_that_panics_leaves_nothing_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join("t.db"), Durability::Process).unwrap();
+        let insert = |c: &Connection, k: &str| -> Result<()> {
+            c.execute("INSERT INTO items (tbl, pk, sk, data) VALUES ('t', ?1, 's', '{}')", [k])?;
+            Ok(())
+        };
+        db.write(|c| insert(c, "before")).unwrap();
+        let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            db.write::<()>(|c| {
+                insert(c, "half-done")?;
+                panic!("a handler's bug");
+            })
+        }));
+        assert!(panicked.is_err());
+        db.write(|c| insert(c, "after")).unwrap();
+        db.flush().unwrap();
+        // Read from a second connection: what was committed.
+        let other = Connection::open(dir.path().join("t.db")).unwrap();
+        let mut keys: Vec<String> = other
+            .prepare("SELECT pk FROM items ORDER BY pk")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<std::result::Result<_, _>>()
+            .unwrap();
+        keys.sort();
+        assert_eq!(keys, ["after", "before"]);
+    }
 
     #[test]
     fn a_growing_wal_is_truncated_under_steady_writes() {
