@@ -32,19 +32,21 @@ impl TicketHandler {
     async fn process(&self, ptr: &StagePointer) -> anyhow::Result<()> {
         let msg = crate::pipeline::route::recorded_message(&self.ports, &ptr.message_id).await?;
         let conv_id = s(&msg, "conversation").context("message has no conversation")?;
-        // The root is read once for every step below (each used to read it again, and
-        // the ticket twice: 4-5 reads per message, docs/performance.md).
+        // The root is read once for the steps below (each used to read it again, and the
+        // ticket twice, docs/performance.md).
         let root = Threader::new(&self.ports).find(&conv_id).await?;
         let cfg = self.config.get().await?;
         let ticket = self.ticket(ptr, &cfg.0, &msg, &root).await?;
         self.confirm_ticket(&msg, ticket.as_ref()).await?;
-        let reopened = self.reopen_conversation(&cfg.0, &msg, &root).await?;
+        self.reopen_conversation(&cfg.0, &msg, &root).await?;
         // Reports last, so they see the ticket, the routing and the status (a
-        // verification's conversation is left out there, in `reports::refresh`). A reopen
-        // changed the root: the reports read it again.
+        // verification's conversation is left out there, in `reports::refresh`). They
+        // read the root and the ticket again, after their own state: their write is
+        // conditional on that state only, so a change made since the reads above (a
+        // close, a merge, a ticket created by another message), whose own refresh has
+        // already run, would otherwise be undone.
         let logged = ptr.logged.map(|l| (l, ptr.log_reason.clone()));
-        let known = (!reopened).then(|| crate::reports::Known { root: root.clone(), ticket });
-        crate::reports::record_message_known(&self.ports, &cfg.0, &msg, logged, known).await?;
+        crate::reports::record_message(&self.ports, &cfg.0, &msg, logged).await?;
         // A conversation merged into another counts for nobody's load any more.
         crate::load::settle_merged(&self.ports, &root).await
     }
@@ -73,18 +75,18 @@ impl TicketHandler {
     }
 
     /// A customer's message that arrived after the conversation was closed reopens it (an
-    /// older one, redelivered or late, does not). Whether it did.
+    /// older one, redelivered or late, does not).
     async fn reopen_conversation(
         &self,
         ws: &mailroom_core::workspace::Workspace,
         msg: &mailroom_store::Item,
         root: &ConversationRoot,
-    ) -> anyhow::Result<bool> {
+    ) -> anyhow::Result<()> {
         if s(msg, "direction").as_deref() == Some("outbound") || s(msg, "kind").as_deref() != Some("normal") {
-            return Ok(false);
+            return Ok(());
         }
         if s(&root.item, "status").as_deref() != Some("closed") {
-            return Ok(false);
+            return Ok(());
         }
         let closed_at = crate::reports::ts(root.item.get("closed_at"));
         let arrived = crate::reports::message_time(msg);
@@ -94,9 +96,8 @@ impl TicketHandler {
             crate::conversations::set_status(&self.ports, ws, &root.id, false, None, self.ports.clock.now())
                 .await?;
             tracing::info!(conversation = %root.id, "conversation reopened by a customer message");
-            return Ok(true);
         }
-        Ok(false)
+        Ok(())
     }
 
     /// Creates or reopens the conversation's ticket where this message calls for it, and

@@ -33,8 +33,7 @@ pub mod sweep;
 
 pub use read::*;
 pub use record::{
-    Known, MAX_FACTS, NewMessage, fact, record_message, record_message_known, refresh, refresh_quietly,
-    rerecord_message_quietly,
+    MAX_FACTS, NewMessage, fact, record_message, refresh, refresh_quietly, rerecord_message_quietly,
 };
 pub use sweep::{GAUGE_DAYS, SweepOutcome, scheduled, sweep};
 

@@ -9,7 +9,7 @@ use crate::keys::item_str as s;
 use crate::keys::ticket_key;
 use crate::runtime::metrics;
 use crate::runtime::ports::Ports;
-use crate::thread::{ConversationRoot, Threader};
+use crate::thread::Threader;
 use anyhow::Context;
 use chrono::{DateTime, Utc};
 use mailroom_core::calendar::Calendar;
@@ -424,26 +424,6 @@ pub async fn record_message(
     msg: &Item,
     logged: Option<(bool, Option<String>)>,
 ) -> anyhow::Result<()> {
-    record_message_known(ports, ws, msg, logged, None).await
-}
-
-/// The conversation's root and ticket as the caller has just read them: the first
-/// attempt of a refresh starts from them instead of reading them again (a retry after a
-/// concurrent change reads afresh). Whoever changes a conversation refreshes its figures
-/// afterwards, so a root read a moment earlier cannot leave them stale.
-pub struct Known {
-    pub root: ConversationRoot,
-    pub ticket: Option<Item>,
-}
-
-/// [`record_message`], starting from what the caller knows.
-pub async fn record_message_known(
-    ports: &Ports,
-    ws: &Workspace,
-    msg: &Item,
-    logged: Option<(bool, Option<String>)>,
-    known: Option<Known>,
-) -> anyhow::Result<()> {
     let mid = s(msg, "message_id").context("message item has no message_id")?;
     let keep_logged = logged.is_none();
     let Some(f) = fact(ws, msg, logged.unwrap_or((false, None))) else {
@@ -451,7 +431,7 @@ pub async fn record_message_known(
         return Ok(());
     };
     let conv_id = s(msg, "conversation").context("message has no conversation")?;
-    refresh_with(ports, ws, &conv_id, Some(NewMessage { id: &mid, fact: f, keep_logged }), true, known).await
+    refresh(ports, ws, &conv_id, Some(NewMessage { id: &mid, fact: f, keep_logged })).await
 }
 
 /// Records a message's fact again with a new logging outcome, without feed events (a
@@ -465,8 +445,7 @@ pub async fn rerecord_message_quietly(
     let mid = s(msg, "message_id").context("message item has no message_id")?;
     let Some(f) = fact(ws, msg, logged) else { return Ok(()) };
     let conv_id = s(msg, "conversation").context("message has no conversation")?;
-    refresh_with(ports, ws, &conv_id, Some(NewMessage { id: &mid, fact: f, keep_logged: false }), false, None)
-        .await
+    refresh_with(ports, ws, &conv_id, Some(NewMessage { id: &mid, fact: f, keep_logged: false }), false).await
 }
 
 /// A message to add to a conversation's facts.
@@ -485,13 +464,13 @@ pub async fn refresh(
     conv: &str,
     new_msg: Option<NewMessage<'_>>,
 ) -> anyhow::Result<()> {
-    refresh_with(ports, ws, conv, new_msg, true, None).await
+    refresh_with(ports, ws, conv, new_msg, true).await
 }
 
 /// Recomputes a conversation's figures without writing report events to the feed, so no
 /// notification or webhook goes out: for a replay of history (`crate::replay`).
 pub async fn refresh_quietly(ports: &Ports, ws: &Workspace, conv: &str) -> anyhow::Result<()> {
-    refresh_with(ports, ws, conv, None, false, None).await
+    refresh_with(ports, ws, conv, None, false).await
 }
 
 async fn refresh_with(
@@ -500,13 +479,9 @@ async fn refresh_with(
     conv: &str,
     new_msg: Option<NewMessage<'_>>,
     announce: bool,
-    mut known: Option<Known>,
 ) -> anyhow::Result<()> {
     for _ in 0..20 {
-        let (root, known_ticket) = match known.take() {
-            Some(k) => (k.root, Some(k.ticket)),
-            None => (Threader::new(ports).find(conv).await?, None),
-        };
+        let root = Threader::new(ports).find(conv).await?;
         // A verification's conversation (crate::verify) counts in no report.
         if root.item.get("test").is_some() {
             return Ok(());
@@ -537,13 +512,6 @@ async fn refresh_with(
         let mut seen = Vec::new();
         while let Some(id) = todo.pop() {
             if seen.contains(&id) || seen.len() > 256 {
-                continue;
-            }
-            // An absorbed conversation has a parent, so nothing merges into it any more
-            // (`Threader::union` merges into roots only), and what had merged into it was
-            // walked and absorbed with it: no need to read it again.
-            if absorbed.contains(&id) {
-                seen.push(id);
                 continue;
             }
             if let Some(c) = ports.table.get(&conv_key(&id)).await? {
@@ -579,10 +547,7 @@ async fn refresh_with(
             }
             msgs.insert(n.id.to_string(), f);
         }
-        let ticket = match known_ticket {
-            Some(t) => t,
-            None => ports.table.get(&ticket_key(&root.id)).await?,
-        };
+        let ticket = ports.table.get(&ticket_key(&root.id)).await?;
         let facts: Vec<MsgFact> = msgs.values().cloned().collect();
         let (contrib, fig) = conversation_contrib(ws, &root.item, ticket.as_ref(), &facts);
         let mut extra = vec![

@@ -205,10 +205,17 @@ impl Db {
                 Err(e)
             }
             Err(panic) => {
-                // Best effort: the panic goes on either way. The lock is released first,
-                // so it is not poisoned, and the next write finds no savepoint open.
-                let _ = exec(&st.conn, "ROLLBACK TO op");
-                let _ = exec(&st.conn, "RELEASE op");
+                // The panic goes on either way. The lock is released first, so it is not
+                // poisoned, and the next write finds no savepoint open. Should the
+                // rollback to the savepoint fail, the whole group transaction is rolled
+                // back rather than the half-done operation released into it (the stages
+                // redo what it held, as after a crash).
+                if exec(&st.conn, "ROLLBACK TO op").is_ok() {
+                    let _ = exec(&st.conn, "RELEASE op");
+                } else {
+                    let _ = st.conn.execute_batch("ROLLBACK");
+                    st.open_since = None;
+                }
                 drop(st);
                 std::panic::resume_unwind(panic);
             }
