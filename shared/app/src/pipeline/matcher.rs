@@ -109,9 +109,8 @@ impl MatchHandler {
         // Two copies of one message may be processed at once: a lost race on the message
         // item is retried with the other branch. The first attempt goes on from the copy
         // record read above (the transaction's condition checks it is still queued).
-        let mut first_attempt = true;
-        for _ in 0..5 {
-            if !std::mem::take(&mut first_attempt) {
+        for attempt in 0..5 {
+            if attempt > 0 {
                 let current = table.get(&copy_key).await?.context("copy record missing")?;
                 if current.get("state").and_then(Value::as_str) == Some("processed") {
                     return Ok(());

@@ -111,20 +111,21 @@ impl TicketHandler {
     ) -> anyhow::Result<Option<mailroom_store::Item>> {
         let table = &self.ports.table;
         let key = keys::ticket_key(&root.id);
-        let creates = s(msg, "direction").as_deref() != Some("outbound")
+        let current = table.get(&key).await?;
+        let wants_ticket = s(msg, "direction").as_deref() != Some("outbound")
             && s(msg, "kind").as_deref() == Some("normal")
             && root.item.get("no_ticket").and_then(Value::as_bool) != Some(true)
             // No customer, no ticket (e.g. mail between our own addresses).
             && !root.item.get("contact_email").is_none_or(Value::is_null);
         let inbox = s(&root.item, "inbox").unwrap_or_default();
         let inbox_cfg = ws.inboxes.iter().find(|i| i.address.eq_ignore_ascii_case(&inbox));
-        let Some(inbox_cfg) = inbox_cfg.filter(|i| creates && i.tickets.enabled) else {
-            return Ok(table.get(&key).await?);
+        let Some(inbox_cfg) = inbox_cfg.filter(|i| wants_ticket && i.tickets.enabled) else {
+            return Ok(current);
         };
         let pipeline_id = s(&root.item, "rule_pipeline").or_else(|| inbox_cfg.tickets.pipeline.clone());
         let Some(pipeline) = pipeline_id.as_deref().and_then(|p| ws.pipeline(p)) else {
             tracing::warn!(inbox, "ticket automation is on but the inbox has no valid pipeline");
-            return Ok(table.get(&key).await?);
+            return Ok(current);
         };
         let stage = s(&root.item, "rule_stage")
             .and_then(|st| pipeline.stage(&st).map(|x| x.id.clone()))
@@ -133,7 +134,7 @@ impl TicketHandler {
             .context("pipeline has no stages")?;
         let date = s(msg, "date").unwrap_or_default();
         let key = keys::ticket_key(&root.id);
-        match table.get(&key).await? {
+        match current {
             None => {
                 let now = self.ports.clock.now().to_rfc3339();
                 let mut item = crate::tickets::new_ticket(&root.id, &root.item, &pipeline.id, &stage, &now);
