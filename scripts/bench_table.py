@@ -61,6 +61,10 @@ def rows(d: Path) -> list[tuple[str, str, str, str, str]]:
                 f"{a:.1f} at {lo:,}" if a else "")
             if a:
                 add(f"3. report '{name}', {hi:,} over {lo:,}", z / a, "<= 1.5x", lambda v: v <= 1.5, "", "{:.2f}x")
+        page = {t["conversations"]: t.get("page_ms") for t in r}
+        if page.get(hi) is not None:
+            add(f"3. reports page at {hi:,} conversations, ms", page[hi], "< 200", lambda v: v < 200,
+                f"{page[lo]:.1f} at {lo:,}" if page.get(lo) is not None else "")
     else:
         add("3. reports at 100,000 conversations, ms", None, "< 100", lambda v: False)
     w = load(d, "web.json")

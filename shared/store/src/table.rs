@@ -287,6 +287,22 @@ pub trait Table: Send + Sync {
             }
         }
     }
+
+    /// Every item of a query as its JSON text, for a reader that decodes straight into
+    /// its own type (a report's buckets: no map built per item and dropped). The embedded
+    /// table hands back what it stores; others encode `query_all`'s items.
+    async fn query_all_json(&self, q: Query) -> Result<Vec<String>> {
+        query_all_json_of(self, q).await
+    }
+}
+
+/// `query_all`'s items, each encoded as JSON text.
+pub(crate) async fn query_all_json_of<T: Table + ?Sized>(t: &T, q: Query) -> Result<Vec<String>> {
+    t.query_all(q)
+        .await?
+        .iter()
+        .map(|i| serde_json::to_string(i).map_err(crate::StoreError::backend))
+        .collect()
 }
 
 /// Calls `f` on every item of the query, `page` items at a time: memory holds one page,

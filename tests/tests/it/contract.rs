@@ -199,7 +199,7 @@ async fn table_transactions_are_atomic(p: Ports) {
 async fn table_queries(p: Ports) {
     let t = &p.table;
     for i in 0..25 {
-        let mut it = item("conv#1", &format!("msg#{i:03}"), json!({"i": i}));
+        let mut it = item("conv#1", &format!("msg#{i:03}"), json!({"i": i, "n": 100 + i}));
         it.insert("gsi1pk".into(), json!(if i % 2 == 0 { "even" } else { "odd" }));
         it.insert("gsi1sk".into(), json!(format!("t{:03}", 100 - i)));
         t.put(it, None).await.unwrap();
@@ -249,6 +249,19 @@ async fn table_queries(p: Ports) {
     let odd_prefix =
         t.query_all(Query::new("odd").index("gsi1").sk(SkCond::BeginsWith("t09".into()))).await.unwrap();
     assert_eq!(odd_prefix.len(), 5, "t091 t093 t095 t097 t099");
+    // The same items as JSON text, in the same order, over more than one page; a projection
+    // holds there too.
+    let q = Query::new("conv#1").sk(SkCond::BeginsWith("msg#".into())).limit(7);
+    let texts = t.query_all_json(q.clone()).await.unwrap();
+    let decoded: Vec<mailroom_store::Item> = texts.iter().map(|s| serde_json::from_str(s).unwrap()).collect();
+    assert_eq!(decoded, t.query_all(q.clone()).await.unwrap());
+    assert_eq!(decoded.len(), 25);
+    let q = q.project(&["i"]);
+    let projected: Vec<mailroom_store::Item> =
+        t.query_all_json(q.clone()).await.unwrap().iter().map(|s| serde_json::from_str(s).unwrap()).collect();
+    assert_eq!(projected, t.query_all(q).await.unwrap());
+    assert_eq!(projected[0]["i"], json!(0));
+    assert!(projected.iter().all(|i| !i.contains_key("n")), "only the projected attributes");
 }
 
 async fn queue_batches_and_delete(p: Ports) {

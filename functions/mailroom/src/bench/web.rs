@@ -80,20 +80,7 @@ pub async fn run(n: u32, keep: Option<&std::path::Path>, json_out: bool) -> Resu
     ports.flush()?;
     let write_s = t0.elapsed().as_secs_f64();
 
-    let providers = mailroom_app::runtime::config::ProvidersConfig::from_env("http://127.0.0.1:3000")?;
-    let auth = mailroom_app::api::auth::Authenticator::new(
-        Some(mailroom_app::api::auth::LocalIssuer::new(&ports.signer)),
-        None,
-    )?;
-    let api = Arc::new(mailroom_app::api::ApiState {
-        ports: ports.clone(),
-        auth,
-        public_url: providers.public_url.clone(),
-        providers,
-    });
-    let app = mailroom_app::web::router(api, None);
-    let sid = mailroom_app::web::session::start(&ports, AGENT).await?;
-    let cookie = format!("{}={sid}", mailroom_app::web::session::COOKIE);
+    let (app, cookie) = signed_in_router(&ports, AGENT).await?;
     // A real conversation of the demo to open: the search's first row.
     let found = get(&app, "/app/?q=export&status=", &cookie).await?.1;
     let conv = found
@@ -140,8 +127,25 @@ pub async fn run(n: u32, keep: Option<&std::path::Path>, json_out: bool) -> Resu
     Ok(())
 }
 
+/// The router `mailroom serve` runs over `ports`, and the cookie of a session of `user`.
+pub(crate) async fn signed_in_router(ports: &Ports, user: &str) -> Result<(axum::Router, String)> {
+    let providers = mailroom_app::runtime::config::ProvidersConfig::from_env("http://127.0.0.1:3000")?;
+    let auth = mailroom_app::api::auth::Authenticator::new(
+        Some(mailroom_app::api::auth::LocalIssuer::new(&ports.signer)),
+        None,
+    )?;
+    let api = Arc::new(mailroom_app::api::ApiState {
+        ports: ports.clone(),
+        auth,
+        public_url: providers.public_url.clone(),
+        providers,
+    });
+    let sid = mailroom_app::web::session::start(ports, user).await?;
+    Ok((mailroom_app::web::router(api, None), format!("{}={sid}", mailroom_app::web::session::COOKIE)))
+}
+
 /// One GET through the router: the status and the body.
-async fn get(app: &axum::Router, path: &str, cookie: &str) -> Result<(StatusCode, String)> {
+pub(crate) async fn get(app: &axum::Router, path: &str, cookie: &str) -> Result<(StatusCode, String)> {
     let req = Request::get(path).header("cookie", cookie).body(Body::empty())?;
     let resp = app.clone().oneshot(req).await?;
     let status = resp.status();

@@ -26,6 +26,7 @@
 //! (the sweep's breach events use the exact instants). The formulas are in
 //! docs/metrics.md.
 
+mod bucket;
 pub mod log_alert;
 mod read;
 pub mod record;

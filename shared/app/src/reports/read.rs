@@ -1,6 +1,7 @@
 //! The read side of the reports: a report over a range reads the day partitions of the
 //! buckets, never the conversations (docs/metrics.md).
 
+use super::bucket::{AgentCount, Attr, Bucket, Dur, SlaStatus, SlaTarget};
 use super::*;
 use crate::keys;
 use crate::keys::item_str as s;
@@ -8,7 +9,7 @@ use crate::runtime::ports::Ports;
 use chrono::{DateTime, Duration, NaiveDate, Timelike, Utc};
 use futures::{StreamExt, TryStreamExt};
 use mailroom_core::workspace::Workspace;
-use mailroom_store::{Item, Query, SkCond};
+use mailroom_store::{Query, SkCond};
 use serde::Serialize;
 use std::collections::BTreeMap;
 
@@ -80,19 +81,16 @@ pub struct SlaCounts {
 }
 
 impl SlaCounts {
-    fn count(&mut self, what: &str, n: i64, now: i64) -> bool {
-        match what {
-            "met" => self.met += n,
-            "breached" => self.breached += n,
-            "paused" => self.paused += n,
-            w => match w.strip_prefix("due@").and_then(|t| t.parse::<i64>().ok()) {
-                // Stored rounded up to the hour: breached once that hour has come.
-                Some(t) if t <= now => self.breached += n,
-                Some(_) => self.due += n,
-                None => return false,
-            },
+    fn count(&mut self, status: SlaStatus, n: i64, now: i64) {
+        match status {
+            SlaStatus::Met => self.met += n,
+            SlaStatus::Breached => self.breached += n,
+            SlaStatus::Paused => self.paused += n,
+            // Stored rounded up to the hour: breached once that hour has come.
+            SlaStatus::Due(t) if t <= now => self.breached += n,
+            SlaStatus::Due(_) => self.due += n,
+            SlaStatus::Other => {}
         }
-        true
     }
     fn finish(&mut self) {
         let decided = self.met + self.breached;
@@ -268,105 +266,92 @@ pub async fn report(ports: &Ports, ws: &Workspace, f: &Filter, now: DateTime<Utc
             pks.push(pk.clone());
         }
     }
-    let fetched: Vec<Vec<Item>> = futures::stream::iter(pks)
-        .map(|pk| async move { ports.table.query_all(Query::new(pk).sk(SkCond::All)).await })
+    let fetched: Vec<Vec<String>> = futures::stream::iter(pks)
+        .map(|pk| async move { ports.table.query_all_json(Query::new(pk).sk(SkCond::All)).await })
         .buffered(16)
         .try_collect()
         .await?;
-    for items in fetched {
-        r.buckets_read += items.len() as u64;
-        for b in items {
-            let inbox = s(&b, "inbox").unwrap_or_default();
-            if let Some(v) = &f.visible
-                && !v.iter().any(|x| x.eq_ignore_ascii_case(&inbox))
-            {
-                continue;
-            }
+    let now_s = now.timestamp();
+    for text in fetched.iter().flatten() {
+        r.buckets_read += 1;
+        let b = Bucket::from_json(text).map_err(|e| anyhow::anyhow!("corrupt report bucket: {e}"))?;
+        let inbox = b.inbox.unwrap_or_default();
+        if let Some(v) = &f.visible
+            && !v.iter().any(|x| x.eq_ignore_ascii_case(&inbox))
+        {
+            continue;
+        }
+        if !inboxes.contains(&inbox) {
             inboxes.insert(inbox.clone());
-            if want.as_ref().is_some_and(|w| *w != inbox) {
-                continue;
-            }
-            // The bucket's hour, in the report's zone.
-            let Some(at) = s(&b, "hour")
-                .and_then(|h| {
-                    chrono::NaiveDateTime::parse_from_str(&format!("{h}:00"), "%Y-%m-%dT%H:%M").ok()
-                })
-                .map(|t| t.and_utc())
-            else {
-                continue;
-            };
-            if at < start || at >= end {
-                continue;
-            }
-            let at = at.with_timezone(&tz);
-            let key = at.date_naive().to_string();
-            let hour = at.hour();
-            let channel = s(&b, "channel").unwrap_or_else(|| CHANNEL_EMAIL.into());
-            for (attr, v) in &b {
-                let Some(n) = v.as_i64() else { continue };
-                if n == 0 {
-                    continue;
-                }
-                if let Some(reason) = attr.strip_prefix("unlogged|") {
-                    r.email_log.count(&inbox, &key, Some(reason), n);
-                    continue;
-                }
-                // Counters by team or agent: `name|t:TEAM`, `name|a:AGENT`.
-                if let Some((name, dim)) = attr.split_once('|') {
-                    if let Some(team) = dim.strip_prefix("t:") {
-                        if name == "opened" {
-                            *r.teams.entry(team.to_string()).or_default() += n;
-                        }
-                    } else if let Some(agent) = dim.strip_prefix("a:") {
-                        let a = r.agents.entry(agent.to_string()).or_default();
-                        match name {
-                            "assigned" => a.assigned += n,
-                            "msg_out" => a.replied += n,
-                            "closed" => a.closed += n,
-                            _ => {}
-                        }
-                    }
-                    continue;
-                }
-                match attr.as_str() {
-                    "opened" => {
-                        r.volume.total += n;
-                        *r.volume.by_inbox.entry(inbox.clone()).or_default() += n;
-                        *r.volume.by_day.entry(key.clone()).or_default() += n;
-                        *r.volume.by_hour_of_day.entry(hour.to_string()).or_default() += n;
-                        *r.volume.by_channel.entry(channel.clone()).or_default() += n;
-                        r.open_closed_by_day.entry(key.clone()).or_default().opened += n;
-                    }
-                    "msg_out" => r.messages.outbound += n,
-                    "msg_in" => r.messages.inbound += n,
-                    "msg_noise" => r.messages.noise += n,
-                    "logged" => r.email_log.count(&inbox, &key, None, n),
-                    "closed" => {
-                        r.open_closed_by_day.entry(key.clone()).or_default().closed += n;
-                    }
-                    "open_now" => r.open += n,
-                    "closed_now" => r.closed += n,
-                    "unassigned" => r.unassigned += n,
-                    "tickets" => r.tickets_created += n,
-                    a => {
-                        if let Some(rest) = a.strip_prefix("frt") {
-                            frt.count(rest, n);
-                            frt_by_channel.entry(channel.clone()).or_default().count(rest, n);
-                        } else if let Some(rest) = a.strip_prefix("wait").filter(|r| !r.starts_with('@')) {
-                            wait.count(rest, n);
-                        } else if let Some(t) = a.strip_prefix("wait@").and_then(|x| x.parse::<i64>().ok()) {
-                            if t <= stale_before {
-                                r.stale += n;
-                            }
-                        } else if let Some(w) = a.strip_prefix("sla_") {
-                            r.sla.all.count(w, n, now.timestamp());
-                        } else if let Some(w) = a.strip_prefix("slafr_") {
-                            r.sla.first_response.count(w, n, now.timestamp());
-                        } else if let Some(w) = a.strip_prefix("slattc_") {
-                            r.sla.time_to_close.count(w, n, now.timestamp());
-                        }
+        }
+        if want.as_ref().is_some_and(|w| *w != inbox) {
+            continue;
+        }
+        // The bucket's hour, in the report's zone.
+        let Some(at) = b.hour.as_deref().and_then(bucket_hour) else { continue };
+        if at < start || at >= end {
+            continue;
+        }
+        let at = at.with_timezone(&tz);
+        let key = at.date_naive().to_string();
+        let hour = at.hour();
+        let channel = b.channel.unwrap_or_else(|| CHANNEL_EMAIL.into());
+        // The first-response figures of the bucket's channel, looked up once per bucket.
+        let mut frt_channel = b
+            .counts
+            .iter()
+            .any(|(a, _)| matches!(a, Attr::Frt(_)))
+            .then(|| frt_by_channel.entry(channel.clone()).or_default());
+        for (attr, n) in b.counts {
+            match attr {
+                Attr::Unlogged(reason) => r.email_log.count(&inbox, &key, Some(&reason), n),
+                Attr::Logged => r.email_log.count(&inbox, &key, None, n),
+                Attr::TeamOpened(team) => *r.teams.entry(team).or_default() += n,
+                Attr::Agent(what, agent) => {
+                    let a = r.agents.entry(agent).or_default();
+                    match what {
+                        AgentCount::Assigned => a.assigned += n,
+                        AgentCount::Replied => a.replied += n,
+                        AgentCount::Closed => a.closed += n,
                     }
                 }
+                Attr::Opened => {
+                    r.volume.total += n;
+                    *r.volume.by_inbox.entry(inbox.clone()).or_default() += n;
+                    *r.volume.by_day.entry(key.clone()).or_default() += n;
+                    *r.volume.by_hour_of_day.entry(hour.to_string()).or_default() += n;
+                    *r.volume.by_channel.entry(channel.clone()).or_default() += n;
+                    r.open_closed_by_day.entry(key.clone()).or_default().opened += n;
+                }
+                Attr::Closed => r.open_closed_by_day.entry(key.clone()).or_default().closed += n,
+                Attr::MsgOut => r.messages.outbound += n,
+                Attr::MsgIn => r.messages.inbound += n,
+                Attr::MsgNoise => r.messages.noise += n,
+                Attr::OpenNow => r.open += n,
+                Attr::ClosedNow => r.closed += n,
+                Attr::Unassigned => r.unassigned += n,
+                Attr::Tickets => r.tickets_created += n,
+                Attr::Frt(d) => {
+                    frt.count(d, n);
+                    if let Some(c) = frt_channel.as_deref_mut() {
+                        c.count(d, n);
+                    }
+                }
+                Attr::Wait(d) => wait.count(d, n),
+                Attr::WaitingSince(t) => {
+                    if t <= stale_before {
+                        r.stale += n;
+                    }
+                }
+                Attr::Sla(target, status) => {
+                    let c = match target {
+                        SlaTarget::All => &mut r.sla.all,
+                        SlaTarget::FirstResponse => &mut r.sla.first_response,
+                        SlaTarget::TimeToClose => &mut r.sla.time_to_close,
+                    };
+                    c.count(status, n, now_s);
+                }
+                Attr::Other => {}
             }
         }
     }
@@ -391,6 +376,13 @@ pub async fn report(ports: &Ports, ws: &Workspace, f: &Filter, now: DateTime<Utc
         d += Duration::days(1);
     }
     Ok(r)
+}
+
+/// A bucket's `hour` attribute (`YYYY-MM-DDTHH`, UTC) as an instant.
+fn bucket_hour(h: &str) -> Option<DateTime<Utc>> {
+    let (day, hour) = h.split_once('T')?;
+    let day = NaiveDate::parse_from_str(day, "%Y-%m-%d").ok()?;
+    Some(day.and_hms_opt(hour.parse().ok()?, 0, 0)?.and_utc())
 }
 
 /// The zone of the `[reports] calendar`, else UTC.
@@ -426,18 +418,14 @@ pub(super) struct Durations {
 }
 
 impl Durations {
-    fn count(&mut self, rest: &str, n: i64) {
-        match rest {
-            "_n" => self.n += n,
-            "_sum" => self.sum += n,
-            "b_sum" => self.bsum += n,
-            r => {
-                if let Some(i) = r.strip_prefix("_h").and_then(|x| x.parse().ok()) {
-                    *self.hist.entry(i).or_default() += n;
-                } else if let Some(i) = r.strip_prefix("b_h").and_then(|x| x.parse().ok()) {
-                    *self.bhist.entry(i).or_default() += n;
-                }
-            }
+    fn count(&mut self, d: Dur, n: i64) {
+        match d {
+            Dur::N => self.n += n,
+            Dur::Sum => self.sum += n,
+            Dur::BusinessSum => self.bsum += n,
+            Dur::Bin(i) => *self.hist.entry(i).or_default() += n,
+            Dur::BusinessBin(i) => *self.bhist.entry(i).or_default() += n,
+            Dur::Other => {}
         }
     }
 

@@ -100,6 +100,101 @@ impl Table for SqliteTable {
     }
 
     async fn query(&self, q: Query) -> Result<Page> {
+        let attrs = q.attrs.clone();
+        let (items, next) = self.select(q, |data| {
+            let mut item: Item =
+                serde_json::from_str(&data).map_err(|e| StoreError::Backend(format!("corrupt item: {e}")))?;
+            if let Some(attrs) = &attrs {
+                crate::table::project(&mut item, attrs);
+            }
+            Ok(item)
+        })?;
+        Ok(Page { items, next })
+    }
+
+    /// The stored text as it is: no map is built per item.
+    async fn query_all_json(&self, mut q: Query) -> Result<Vec<String>> {
+        if q.attrs.is_some() {
+            return crate::table::query_all_json_of(self, q).await;
+        }
+        let mut out = Vec::new();
+        loop {
+            let (items, next) = self.select(q.clone(), Ok)?;
+            out.extend(items);
+            match next {
+                Some(c) => q.cursor = Some(c),
+                None => return Ok(out),
+            }
+        }
+    }
+
+    fn flush(&self) -> Result<()> {
+        self.db.flush()
+    }
+
+    async fn transact_write(&self, ops: Vec<TransactOp>) -> Result<()> {
+        meter::record("embedded-table", "TransactWriteItems", 1.0, 0);
+        if ops.len() > 100 {
+            return Err(StoreError::Invalid("at most 100 operations per transaction".into()));
+        }
+        let keys: Vec<Key> = ops
+            .iter()
+            .map(|op| match op {
+                TransactOp::Put { item, .. } => require_key(item),
+                TransactOp::Update { key, .. }
+                | TransactOp::Delete { key, .. }
+                | TransactOp::Check { key, .. } => Ok(key.clone()),
+            })
+            .collect::<Result<_>>()?;
+        if keys.iter().collect::<HashSet<_>>().len() != keys.len() {
+            return Err(StoreError::Invalid("a transaction names the same key twice".into()));
+        }
+        self.db.write(|c| {
+            // First evaluate every condition against the state before the transaction, as
+            // DynamoDB does; only if all hold, apply every write.
+            let mut reasons = Vec::with_capacity(ops.len());
+            let mut current = Vec::with_capacity(ops.len());
+            for (op, key) in ops.iter().zip(&keys) {
+                let cur = load(c, &self.name, key)?;
+                let cond = match op {
+                    TransactOp::Put { cond, .. }
+                    | TransactOp::Update { cond, .. }
+                    | TransactOp::Delete { cond, .. } => cond.clone(),
+                    TransactOp::Check { cond, .. } => Some(cond.clone()),
+                };
+                let ok = cond.as_ref().is_none_or(|cd| cd.eval(cur.as_ref()));
+                reasons.push((!ok).then(|| "ConditionalCheckFailed".to_string()));
+                current.push(cur);
+            }
+            if reasons.iter().any(Option::is_some) {
+                return Err(StoreError::TransactionCanceled { reasons });
+            }
+            for ((op, key), cur) in ops.into_iter().zip(&keys).zip(current) {
+                match op {
+                    TransactOp::Put { item, .. } => store(c, &self.name, &item)?,
+                    TransactOp::Update { actions, .. } => {
+                        store(c, &self.name, &updated(key, cur, &actions)?)?
+                    }
+                    TransactOp::Delete { .. } => remove(c, &self.name, key)?,
+                    TransactOp::Check { .. } => {}
+                }
+            }
+            Ok(())
+        })
+    }
+}
+
+/// A bound of a sort-key range: the value, and whether it is included.
+type Bound = Option<(String, bool)>;
+
+impl SqliteTable {
+    /// One page of a query: each item's stored JSON text through `each`, and the cursor
+    /// of the next page.
+    fn select<T>(
+        &self,
+        q: Query,
+        mut each: impl FnMut(String) -> Result<T>,
+    ) -> Result<(Vec<T>, Option<String>)> {
         meter::record("embedded-table", "Query", 1.0, 0);
         let (pkcol, skcol, tiebreak) = match q.index.as_deref() {
             None => ("pk", "sk", ""),
@@ -117,7 +212,7 @@ impl Table for SqliteTable {
             Some(c) => Some(serde_json::from_str(c).map_err(|_| StoreError::Invalid("bad cursor".into()))?),
             None => None,
         };
-        let (lo, hi, prefix): (Option<(String, bool)>, Option<(String, bool)>, Option<String>) = match &q.sk {
+        let (lo, hi, prefix): (Bound, Bound, Option<String>) = match &q.sk {
             SkCond::All => (None, None, None),
             SkCond::Eq(v) => (Some((v.clone(), true)), Some((v.clone(), true)), None),
             SkCond::BeginsWith(p) => (None, None, Some(p.clone())),
@@ -175,72 +270,11 @@ impl Table for SqliteTable {
                     more = true;
                     break;
                 }
-                let data: String = r.get(0)?;
-                let mut item: Item = serde_json::from_str(&data)
-                    .map_err(|e| StoreError::Backend(format!("corrupt item: {e}")))?;
-                if let Some(attrs) = &q.attrs {
-                    crate::table::project(&mut item, attrs);
-                }
-                items.push(item);
+                items.push(each(r.get(0)?)?);
                 last = Some((skv, r.get::<_, String>(2)?, r.get::<_, String>(3)?));
             }
             let next = if more { last.map(|l| serde_json::to_string(&l).unwrap_or_default()) } else { None };
-            Ok(Page { items, next })
-        })
-    }
-
-    fn flush(&self) -> Result<()> {
-        self.db.flush()
-    }
-
-    async fn transact_write(&self, ops: Vec<TransactOp>) -> Result<()> {
-        meter::record("embedded-table", "TransactWriteItems", 1.0, 0);
-        if ops.len() > 100 {
-            return Err(StoreError::Invalid("at most 100 operations per transaction".into()));
-        }
-        let keys: Vec<Key> = ops
-            .iter()
-            .map(|op| match op {
-                TransactOp::Put { item, .. } => require_key(item),
-                TransactOp::Update { key, .. }
-                | TransactOp::Delete { key, .. }
-                | TransactOp::Check { key, .. } => Ok(key.clone()),
-            })
-            .collect::<Result<_>>()?;
-        if keys.iter().collect::<HashSet<_>>().len() != keys.len() {
-            return Err(StoreError::Invalid("a transaction names the same key twice".into()));
-        }
-        self.db.write(|c| {
-            // First evaluate every condition against the state before the transaction, as
-            // DynamoDB does; only if all hold, apply every write.
-            let mut reasons = Vec::with_capacity(ops.len());
-            let mut current = Vec::with_capacity(ops.len());
-            for (op, key) in ops.iter().zip(&keys) {
-                let cur = load(c, &self.name, key)?;
-                let cond = match op {
-                    TransactOp::Put { cond, .. }
-                    | TransactOp::Update { cond, .. }
-                    | TransactOp::Delete { cond, .. } => cond.clone(),
-                    TransactOp::Check { cond, .. } => Some(cond.clone()),
-                };
-                let ok = cond.as_ref().is_none_or(|cd| cd.eval(cur.as_ref()));
-                reasons.push((!ok).then(|| "ConditionalCheckFailed".to_string()));
-                current.push(cur);
-            }
-            if reasons.iter().any(Option::is_some) {
-                return Err(StoreError::TransactionCanceled { reasons });
-            }
-            for ((op, key), cur) in ops.into_iter().zip(&keys).zip(current) {
-                match op {
-                    TransactOp::Put { item, .. } => store(c, &self.name, &item)?,
-                    TransactOp::Update { actions, .. } => {
-                        store(c, &self.name, &updated(key, cur, &actions)?)?
-                    }
-                    TransactOp::Delete { .. } => remove(c, &self.name, key)?,
-                    TransactOp::Check { .. } => {}
-                }
-            }
-            Ok(())
+            Ok((items, next))
         })
     }
 }
