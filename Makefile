@@ -2,10 +2,11 @@
 # (BuildMethod: makefile; CodeUri ../ is this directory; samconfig.toml builds in source),
 # with ARTIFACTS_DIR set to where that function's `bootstrap` must go.
 #
-# All functions come from one cargo build: the first target runs scripts/lambda-package.sh,
-# which compiles every binary below in a single `cargo lambda build`; the stamp then makes
-# the other thirteen a copy. (SAM's own rust-cargolambda method ran one `cargo lambda build
-# --bin X` per function, each resolving features for its one package.)
+# All functions come from one run of scripts/lambda-package.sh: the first target runs it,
+# and it compiles the binaries below in one `cargo lambda build` (the api's in a second,
+# optimised for size); the stamp then makes the other thirteen a copy. (SAM's own
+# rust-cargolambda method ran one `cargo lambda build --bin X` per function, each
+# resolving features for its one package.)
 #
 # SAM passes the function's architecture to no Makefile, so it comes from MAILROOM_ARCH
 # (default arm64, the template's default). scripts/sam-build.sh sets it and the template's

@@ -23,6 +23,9 @@ mapfile -t functions < <(sed -n 's/^build-[A-Za-z]*Function: BIN = \([a-z-]*\)$/
 [ "${#functions[@]}" -gt 0 ] || { echo "no 'build-...Function: BIN = ...' lines in Makefile" >&2; exit 1; }
 # The zipped size each function should stay under (MiB).
 zip_target_mib=10
+# Functions built with the release-small profile (opt-level "s", Cargo.toml): the api is
+# over the target at opt-level 3, and its requests wait on storage rather than compute.
+small=(mailroom-api)
 
 # ELF e_machine (2 bytes, little-endian, at offset 18) of each file against the
 # architecture: a binary deployed as the other one fails at start with an exec format error.
@@ -82,17 +85,26 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$root/target}"
 lambda_dir="$CARGO_TARGET_DIR/lambda"
 
 packages=()
-for f in "${functions[@]}"; do packages+=(-p "$f"); done
+small_packages=()
+for f in "${functions[@]}"; do
+    if [[ " ${small[*]} " == *" $f "* ]]; then small_packages+=(-p "$f"); else packages+=(-p "$f"); fi
+done
 
-# One cargo build for all of them, packed as zips; the loose bootstrap is then taken out of
-# each zip, so binary and archive are always the same build. The build keeps the workspace
-# release profile (lto thin, codegen-units 1, strip, panic unwind): cargo-lambda adds its
-# own defaults (e.g. panic=abort) only where the profile is silent, plus
-# -C target-cpu=haswell (Lambda's x86_64 CPUs).
+# One cargo build for all of them (a second one for those in `small`), packed as zips; the
+# loose bootstrap is then taken out of each zip, so binary and archive are always the same
+# build. The builds keep the workspace's profiles (lto thin, codegen-units 1, strip, panic
+# unwind): cargo-lambda adds its own defaults (e.g. panic=abort) only where the profile is
+# silent, plus -C target-cpu=haswell (Lambda's x86_64 CPUs).
 start=$(date +%s)
 for f in "${functions[@]}"; do rm -f "$lambda_dir/$f/bootstrap" "$lambda_dir/$f/bootstrap.zip"; done
-"$cargo_lambda" lambda build --release "${target_args[@]}" --locked \
-    --output-format zip --lambda-dir "$lambda_dir" "${packages[@]}" 1>&2
+if [ "${#packages[@]}" -gt 0 ]; then
+    "$cargo_lambda" lambda build --release "${target_args[@]}" --locked \
+        --output-format zip --lambda-dir "$lambda_dir" "${packages[@]}" 1>&2
+fi
+if [ "${#small_packages[@]}" -gt 0 ]; then
+    "$cargo_lambda" lambda build --profile release-small "${target_args[@]}" --locked \
+        --output-format zip --lambda-dir "$lambda_dir" "${small_packages[@]}" 1>&2
+fi
 for f in "${functions[@]}"; do
     zip="$lambda_dir/$f/bootstrap.zip"
     [ -f "$zip" ] || { echo "no $zip after the build" >&2; exit 1; }

@@ -25,7 +25,7 @@ fn template_binaries() -> Vec<String> {
 }
 
 /// Issue 24, item 2: every function of the template is built by the Makefile (BuildMethod
-/// makefile, one cargo build for all), and the Makefile builds nothing the template lacks.
+/// makefile, one run of scripts/lambda-package.sh for all), and the Makefile builds nothing the template lacks.
 #[test]
 fn every_template_function_is_built_by_the_makefile_and_nothing_else_is() {
     let template = std::fs::read_to_string(repo_root().join("infra/template.yaml")).unwrap();
